@@ -1,0 +1,156 @@
+"""User-facing errors: one clear message naming the file and the field.
+
+`SlsweepError` is the base of every error a user can cause (the CLI prints it and exits with
+status 2, no traceback). `SpecError` is a bad value in a YAML file or override: `str(e)` is
+`"{file}: {field}: {message}"` with `field` a dotted path such as `search.num_samples` or
+`params.eta.low`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+__all__ = [
+    "FieldValueError",
+    "SlsweepError",
+    "SpecError",
+    "dotted",
+    "spec_error_from_validation",
+]
+
+
+class SlsweepError(Exception):
+    """Base class for errors caused by user input (bad files, arguments, environment)."""
+
+
+class SpecError(SlsweepError):
+    """A bad value in a spec, search space, trial config or override.
+
+    Attributes:
+        file: the file (or other source such as ``--set``) the value came from.
+        field: dotted path of the offending field, e.g. ``params.eta.low``.
+        message: what is wrong, ending with ``(line N)`` when the line is known.
+        line: 1-based line in `file`, or None.
+    """
+
+    def __init__(self, file: str, field: str, message: str, *, line: int | None = None) -> None:
+        self.file = str(file)
+        self.field = field or "<root>"
+        self.line = line
+        self.message = f"{message} (line {line})" if line is not None else message
+        super().__init__(f"{self.file}: {self.field}: {self.message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the exception picklable (Ray ships errors between processes).
+        return (_rebuild_spec_error, (self.file, self.field, self.message, self.line))
+
+
+def _rebuild_spec_error(file: str, field: str, message: str, line: int | None) -> SpecError:
+    err = SpecError(file, field, message)
+    err.line = line
+    return err
+
+
+class FieldValueError(ValueError):
+    """Raised inside a pydantic model validator to blame a specific sub-field.
+
+    Pydantic reports model-level validator errors at the model's own location; the translator in
+    `spec_error_from_validation` appends `field` (dotted, relative to the model) to that location.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(message)
+
+
+def dotted(loc: Sequence[str | int]) -> str:
+    """Format a location tuple as a dotted path: ``("grid", "eta", 2)`` -> ``grid.eta[2]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _model_at(model: type[BaseModel] | None, loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The pydantic model class reached by following `loc` from `model`, if any."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(str(part))
+        if info is None:
+            return None
+        current = info.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+def spec_error_from_validation(
+    exc: ValidationError,
+    *,
+    file: str,
+    prefix: Sequence[str | int] = (),
+    model: type[BaseModel] | None = None,
+    line_of: Callable[[tuple[str | int, ...]], int | None] | None = None,
+    hints: dict[str, str] | None = None,
+) -> SpecError:
+    """Turn a pydantic ValidationError into ONE SpecError (the first error; others counted).
+
+    Args:
+        exc: the validation error.
+        file: the file name to blame.
+        prefix: location of the validated mapping inside the file (e.g. ``("search_space",)``).
+        model: the validated model class, used to list allowed keys for unknown ones.
+        line_of: maps a location tuple (including `prefix`) to a 1-based line number.
+        hints: extra advice for unknown keys, by dotted key (e.g. ``{"seed": "use search.seeds"}``).
+    """
+    errors = exc.errors(include_url=False)
+    # A misspelt key also makes the real one "missing": report the unknown key, it explains both.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc: tuple[str | int, ...] = tuple(first["loc"])
+    ctx = first.get("ctx") or {}
+    inner = ctx.get("error")
+    kind = first["type"]
+    if isinstance(inner, FieldValueError):
+        loc = loc + tuple(int(p) if p.isdigit() else p for p in inner.field.split("."))
+        message = inner.message
+    elif kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _model_at(model, loc[:-1])
+        message = "unknown key"
+        hint = (hints or {}).get(dotted(loc))
+        if hint:
+            message += f"; {hint}"
+        elif allowed is not None:
+            names = sorted(allowed.model_fields)
+            close = difflib.get_close_matches(key, names, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+            message += f" (allowed: {', '.join(names)})"
+    elif kind == "missing":
+        message = "required field is missing"
+    else:
+        message = str(first["msg"]).removeprefix("Value error, ")
+        value = first.get("input")
+        if not isinstance(value, dict | list) and kind not in {"model_type", "dict_type", "value_error"}:
+            message += f" (got {_short(value)})"
+    if len(errors) > 1:
+        more = len(errors) - 1
+        message += f" [and {more} more error{'s' if more > 1 else ''}]"
+    full = tuple(prefix) + loc
+    line = line_of(full) if line_of is not None else None
+    return SpecError(file, dotted(full), message, line=line)

@@ -1,0 +1,584 @@
+"""Search spaces: a YAML format compiled to an Optuna define-by-run function or a full grid.
+
+Format (one file, or a mapping inline in a spec)::
+
+    name: paper                        # optional, default: the file name without .yaml
+    description: ...                   # optional
+    params:
+      eta:   {type: float, low: 0.0, high: 0.3}                  # linear float
+      lam:   {type: float, low: 0.5, high: 5.0, log: true}       # log-uniform
+      warm:  {type: int, low: 0, high: 100, step: 10}            # int (log: true allowed, step 1)
+      psi:   {type: categorical, choices: [triangular, gaussian]}
+      triangular_width: {type: float, low: 1.0, high: 4.0, when: {psi: triangular},
+                         target: loss.psi_param}                 # exists only when psi=triangular
+      family: {type: fixed, value: soft_label, target: loss.family}
+    grid:                              # optional: grid values for float/int params (algorithm grid)
+      eta: [0.0, 0.05, 0.1]
+
+Per parameter:
+- `when: {parent: value}` or `{parent: [v1, v2]}` (several parents = all must hold): the
+  parameter exists only when each parent is a categorical parameter taking one of those values.
+  Optuna forbids one name with two distributions, so each psi shape gets its own parameter name
+  and all of them may share a target.
+- `target`: the dotted `TrialConfig` path the value goes to. Default rule: a name containing a
+  dot is its own target (`loss.family`, `train.lr`, `task.params.max_count`); otherwise the name
+  must be a field of exactly one of the sections loss, train, model, task (`eta` -> `loss.eta`,
+  `lr` -> `train.lr`). `seed` and `name` cannot be targets (seeds come from `search.seeds`).
+- `values: [...]` (float/int): grid values, same as an entry under top-level `grid:`. In grid
+  mode a float parameter needs grid values; an int parameter without them uses every integer
+  from low to high (by step).
+
+TPE/random sample `define_by_run` (only active parameters, parents first); grid mode takes the
+product of categorical choices and grid values, expanding conditional parameters only under
+their condition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sweeps.config import LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
+from sweeps.errors import FieldValueError, SpecError, dotted, spec_error_from_validation
+from sweeps.yamlio import YamlDoc, dump_yaml, load_yaml
+
+__all__ = ["MAX_GRID_POINTS", "Param", "SearchSpace", "load_space"]
+
+MAX_GRID_POINTS = 100_000
+_SCALAR = (str, int, float, bool, type(None))  # what Optuna accepts as a categorical choice
+
+
+class SuggestTrial(Protocol):
+    """The part of `optuna.Trial` a define-by-run function uses (Ray passes a look-alike)."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float: ...
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+# --------------------------------------------------------------------------- file schema
+
+
+class _ParamBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    when: dict[str, Any] | None = None
+    target: str | None = Field(None, min_length=1)
+
+
+class _RangeChecks:
+    """Shared checks of float and int ranges (low < high, log > 0, values inside the range)."""
+
+    low: float
+    high: float
+    log: bool
+    values: list[Any] | None
+
+    def _check_range(self) -> None:
+        if not self.low < self.high:
+            raise FieldValueError("low", f"low ({self.low}) must be < high ({self.high})")
+        if self.log and self.low <= 0:
+            raise FieldValueError("low", f"log: true needs low > 0, got {self.low}")
+        if self.values is not None:
+            if not self.values:
+                raise FieldValueError("values", "empty grid: give at least one value")
+            for i, v in enumerate(self.values):
+                if not self.low <= v <= self.high:
+                    raise FieldValueError(f"values.{i}", f"{v} is outside [{self.low}, {self.high}]")
+            if len(set(self.values)) != len(self.values):
+                raise FieldValueError("values", "duplicate grid values")
+
+
+class FloatParam(_ParamBase, _RangeChecks):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    values: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> FloatParam:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise FieldValueError("low", "low and high must be finite")
+        self._check_range()
+        if self.log and self.step is not None:
+            raise FieldValueError("step", "step cannot be combined with log: true")
+        return self
+
+
+class IntParam(_ParamBase, _RangeChecks):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(1, gt=0)
+    values: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> IntParam:
+        self._check_range()
+        if self.log and self.step != 1:
+            raise FieldValueError("step", "log: true needs step 1")
+        return self
+
+
+class CategoricalParam(_ParamBase):
+    type: Literal["categorical"]
+    choices: list[Any]
+
+    @model_validator(mode="after")
+    def _valid(self) -> CategoricalParam:
+        if not self.choices:
+            raise FieldValueError("choices", "empty list: give at least one choice")
+        for i, c in enumerate(self.choices):
+            if not isinstance(c, _SCALAR):
+                raise FieldValueError(f"choices.{i}", f"choices must be scalars, got {type(c).__name__}")
+        if len({json.dumps(c) for c in self.choices}) != len(self.choices):
+            raise FieldValueError("choices", "duplicate choices")
+        return self
+
+
+class FixedParam(_ParamBase):
+    type: Literal["fixed"]
+    value: Any
+
+
+Param = FloatParam | IntParam | CategoricalParam | FixedParam
+_PARAM_TYPES: dict[str, type[BaseModel]] = {
+    "float": FloatParam, "int": IntParam, "categorical": CategoricalParam, "fixed": FixedParam,
+}
+
+
+class _SpaceFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1)
+    description: str = ""
+    params: dict[str, Any]
+    grid: dict[str, list[Any]] | None = None
+
+
+# --------------------------------------------------------------------------- target paths
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "loss": LossConfig, "train": TrainConfig, "model": ModelConfig, "task": TaskConfig,
+}
+_FREE_FORM = {("task", "params"), ("model", "lora")}
+
+
+def _target_problem(target: str) -> str | None:
+    """Why `target` is not a settable TrialConfig leaf path, or None if it is."""
+    parts = target.split(".")
+    if target in ("seed", "name"):
+        return f"'{target}' cannot be searched ({'use search.seeds' if target == 'seed' else 'fixed'})"
+    if len(parts) < 2 or parts[0] not in _SECTIONS:
+        return f"'{target}' is not a TrialConfig path (expected loss.*, train.*, model.* or task.*)"
+    section = _SECTIONS[parts[0]]
+    if parts[1] not in section.model_fields:
+        return f"'{target}': {parts[0]} has no field '{parts[1]}'"
+    if (parts[0], parts[1]) in _FREE_FORM:
+        return None if len(parts) >= 3 and all(parts[2:]) else f"'{target}' needs a key below it"
+    if len(parts) > 2:
+        return f"'{target}': {parts[0]}.{parts[1]} has no sub-keys"
+    return None
+
+
+def _default_target(name: str) -> str | None:
+    """The default target of a parameter named `name` (see module docstring), or None."""
+    if "." in name:
+        return name
+    hits = [f"{sec}.{name}" for sec, model in _SECTIONS.items() if name in model.model_fields]
+    hits = [h for h in hits if (tuple(h.split(".")) not in _FREE_FORM)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _default_base() -> TrialConfig:
+    return TrialConfig(task=TaskConfig(name="counting"), loss=LossConfig(family="soft_label"))
+
+
+# --------------------------------------------------------------------------- the space
+
+
+class SearchSpace:
+    """A validated search space.
+
+    Attributes:
+        name: the space's name.
+        description: free text.
+        source: file name (for MLflow tags), or `<spec file>#search_space` when inline.
+        file: where errors point (the path as given).
+        content: the mapping as written (for the `search_space.yaml` artifact).
+        params: parameters in sampling order (parents before children).
+        targets: parameter name -> dotted TrialConfig path.
+        hash: short sha256 of the normalised parameters (formatting and comments do not count).
+    """
+
+    def __init__(self, *, name: str, description: str, source: str, file: str,
+                 content: dict[str, Any], params: dict[str, Param], order: list[str],
+                 targets: dict[str, str], conditions: dict[str, dict[str, list[Any]]],
+                 grid_values: dict[str, list[Any]], lines: YamlDoc | None,
+                 prefix: tuple[str | int, ...]) -> None:
+        self.name = name
+        self.description = description
+        self.source = source
+        self.file = file
+        self.content = content
+        self._params = params
+        self._order = order
+        self.targets = targets
+        self._conditions = conditions
+        self._grid_values = grid_values
+        self._doc = lines
+        self._prefix = prefix
+        canonical = {
+            n: {**params[n].model_dump(exclude_none=True, exclude={"when", "target", "values"}),
+                "target": targets[n], "when": conditions[n], "grid": grid_values.get(n)}
+            for n in order
+        }
+        blob = json.dumps(canonical, sort_keys=True, default=str).encode()
+        self.hash = hashlib.sha256(blob).hexdigest()[:12]
+
+    def __repr__(self) -> str:
+        return f"SearchSpace(name={self.name!r}, params={self._order}, hash={self.hash})"
+
+    @property
+    def params(self) -> dict[str, Param]:
+        """Parameters by name, in sampling order."""
+        return {n: self._params[n] for n in self._order}
+
+    def conditions(self, name: str) -> dict[str, list[Any]]:
+        """The direct `when` conditions of parameter `name` (parent -> allowed values)."""
+        return {k: list(v) for k, v in self._conditions[name].items()}
+
+    def _error(self, loc: tuple[str | int, ...], message: str) -> SpecError:
+        full = self._prefix + loc
+        line = self._doc.line_of(full) if self._doc is not None else None
+        return SpecError(self.file, dotted(full), message, line=line)
+
+    def _active(self, name: str, assignment: Mapping[str, Any]) -> bool:
+        return all(
+            parent in assignment and _member(assignment[parent], allowed)
+            for parent, allowed in self._conditions[name].items()
+        )
+
+    def define_by_run(self, trial: SuggestTrial) -> dict[str, Any]:
+        """Sample the active parameters from `trial` (an `optuna.Trial` or Ray's proxy of one).
+
+        Returns:
+            {name: value} of every active parameter (sampled ones and fixed ones).
+        """
+        out: dict[str, Any] = {}
+        for name in self._order:
+            if not self._active(name, out):
+                continue
+            p = self._params[name]
+            if isinstance(p, FixedParam):
+                out[name] = p.value
+            elif isinstance(p, FloatParam):
+                out[name] = trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+            elif isinstance(p, IntParam):
+                out[name] = trial.suggest_int(name, p.low, p.high, step=p.step, log=p.log)
+            else:
+                out[name] = trial.suggest_categorical(name, p.choices)
+        return out
+
+    def _values_for_grid(self, name: str) -> list[Any]:
+        p = self._params[name]
+        if isinstance(p, FixedParam):
+            return [p.value]
+        if isinstance(p, CategoricalParam):
+            return list(p.choices)
+        if name in self._grid_values:
+            return list(self._grid_values[name])
+        if isinstance(p, IntParam):
+            count = (p.high - p.low) // p.step + 1
+            if count > 1000:
+                raise self._error(("params", name), f"int range has {count} values; give grid values")
+            return list(range(p.low, p.high + 1, p.step))
+        raise self._error(
+            ("params", name),
+            "float parameter has no grid values (algorithm grid): add values: [...] to it or "
+            f"an entry grid: {{{name}: [...]}}",
+        )
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every grid point: {name: value} of the active parameters, in a fixed order."""
+        values = {n: self._values_for_grid(n) for n in self._order}
+        points: list[dict[str, Any]] = []
+
+        def expand(i: int, assignment: dict[str, Any]) -> None:
+            if len(points) > MAX_GRID_POINTS:
+                raise self._error(("params",), f"grid has more than {MAX_GRID_POINTS} points")
+            if i == len(self._order):
+                points.append(dict(assignment))
+                return
+            name = self._order[i]
+            if not self._active(name, assignment):
+                expand(i + 1, assignment)
+                return
+            for v in values[name]:
+                assignment[name] = v
+                expand(i + 1, assignment)
+            del assignment[name]
+
+        expand(0, {})
+        return points
+
+    def to_overrides(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Map sampled {name: value} to {target path: value}; keys starting with `__` are skipped."""
+        out: dict[str, Any] = {}
+        for name, value in params.items():
+            if name.startswith("__"):
+                continue  # Ray Tune internals such as __trial_index__
+            if name not in self.targets:
+                raise SpecError(self.source, name, "not a parameter of this search space")
+            out[self.targets[name]] = value
+        return out
+
+    def to_yaml(self) -> str:
+        """The space as YAML (the content as written)."""
+        return dump_yaml(self.content)
+
+
+def _member(value: Any, allowed: list[Any]) -> bool:
+    """`value in allowed`, except that booleans only match booleans (in Python True == 1)."""
+    return any(
+        (value == a) and (isinstance(value, bool) == isinstance(a, bool))
+        and (isinstance(value, str) == isinstance(a, str))
+        for a in allowed
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_space(path_or_mapping: str | Path | Mapping[str, Any], *, source: str | None = None,
+               base: TrialConfig | None = None, doc: YamlDoc | None = None,
+               prefix: tuple[str | int, ...] = ()) -> SearchSpace:
+    """Load and validate a search space.
+
+    Args:
+        path_or_mapping: a YAML file, or the already-parsed mapping (inline in a spec).
+        source: file name for errors and MLflow (default: the path; `<inline>` for a mapping).
+        base: the trial config the targets are checked against (default: counting + soft_label).
+        doc: the YAML document the mapping came from (for line numbers of inline spaces).
+        prefix: location of the mapping inside `doc` (e.g. `("search_space",)`).
+
+    Raises:
+        SpecError: naming the file and the dotted field of the first problem.
+    """
+    if isinstance(path_or_mapping, Mapping):
+        data: Any = dict(path_or_mapping)
+        file = source or "<inline>"
+        tag = f"{Path(file).name}#{dotted(prefix)}" if prefix else file
+        default_name = "inline"
+    else:
+        path = Path(path_or_mapping)
+        doc = load_yaml(path, what="search space file")
+        prefix = ()
+        data = doc.data
+        file = source or str(path)
+        tag = path.name
+        default_name = path.stem
+        if data is None or not isinstance(data, dict):
+            got = "empty" if data is None else f"a {type(data).__name__}"
+            raise SpecError(file, "<root>", f"search space must be a mapping with params:, got {got}")
+
+    def line_of(loc: tuple[str | int, ...]) -> int | None:
+        return doc.line_of(loc) if doc is not None else None
+
+    def fail(loc: tuple[str | int, ...], message: str) -> SpecError:
+        full = prefix + loc
+        return SpecError(file, dotted(full), message, line=line_of(full))
+
+    try:
+        spec = _SpaceFile.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error_from_validation(exc, file=file, prefix=prefix, model=_SpaceFile,
+                                         line_of=line_of) from None
+    if not spec.params:
+        raise fail(("params",), "no parameters: give at least one")
+
+    params: dict[str, Param] = {}
+    for name, raw in spec.params.items():
+        if not isinstance(name, str) or not name or name.startswith("__"):
+            raise fail(("params", str(name)), "parameter names must be non-empty and not start with '__'")
+        if not isinstance(raw, dict):
+            raise fail(("params", name), "expected a mapping such as {type: float, low: 0.0, high: 1.0}")
+        kind = raw.get("type")
+        if kind not in _PARAM_TYPES:
+            msg = "required field is missing" if kind is None else f"unknown type {kind!r}"
+            raise fail(("params", name, "type"), f"{msg}; expected one of {', '.join(_PARAM_TYPES)}")
+        model = _PARAM_TYPES[kind]
+        try:
+            params[name] = model.model_validate(raw)  # type: ignore[assignment]
+        except ValidationError as exc:
+            raise spec_error_from_validation(exc, file=file, prefix=prefix + ("params", name),
+                                             model=model, line_of=line_of) from None
+
+    # Grid values: per-parameter `values:` or top-level `grid:` (not both).
+    grid_values: dict[str, list[Any]] = {
+        n: list(p.values) for n, p in params.items() if isinstance(p, FloatParam | IntParam) and p.values
+    }
+    for name, values in (spec.grid or {}).items():
+        p = params.get(name)
+        if p is None:
+            raise fail(("grid", name), "not a parameter of this space")
+        if not isinstance(p, FloatParam | IntParam):
+            raise fail(("grid", name), f"grid values are for float/int parameters, '{name}' is {p.type}")
+        if name in grid_values:
+            raise fail(("grid", name), f"grid values given twice (also params.{name}.values)")
+        merged = {**p.model_dump(exclude={"when", "target"}), "values": values}
+        try:
+            checked = type(p).model_validate(merged)
+        except ValidationError as exc:
+            err = spec_error_from_validation(exc, file=file, model=type(p), line_of=None)
+            loc = ("grid", name) + _tail_index(err.field)
+            raise fail(loc, err.message) from None
+        grid_values[name] = list(checked.values or [])
+
+    # Targets.
+    targets: dict[str, str] = {}
+    for name, p in params.items():
+        target = p.target or _default_target(name)
+        if target is None:
+            raise fail(("params", name), "no default target for this name: give target: <section.field>")
+        problem = _target_problem(target)
+        if problem:
+            raise fail(("params", name, "target") if p.target else ("params", name), problem)
+        targets[name] = target
+
+    # Conditions: parents are categorical, values are among their choices.
+    conditions: dict[str, dict[str, list[Any]]] = {}
+    for name, p in params.items():
+        conds: dict[str, list[Any]] = {}
+        for parent, allowed in (p.when or {}).items():
+            loc = ("params", name, "when", parent)
+            if parent == name:
+                raise fail(loc, "a parameter cannot depend on itself")
+            q = params.get(parent)
+            if q is None:
+                raise fail(loc, f"unknown parameter '{parent}'")
+            if not isinstance(q, CategoricalParam):
+                raise fail(loc, f"'{parent}' must be a categorical parameter, it is {q.type}")
+            allowed = list(allowed) if isinstance(allowed, list) else [allowed]
+            if not allowed:
+                raise fail(loc, "empty list of values")
+            for v in allowed:
+                if not _member(v, q.choices):
+                    raise fail(loc, f"{v!r} is not a choice of '{parent}' ({q.choices})")
+            conds[parent] = allowed
+        conditions[name] = conds
+
+    order = _topological_order(list(params), conditions, fail)
+    constraints = _accumulated_constraints(order, conditions, fail)
+    _check_target_conflicts(order, targets, constraints, fail)
+
+    space = SearchSpace(
+        name=spec.name or default_name, description=spec.description, source=tag, file=file,
+        content=data, params=params, order=order, targets=targets, conditions=conditions,
+        grid_values=grid_values, lines=doc, prefix=prefix,
+    )
+    _check_against_base(space, base or _default_base(), constraints, fail)
+    return space
+
+
+def _tail_index(field: str) -> tuple[str | int, ...]:
+    # "values[2]" -> (2,) ; "values" -> ()
+    if "[" in field:
+        return (int(field.rsplit("[", 1)[1].rstrip("]")),)
+    return ()
+
+
+def _topological_order(names: list[str], conditions: dict[str, dict[str, list[Any]]], fail: Any) -> list[str]:
+    """Parents before children, otherwise file order; SpecError on a cycle."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(n: str, chain: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cycle = " -> ".join(chain[chain.index(n):] + [n])
+            raise fail(("params", n, "when"), f"conditions form a cycle: {cycle}")
+        state[n] = 1
+        for parent in conditions[n]:
+            visit(parent, chain + [n])
+        state[n] = 2
+        order.append(n)
+
+    for n in names:
+        visit(n, [])
+    return order
+
+
+def _accumulated_constraints(order: list[str], conditions: dict[str, dict[str, list[Any]]],
+                             fail: Any) -> dict[str, dict[str, list[Any]]]:
+    """For each parameter: every ancestor -> values it must take for the parameter to be active."""
+    acc: dict[str, dict[str, list[Any]]] = {}
+    for n in order:
+        merged: dict[str, list[Any]] = {}
+        for parent, allowed in conditions[n].items():
+            for key, vals in [(parent, allowed), *acc[parent].items()]:
+                cur = merged.get(key)
+                merged[key] = list(vals) if cur is None else [v for v in cur if _member(v, vals)]
+                if not merged[key]:
+                    raise fail(("params", n, "when"), f"can never be active (conflicting values for '{key}')")
+        acc[n] = merged
+    return acc
+
+
+def _check_target_conflicts(order: list[str], targets: dict[str, str],
+                            constraints: dict[str, dict[str, list[Any]]], fail: Any) -> None:
+    """Two parameters may share a target only if they can never be active together."""
+    for i, a in enumerate(order):
+        for b in order[:i]:
+            if targets[a] != targets[b]:
+                continue
+            ca, cb = constraints[a], constraints[b]
+            exclusive = any(
+                not [v for v in ca[k] if _member(v, cb[k])] for k in ca.keys() & cb.keys()
+            )
+            if not exclusive:
+                raise fail(("params", a, "target"),
+                           f"'{targets[a]}' is also set by '{b}' and both can be active together")
+
+
+def _check_against_base(space: SearchSpace, base: TrialConfig,
+                        constraints: dict[str, dict[str, list[Any]]], fail: Any) -> None:
+    """Apply each parameter's extreme values (with its conditions met) to `base` and re-validate.
+
+    This catches values the trial config rejects (eta > 1, unknown psi, lr <= 0) at load time. It
+    probes one parameter at a time, so a clash that needs two sampled values together is only
+    caught when a trial config is built.
+    """
+    for name, p in space.params.items():
+        probes: list[tuple[tuple[str | int, ...], Any]]
+        if isinstance(p, FloatParam | IntParam):
+            probes = [(("params", name, "low"), p.low), (("params", name, "high"), p.high)]
+            where = ("params", name, "values") if p.values else ("grid", name)
+            probes += [((*where, i), v) for i, v in enumerate(space._grid_values.get(name, []))]
+        elif isinstance(p, CategoricalParam):
+            probes = [(("params", name, "choices", i), c) for i, c in enumerate(p.choices)]
+        else:
+            probes = [(("params", name, "value"), p.value)]
+        # Context: parameters that are always set (unconditional fixed ones) and a choice for each
+        # ancestor that makes this parameter active.
+        context = {space.targets[k]: q.value for k, q in space.params.items()
+                   if isinstance(q, FixedParam) and not constraints[k] and k != name}
+        context.update({space.targets[k]: vals[0] for k, vals in constraints[name].items()})
+        for loc, value in probes:
+            try:
+                base.with_overrides({**context, space.targets[name]: value}, source=space.file)
+            except SpecError as exc:
+                raise fail(loc, f"invalid for {exc.field}: {exc.message}") from None

@@ -1,0 +1,342 @@
+"""Sweep specs: one YAML file that says what to sweep, how, where, and what to optimise.
+
+`load_spec(path)` validates the spec (unknown keys are errors), resolves and validates its search
+space, and returns a `ResolvedSpec` whose `base_trial_config()` is the trial config every trial
+starts from (the sampled search-space values and the seed are applied on top).
+
+Paths inside a spec: `search_space: NAME` is looked up next to the spec file first, then among the
+packaged spaces (`search_spaces/`); `.yaml` may be omitted. Relative `task.data_path` and
+`task.eval_data_path` are relative to the spec file; `model.path` too when such a file or folder
+exists there (otherwise it is a hub id or a built-in `tiny*` name). `storage` is relative to the
+current directory.
+
+Seeds: every configuration runs with seeds 0..seeds-1. With `tpe`/`random` the runner repeats each
+suggested configuration `seeds` times (Ray Tune's `Repeater`, `__trial_index__` = seed) and the
+sampler learns from the mean metric over the seeds; with `grid` the seed is one more grid
+dimension. Trial count: `num_samples * seeds` (tpe/random) or `len(grid) * seeds` (grid).
+
+Scheduler units: `grace_period` and `max_t` count optimizer steps (the trial reports `step`);
+defaults: `max_t = train.steps`, `grace_period = train.eval_every`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sweeps.config import TASK_METRICS, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
+from sweeps.errors import FieldValueError, SpecError, spec_error_from_validation
+from sweeps.space import SearchSpace, load_space
+from sweeps.yamlio import YamlDoc, dump_yaml, load_yaml, require_mapping
+
+__all__ = [
+    "ResolvedSpec",
+    "SweepSpec",
+    "load_spec",
+    "packaged_space_dir",
+    "packaged_space_path",
+    "packaged_spaces",
+    "packaged_spec_dir",
+    "packaged_spec_path",
+    "packaged_specs",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HINTS = {
+    "seed": "seeds are per trial: use search.seeds (seeds per configuration) or search.seed (sampler seed)",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchConfig(_Section):
+    """How configurations are chosen. See the module docstring for how seeds compose."""
+
+    algorithm: Literal["tpe", "random", "grid"] = "tpe"
+    num_samples: int = Field(8, gt=0)
+    seeds: int = Field(1, ge=1)
+    max_concurrent: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class SchedulerConfig(_Section):
+    """Early stopping: `asha` (asynchronous successive halving) or `fifo` (none). Units: steps."""
+
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int | None = Field(None, gt=0)
+    reduction_factor: float = Field(3.0, gt=1)
+    max_t: int | None = Field(None, gt=0)
+
+
+class ResourcesConfig(_Section):
+    """Resources per trial (Ray's `cpu`/`gpu`; fractions allowed)."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class MetricConfig(_Section):
+    """The metric to optimise; default: the task's main metric, mode inferred from the metric."""
+
+    name: str | None = None
+    mode: Literal["max", "min"] | None = None
+
+
+class TrackingConfig(_Section):
+    """MLflow: tracking URI (None = SQLite in the run folder) and experiment (None = spec name)."""
+
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class RayConfig(_Section):
+    """Ray: cluster address (None = local) and runtime environment for workers."""
+
+    address: str | None = None
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailureConfig(_Section):
+    """How many times a failed trial is retried (from its last checkpoint)."""
+
+    max_failures: int = Field(0, ge=0)
+
+
+_MAIN_METRIC = {"counting": "exact_match", "grounding": "acc_iou50", "chart": "relaxed_accuracy"}
+
+
+class SweepSpec(_Section):
+    """A validated sweep spec (the YAML file's content)."""
+
+    name: str
+    description: str = ""
+    task: TaskConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    loss: LossConfig
+    search_space: str | dict[str, Any]
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    metric: MetricConfig = Field(default_factory=MetricConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    storage: str | None = None
+    failure: FailureConfig = Field(default_factory=FailureConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        # The name becomes the MLflow experiment, the Optuna study and a Ray folder name.
+        if not _NAME_RE.match(value):
+            raise ValueError(f"{value!r}: use letters, digits, '_', '-' and '.', starting with a letter or digit")
+        return value
+
+    @field_validator("search_space")
+    @classmethod
+    def _space_ref_ok(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty string: give a search-space file name or an inline mapping")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SweepSpec:
+        task = self.task.name
+        known = {**TASK_METRICS[task], "train_loss": "min"}
+        metric = self.metric.name or _MAIN_METRIC[task]
+        if metric not in known:
+            raise FieldValueError(
+                "metric.name", f"'{metric}' is not a metric of task {task} (one of: {', '.join(known)})"
+            )
+        if self.metric.mode is not None and self.metric.mode != known[metric]:
+            raise FieldValueError(
+                "metric.mode", f"{metric} is better when {'higher' if known[metric] == 'max' else 'lower'}: "
+                f"mode must be {known[metric]}"
+            )
+        self.metric.name, self.metric.mode = metric, known[metric]
+
+        sched = self.scheduler
+        if sched.type == "fifo":
+            for key in ("grace_period", "max_t"):
+                if getattr(sched, key) is not None:
+                    raise FieldValueError(f"scheduler.{key}", "applies to scheduler type asha only")
+        else:
+            sched.max_t = sched.max_t or self.train.steps
+            sched.grace_period = sched.grace_period or min(self.train.eval_every, sched.max_t)
+            if sched.grace_period > sched.max_t:
+                raise FieldValueError(
+                    "scheduler.grace_period", f"must be <= scheduler.max_t ({sched.max_t}), got {sched.grace_period}"
+                )
+        return self
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """A loaded spec with its search space.
+
+    Attributes:
+        spec: the validated spec (paths resolved, scheduler/metric defaults filled in).
+        space: the validated search space.
+        path: the spec file (the packaged default.yaml when `load_spec(None)`).
+        spec_yaml: the spec file's text (for the `spec.yaml` artifact).
+    """
+
+    spec: SweepSpec
+    space: SearchSpace
+    path: Path
+    spec_yaml: str
+
+    def base_trial_config(self) -> TrialConfig:
+        """The config every trial starts from: the spec's task/model/train/loss, seed 0."""
+        s = self.spec
+        return TrialConfig(name=s.name, task=s.task, model=s.model, train=s.train, loss=s.loss, seed=0)
+
+    def trial_config(self, params: dict[str, Any], seed: int = 0) -> TrialConfig:
+        """The base config with sampled search-space `params` and `seed` applied."""
+        overrides = self.space.to_overrides(params)
+        overrides["seed"] = seed
+        return self.base_trial_config().with_overrides(overrides, source=self.space.source)
+
+    @property
+    def trial_count(self) -> int:
+        """How many trials the sweep runs (configurations x seeds)."""
+        s = self.spec.search
+        configs = len(self.space.grid()) if s.algorithm == "grid" else s.num_samples
+        return configs * s.seeds
+
+    def flat_params(self) -> dict[str, Any]:
+        """The spec as dotted keys (None omitted), for the parent MLflow run's params."""
+        data = self.spec.model_dump(mode="json")
+        data["search_space"] = self.space.source
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            elif value is not None and value != {}:
+                out[prefix] = value
+
+        walk("", data)
+        return out
+
+
+# --------------------------------------------------------------------------- packaged files
+
+
+def packaged_spec_dir() -> Path:
+    return Path(str(resources.files("sweeps") / "specs"))
+
+
+def packaged_space_dir() -> Path:
+    return Path(str(resources.files("search_spaces")))
+
+
+def packaged_specs() -> list[str]:
+    """Names of the built-in specs (`default`, `counting`, ...)."""
+    return sorted(p.stem for p in packaged_spec_dir().glob("*.yaml"))
+
+
+def packaged_spaces() -> list[str]:
+    """Names of the built-in search spaces (`paper`, `eta_grid`, ...)."""
+    return sorted(p.stem for p in packaged_space_dir().glob("*.yaml"))
+
+
+def packaged_spec_path(name: str) -> Path:
+    """Path of a built-in spec by name (`default` or `default.yaml`); SpecError if unknown."""
+    path = packaged_spec_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if not path.is_file():
+        raise SpecError(name, "<file>", f"no built-in spec of that name (built-in: {', '.join(packaged_specs())})")
+    return path
+
+
+def packaged_space_path(name: str) -> Path:
+    """Path of a built-in search space by name (`paper` or `paper.yaml`); SpecError if unknown."""
+    path = packaged_space_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if not path.is_file():
+        raise SpecError(name, "<file>", f"no built-in search space of that name (built-in: {', '.join(packaged_spaces())})")
+    return path
+
+
+def _find_space_file(ref: str, spec_dir: Path) -> Path | None:
+    names = [ref] if ref.endswith((".yaml", ".yml")) else [ref, f"{ref}.yaml"]
+    for folder in (spec_dir, packaged_space_dir()):
+        for n in names:
+            candidate = (folder / n).expanduser()
+            if candidate.is_file():
+                return candidate.resolve()
+    return None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _resolve_paths(spec: SweepSpec, spec_dir: Path) -> SweepSpec:
+    """Make relative data paths (and an existing relative model folder) absolute."""
+    task_updates: dict[str, Any] = {}
+    for key in ("data_path", "eval_data_path"):
+        value = getattr(spec.task, key)
+        if value and not Path(value).expanduser().is_absolute():
+            task_updates[key] = str((spec_dir / Path(value).expanduser()).resolve())
+        elif value:
+            task_updates[key] = str(Path(value).expanduser())
+    model_updates: dict[str, Any] = {}
+    local = spec_dir / spec.model.path
+    if not Path(spec.model.path).is_absolute() and not spec.model.path.startswith("tiny") and local.exists():
+        model_updates["path"] = str(local.resolve())
+    return spec.model_copy(update={
+        "task": spec.task.model_copy(update=task_updates),
+        "model": spec.model.model_copy(update=model_updates),
+    })
+
+
+def load_spec(path: str | Path | None = None) -> ResolvedSpec:
+    """Load, validate and resolve a sweep spec (None = the built-in default.yaml).
+
+    Raises:
+        SpecError: naming the spec (or search-space) file and the dotted field of the problem.
+    """
+    spec_path = Path(path) if path is not None else packaged_spec_path("default")
+    doc: YamlDoc = load_yaml(spec_path, what="sweep spec")
+    file = doc.source
+    data = require_mapping(doc, "sweep spec")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error_from_validation(exc, file=file, model=SweepSpec, line_of=doc.line_of,
+                                         hints=_HINTS) from None
+    spec_dir = spec_path.expanduser().resolve().parent
+    spec = _resolve_paths(spec, spec_dir)
+    base = TrialConfig(name=spec.name, task=spec.task, model=spec.model, train=spec.train,
+                       loss=spec.loss, seed=0)
+
+    if isinstance(spec.search_space, dict):
+        space = load_space(spec.search_space, source=file, base=base, doc=doc, prefix=("search_space",))
+    else:
+        found = _find_space_file(spec.search_space, spec_dir)
+        if found is None:
+            raise SpecError(
+                file, "search_space",
+                f"search space file '{spec.search_space}' not found (looked in {spec_dir} and the "
+                f"built-in spaces: {', '.join(packaged_spaces())})",
+                line=doc.line_of(("search_space",)),
+            )
+        space = load_space(found, base=base)
+
+    if spec.search.algorithm == "grid":
+        points = space.grid()
+        if "num_samples" in spec.search.model_fields_set and spec.search.num_samples != len(points):
+            raise SpecError(
+                file, "search.num_samples",
+                f"grid search runs every grid point ({len(points)}); omit num_samples or set it to {len(points)}",
+                line=doc.line_of(("search", "num_samples")),
+            )
+    text = doc.text or dump_yaml(data)
+    return ResolvedSpec(spec=spec, space=space, path=spec_path, spec_yaml=text)
