@@ -1,0 +1,151 @@
+"""Turn (image, prompt, answer) examples into model inputs for training and for greedy generation.
+
+Both paths render the same prompt text (the processor's chat template when it has one, else a plain
+"Question/Answer" format), so the model is trained on exactly the prefix it later generates from.
+A training row is the processor's encoding of the prompt followed by the tokenized answer and eos;
+only the answer and eos positions are supervised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+
+IGNORE_INDEX = -100
+
+
+class Batcher:
+    """Builds train and generation batches for one processor.
+
+    Args:
+        processor: a `transformers` multimodal processor (tokenizer + image processor).
+        max_new_tokens: generation length used by `generate`.
+        answer_prefix: text put between the prompt and the answer, as part of the prompt. Default:
+            a space when the rendered prompt ends with ":" (e.g. "Answer:", SmolVLM's "Assistant:"),
+            else nothing (chat templates that end with a newline).
+    """
+
+    def __init__(self, processor: Any, *, max_new_tokens: int = 16, answer_prefix: str | None = None) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.answer_prefix = answer_prefix
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"the tokenizer of {type(processor).__name__} has no eos token; answers need one")
+        self.eos_id: int = int(self.tokenizer.eos_token_id)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id: int = int(pad) if pad is not None else self.eos_id
+        self.uses_chat_template = bool(getattr(processor, "chat_template", None))
+        self._prompt_cache: dict[str, str] = {}
+        self._answer_cache: dict[str, list[int]] = {}
+
+    # ----------------------------------------------------------------------------------- prompts
+    def prompt_text(self, prompt: str) -> str:
+        """The full prompt string for one image and one question, ending where the answer starts."""
+        text = self._prompt_cache.get(prompt)
+        if text is None:
+            if self.uses_chat_template:
+                messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+                text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            else:
+                image_token = getattr(self.processor, "image_token", None) or "<image>"
+                text = f"{image_token}\nQuestion: {prompt}\nAnswer:"
+            prefix = self.answer_prefix
+            if prefix is None:
+                prefix = " " if text.endswith(":") else ""
+            text += prefix
+            self._prompt_cache[prompt] = text
+        return text
+
+    def _answer_ids(self, answer: str) -> list[int]:
+        ids = self._answer_cache.get(answer)
+        if ids is None:
+            ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
+            if len(self._answer_cache) < 100_000:
+                self._answer_cache[answer] = ids
+        return ids
+
+    def _encode_prompts(self, images: Sequence[Image.Image], prompts: Sequence[str], side: str) -> dict[str, Any]:
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
+        if not prompts:
+            raise ValueError("empty batch")
+        texts = [self.prompt_text(p) for p in prompts]
+        # One image per example; processors that accept nested lists get [[img], [img], ...].
+        return self.processor(images=list(images), text=texts, padding=True, padding_side=side,
+                              return_tensors="pt")
+
+    # ------------------------------------------------------------------------------------ batches
+    def train_batch(self, images: Sequence[Image.Image], prompts: Sequence[str],
+                    answers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Model inputs with `labels` for teacher-forced training (right padding).
+
+        Returns:
+            The processor's tensors (pixel_values etc.) plus input_ids, attention_mask and labels,
+            each [B, T]. labels equal input_ids on the answer and eos positions and are -100 on the
+            prompt, image and padding positions (not shifted: the model/loss shifts).
+        """
+        if len(answers) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
+        enc = self._encode_prompts(images, prompts, side="right")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        prompt_lens = mask.sum(dim=1).tolist()
+        answer_ids = [self._answer_ids(a) for a in answers]
+        total = max(p + len(a) for p, a in zip(prompt_lens, answer_ids))
+        batch, width = ids.shape
+        grow = total - width
+
+        # Other per-token outputs (attention_mask, Qwen2-VL's mm_token_type_ids, ...) grow with the
+        # answer: the mask is 1 there, type ids are 0 (text).
+        aligned = [k for k, v in enc.items()
+                   if k != "input_ids" and not k.startswith(("pixel", "image"))
+                   and isinstance(v, torch.Tensor) and v.shape == ids.shape]
+        new_ids = torch.cat([ids, ids.new_full((batch, grow), self.pad_id)], dim=1)
+        labels = torch.full_like(new_ids, IGNORE_INDEX)
+        extended = {k: torch.cat([enc[k], enc[k].new_zeros((batch, grow))], dim=1) for k in aligned}
+        for row, (start, a_ids) in enumerate(zip(prompt_lens, answer_ids)):
+            # Right padding: the prompt occupies [0, start); the answer overwrites padding after it.
+            end = start + len(a_ids)
+            a = torch.tensor(a_ids, dtype=new_ids.dtype)
+            new_ids[row, start:end] = a
+            labels[row, start:end] = a
+            for k in aligned:
+                extended[k][row, start:end] = 1 if k == "attention_mask" else 0
+        return {**enc, **extended, "input_ids": new_ids, "labels": labels}
+
+    def generation_batch(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Model inputs for `model.generate` (left padding); every row ends where the answer starts.
+
+        Returns:
+            The processor's tensors; input_ids and attention_mask are [B, T].
+        """
+        return dict(self._encode_prompts(images, prompts, side="left"))
+
+    def decode(self, generated: torch.Tensor, prompt_length: int) -> list[str]:
+        """Decode the new tokens of `generate` output [B, T_prompt + T_new], special tokens removed."""
+        new = generated[:, prompt_length:]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    @torch.no_grad()
+    def generate(self, model: torch.nn.Module, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[str]:
+        """Greedy answers for a batch: `generation_batch` -> `model.generate` -> `decode`."""
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in self.generation_batch(images, prompts).items()}
+        out = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
+                             pad_token_id=self.pad_id)
+        return self.decode(out, batch["input_ids"].shape[1])
+
+    @property
+    def digit_ids(self) -> list[int]:
+        """Token ids of "0".."9" (each must be a single token), in digit order."""
+        ids = []
+        for d in "0123456789":
+            enc = self.tokenizer(d, add_special_tokens=False)["input_ids"]
+            if len(enc) != 1:
+                raise ValueError(f"the tokenizer splits digit {d!r} into {len(enc)} tokens; need single-digit tokens")
+            ids.append(int(enc[0]))
+        return ids
