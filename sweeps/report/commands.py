@@ -1,0 +1,154 @@
+"""The `table`, `plot` and `report` commands of the slsweep CLI (added by `register`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from sweeps.errors import SlsweepError
+from sweeps.report.runs import SweepRuns, load_sweep, split_names
+
+T = TypeVar("T")
+
+
+class TableFormat(str, Enum):
+    md = "md"
+    latex = "latex"
+    csv = "csv"
+    html = "html"
+
+
+class PlotKind(str, Enum):
+    eta_curve = "eta-curve"
+    psi_bars = "psi-bars"
+    lambda_curve = "lambda-curve"
+    parallel = "parallel"
+    importance = "importance"
+    learning_curves = "learning-curves"
+
+
+ExperimentArg = Annotated[str | None, typer.Argument(
+    help="Experiment name (or id, or sweep id). Default: the most recent sweep in the store.",
+    show_default=False)]
+ByOpt = Annotated[str | None, typer.Option(
+    "--by", help="Comma-separated params to group by (psi,eta; a name resolves to the param key "
+    "or the unique key ending in .name). Default: the loss params that vary.", show_default=False)]
+MetricOpt = Annotated[list[str] | None, typer.Option(
+    "--metric", "-m", help="Metric(s); repeat or comma-separate. Default: the sweep's metric.",
+    show_default=False)]
+BaselineOpt = Annotated[str | None, typer.Option(
+    "--baseline", help="Baseline runs as column=value[,column=value] (e.g. loss=hard): adds the "
+    "difference and a paired t-test over matching seeds (Welch's test otherwise).", show_default=False)]
+TrackingOpt = Annotated[str | None, typer.Option(
+    "--tracking-uri", help="MLflow tracking URI. Default: sqlite:///<runs dir>/mlflow.db.",
+    show_default=False)]
+RunsDirOpt = Annotated[Path | None, typer.Option(
+    "--runs-dir", help="Run folder holding mlflow.db (default ./slsweep-runs or $SLSWEEP_RUNS_DIR).",
+    show_default=False)]
+AllRunsOpt = Annotated[bool, typer.Option(
+    "--all-runs", help="Include trial runs that did not finish (RUNNING, KILLED, FAILED).")]
+AllSweepsOpt = Annotated[bool, typer.Option(
+    "--all-sweeps", help="Use every sweep of EXPERIMENT instead of its most recent one.")]
+NoLogOpt = Annotated[bool, typer.Option(
+    "--no-log", help="Do not log the output as an artifact of the sweep's parent run.")]
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run `fn`; a user error prints ``error: <msg>`` and exits 2 without a traceback."""
+    try:
+        return fn()
+    except SlsweepError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _load(experiment: str | None, tracking_uri: str | None, runs_dir: Path | None,
+          all_runs: bool, all_sweeps: bool) -> SweepRuns:
+    return load_sweep(experiment, tracking_uri=tracking_uri, runs_dir=runs_dir,
+                      all_sweeps=all_sweeps, include_unfinished=all_runs)
+
+
+def _by(by: str | None) -> list[str] | None:
+    return split_names([by]) if by else None
+
+
+def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt = None,
+          baseline: BaselineOpt = None,
+          fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = TableFormat.md,
+          tracking_uri: TrackingOpt = None, runs_dir: RunsDirOpt = None, all_runs: AllRunsOpt = False,
+          all_sweeps: AllSweepsOpt = False,
+          output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE instead of "
+                                                      "stdout.", show_default=False)] = None) -> None:
+    """Ablation table: mean, 95% CI over seeds and n per group (and per metric)."""
+    from sweeps.report.tables import ablation_table, render, to_html
+
+    def go() -> None:
+        runs = _load(experiment, tracking_uri, runs_dir, all_runs, all_sweeps)
+        tab = ablation_table(runs, _by(by), split_names(metric) or None, baseline)
+        text = to_html(tab, full_document=True) if fmt is TableFormat.html else render(tab, fmt.value)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text, encoding="utf-8")
+            typer.echo(f"wrote {output}", err=True)
+
+    _guard(go)
+
+
+def plot(kind: Annotated[PlotKind, typer.Option("--kind", "-k", help="Figure to draw.")],
+         experiment: ExperimentArg = None, metric: Annotated[str | None, typer.Option(
+             "--metric", "-m", help="Metric (default: the sweep's metric).", show_default=False)] = None,
+         by: ByOpt = None, tracking_uri: TrackingOpt = None, runs_dir: RunsDirOpt = None,
+         all_runs: AllRunsOpt = False, all_sweeps: AllSweepsOpt = False,
+         output: Annotated[Path | None, typer.Option("-o", "--output", help="FILE.png, .svg or .pdf "
+                                                     "(default: <kind>.png).", show_default=False)] = None,
+         no_log: NoLogOpt = False) -> None:
+    """Draw a figure and log it as an artifact of the sweep's parent run."""
+    from sweeps.report import plots
+
+    def go() -> None:
+        runs = _load(experiment, tracking_uri, runs_dir, all_runs, all_sweeps)
+        fig = plots.plot(runs, kind.value, metric, _by(by))
+        path = plots.save_figure(fig, output or Path(f"{kind.value}.png"))
+        typer.echo(f"wrote {path}")
+        if not no_log:
+            name = f"figures/{kind.value}-{metric or runs.default_metric()}{path.suffix.lower()}"
+            plots.log_figure(runs, fig, name)
+            typer.echo(f"logged {name} to parent run {runs.sweep.run_id}")
+
+    _guard(go)
+
+
+def report(experiment: ExperimentArg = None, metric: MetricOpt = None, by: ByOpt = None,
+           baseline: BaselineOpt = None, tracking_uri: TrackingOpt = None, runs_dir: RunsDirOpt = None,
+           all_runs: AllRunsOpt = False, all_sweeps: AllSweepsOpt = False,
+           output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path(
+               "report.html"),
+           no_log: NoLogOpt = False) -> None:
+    """One self-contained HTML page: spec, search space, best configuration, tables, figures."""
+    from sweeps.report.html import build_report
+
+    def go() -> None:
+        runs = _load(experiment, tracking_uri, runs_dir, all_runs, all_sweeps)
+        page = build_report(runs, metrics=split_names(metric) or None, by=_by(by), baseline=baseline)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(page, encoding="utf-8")
+        typer.echo(f"wrote {output} ({len(page) // 1024} KiB)")
+        if not no_log:
+            runs.client.log_text(runs.sweep.run_id, page, "report.html")
+            typer.echo(f"logged report.html to parent run {runs.sweep.run_id}")
+
+    _guard(go)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `table`, `plot` and `report` commands to the slsweep app."""
+    app.command("table")(table)
+    app.command("plot")(plot)
+    app.command("report")(report)

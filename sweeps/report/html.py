@@ -1,0 +1,199 @@
+"""One self-contained HTML page per sweep: spec, search space, best configuration, ablation tables
+and figures (embedded as base64 PNG, so the file opens in a browser without a server)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from sweeps import __version__
+from sweeps.report import plots
+from sweeps.report.runs import ReportError, SweepRuns, param_columns
+from sweeps.report.tables import AblationTable, ablation_table, default_baseline, to_html
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;
+ padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
+th,td{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+caption{font-weight:bold;text-align:left;margin-bottom:.3em}
+pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
+.notes{color:#555;font-size:.85em}.meta td:first-child{color:#555}
+figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.85em}
+"""
+
+FIGURE_CAPTIONS = {
+    "eta-curve": "Metric vs eta per psi shape, 95% CI bands over seeds; dashed: runs without eta.",
+    "lambda-curve": "Metric vs lambda, 95% CI bands over seeds.",
+    "psi-bars": "Metric per loss family / psi shape (pooled over the other params), 95% CI.",
+    "parallel": "Parallel coordinates of all trials, coloured by the metric.",
+    "importance": "Parameter importance (Optuna PED-ANOVA).",
+    "learning-curves": "Metric during training per group, 95% CI bands over seeds.",
+}
+
+
+@dataclass
+class ReportFigure:
+    kind: str
+    png: bytes
+    caption: str
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _kv_table(rows: Sequence[tuple[str, object]], cls: str = "meta") -> str:
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="{cls}"><tbody>{body}</tbody></table>'
+
+
+def _value(v: object) -> str:
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def collect_figures(runs: SweepRuns, metric: str | None = None,
+                    kinds: Sequence[str] = plots.KINDS) -> tuple[list[ReportFigure], list[str]]:
+    """Draw every applicable figure; a kind that does not apply is skipped with its reason."""
+    figures, skipped = [], []
+    for kind in kinds:
+        try:
+            fig = plots.plot(runs, kind, metric)
+        except ReportError as err:
+            skipped.append(f"{kind}: {err}")
+            continue
+        figures.append(ReportFigure(kind, plots.figure_png(fig), FIGURE_CAPTIONS[kind]))
+    return figures, skipped
+
+
+def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> str:
+    """The best group of the main table and the config its runs share, plus the best single run."""
+    best = sorted(table.best_rows(metric))
+    parts = []
+    mcol = f"metrics.{metric}"
+    if best:
+        i = best[0]
+        row = table.rows.iloc[i]
+        key = [(n, _value(row[n])) for n in table.by_names]
+        mask = pd.Series(True, index=runs.trials.index)
+        for col, name in zip(table.by, table.by_names):
+            v = row[name]
+            absent = isinstance(v, float) and math.isnan(v)
+            mask &= runs.trials[col].isna() if absent else runs.trials[col] == v
+        group = runs.trials[mask]
+        shared = []
+        for col in sorted(c for c in group.columns if c.startswith("params.") and c != "params.seed"):
+            vals = group[col].dropna().unique()
+            if len(vals) == 1 and group[col].notna().all():
+                shared.append((col.removeprefix("params."), _value(vals[0])))
+        ci = (row[f"{metric}.ci_high"] - row[f"{metric}.ci_low"]) / 2
+        parts.append(f"<p>Best group by mean {_e(metric)} ({_e(runs.direction(metric))}): "
+                     f"<strong>{_e(', '.join(f'{k}={v}' for k, v in key) or 'all runs')}</strong> — "
+                     f"{_e(_value(row[f'{metric}.mean']))} ± {_e(_value(ci))} "
+                     f"(n={int(row[f'{metric}.n'])}, seeds {_e(', '.join(_value(s) for s in group['seed']))})"
+                     "</p>")
+        parts.append("<p>Configuration shared by its runs:</p>" + _kv_table(shared, "config"))
+    elif len(table.rows) > 1:
+        parts.append(f"<p>Every group has the same mean {_e(metric)}: no configuration stands out.</p>")
+    ranked = runs.trials[runs.trials[mcol].notna()]
+    if not ranked.empty:
+        top = ranked.loc[ranked[mcol].idxmax() if runs.direction(metric) == "max" else ranked[mcol].idxmin()]
+        ties = int((ranked[mcol] == top[mcol]).sum()) - 1
+        tie_text = f"; {ties} other trial(s) share this value" if ties else ""
+        parts.append(f"<p>Best single trial: run <code>{_e(top['run_id'])}</code> "
+                     f"(trial {_e(top.get('tags.trial_id', '?'))}, seed {_e(_value(top['seed']))}): "
+                     f"{_e(metric)} = {_e(_value(top[mcol]))}{_e(tie_text)}</p>")
+    return "\n".join(parts)
+
+
+def _search_space_section(runs: SweepRuns) -> str:
+    text = runs.parent_artifact_text("search_space.yaml")
+    if text is not None:
+        return f"<pre>{_e(text)}</pre>"
+    cols = runs.searched_params()
+    if not cols:
+        return "<p>No search-space file was logged and no parameter varies.</p>"
+    rows = []
+    for col in cols:
+        vals = runs.trials[col].dropna()
+        uniq = sorted(vals.unique(), key=str)
+        shown = ", ".join(_value(v) for v in uniq) if len(uniq) <= 12 else (
+            f"{_value(vals.min())} … {_value(vals.max())} ({len(uniq)} values)")
+        rows.append((col.removeprefix("params."), shown))
+    return "<p>No search_space.yaml artifact; values observed on the trials:</p>" + _kv_table(rows)
+
+
+def build_report(runs: SweepRuns, *, metrics: Sequence[str] | None = None, by: Sequence[str] | None = None,
+                 baseline: str | None = None, figures: Sequence[ReportFigure] | None = None) -> str:
+    """The whole HTML page as a string.
+
+    Args:
+        runs: the loaded sweep.
+        metrics: metrics for the tables (default: the sweep's metric); figures use the first.
+        by: grouping of the main table (default: the varying loss params); one-factor tables follow
+            when several params vary.
+        baseline: baseline selector for the tests (default: ``family=hard`` when present).
+        figures: pre-drawn figures; None draws every applicable kind.
+    """
+    metric_list = list(metrics) if metrics else [runs.default_metric()]
+    metric = metric_list[0]
+    baseline = baseline if baseline is not None else default_baseline(runs)
+    main = ablation_table(runs, by, metric_list, baseline)
+    factors = param_columns(runs, by) if by else runs.default_by()
+    singles = []
+    if len(factors) > 1:
+        # One factor at a time; the family stays as a column so baselines keep their own rows.
+        family = [c for c in factors if c == "params.loss.family"]
+        for c in factors:
+            cols = [c] if c in family else family + [c]
+            singles.append(ablation_table(runs, cols, metric_list, baseline))
+    skipped: list[str] = []
+    if figures is None:
+        figures, skipped = collect_figures(runs, metric)
+
+    info = runs.sweep
+    status_counts = runs.trials["status"].value_counts().to_dict()
+    status_counts.update(runs.excluded)
+    meta = [("experiment", runs.experiment_name), ("sweep", ", ".join(s.sweep_id for s in runs.sweeps)),
+            ("parent run", info.run_id), ("spec", info.spec_name or "—"),
+            ("started", info.start_time.strftime("%Y-%m-%d %H:%M UTC") if info.start_time else "—"),
+            ("tracking URI", runs.tracking_uri),
+            ("trial runs", ", ".join(f"{n} {s}" for s, n in sorted(status_counts.items()))),
+            ("in tables", f"{len(runs.trials)} runs ({', '.join(sorted(runs.trials['status'].unique()))})"),
+            ("metric", f"{metric} ({'higher' if runs.direction(metric) == 'max' else 'lower'} is better)")]
+    spec_text = runs.parent_artifact_text("spec.yaml")
+    spec_html = (f"<pre>{_e(spec_text)}</pre>" if spec_text is not None else
+                 "<p>No spec.yaml artifact; the parent run's params:</p>"
+                 + _kv_table(sorted(info.params.items())))
+
+    body = [f"<h1>slsweep report: {_e(runs.experiment_name)}</h1>", _kv_table(meta),
+            "<h2>Best configuration</h2>", _best_configuration(runs, main, metric),
+            "<h2>Ablation tables</h2>", to_html(main)]
+    for t in singles:
+        body += [f"<h3>By {_e(' and '.join(t.by_names))} (other params pooled)</h3>", to_html(t)]
+    body.append("<h2>Figures</h2>")
+    for f in figures:
+        data = base64.b64encode(f.png).decode("ascii")
+        body.append(f'<figure id="fig-{_e(f.kind)}"><img alt="{_e(f.kind)}" '
+                    f'src="data:image/png;base64,{data}"><figcaption>{_e(f.kind)}: {_e(f.caption)}'
+                    "</figcaption></figure>")
+    if skipped:
+        body.append('<ul class="notes">' + "".join(f"<li>skipped {_e(s)}</li>" for s in skipped) + "</ul>")
+    body += ["<h2>Spec</h2>", spec_html, "<h2>Search space</h2>", _search_space_section(runs)]
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body.append(f'<p class="notes">Generated by slsweep {_e(__version__)} on {stamp} from MLflow; '
+                "every number traces to the trial runs listed above.</p>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>slsweep report: {_e(runs.experiment_name)}</title><style>{_STYLE}</style></head>\n"
+            "<body>\n" + "\n".join(body) + "\n</body></html>\n")

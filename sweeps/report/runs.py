@@ -1,0 +1,511 @@
+"""Load a sweep's trial runs from MLflow into a pandas DataFrame.
+
+Follows the MLflow layout of docs/architecture.md: one parent run per sweep (tag
+``slsweep.kind=sweep``) and one child run per trial (tags ``slsweep.kind=trial``,
+``slsweep.sweep_id``, ``seed``, ``loss``, ...; dotted params such as ``loss.eta`` and
+``space.<name>``; per-step metrics). The trial table has one row per run and the columns
+``run_id, run_name, experiment_id, sweep_id, parent_run_id, status, start_time, end_time, seed``
+plus ``params.<key>`` (numeric where every value parses), ``metrics.<key>`` (the last logged value)
+and ``tags.<key>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from sweeps.errors import SlsweepError
+from sweeps.paths import default_tracking_uri
+
+KIND_TAG = "slsweep.kind"
+SWEEP_ID_TAG = "slsweep.sweep_id"
+SPEC_NAME_TAG = "slsweep.spec_name"
+PARENT_TAG = "mlflow.parentRunId"
+
+# Columns searched for a default --by: the loss knobs an ablation varies.
+DEFAULT_BY_KEYS = ("loss.family", "loss.psi", "loss.eta", "loss.lam")
+# Primary task metrics in the order they are preferred when the sweep names none.
+TASK_METRICS = ("exact_match", "acc_iou50", "relaxed_accuracy", "mean_iou", "mae", "off_by_one")
+LOWER_IS_BETTER = frozenset({"mae", "mse", "rmse", "unparseable", "train_loss", "eval_loss", "loss"})
+
+Direction = Literal["max", "min"]
+
+
+class ReportError(SlsweepError):
+    """A report cannot be built from what the store holds or what was asked."""
+
+
+class NoSweepError(ReportError):
+    """No store, experiment, sweep or trial run matches."""
+
+
+class UnknownMetricError(ReportError):
+    """A requested metric is not logged on the selected trial runs."""
+
+
+class UnknownColumnError(ReportError):
+    """A --by / --baseline column does not resolve to exactly one param key."""
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """The parent run of one sweep."""
+
+    run_id: str
+    sweep_id: str
+    spec_name: str | None
+    start_time: pd.Timestamp | None
+    status: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+def _is_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def _is_file_store(uri: str) -> bool:
+    return uri.startswith("file:") or (urlparse(uri).scheme == "" and uri != "databricks")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` URI (None for in-memory)."""
+    path = uri.split("sqlite:///", 1)[1] if uri.startswith("sqlite:///") else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None, runs_dir: Path | str | None = None) -> str:
+    """The store to read: `tracking_uri`, else the run folder's SQLite store.
+
+    Raises:
+        NoSweepError: the SQLite file does not exist (opening it would silently create an
+            empty store, hiding a wrong path).
+    """
+    uri = tracking_uri or default_tracking_uri(Path(runs_dir).expanduser().resolve() if runs_dir else None)
+    db = sqlite_path(uri) if _is_sqlite(uri) else None
+    if db is not None and not db.exists():
+        hint = "pass --tracking-uri or --runs-dir, or run `slsweep run` first"
+        raise NoSweepError(f"no MLflow store at {db} ({hint})")
+    if _is_file_store(uri):
+        local = Path(uri.removeprefix("file://").removeprefix("file:")).expanduser()
+        if not local.exists():
+            raise NoSweepError(f"no MLflow store at {local} (pass --tracking-uri or --runs-dir)")
+    return uri
+
+
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    if _is_file_store(uri):
+        # MLflow 3 refuses a file store unless this is set; reading one is harmless.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MlflowClient(tracking_uri=uri)
+
+
+def _search_all(client: Any, experiment_ids: list[str], filter_string: str,
+                order_by: list[str] | None = None, limit: int | None = None) -> list[Any]:
+    """All runs matching the filter, following page tokens (1000 per page, the REST maximum)."""
+    from mlflow.entities import ViewType
+
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids=experiment_ids, filter_string=filter_string,
+                                  run_view_type=ViewType.ACTIVE_ONLY, order_by=order_by,
+                                  max_results=min(1000, limit) if limit else 1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token or (limit is not None and len(out) >= limit):
+            return out[:limit] if limit is not None else out
+
+
+def _all_experiment_ids(client: Any) -> list[str]:
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids.extend(e.experiment_id for e in page)
+        token = page.token
+        if not token:
+            return ids
+
+
+def _timestamp(ms: int | None) -> pd.Timestamp | None:
+    return pd.Timestamp(ms, unit="ms", tz="UTC") if ms else None
+
+
+def _sweep_info(run: Any) -> ParentRun:
+    tags = dict(run.data.tags)
+    return ParentRun(run_id=run.info.run_id, sweep_id=tags.get(SWEEP_ID_TAG, run.info.run_id),
+                     spec_name=tags.get(SPEC_NAME_TAG), start_time=_timestamp(run.info.start_time),
+                     status=run.info.status, params=dict(run.data.params), tags=tags,
+                     metrics=dict(run.data.metrics))
+
+
+def _numeric_params(frame: pd.DataFrame) -> pd.DataFrame:
+    """Turn each ``params.*`` column numeric when every present value parses as a number."""
+    for col in [c for c in frame.columns if c.startswith("params.")]:
+        present = frame[col].dropna()
+        if present.empty:
+            continue
+        numbers = pd.to_numeric(present, errors="coerce")
+        if not numbers.isna().any() and not present.isin(["True", "False"]).any():
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    return frame
+
+
+def _trial_frame(runs: Sequence[Any]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        row: dict[str, Any] = {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "experiment_id": run.info.experiment_id,
+            "sweep_id": tags.get(SWEEP_ID_TAG),
+            "parent_run_id": tags.get(PARENT_TAG),
+            "status": run.info.status,
+            "start_time": _timestamp(run.info.start_time),
+            "end_time": _timestamp(run.info.end_time),
+        }
+        row.update({f"params.{k}": v for k, v in run.data.params.items()})
+        row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+        row.update({f"tags.{k}": v for k, v in tags.items()})
+        rows.append(row)
+    frame = _numeric_params(pd.DataFrame(rows))
+    seed = frame["params.seed"] if "params.seed" in frame else frame.get("tags.seed")
+    frame.insert(8, "seed", pd.to_numeric(seed, errors="coerce") if seed is not None else float("nan"))
+    return frame.sort_values(["start_time", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def _short_names(keys: Iterable[str]) -> dict[str, str]:
+    """Display names: the last dotted segment when that is unique among `keys`, else the key."""
+    keys = list(keys)
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+@dataclass
+class SweepRuns:
+    """The trial runs of one sweep (or of all sweeps of an experiment) and their parent runs.
+
+    Attributes:
+        tracking_uri: the store they were read from.
+        experiment_id / experiment_name: the MLflow experiment.
+        sweeps: the parent runs, newest first.
+        trials: one row per selected trial run (columns in the module docstring).
+        excluded: counts of trial runs left out by status (e.g. ``{"KILLED": 2}``).
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    experiment_name: str
+    sweeps: list[ParentRun]
+    trials: pd.DataFrame
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sweep(self) -> ParentRun:
+        """The newest selected sweep (its parent run receives logged figures)."""
+        return self.sweeps[0]
+
+    @property
+    def param_keys(self) -> list[str]:
+        return [c.removeprefix("params.") for c in self.trials.columns if c.startswith("params.")]
+
+    @property
+    def metric_keys(self) -> list[str]:
+        return sorted(c.removeprefix("metrics.") for c in self.trials.columns
+                      if c.startswith("metrics.") and self.trials[c].notna().any())
+
+    @cached_property
+    def client(self) -> Any:
+        """An `MlflowClient` on the store the runs came from."""
+        return _client(self.tracking_uri)
+
+    @property
+    def label(self) -> str:
+        """A short human label: experiment and sweep id(s)."""
+        ids = ", ".join(s.sweep_id for s in self.sweeps)
+        return f"{self.experiment_name} (sweep {ids})"
+
+    # -- columns -------------------------------------------------------------------------------
+    def resolve(self, name: str) -> str:
+        """The trial-table column for a user-facing name (``eta`` -> ``params.loss.eta``).
+
+        `name` resolves to the param key `name`, else the unique param key ending in ``.name``
+        (``space.*`` keys only when nothing else matches: they repeat the resolved config), else
+        the tag `name` (``loss`` is the family tag). A full column name is accepted as is.
+
+        Raises:
+            UnknownColumnError: no key or several keys match.
+        """
+        name = name.strip()
+        if name in self.trials.columns and name.split(".", 1)[0] in {"params", "metrics", "tags"}:
+            return name
+        keys = self.param_keys
+        if name in keys:
+            return f"params.{name}"
+        suffix = [k for k in keys if k.endswith(f".{name}")]
+        for pool in ([k for k in suffix if not k.startswith("space.")], suffix):
+            if len(pool) == 1:
+                return f"params.{pool[0]}"
+            if len(pool) > 1:
+                raise UnknownColumnError(f"column '{name}' is ambiguous: it matches params "
+                                         f"{', '.join(pool)}; use the full key")
+        if f"tags.{name}" in self.trials.columns:
+            return f"tags.{name}"
+        shown = [k for k in keys if not k.startswith("space.")] or keys
+        raise UnknownColumnError(f"unknown column '{name}': no param key '{name}' or ending in "
+                                 f"'.{name}' (params: {', '.join(shown) or 'none'})")
+
+    def resolve_metric(self, name: str) -> str:
+        """The trial-table column of a metric, with the available metrics in the error."""
+        name = name.strip().removeprefix("metrics.")
+        col = f"metrics.{name}"
+        if col not in self.trials.columns or self.trials[col].isna().all():
+            raise UnknownMetricError(f"metric '{name}' is not logged on the selected trial runs "
+                                     f"(available: {', '.join(self.metric_keys) or 'none'})")
+        return col
+
+    def varying(self, columns: Iterable[str]) -> list[str]:
+        """The columns among `columns` that take more than one value where present.
+
+        A param present on some trials only (``loss.lam`` on soft-label trials) varies only if it
+        takes several values: its presence alone is explained by another column (the family).
+        """
+        return [c for c in columns if c in self.trials and self.trials[c].nunique(dropna=True) > 1]
+
+    def default_by(self) -> list[str]:
+        """Params among loss.family/psi/eta/lam that vary across the trials (full column names)."""
+        return self.varying(f"params.{k}" for k in DEFAULT_BY_KEYS)
+
+    def searched_params(self) -> list[str]:
+        """The searched dimensions: varying ``space.*`` params, else the default --by columns."""
+        space = self.varying(c for c in self.trials.columns if c.startswith("params.space."))
+        return space or self.default_by()
+
+    def display_names(self, columns: Sequence[str]) -> dict[str, str]:
+        """Short names for full column names (``params.loss.eta`` -> ``eta``)."""
+        bare = {c: c.split(".", 1)[1] if c.split(".", 1)[0] in {"params", "tags", "metrics"} else c
+                for c in columns}
+        short = _short_names(bare.values())
+        return {c: short[bare[c]] for c in columns}
+
+    # -- metrics -------------------------------------------------------------------------------
+    @cached_property
+    def sweep_metric(self) -> tuple[str | None, Direction | None]:
+        """The metric name and mode the sweep optimised (parent ``metric.name``/``metric.mode``)."""
+        info = self.sweep
+        name = info.params.get("metric.name") or info.tags.get("metric.name") or info.params.get("metric")
+        mode = info.params.get("metric.mode") or info.tags.get("metric.mode") or info.params.get("mode")
+        return name, (mode if mode in ("max", "min") else None)
+
+    def default_metric(self) -> str:
+        """The sweep's metric when logged on the trials, else the first task metric present."""
+        name, _ = self.sweep_metric
+        available = self.metric_keys
+        if name and name in available:
+            return name
+        for candidate in (*TASK_METRICS, *available):
+            if candidate in available and candidate != "train_loss":
+                return candidate
+        if available:
+            return available[0]
+        raise UnknownMetricError(f"the trial runs of {self.label} have no metrics")
+
+    def direction(self, metric: str) -> Direction:
+        """Whether larger (`max`) or smaller (`min`) values of `metric` are better."""
+        name, mode = self.sweep_metric
+        if metric == name and mode:
+            return mode
+        low = metric.lower()
+        if low in LOWER_IS_BETTER or "loss" in low or "error" in low:
+            return "min"
+        return "max"
+
+    def histories(self, metrics: Sequence[str], max_workers: int = 8) -> pd.DataFrame:
+        """Per-step values of `metrics` for every selected trial run.
+
+        One ``MlflowClient.get_metric_history`` call per (run, metric): MLflow has no public bulk
+        read, so against a remote server the calls run in a thread pool; a SQLite store is read
+        sequentially (its single file gains nothing from threads).
+
+        Returns:
+            Long frame with columns ``run_id, metric, step, value, timestamp`` ([N_points, 5]).
+        """
+        client = self.client
+        jobs = [(r, m) for r in self.trials["run_id"] for m in metrics]
+
+        def fetch(job: tuple[str, str]) -> list[tuple[str, str, int, float, int]]:
+            run_id, key = job
+            points = client.get_metric_history(run_id, key)
+            return [(run_id, key, p.step, p.value, p.timestamp) for p in points]
+
+        if _is_sqlite(self.tracking_uri) or len(jobs) < 2:
+            chunks = [fetch(j) for j in jobs]
+        else:
+            with ThreadPoolExecutor(max_workers=max_workers) as pool:
+                chunks = list(pool.map(fetch, jobs))
+        rows = [row for chunk in chunks for row in chunk]
+        return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value", "timestamp"])
+
+    # -- artifacts -----------------------------------------------------------------------------
+    def parent_artifact_text(self, path: str) -> str | None:
+        """A text artifact of the newest parent run (``spec.yaml``), or None when absent."""
+        import tempfile
+
+        client = self.client
+        quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+        previous = os.environ.get(quiet)
+        os.environ[quiet] = "false"  # no progress bar on stderr for a few bytes of YAML
+        try:
+            names = {a.path for a in client.list_artifacts(self.sweep.run_id)}
+            if path not in names:
+                return None
+            with tempfile.TemporaryDirectory() as tmp:
+                local = client.download_artifacts(self.sweep.run_id, path, tmp)
+                return Path(local).read_text(encoding="utf-8")
+        except OSError:
+            return None
+        finally:
+            if previous is None:
+                os.environ.pop(quiet, None)
+            else:
+                os.environ[quiet] = previous
+
+
+def _find_experiment(client: Any, experiment: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None and experiment.isdigit():
+        try:
+            exp = client.get_experiment(experiment)
+        except MlflowException:
+            exp = None
+    return exp
+
+
+def _latest_sweeps(client: Any, experiment_ids: list[str], limit: int | None) -> list[Any]:
+    return _search_all(client, experiment_ids, f"tags.`{KIND_TAG}` = 'sweep'",
+                       order_by=["attributes.start_time DESC"], limit=limit)
+
+
+def _sweeps_by_id(client: Any, experiment_ids: list[str], sweep_id: str) -> list[Any]:
+    # Sweep ids are plain tokens; anything else cannot be one (and would break the filter syntax).
+    if not re.fullmatch(r"[\w.:-]+", sweep_id):
+        return []
+    return _search_all(client, experiment_ids, f"tags.`{KIND_TAG}` = 'sweep' and "
+                       f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}'")
+
+
+def _select_sweeps(client: Any, uri: str, all_ids: list[str], experiment: str | None,
+                   sweep_id: str | None, all_sweeps: bool) -> tuple[Any, list[Any]]:
+    """The experiment and the parent runs (newest first) that `load_sweep`'s arguments select."""
+    if sweep_id is not None:
+        exp = _find_experiment(client, experiment) if experiment else None
+        if experiment and exp is None:
+            raise NoSweepError(f"no experiment named '{experiment}' in {uri}")
+        parents = _sweeps_by_id(client, [exp.experiment_id] if exp else all_ids, sweep_id)
+        if not parents:
+            raise NoSweepError(f"no sweep with id '{sweep_id}' in {uri}")
+        return client.get_experiment(parents[0].info.experiment_id), parents[:1]
+    if experiment is None:
+        parents = _latest_sweeps(client, all_ids, limit=1)
+        if not parents:
+            raise NoSweepError(f"no sweep in {uri} (no run tagged {KIND_TAG}=sweep); "
+                               "run `slsweep run` first or name an experiment")
+        exp = client.get_experiment(parents[0].info.experiment_id)
+        if all_sweeps:
+            parents = _latest_sweeps(client, [exp.experiment_id], limit=None)
+        return exp, parents
+    exp = _find_experiment(client, experiment)
+    if exp is None:  # a sweep id names one sweep across experiments
+        parents = _sweeps_by_id(client, all_ids, experiment)
+        if not parents:
+            names = sorted(client.get_experiment(i).name for i in all_ids)
+            raise NoSweepError(f"no experiment or sweep named '{experiment}' in {uri} "
+                               f"(experiments: {', '.join(names)})")
+        return client.get_experiment(parents[0].info.experiment_id), parents[:1]
+    parents = _latest_sweeps(client, [exp.experiment_id], limit=None if all_sweeps else 1)
+    if not parents:
+        raise NoSweepError(f"experiment '{exp.name}' has no sweep (no run tagged {KIND_TAG}=sweep)")
+    return exp, parents
+
+
+def load_sweep(experiment: str | None = None, *, sweep_id: str | None = None,
+               tracking_uri: str | None = None, runs_dir: Path | str | None = None,
+               all_sweeps: bool = False, include_unfinished: bool = False) -> SweepRuns:
+    """Read a sweep's trial runs.
+
+    Args:
+        experiment: experiment name (or id, or a sweep id); None = the most recent sweep in the
+            store (with `all_sweeps`: every sweep of that sweep's experiment).
+        sweep_id: exactly this sweep (its parent run's ``slsweep.sweep_id`` tag).
+        tracking_uri: MLflow tracking URI; default the run folder's SQLite store.
+        runs_dir: run folder whose ``mlflow.db`` to read when `tracking_uri` is not given.
+        all_sweeps: take every sweep of the experiment instead of its most recent one.
+        include_unfinished: keep RUNNING, KILLED and FAILED trials (default: FINISHED only).
+
+    Raises:
+        NoSweepError: the store, experiment or sweep does not exist, or holds no selected trials.
+    """
+    from mlflow.exceptions import MlflowException
+
+    uri = resolve_tracking_uri(tracking_uri, runs_dir)
+    client = _client(uri)
+    try:
+        all_ids = _all_experiment_ids(client)
+    except MlflowException as err:
+        raise NoSweepError(f"cannot read the MLflow store {uri}: {err.message}") from None
+    if not all_ids:
+        raise NoSweepError(f"the MLflow store {uri} has no experiments")
+    exp, parents = _select_sweeps(client, uri, all_ids, experiment, sweep_id, all_sweeps)
+    sweeps = [_sweep_info(r) for r in parents]
+    runs: list[Any] = []
+    for info in sweeps:
+        runs += _search_all(client, [exp.experiment_id], f"tags.`{KIND_TAG}` = 'trial' and "
+                            f"tags.`{SWEEP_ID_TAG}` = '{info.sweep_id}'")
+    statuses = pd.Series([r.info.status for r in runs], dtype=object)
+    kept = runs if include_unfinished else [r for r in runs if r.info.status == "FINISHED"]
+    excluded = {} if include_unfinished else statuses[statuses != "FINISHED"].value_counts().to_dict()
+    label = f"{exp.name} (sweep {', '.join(s.sweep_id for s in sweeps)})"
+    if not kept:
+        if runs:
+            other = ", ".join(f"{n} {s}" for s, n in excluded.items())
+            raise NoSweepError(f"{label} has no finished trial runs ({other}); "
+                               "pass --all-runs to include them")
+        raise NoSweepError(f"{label} has no trial runs")
+    return SweepRuns(tracking_uri=uri, experiment_id=exp.experiment_id, experiment_name=exp.name,
+                     sweeps=sweeps, trials=_trial_frame(kept), excluded=excluded)
+
+
+def param_columns(runs: SweepRuns, names: Sequence[str] | None) -> list[str]:
+    """Resolve user-given column names; None/empty -> the default --by columns."""
+    if not names:
+        return runs.default_by()
+    cols = [runs.resolve(n) for n in names]
+    return list(dict.fromkeys(cols))
+
+
+def split_names(values: Sequence[str] | None) -> list[str]:
+    """Flatten repeated and comma-separated CLI values: ``["psi,eta", "lam"]`` -> 3 names."""
+    return [p.strip() for v in values or [] for p in v.split(",") if p.strip()]
+
+
+def load_trials(tracking_uri: str, *, sweep_id: str | None = None, experiment: str | None = None,
+                include_unfinished: bool = False) -> SweepRuns:
+    """`load_sweep` for callers that hold a tracking URI and a sweep id (the sweep summary)."""
+    return load_sweep(experiment, sweep_id=sweep_id, tracking_uri=tracking_uri,
+                      include_unfinished=include_unfinished)
