@@ -98,6 +98,11 @@ class TaskConfig(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
     data_path: str | None = None
     eval_data_path: str | None = None
+    # Real-format data only: options for the task's loader and the dataset's own split names
+    # (TallyQA train/test, RefCOCO train/val/testA/testB, ChartQA train/val/test).
+    loader: dict[str, Any] = Field(default_factory=dict)
+    train_split: str | None = None
+    eval_split: str | None = None
     train_size: int = Field(20000, gt=0)
     eval_size: int = Field(500, gt=0)
     image_size: int = Field(48, gt=0)
@@ -239,10 +244,20 @@ class TrialConfig(_Section):
             elif value is not None:
                 out[prefix] = value
 
-        walk("", self.model_dump())
+        data = self.model_dump()
+        # Only the loss parameters this family uses: `loss.eta` on a hard-CE trial would be noise
+        # in every table grouped by eta.
+        data["loss"] = {"family": self.loss.family, **self.loss.loss_kwargs()}
+        walk("", data)
         return out
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (logged with every trial)."""
+        from sweeps.yamlio import dump_yaml
+
+        return dump_yaml(self.model_dump(mode="json"))
 
 
 def _free_form(parts: list[str]) -> bool:
     """Whether the section at `parts` is a free-form mapping (new keys allowed)."""
-    return parts[:2] == ["task", "params"] or parts[:2] == ["model", "lora"]
+    return parts[:2] in (["task", "params"], ["task", "loader"], ["model", "lora"])

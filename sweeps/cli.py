@@ -1,0 +1,161 @@
+"""`slsweep`: run sweeps, inspect them, and export what they found.
+
+Exit status: 0 ok, 1 the work failed, 2 bad input (one message, no traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+
+from sweeps import paths
+from sweeps.errors import SlsweepError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Sweeps and ablations for soft-label losses on numerical tokens.")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn a user-caused error into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SlsweepError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+RunsDir = typer.Option(None, "--runs-dir", help="Run folder (default ./slsweep-runs or $SLSWEEP_RUNS_DIR).")
+
+
+@app.command()
+@user_errors
+def run(
+    spec: Optional[Path] = typer.Argument(None, help="Sweep spec YAML (default: the built-in default.yaml)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join: ray://HOST:10001 or auto."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run folder)."),
+    runs_dir: Optional[Path] = RunsDir,
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the spec's)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No Tune progress table."),
+) -> None:
+    """Run a sweep (no argument: the built-in default on the tiny model)."""
+    from sweeps.service import run_sweep
+
+    outcome = run_sweep(spec, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
+                        experiment=experiment, verbose=0 if quiet else 1)
+    if outcome.failed_all:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def resume(
+    sweep_id: Optional[str] = typer.Argument(None, help="Sweep to resume (default: the most recent)."),
+    runs_dir: Optional[Path] = RunsDir,
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Resume an interrupted sweep: finished trials are kept, unfinished ones continue."""
+    from sweeps.service import resume_sweep
+
+    outcome = resume_sweep(sweep_id, runs_dir=runs_dir, verbose=0 if quiet else 1)
+    if outcome.failed_all:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def status(
+    runs_dir: Optional[Path] = RunsDir,
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
+) -> None:
+    """Sweeps recorded in the MLflow store, newest first, with trial counts."""
+    from sweeps.service import sweep_status
+
+    typer.echo(sweep_status(runs_dir=runs_dir, tracking_uri=tracking_uri))
+
+
+@app.command("list")
+@user_errors
+def list_builtin() -> None:
+    """Built-in sweep specs and search spaces."""
+    from sweeps.service import builtin_listing
+
+    typer.echo(builtin_listing())
+
+
+@app.command()
+@user_errors
+def trial(
+    config: Path = typer.Argument(..., help="Trial config YAML (task, model, train, loss, seed)."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Save the state here at each evaluation."),
+    resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A checkpoint folder to continue from."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write final metrics and history as JSON."),
+) -> None:
+    """Run one trial without Ray or MLflow, printing progress (for debugging)."""
+    from sweeps.service import run_single_trial
+
+    result = run_single_trial(config, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+    if output:
+        output.write_text(json.dumps({"metrics": result.metrics, "history": result.history}, indent=2))
+
+
+@app.command("make-tiny-model")
+@user_errors
+def make_tiny_model(
+    path: Path = typer.Argument(..., help="Folder to write the model, tokenizer and processor into."),
+    arch: str = typer.Option("llava", "--arch", help="llava, qwen2_vl or idefics3."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Build a tiny randomly initialised image-text-to-text model offline and save it."""
+    from sweeps.models import build_tiny_model
+
+    if arch not in ("llava", "qwen2_vl", "idefics3"):
+        raise SlsweepError(f"--arch: unknown architecture {arch!r} (llava, qwen2_vl, idefics3)")
+    out = build_tiny_model(path, arch=arch, seed=seed)  # type: ignore[arg-type]
+    typer.echo(f"saved tiny {arch} model to {out}")
+
+
+@app.command()
+@user_errors
+def ui(
+    runs_dir: Optional[Path] = RunsDir,
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback unless told otherwise)."),
+    port: int = typer.Option(5000, "--port"),
+) -> None:
+    """Open the MLflow UI on the run folder's store."""
+    folder = (runs_dir or paths.default_runs_dir()).resolve()
+    if not (folder / "mlflow.db").exists():
+        raise SlsweepError(f"{folder}: --runs-dir: no MLflow store here (run `slsweep run` first)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
+           paths.default_tracking_uri(folder), "--host", host, "--port", str(port)]
+    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call(cmd, env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}))
+
+
+def _register_reports() -> None:
+    from sweeps.report.commands import register
+
+    register(app)
+
+
+_register_reports()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

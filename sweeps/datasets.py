@@ -1,0 +1,74 @@
+"""Training and evaluation data for a trial.
+
+Synthetic training data is an endless stream: the batch for (step, micro-batch) is generated from a
+seed derived from (trial seed, step, micro), so a trial restored from a checkpoint at step k sees
+exactly the batches it would have seen without the restart, with no data state to save. Real-format
+data is loaded once and sampled the same way. The evaluation set is fixed per task config and does
+not depend on the trial seed, so every trial of a sweep is scored on the same images (paired
+comparisons across seeds and losses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sweeps.config import TaskConfig
+from sweeps.tasks import DataError, Example, Task
+
+_TRAIN_TAG = 0x7A11
+_EVAL_TAG = 0xE7A1
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _synthetic_params(cfg: TaskConfig) -> dict[str, Any]:
+    return {"image_size": cfg.image_size, **cfg.params}
+
+
+def _load(task: Task, cfg: TaskConfig, path: str, split: str | None, limit: int | None) -> list[Example]:
+    examples = task.load(path, split=split, limit=limit, image_size=cfg.image_size, **cfg.loader)
+    if not examples:
+        raise DataError(f"{path}: split {split or '(all)'}: no examples")
+    return examples
+
+
+class TaskData:
+    """The training stream and the held-out set of one trial.
+
+    Args:
+        task: the task (generator and loader).
+        cfg: the task section of the trial config.
+        seed: the trial seed (orders training batches; never changes the held-out set).
+    """
+
+    def __init__(self, task: Task, cfg: TaskConfig, seed: int) -> None:
+        self.task, self.cfg, self.seed = task, cfg, seed
+        self._pool: list[Example] | None = None
+        if not cfg.data_path:
+            self.held_out = task.synthetic(cfg.eval_size, seed=_derived_seed(_EVAL_TAG),
+                                           **_synthetic_params(cfg))
+            return
+        if cfg.eval_data_path or cfg.eval_split:
+            self._pool = _load(task, cfg, cfg.data_path, cfg.train_split, cfg.train_size)
+            self.held_out = _load(task, cfg, cfg.eval_data_path or cfg.data_path, cfg.eval_split,
+                                  cfg.eval_size)
+            return
+        # One file, no eval split named: hold out its last eval_size examples.
+        pool = _load(task, cfg, cfg.data_path, cfg.train_split, None)
+        if len(pool) <= cfg.eval_size:
+            raise DataError(f"{cfg.data_path}: task.eval_size: {cfg.eval_size} held-out examples "
+                            f"requested but the file has only {len(pool)}; name an eval_split or "
+                            "eval_data_path")
+        self._pool, self.held_out = pool[:-cfg.eval_size][:cfg.train_size], pool[-cfg.eval_size:]
+
+    def batch(self, step: int, micro: int, size: int) -> list[Example]:
+        """Training examples for optimizer step `step`, micro-batch `micro` (length `size`)."""
+        seed = _derived_seed(_TRAIN_TAG, self.seed, step, micro)
+        if self._pool is None:
+            return self.task.synthetic(size, seed=seed, **_synthetic_params(self.cfg))
+        idx = np.random.default_rng(seed).integers(0, len(self._pool), size=size)
+        return [self._pool[i] for i in idx]

@@ -1,0 +1,259 @@
+"""The one MLflow writer of a sweep: a Ray Tune callback on the driver.
+
+Trials only report to Tune; this callback turns Tune's events into one parent run per sweep and one
+child run per trial (layout: docs/architecture.md). Workers never touch the tracking store, so a
+SQLite file needs no cross-process locking and a remote server sees batched calls only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from sweeps.config import TrialConfig
+
+# Keys a trial reports that are bookkeeping, not metrics.
+_NON_METRIC = {"predictions", "node", "hostname", "pid", "done", "trial_id", "date", "timestamp",
+               "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
+               "training_iteration", "checkpoint_dir_name", "should_checkpoint", "experiment_tag",
+               "config"}
+
+
+@dataclass
+class SweepInfo:
+    """What the parent run records about the sweep."""
+
+    sweep_id: str
+    spec_name: str
+    experiment: str
+    metric: str
+    mode: str
+    max_steps: int
+    spec_yaml: str
+    space_yaml: str
+    space_source: str
+    space_hash: str
+    spec_params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    artifact_location: str | None = None
+
+
+def prepare_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The experiment id for `name`, created when missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def predictions_csv(rows: list[dict[str, Any]]) -> str:
+    """Sample predictions as CSV text (header from the first row)."""
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric entries of a Tune result that are worth logging."""
+    out = {}
+    for key, value in result.items():
+        if key in _NON_METRIC or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+class SweepTracker(Callback):
+    """Ray Tune callback writing the sweep's MLflow runs from the driver.
+
+    Args:
+        tracking_uri: any MLflow tracking URI (SQLite file, http server).
+        info: the sweep's description for the parent run.
+        resolve: maps a Tune trial config to the resolved `TrialConfig` (same code the trial uses).
+        sampled: maps a Tune trial config to the search-space values it was given.
+    """
+
+    def __init__(self, tracking_uri: str, info: SweepInfo,
+                 resolve: Callable[[dict[str, Any]], TrialConfig],
+                 sampled: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.tracking_uri = tracking_uri
+        self.info = info
+        self.resolve = resolve
+        self.sampled = sampled
+        self.parent_run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.runs: dict[str, str] = {}          # Tune trial id -> MLflow run id
+        self.ended: dict[str, str] = {}         # Tune trial id -> final MLflow status
+        self._predictions: dict[str, list[dict[str, Any]]] = {}
+        self._client: MlflowClient | None = None
+
+    # -- pickling: Tune checkpoints callbacks with the experiment state ---------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_client"] = None
+        state["_predictions"] = {}
+        return state
+
+    def get_state(self) -> dict[str, Any]:
+        return {"parent_run_id": self.parent_run_id, "runs": dict(self.runs), "ended": dict(self.ended)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.parent_run_id = state.get("parent_run_id") or self.parent_run_id
+        self.runs.update(state.get("runs", {}))
+        self.ended.update(state.get("ended", {}))
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    # -- parent run ---------------------------------------------------------------------------
+    def setup(self, **_: Any) -> None:
+        self.experiment_id = prepare_experiment(self.client, self.info.experiment,
+                                                self.info.artifact_location)
+        if self.parent_run_id is None:  # a resumed driver may have lost the id, not the run
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`slsweep.kind` = 'sweep' and "
+                f"tags.`slsweep.sweep_id` = '{self.info.sweep_id}'", max_results=1)
+            self.parent_run_id = found[0].info.run_id if found else None
+        if self.parent_run_id is not None:  # resumed sweep: keep writing into the same parent
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            return
+        tags = {"slsweep.kind": "sweep", "slsweep.sweep_id": self.info.sweep_id,
+                "slsweep.spec_name": self.info.spec_name, "metric.name": self.info.metric,
+                "metric.mode": self.info.mode, "search_space": self.info.space_source,
+                "search_space_hash": self.info.space_hash, **self.info.tags}
+        run = self.client.create_run(self.experiment_id, run_name=self.info.sweep_id, tags=tags)
+        self.parent_run_id = run.info.run_id
+        params = [Param(k, _param_value(v)) for k, v in self.info.spec_params.items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(self.parent_run_id, params=params[i:i + 100])
+        self.client.log_text(self.parent_run_id, self.info.spec_yaml, "spec.yaml")
+        self.client.log_text(self.parent_run_id, self.info.space_yaml, "search_space.yaml")
+
+    # -- child runs -----------------------------------------------------------------------------
+    def _child_run(self, trial: Any) -> str:
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        existing = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`slsweep.sweep_id` = '{self.info.sweep_id}' "
+                          f"and tags.trial_id = '{trial.trial_id}'", max_results=1)
+        if existing:  # a restored driver finds the run it created before it died
+            self.runs[trial.trial_id] = existing[0].info.run_id
+            return existing[0].info.run_id
+        cfg = self.resolve(trial.config)
+        tags = {"mlflow.parentRunId": self.parent_run_id, "slsweep.kind": "trial",
+                "slsweep.sweep_id": self.info.sweep_id, "trial_id": trial.trial_id,
+                "seed": str(cfg.seed), "loss": cfg.loss.family,
+                "psi": cfg.loss.psi if cfg.loss.family == "soft_label" else "none",
+                "search_space": self.info.space_source, "search_space_hash": self.info.space_hash,
+                "status": "running"}
+        run = self.client.create_run(self.experiment_id, run_name=str(trial), tags=tags)
+        run_id = run.info.run_id
+        params = [Param(k, _param_value(v)) for k, v in cfg.flatten().items()]
+        params += [Param(f"space.{k}", _param_value(v)) for k, v in self.sampled(trial.config).items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[i:i + 100])
+        self.client.log_text(run_id, cfg.to_yaml(), "config.yaml")
+        self.runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._child_run(trial)
+        self.client.update_run(run_id, status="RUNNING")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run_id = self._child_run(trial)
+        if "predictions" in result:
+            self._predictions[trial.trial_id] = result["predictions"]
+        step = int(result.get("step") or result.get("training_iteration") or 0)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]
+        tags = [RunTag("node", str(result["node"]))] if "node" in result else []
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._child_run(trial)
+        restarts = int(self.client.get_run(run_id).data.tags.get("restarts", "0")) + 1
+        self.client.set_tag(run_id, "restarts", str(restarts))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last_step = int((trial.last_result or {}).get("step") or 0)
+        if last_step >= self.info.max_steps:
+            self._end(trial, "FINISHED", {"status": "finished"})
+        else:
+            self._end(trial, "KILLED", {"status": "stopped", "slsweep.stop_reason": "early_stopping"})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "FAILED", {"status": "failed", "slsweep.error": _error_text(trial)})
+
+    def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
+        run_id = self._child_run(trial)
+        rows = self._predictions.pop(trial.trial_id, None)
+        if rows:
+            self.client.log_text(run_id, predictions_csv(rows), "predictions.csv")
+        self.client.log_batch(run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
+        self.client.set_terminated(run_id, status=status)
+        self.ended[trial.trial_id] = status
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.finish(trials)
+
+    def finish(self, trials: list, status: str = "FINISHED") -> None:
+        """Close the parent run with the sweep's totals (also closes any child left open)."""
+        if self.parent_run_id is None:
+            return
+        for trial in trials:
+            if trial.trial_id in self.runs and trial.trial_id not in self.ended:
+                self._end(trial, "KILLED", {"status": "stopped", "slsweep.stop_reason": "sweep_ended"})
+        counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0}
+        for s in self.ended.values():
+            counts[s] = counts.get(s, 0) + 1
+        now = int(time.time() * 1000)
+        metrics = [Metric("trials_total", float(len(self.runs)), now, 0),
+                   Metric("trials_finished", float(counts["FINISHED"]), now, 0),
+                   Metric("trials_failed", float(counts["FAILED"]), now, 0),
+                   Metric("trials_stopped", float(counts["KILLED"]), now, 0)]
+        best = _best_value(trials, self.info.metric, self.info.mode)
+        if best is not None:
+            metrics.append(Metric(f"best_{self.info.metric}", best, now, 0))
+        self.client.log_batch(self.parent_run_id, metrics=metrics)
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def _error_text(trial: Any) -> str:
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).exists():
+        lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+        # The last line of a traceback is the exception and its message.
+        return lines[-1] if lines else "unknown error"
+    return "unknown error"
+
+
+def _best_value(trials: list, metric: str, mode: str) -> float | None:
+    values = [t.last_result.get(metric) for t in trials if t.last_result]
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return None
+    return float(max(values) if mode == "max" else min(values))

@@ -1,0 +1,226 @@
+"""One sweep trial: task data + model + sl_core loss -> fine-tune -> greedy evaluation.
+
+`run_trial` is plain Python (no Ray, no MLflow): the Tune runner wraps it, `slsweep trial` calls it
+directly, and the overhead benchmark calls it in a loop. After each evaluation it hands the metrics
+(and, when asked, a checkpoint folder) to a `report` callback.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+import sl_core
+from sweeps.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from sweeps.config import TrialConfig
+from sweeps.datasets import TaskData
+from sweeps.errors import SlsweepError
+from sweeps.models import Batcher, load_model_and_processor
+from sweeps.tasks import Example, Task, get_task
+
+EVAL_BATCH = 64
+SAMPLE_PREDICTIONS = 50
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+class Reporter(Protocol):
+    def __call__(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None: ...
+
+
+@dataclass
+class TrialResult:
+    """What a finished trial produced."""
+
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    restarts: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device() -> torch.device:
+    """CUDA when this process can see a GPU (Ray hides GPUs a trial was not given), else CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _autocast(cfg: TrialConfig, device: torch.device):
+    use_bf16 = cfg.train.mixed_precision == "bf16" or (
+        cfg.train.mixed_precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def _load_dtype(cfg: TrialConfig) -> torch.dtype | None:
+    return {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.model.dtype]
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor,
+                loss_fn: sl_core.families.LossFn, num_items: int) -> torch.Tensor:
+    """Loss on the supervised (answer) positions only.
+
+    Logits are computed only from the first position that predicts a supervised token onward
+    (`logits_to_keep`), so image and prompt positions never reach the vocabulary projection.
+
+    Args:
+        inputs: model inputs without labels; input_ids [B, T].
+        labels: [B, T], aligned with input_ids (not shifted), -100 where not supervised.
+        num_items: supervised tokens in the whole optimizer step (all micro-batches).
+    """
+    shifted = labels[:, 1:]
+    supervised = shifted != -100
+    if not bool(supervised.any()):
+        raise SlsweepError("a training batch has no supervised answer tokens (empty answers?)")
+    first = int(supervised.float().argmax(dim=1)[supervised.any(dim=1)].min())
+    keep = labels.shape[1] - first
+    logits = model(**inputs, logits_to_keep=keep).logits[:, :-1]
+    return loss_fn(logits, shifted[:, first:], num_items_in_batch=num_items)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batcher: Batcher, task: Task, examples: list[Example],
+             device: torch.device, cfg: TrialConfig) -> tuple[dict[str, float], list[str]]:
+    """Greedy generation on `examples`; returns the task metrics and the raw predictions."""
+    model.eval()
+    predictions: list[str] = []
+    for start in range(0, len(examples), EVAL_BATCH):
+        chunk = examples[start:start + EVAL_BATCH]
+        batch = _to_device(batcher.generation_batch([e.image for e in chunk],
+                                                    [e.prompt for e in chunk]), device)
+        with _autocast(cfg, device):
+            out = model.generate(**batch, max_new_tokens=cfg.train.max_new_tokens, do_sample=False)
+        predictions.extend(batcher.decode(out, batch["input_ids"].shape[1]))
+    model.train()
+    return task.metrics(predictions, examples), predictions
+
+
+def _prediction_rows(examples: list[Example], predictions: list[str], task: Task) -> list[dict[str, Any]]:
+    rows = []
+    for ex, pred in list(zip(examples, predictions))[:SAMPLE_PREDICTIONS]:
+        parsed = task.parse(pred)
+        rows.append({"prompt": ex.prompt, "answer": ex.answer, "prediction": pred,
+                     "parsed": "" if parsed is None else str(parsed)})
+    return rows
+
+
+def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: Path | None = None,
+              checkpoint: bool = True, log: Callable[[str], None] | None = None,
+              device: torch.device | None = None) -> TrialResult:
+    """Fine-tune and evaluate one configuration.
+
+    Args:
+        cfg: the resolved trial config.
+        report: called after each evaluation with the metrics (plus `predictions`: sample rows)
+            and, when `checkpoint`, a folder holding the training state (deleted after the call).
+        resume_from: a folder written by an earlier report to continue from.
+        log: progress lines (None = quiet).
+        device: where to train (default: CUDA if visible, else CPU).
+    Returns:
+        The final metrics, the evaluation history and sample predictions.
+    """
+    t0 = time.perf_counter()
+    say = log or (lambda _msg: None)
+    device = device or pick_device()
+    seed_everything(cfg.seed)
+    task = get_task(cfg.task.name)
+
+    model, processor = load_model_and_processor(cfg.model.path, device=device, dtype=_load_dtype(cfg),
+                                                freeze_vision=cfg.model.freeze_vision,
+                                                gradient_checkpointing=cfg.model.gradient_checkpointing,
+                                                lora=cfg.model.lora)
+    batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
+    digit_ids = sl_core.digit_token_ids(processor.tokenizer)
+    loss_fn = sl_core.build_loss(cfg.loss.family, digit_ids, **cfg.loss.loss_kwargs())
+
+    data = TaskData(task, cfg.task, cfg.seed)
+    held_out = data.held_out
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
+    state = TrainState()
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer, scheduler)
+        state.restarts += 1
+        say(f"resumed from step {state.step} (restart {state.restarts})")
+
+    model.train()
+    ckpt_every = cfg.train.checkpoint_every or cfg.train.eval_every
+    losses: list[float] = []
+    predictions: list[str] = []
+    while state.step < cfg.train.steps:
+        micro_batches = []
+        for micro in range(cfg.train.grad_accum):
+            examples = data.batch(state.step, micro, cfg.train.batch_size)
+            enc = batcher.train_batch([e.image for e in examples], [e.prompt for e in examples],
+                                      [e.answer for e in examples])
+            micro_batches.append(_to_device(enc, device))
+        # Normalise by the supervised tokens of the whole step, as HF does under accumulation.
+        num_items = int(sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches))
+        step_loss = 0.0
+        for enc in micro_batches:
+            labels = enc.pop("labels")
+            with _autocast(cfg, device):
+                loss = answer_loss(model, enc, labels, loss_fn, num_items)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at step {state.step} (lr={cfg.train.lr:g}); "
+                    "training diverged")
+            loss.backward()
+            step_loss += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        losses.append(step_loss)
+
+        if state.step % cfg.train.eval_every == 0 or state.step == cfg.train.steps:
+            metrics, predictions = evaluate(model, batcher, task, held_out, device, cfg)
+            metrics.update(train_loss=float(np.mean(losses)), step=state.step,
+                           lr=scheduler.get_last_lr()[0], restarts=state.restarts,
+                           elapsed_s=time.perf_counter() - t0)
+            losses.clear()
+            state.history.append(dict(metrics))
+            say(_progress_line(task, state.step, cfg.train.steps, metrics))
+            if report is not None:
+                payload = {**metrics, "predictions": _prediction_rows(held_out, predictions, task)}
+                due = checkpoint and (state.step % ckpt_every == 0 or state.step == cfg.train.steps)
+                if due:
+                    with tempfile.TemporaryDirectory(prefix="slsweep-ckpt-") as tmp:
+                        save_checkpoint(Path(tmp), model, optimizer, scheduler, state)
+                        report(payload, Path(tmp))
+                else:
+                    report(payload, None)
+
+    final = state.history[-1] if state.history else {}
+    return TrialResult(metrics=dict(final), history=state.history,
+                       predictions=_prediction_rows(held_out, predictions, task),
+                       steps=state.step, seconds=time.perf_counter() - t0, restarts=state.restarts)
+
+
+def _progress_line(task: Task, step: int, total: int, metrics: dict[str, float]) -> str:
+    shown = [task.primary_metric, "train_loss", "unparseable"]
+    body = "  ".join(f"{k}={metrics[k]:.4g}" for k in shown if k in metrics)
+    return f"step {step:>5}/{total}  {body}"
+

@@ -1,0 +1,317 @@
+"""Run a sweep: Ray Tune Tuner + OptunaSearch (or a grid) + ASHA/FIFO + the MLflow tracker.
+
+`plan_sweep` resolves and checks everything a user can get wrong (spec, search space, tracking URI,
+Ray address) before anything is created, so bad input leaves no experiment, run or folder behind.
+`execute` then starts Ray, runs the Tuner and returns the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Repeater
+from ray.tune.search.optuna import OptunaSearch
+
+from sweeps import paths
+from sweeps.config import TrialConfig
+from sweeps.errors import SlsweepError
+from sweeps.space import SearchSpace
+from sweeps.spec import ResolvedSpec, load_spec
+from sweeps.tracking import SweepInfo, SweepTracker
+from sweeps.trial import run_trial
+
+log = logging.getLogger(__name__)
+TRIAL_INDEX = "__trial_index__"
+GRID_POINT = "point"
+
+
+# -- config resolution (shared by the trial worker and the driver-side tracker) ---------------------
+def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The search-space values of one Tune trial config (grid points are nested under `point`)."""
+    if isinstance(config.get(GRID_POINT), dict):
+        return dict(config[GRID_POINT])
+    return {k: v for k, v in config.items() if not k.startswith("__") and k != "seed"}
+
+
+def resolve_trial_config(base: TrialConfig, space: SearchSpace, config: dict[str, Any]) -> TrialConfig:
+    """The full trial config: the spec's base, the sampled values, and the seed index."""
+    overrides = space.to_overrides(sampled_params(config))
+    overrides["seed"] = int(config.get(TRIAL_INDEX, config.get("seed", 0)))
+    return base.with_overrides(overrides)
+
+
+class _Resolver:
+    """Picklable `config -> TrialConfig` (Tune ships the tracker and trainable around)."""
+
+    def __init__(self, base: TrialConfig, space: SearchSpace) -> None:
+        self.base, self.space = base, space
+
+    def __call__(self, config: dict[str, Any]) -> TrialConfig:
+        return resolve_trial_config(self.base, self.space, config)
+
+
+# -- the trial as Tune runs it --------------------------------------------------------------------
+def _limit_threads() -> None:
+    """Use as many torch threads as CPUs Ray gave this trial, no more (trials share the host)."""
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def tune_trainable(config: dict[str, Any], *, resolver: _Resolver) -> None:
+    """Ray Tune function trainable: resolve, restore if Tune hands a checkpoint, train, report."""
+    cfg = resolver(config)
+    _limit_threads()
+    node = ray.get_runtime_context().get_node_id()
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        payload = {**metrics, "node": node}
+        if checkpoint_dir is None:
+            tune.report(payload)
+        else:
+            tune.report(payload, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        run_trial(cfg, report=report)
+        return
+    with checkpoint.as_directory() as folder:
+        run_trial(cfg, report=report, resume_from=Path(folder))
+
+
+# -- planning: every user error surfaces here, before side effects --------------------------------
+@dataclass
+class SweepPlan:
+    """A validated sweep, ready to run."""
+
+    resolved: ResolvedSpec
+    runs_dir: Path
+    tracking_uri: str
+    experiment: str
+    address: str | None
+    sweep_id: str
+
+    @property
+    def spec(self):  # noqa: ANN201 - the pydantic SweepSpec
+        return self.resolved.spec
+
+    @property
+    def storage_dir(self) -> Path:
+        return paths.ray_storage_dir(self.runs_dir)
+
+    @property
+    def local_store(self) -> bool:
+        return self.tracking_uri.startswith("sqlite:") or urlparse(self.tracking_uri).scheme in ("", "file")
+
+
+def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = None,
+               tracking_uri: str | None = None, runs_dir: str | Path | None = None,
+               experiment: str | None = None, check: bool = True) -> SweepPlan:
+    """Validate a spec and the places it points to; creates nothing."""
+    resolved = load_spec(spec_path)
+    spec = resolved.spec
+    folder = Path(runs_dir or spec.storage or paths.default_runs_dir()).expanduser().resolve()
+    uri = tracking_uri or spec.tracking.uri or paths.default_tracking_uri(folder)
+    plan = SweepPlan(resolved=resolved, runs_dir=folder, tracking_uri=uri,
+                     experiment=experiment or spec.tracking.experiment or spec.name,
+                     address=address or spec.ray.address,
+                     sweep_id=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if check:
+        check_tracking_uri(plan.tracking_uri)
+        check_ray_address(plan.address)
+    return plan
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail fast (SlsweepError) when the MLflow store cannot be reached or is not a known kind."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as resp:
+                if resp.status != 200:
+                    raise SlsweepError(f"--tracking-uri: {uri}: MLflow server answered {resp.status}")
+        except (urllib.error.URLError, OSError) as exc:
+            raise SlsweepError(f"--tracking-uri: {uri}: MLflow server unreachable ({exc})") from None
+    elif parsed.scheme == "sqlite":
+        parent = Path(parsed.path).parent
+        existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
+        if existing is None or not os.access(existing, os.W_OK):
+            raise SlsweepError(f"--tracking-uri: {uri}: cannot create the SQLite file there")
+    elif parsed.scheme not in ("file", "", "databricks", "postgresql", "mysql", "mssql"):
+        raise SlsweepError(f"--tracking-uri: {uri}: unsupported scheme {parsed.scheme!r}")
+
+
+def check_ray_address(address: str | None) -> None:
+    """Fail fast when `--address` names a host:port nothing listens on."""
+    if address in (None, "", "auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    if not parsed.hostname or not parsed.port:
+        raise SlsweepError(f"--address: {address}: expected ray://HOST:PORT, HOST:PORT or auto")
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=5):
+            pass
+    except OSError as exc:
+        raise SlsweepError(f"--address: {address}: Ray cluster unreachable ({exc})") from None
+
+
+# -- running ---------------------------------------------------------------------------------------
+@dataclass
+class SweepOutcome:
+    """What a finished sweep left behind."""
+
+    plan: SweepPlan
+    results: Any            # ray.tune.ResultGrid
+    parent_run_id: str | None
+    seconds: float
+    ray_init_seconds: float
+
+
+def _searcher(plan: SweepPlan, space: SearchSpace):
+    spec = plan.spec
+    algo = spec.search.algorithm
+    if algo == "grid":
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if algo == "tpe":
+            startup = min(10, max(2, spec.search.num_samples // 3))
+            sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=startup,
+                                                 multivariate=True, group=True)
+        else:
+            sampler = optuna.samplers.RandomSampler(seed=spec.search.seed)
+    storage = optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir)) \
+        if plan.local_store else None
+    searcher = OptunaSearch(space=space.define_by_run, metric=spec.metric.name, mode=spec.metric.mode,
+                            sampler=sampler, study_name=plan.sweep_id, storage=storage)
+    return Repeater(searcher, repeat=spec.search.seeds, set_index=True) if spec.search.seeds > 1 \
+        else searcher
+
+
+def _param_space(plan: SweepPlan, space: SearchSpace) -> dict[str, Any]:
+    spec = plan.spec
+    if spec.search.algorithm == "grid":
+        return {GRID_POINT: tune.grid_search(space.grid()),
+                TRIAL_INDEX: tune.grid_search(list(range(spec.search.seeds)))}
+    return {TRIAL_INDEX: 0} if spec.search.seeds == 1 else {}
+
+
+def _scheduler(plan: SweepPlan):
+    sched = plan.spec.scheduler
+    if sched.type == "fifo":
+        return FIFOScheduler()
+    train = plan.resolved.base_trial_config().train
+    return ASHAScheduler(time_attr="step", max_t=sched.max_t or train.steps,
+                         grace_period=sched.grace_period or train.eval_every,
+                         reduction_factor=sched.reduction_factor)
+
+
+def git_commit() -> str:
+    """The code version recorded on every sweep (git commit of the package checkout, if any)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def sweep_info(plan: SweepPlan) -> SweepInfo:
+    spec, space = plan.spec, plan.resolved.space
+    from sweeps import __version__
+
+    artifacts = (plan.runs_dir / "artifacts" / plan.experiment).as_uri() if plan.local_store else None
+    return SweepInfo(
+        sweep_id=plan.sweep_id, spec_name=spec.name, experiment=plan.experiment,
+        metric=spec.metric.name, mode=spec.metric.mode,
+        max_steps=plan.resolved.base_trial_config().train.steps,
+        spec_yaml=plan.resolved.spec_yaml, space_yaml=space.to_yaml(),
+        space_source=space.source, space_hash=space.hash,
+        spec_params=plan.resolved.flat_params(),
+        tags={"git_commit": git_commit(), "slsweep.version": __version__,
+              "ray.address": plan.address or "local"},
+        artifact_location=artifacts)
+
+
+def init_ray(plan: SweepPlan) -> float:
+    """Start or join Ray; returns the seconds it took."""
+    t0 = time.perf_counter()
+    if not ray.is_initialized():
+        runtime_env = dict(plan.spec.ray.runtime_env or {})
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+                                  "runtime_env": runtime_env or None}
+        if plan.address:
+            kwargs["address"] = plan.address
+        elif os.environ.get("SLSWEEP_RAY_TMP"):
+            kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SlsweepError(f"--address: {plan.address or 'local'}: could not start or join Ray ({exc})") from None
+    return time.perf_counter() - t0
+
+
+def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None) -> SweepOutcome:
+    """Run the planned sweep to the end (Ray, Tuner, MLflow)."""
+    t0 = time.perf_counter()
+    spec, space = plan.spec, plan.resolved.space
+    plan.runs_dir.mkdir(parents=True, exist_ok=True)
+    ray_seconds = init_ray(plan)
+    resolver = _Resolver(plan.resolved.base_trial_config(), space)
+    tracker = SweepTracker(plan.tracking_uri, sweep_info(plan), resolver, sampled_params)
+    trainable = _trainable_for(plan, resolver)
+    num = spec.search.num_samples * spec.search.seeds if spec.search.algorithm != "grid" else 1
+    tuner = tune.Tuner(
+        trainable,
+        param_space=_param_space(plan, space),
+        tune_config=tune.TuneConfig(search_alg=_searcher(plan, space), scheduler=_scheduler(plan),
+                                    num_samples=num, metric=spec.metric.name, mode=spec.metric.mode,
+                                    max_concurrent_trials=spec.search.max_concurrent),
+        run_config=tune.RunConfig(
+            name=plan.sweep_id, storage_path=str(plan.storage_dir),
+            callbacks=[tracker, *(callbacks or [])],
+            failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=verbose),
+    )
+    results = tuner.fit()
+    return SweepOutcome(plan=plan, results=results, parent_run_id=tracker.parent_run_id,
+                        seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds)
+
+
+def _trainable_for(plan: SweepPlan, resolver: _Resolver):
+    spec = plan.spec
+    return tune.with_resources(tune.with_parameters(tune_trainable, resolver=resolver),
+                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:
+    """Continue `plan.sweep_id` from Tune's experiment state: finished trials stay finished,
+    unfinished ones continue from their last checkpoint, the tracker reuses their MLflow runs."""
+    t0 = time.perf_counter()
+    path = plan.storage_dir / plan.sweep_id
+    if not tune.Tuner.can_restore(str(path)):
+        raise SlsweepError(f"{path}: sweep_id: no Ray Tune experiment state to resume")
+    ray_seconds = init_ray(plan)
+    resolver = _Resolver(plan.resolved.base_trial_config(), plan.resolved.space)
+    tuner = tune.Tuner.restore(str(path), trainable=_trainable_for(plan, resolver),
+                               resume_unfinished=True, resume_errored=True)
+    results = tuner.fit()
+    return SweepOutcome(plan=plan, results=results, parent_run_id=None,
+                        seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds)

@@ -1,0 +1,21 @@
+"""Suite-wide settings: no hub access, a private model cache and run folder per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_TRACKING_URI", "")  # never inherit a user's server
+os.environ.pop("MLFLOW_TRACKING_URI")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tiny models are built once per session into a private cache, not the user's."""
+    if "SLSWEEP_CACHE_DIR" not in os.environ:
+        os.environ["SLSWEEP_CACHE_DIR"] = str(tmp_path_factory.mktemp("slsweep-cache"))

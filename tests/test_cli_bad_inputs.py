@@ -1,0 +1,65 @@
+"""Every malformed spec is one clear message and exit 2, with nothing created anywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sweeps.cli import app
+
+BAD = Path(__file__).parent / "bad_inputs"
+EXPECTED = yaml.safe_load((BAD / "EXPECTED.yaml").read_text())
+SPECS = sorted(name for name in EXPECTED if name.startswith("spec_"))
+TRIALS = sorted(name for name in EXPECTED if name.startswith("trial_"))
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_bad_spec_exits_2_and_creates_nothing(name: str, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    res = _invoke(["run", str(BAD / name), "--runs-dir", str(runs), "--quiet"])
+    assert res.exit_code == 2, res.output
+    err = res.output.strip()
+    assert err.startswith("error: ") and err.count("\n") == 0, err  # exactly one line
+    assert EXPECTED[name]["field"] in err and EXPECTED[name]["message"] in err
+    assert "Traceback" not in err
+    assert not runs.exists()  # no MLflow store, no Optuna DB, no Ray storage
+
+
+@pytest.mark.parametrize("name", TRIALS)
+def test_bad_trial_config_exits_2(name: str) -> None:
+    res = _invoke(["trial", str(BAD / name)])
+    assert res.exit_code == 2 and EXPECTED[name]["field"] in res.output, res.output
+
+
+def test_unreachable_tracking_uri_and_ray_address(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    res = _invoke(["run", "--runs-dir", str(runs), "--tracking-uri", "http://127.0.0.1:9", "-q"])
+    assert res.exit_code == 2 and "--tracking-uri" in res.output and "unreachable" in res.output
+    res = _invoke(["run", "--runs-dir", str(runs), "--address", "ray://127.0.0.1:9", "-q"])
+    assert res.exit_code == 2 and "--address" in res.output and "unreachable" in res.output
+    assert not runs.exists()
+
+
+def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
+    """The installed entry point, as a user runs it: exit 2 and one line on stderr."""
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(BAD / "spec_unknown_psi.yaml"),
+                           "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "loss.psi" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_everywhere() -> None:
+    for cmd in ([], ["run"], ["resume"], ["status"], ["list"], ["trial"], ["make-tiny-model"], ["ui"],
+                ["table"], ["plot"], ["report"]):
+        res = _invoke([*cmd, "--help"])
+        assert res.exit_code == 0 and "Usage" in res.output, cmd
