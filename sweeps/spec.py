@@ -265,12 +265,14 @@ def packaged_space_path(name: str) -> Path:
     return path
 
 
-def _find_space_file(ref: str, spec_dir: Path) -> Path | None:
+def _find_space_file(ref: str, spec_dir: Path, spec_path: Path | None = None) -> Path | None:
     names = [ref] if ref.endswith((".yaml", ".yml")) else [ref, f"{ref}.yaml"]
     for folder in (spec_dir, packaged_space_dir()):
         for n in names:
             candidate = (folder / n).expanduser()
-            if candidate.is_file():
+            # A spec is never its own search space (sweeps/specs/baselines.yaml names the
+            # built-in search_spaces/baselines.yaml).
+            if candidate.is_file() and candidate.resolve() != spec_path:
                 return candidate.resolve()
     return None
 
@@ -320,7 +322,7 @@ def load_spec(path: str | Path | None = None) -> ResolvedSpec:
     if isinstance(spec.search_space, dict):
         space = load_space(spec.search_space, source=file, base=base, doc=doc, prefix=("search_space",))
     else:
-        found = _find_space_file(spec.search_space, spec_dir)
+        found = _find_space_file(spec.search_space, spec_dir, spec_path.expanduser().resolve())
         if found is None:
             raise SpecError(
                 file, "search_space",

@@ -181,6 +181,7 @@ class SweepOutcome:
     parent_run_id: str | None
     seconds: float
     ray_init_seconds: float
+    logging_seconds: float = 0.0
 
 
 def _searcher(plan: SweepPlan, space: SearchSpace):
@@ -292,7 +293,8 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
     )
     results = tuner.fit()
     return SweepOutcome(plan=plan, results=results, parent_run_id=tracker.parent_run_id,
-                        seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds)
+                        seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds,
+                        logging_seconds=tracker.logging_seconds)
 
 
 def _trainable_for(plan: SweepPlan, resolver: _Resolver):

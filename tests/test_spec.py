@@ -23,7 +23,10 @@ def _write(folder: Path, text: str, name: str = "spec.yaml") -> Path:
 
 
 def test_builtin_specs_load() -> None:
-    assert set(packaged_specs()) == {"default", "counting", "grounding", "chart"}
+    assert set(packaged_specs()) == {"default", "counting", "grounding", "chart", "eta_ablation",
+                                     "psi_ablation", "lambda_ablation", "baselines", "grounding_baselines"}
+    for name in packaged_specs():
+        assert load_spec(packaged_spec_path(name)).trial_count > 0
     main_metric = {"counting": "exact_match", "grounding": "acc_iou50", "chart": "relaxed_accuracy"}
     for name in ("counting", "grounding", "chart"):
         r = load_spec(packaged_spec_path(name))
@@ -101,7 +104,7 @@ def test_relative_paths_resolve_against_spec_folder(tmp_path: Path) -> None:
 
 
 def test_unknown_builtin_spec_lists_the_builtins() -> None:
-    with pytest.raises(SpecError, match="built-in: chart, counting, default, grounding"):
+    with pytest.raises(SpecError, match="built-in: baselines, chart, counting, default, eta_ablation, grounding"):
         packaged_spec_path("nope")
 
 
