@@ -1,0 +1,126 @@
+"""Argument checks shared by the losses. Every error a caller can cause is a ValueError naming the argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """A real number in [0, 1] (eta, smoothing)."""
+    v = _real(name, value)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return v
+
+
+def check_nonneg(name: str, value: Any) -> float:
+    """A finite real number >= 0 (lam, loss weights)."""
+    v = _real(name, value)
+    if v < 0.0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return v
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A finite real number > 0 (shape parameters, scales)."""
+    v = _real(name, value)
+    if v <= 0.0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return v
+
+
+def check_real(name: str, value: Any) -> float:
+    """Any finite real number."""
+    return _real(name, value)
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex:
+            value = value.item()
+        else:
+            raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def check_reduction(reduction: Any) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
+    return reduction
+
+
+def check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {logits.dtype}")
+    if logits.dim() < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"{name} must have shape [..., V] with V >= 1, got {tuple(logits.shape)}")
+    return logits
+
+
+def check_labels(labels: Any, batch_shape: Sequence[int], vocab: int, ignore_index: int,
+                 logits_name: str = "logits") -> torch.Tensor:
+    """Integer labels whose shape equals `batch_shape` and values lie in [0, vocab) or equal ignore_index."""
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    if tuple(labels.shape) != tuple(batch_shape):
+        raise ValueError(
+            f"labels shape {tuple(labels.shape)} does not match {logits_name} shape "
+            f"{tuple(batch_shape) + (vocab,)} without its last (vocabulary) dimension"
+        )
+    if labels.numel():
+        bad = ((labels < 0) | (labels >= vocab)) & (labels != ignore_index)
+        if bool(bad.any()):
+            value = int(labels[bad].flatten()[0])
+            raise ValueError(
+                f"labels must lie in [0, {vocab}) (the vocabulary size of {logits_name}) or equal "
+                f"ignore_index={ignore_index}; found {value}"
+            )
+    return labels
+
+
+def check_digit_ids(digit_ids: Any, vocab: int | None = None, name: str = "digit_ids") -> list[int]:
+    """Ten distinct token ids (for the digits 0..9, in order), each in [0, vocab) when vocab is known."""
+    if isinstance(digit_ids, torch.Tensor):
+        digit_ids = digit_ids.flatten().tolist()
+    if isinstance(digit_ids, (str, bytes)) or not isinstance(digit_ids, Sequence):
+        raise ValueError(f"{name} must be a sequence of 10 token ids, got {type(digit_ids).__name__}")
+    ids = list(digit_ids)
+    if len(ids) != 10:
+        raise ValueError(f"{name} must hold exactly 10 token ids (digits 0..9), got {len(ids)}")
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ValueError(f"{name} must hold integer token ids, got {i!r}")
+    if len(set(ids)) != 10:
+        raise ValueError(f"{name} must hold 10 distinct token ids, got {ids}")
+    if vocab is not None and any(i < 0 or i >= vocab for i in ids):
+        raise ValueError(f"{name} must lie in [0, {vocab}) (the logits' vocabulary), got {ids}")
+    return [int(i) for i in ids]
+
+
+def check_num_items(num_items_in_batch: Any) -> float | torch.Tensor | None:
+    """None, a positive number, or a positive scalar tensor (kept as a tensor to avoid a device sync)."""
+    if num_items_in_batch is None:
+        return None
+    if isinstance(num_items_in_batch, torch.Tensor):
+        if num_items_in_batch.numel() != 1:
+            raise ValueError(
+                f"num_items_in_batch must be a scalar, got a tensor of shape {tuple(num_items_in_batch.shape)}"
+            )
+        return num_items_in_batch.reshape(())
+    v = _real("num_items_in_batch", num_items_in_batch)
+    if v <= 0:
+        raise ValueError(f"num_items_in_batch must be > 0, got {num_items_in_batch!r}")
+    return v

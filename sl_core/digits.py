@@ -1,0 +1,148 @@
+"""Digit-token discovery: the ten single-digit token ids, or every numeric token for merged-digit tokenizers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["digit_token_ids", "numeric_token_values", "NumericTokens", "SPACE_MARKERS"]
+
+SPACE_MARKERS = ("Ġ", "▁", " ")
+"""Leading-space markers of byte-level BPE (GPT-2/LLaMA-3), SentencePiece, and plain vocabularies."""
+
+_PROBE = "0123456789 12 345 2024"
+
+
+def _vocab_owner(tokenizer: Any) -> Any:
+    """The object holding the vocabulary: a tokenizer, or the `.tokenizer` of a processor."""
+    if hasattr(tokenizer, "get_vocab"):
+        return tokenizer
+    inner = getattr(tokenizer, "tokenizer", None)
+    if inner is not None and hasattr(inner, "get_vocab"):
+        return inner
+    raise ValueError(f"tokenizer: expected a tokenizer or processor with get_vocab(), got {type(tokenizer).__name__}")
+
+
+def _tokenize(tok: Any, text: str) -> list[str] | None:
+    """Token strings of `text` without special tokens (HF tokenizers or `tokenizers.Tokenizer`)."""
+    try:
+        if hasattr(tok, "tokenize"):
+            return [str(t) for t in tok.tokenize(text)]
+        enc = tok.encode(text, add_special_tokens=False)
+        return [str(t) for t in enc.tokens]
+    except Exception:  # noqa: BLE001 (a tokenizer that cannot tokenize is judged on its vocabulary alone)
+        return None
+
+
+def _strip_marker(token: str, markers: Iterable[str] = SPACE_MARKERS) -> tuple[str, str]:
+    for m in markers:
+        if len(token) > len(m) and token.startswith(m):
+            return m, token[len(m):]
+    return "", token
+
+
+def digit_token_ids(tokenizer: Any, *, allow_merged: bool = False) -> list[int]:
+    """Ids of the single-digit tokens "0".."9", in that order.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer, a processor with `.tokenizer`, or a `tokenizers.Tokenizer`.
+        allow_merged: accept a tokenizer that also merges digits into multi-digit tokens ("42");
+            soft labels then only reach the numbers it happens to split into single digits.
+
+    Raises:
+        ValueError: the vocabulary lacks one of "0".."9", or the tokenizer merges digits (LLaMA-3,
+            tiktoken style) and allow_merged is False. The message says what to do instead.
+    """
+    tok = _vocab_owner(tokenizer)
+    vocab = tok.get_vocab()
+    missing = [str(d) for d in range(10) if str(d) not in vocab]
+    if missing:
+        raise ValueError(
+            f"tokenizer ({type(tok).__name__}) has no single-digit token for {', '.join(repr(m) for m in missing)}; "
+            "soft labels over digits need the ten tokens '0'..'9'. For a tokenizer that merges digits into "
+            "number tokens ('42', 'Ġ123') use the value-aware mode: sl_core.numeric_token_values(tokenizer) "
+            "with sl_core.value_aware_soft_label_cross_entropy; or add the digit tokens and split numbers "
+            "into digits (e.g. tokenizers.pre_tokenizers.Digits(individual_digits=True))."
+        )
+    ids = [int(vocab[str(d)]) for d in range(10)]
+    if not allow_merged:
+        pieces = _tokenize(tok, _PROBE) or []
+        merged = [p for p in pieces if sum(ch.isdigit() for ch in _strip_marker(p)[1]) >= 2]
+        if merged:
+            raise ValueError(
+                f"tokenizer ({type(tok).__name__}) merges digits into multi-digit tokens ({merged[:3]} from "
+                f"{_PROBE!r}), so most digits never appear as the single-digit targets soft labels act on. "
+                "Use the value-aware mode (sl_core.numeric_token_values + "
+                "sl_core.value_aware_soft_label_cross_entropy), or pass allow_merged=True to accept it."
+            )
+    return ids
+
+
+@dataclass(frozen=True)
+class NumericTokens:
+    """Numeric tokens of a vocabulary: id, integer value, digit-string width and leading-space marker.
+
+    Tokens are grouped by (marker, width): "7" and "Ġ7" and "07" are in different groups because
+    trading one for another changes the text, not just the value.
+    """
+
+    ids: tuple[int, ...]
+    values: tuple[int, ...]
+    widths: tuple[int, ...]
+    markers: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if not n or any(len(x) != n for x in (self.values, self.widths, self.markers)):
+            raise ValueError("NumericTokens: ids, values, widths and markers must be non-empty and equally long")
+        if len(set(self.ids)) != n:
+            raise ValueError("NumericTokens: ids must be distinct")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def groups(self) -> tuple[tuple[str, int], ...]:
+        """The (marker, width) group of each token."""
+        return tuple(zip(self.markers, self.widths))
+
+    @classmethod
+    def from_digit_ids(cls, digit_ids: Iterable[int]) -> NumericTokens:
+        """The ten single-digit tokens as one group (value-aware mode on a digit-splitting tokenizer)."""
+        ids = tuple(int(i) for i in digit_ids)
+        if len(ids) != 10:
+            raise ValueError(f"digit_ids must hold exactly 10 token ids, got {len(ids)}")
+        return cls(ids, tuple(range(10)), (1,) * 10, ("",) * 10)
+
+
+def numeric_token_values(tokenizer: Any, *, max_width: int | None = None,
+                         markers: Iterable[str] = SPACE_MARKERS) -> NumericTokens:
+    """Every token whose text is an ASCII digit string, optionally after one leading-space marker.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer, a processor with `.tokenizer`, or a `tokenizers.Tokenizer`.
+        max_width: keep tokens with at most this many digits (None: all).
+        markers: accepted leading-space markers (default: "Ġ", "▁", " ").
+
+    Returns:
+        NumericTokens sorted by (marker, width, value); value = int(digit string), so "042" has
+        value 42 and width 3.
+
+    Raises:
+        ValueError: the vocabulary has no numeric tokens.
+    """
+    tok = _vocab_owner(tokenizer)
+    marks = tuple(markers)
+    rows = []
+    for text, idx in tok.get_vocab().items():
+        marker, body = _strip_marker(text, marks)
+        if body and body.isascii() and body.isdigit() and (max_width is None or len(body) <= max_width):
+            rows.append((marker, len(body), int(body), int(idx)))
+    if not rows:
+        raise ValueError(f"tokenizer ({type(tok).__name__}) has no numeric tokens (digit strings) in its vocabulary")
+    rows.sort()
+    return NumericTokens(
+        ids=tuple(r[3] for r in rows), values=tuple(r[2] for r in rows),
+        widths=tuple(r[1] for r in rows), markers=tuple(r[0] for r in rows),
+    )

@@ -1,0 +1,119 @@
+"""Value-aware soft labels for merged-digit tokenizers (LLaMA-3, tiktoken: "7", "42", "123" are single tokens).
+
+Definition. Numeric tokens (see `sl_core.numeric_token_values`) are grouped by (leading-space
+marker, digit-string width). For a target numeric token i with value v_i, the soft distribution
+spreads over the tokens j of the same group by distance in value d = |v_j - v_i|:
+
+    psi_value(j | i) proportional to  k(d; scale)   for j in group(i), 0 elsewhere
+
+with the kernels `triangular` k = max(0, scale - d), `gaussian` k = exp(-d^2 / (2 scale^2)),
+`laplace` k = exp(-d / scale) and `uniform` k = 1, i.e. the digit shapes of `sl_core.psi` with the
+distance measured in value units. The target is then, as in the paper,
+q = (1 - eta) * onehot(i) + eta * psi_value(. | i), and the token's loss is weighted by lam.
+
+On a digit-splitting tokenizer (one group "0".."9") this is exactly `soft_label_cross_entropy`
+with the same shape and parameter. Keeping groups apart means a soft label never rewards
+"Ġ43" for "42" or "043" for "43", which would change the text rather than the value.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from sl_core import _validate as V
+from sl_core._kernel import compute_dtype, reduce_rows, sparse_cross_entropy
+from sl_core.digits import NumericTokens
+from sl_core.loss import soft_target
+
+__all__ = ["VALUE_KERNELS", "value_psi_matrix", "value_aware_soft_label_cross_entropy"]
+
+VALUE_KERNELS: dict[str, float | None] = {"laplace": 1.0, "gaussian": 1.0, "triangular": 2.0, "uniform": None}
+"""Kernels of the value-aware mode and their default scale (in value units)."""
+
+
+def value_psi_matrix(numeric: NumericTokens, psi: str = "laplace", scale: float | None = None) -> torch.Tensor:
+    """[K, K] float64, row i = psi_value(. | token i) over the K numeric tokens (same order as `numeric.ids`).
+
+    Args:
+        numeric: the numeric tokens (from `numeric_token_values` or `NumericTokens.from_digit_ids`).
+        psi: one of VALUE_KERNELS.
+        scale: the kernel's scale in value units (> 0); None uses the default. `uniform` takes none.
+    """
+    return _cached_value_psi(numeric, psi, scale).clone()
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_value_psi(numeric: NumericTokens, psi: str, scale: float | None) -> torch.Tensor:
+    if psi not in VALUE_KERNELS:
+        raise ValueError(f"psi: unknown value-aware kernel {psi!r}; choose one of {', '.join(VALUE_KERNELS)}")
+    if psi == "uniform":
+        if scale is not None:
+            raise ValueError(f"scale: kernel 'uniform' takes no scale, got {scale!r}")
+        s = 1.0
+    else:
+        s = V.check_positive("scale", VALUE_KERNELS[psi] if scale is None else scale)
+    values = torch.tensor(numeric.values, dtype=torch.float64)
+    group_keys = {g: k for k, g in enumerate(dict.fromkeys(numeric.groups))}
+    group = torch.tensor([group_keys[g] for g in numeric.groups])
+    d = (values.unsqueeze(0) - values.unsqueeze(1)).abs()
+    if psi == "laplace":
+        logw = -d / s
+    elif psi == "gaussian":
+        logw = -(d * d) / (2.0 * s * s)
+    elif psi == "triangular":
+        logw = torch.log(torch.clamp(s - d, min=0.0))
+    else:
+        logw = torch.zeros_like(d)
+    logw = logw.masked_fill(group.unsqueeze(0) != group.unsqueeze(1), -torch.inf)
+    return torch.softmax(logw, dim=1)  # the diagonal is always finite, so rows are proper
+
+
+def value_aware_soft_label_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    numeric: NumericTokens,
+    *,
+    eta: float,
+    lam: float = 1.0,
+    psi: str = "laplace",
+    scale: float | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch: int | float | torch.Tensor | None = None,
+    place_exponent: float | None = None,
+) -> torch.Tensor:
+    """Soft-label CE where numeric targets get `(1 - eta) onehot + eta psi_value` (see the module docstring).
+
+    Args:
+        logits: [..., V]; labels: [...] int, already shifted, values in [0, V) or ignore_index.
+        numeric: the vocabulary's numeric tokens (`sl_core.numeric_token_values(tokenizer)`).
+        eta, lam, ignore_index, reduction, num_items_in_batch, place_exponent: as in
+            `soft_label_cross_entropy` (place-aware runs are runs of numeric tokens).
+        psi, scale: the value kernel and its scale in value units (see `value_psi_matrix`).
+
+    Returns:
+        Scalar loss (float32, float64 for float64 logits) or [...] per-token losses for "none".
+    """
+    V.check_logits(logits)
+    vocab = logits.shape[-1]
+    if not isinstance(numeric, NumericTokens):
+        raise ValueError(f"numeric must be a NumericTokens (see sl_core.numeric_token_values), "
+                         f"got {type(numeric).__name__}")
+    if any(i < 0 or i >= vocab for i in numeric.ids):
+        raise ValueError(f"numeric: token ids must lie in [0, {vocab}) (the logits' vocabulary)")
+    eta_f = V.check_fraction("eta", eta)
+    lam_f = V.check_nonneg("lam", lam)
+    V.check_reduction(reduction)
+    num_items = V.check_num_items(num_items_in_batch)
+    if place_exponent is not None:
+        place_exponent = V.check_nonneg("place_exponent", place_exponent)
+    V.check_labels(labels, logits.shape[:-1], vocab, ignore_index)
+    cdt = compute_dtype(logits.dtype)
+    psi_m = _cached_value_psi(numeric, psi, scale).to(device=logits.device, dtype=cdt)
+    cols = torch.tensor(numeric.ids, dtype=torch.long, device=logits.device)
+    target, valid = soft_target(labels, cols, psi_m, eta=eta_f, lam=lam_f, ignore_index=ignore_index,
+                                cdt=cdt, place_exponent=place_exponent)
+    rows = sparse_cross_entropy(logits, target)
+    return reduce_rows(rows, valid, labels.shape, reduction, num_items)

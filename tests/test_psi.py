@@ -1,0 +1,118 @@
+"""psi registry: every shape gives valid rows over its whole parameter range; bad shapes are rejected."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sl_core import psi as P
+
+BUILTIN = ("triangular", "binomial", "poisson", "uniform", "gaussian", "laplace")
+PARAMETRIC = tuple(n for n in BUILTIN if n != "uniform")
+
+
+def _assert_valid(m: torch.Tensor) -> None:
+    assert m.shape == (10, 10)
+    assert m.dtype == torch.float64
+    assert torch.isfinite(m).all()
+    assert (m >= 0).all()
+    torch.testing.assert_close(m.sum(1), torch.ones(10, dtype=torch.float64), atol=1e-9, rtol=0)
+
+
+def test_builtins_registered_and_valid_at_default() -> None:
+    assert set(BUILTIN) <= set(P.available_psi())
+    for name in BUILTIN:
+        _assert_valid(P.psi_matrix(name))
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(PARAMETRIC), log_param=st.floats(-6.0, 6.0))
+def test_rows_valid_over_parameter_range(name: str, log_param: float) -> None:
+    m = P.psi_matrix(name, 10.0 ** log_param)
+    _assert_valid(m)
+    # every built-in shape peaks at the target digit (ties allowed when the shape is flat)
+    for t in range(10):
+        assert m[t, t] >= m[t].max() - 1e-12
+
+
+@pytest.mark.parametrize("name", PARAMETRIC)
+def test_extreme_parameters_reach_their_limits(name: str) -> None:
+    # a tiny parameter concentrates all mass on the target; a huge one flattens the rows
+    sharp = P.psi_matrix(name, 1e-300)
+    torch.testing.assert_close(sharp, torch.eye(10, dtype=torch.float64))
+    flat = P.psi_matrix(name, 1e300)
+    torch.testing.assert_close(flat, torch.full((10, 10), 0.1, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_documented_definitions() -> None:
+    tri = P.psi_matrix("triangular")  # h = 2: weights (1, 2, 1) around t
+    torch.testing.assert_close(tri[4, 3:6], torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64))
+    assert tri[4, :3].sum() == 0 and tri[4, 6:].sum() == 0
+    torch.testing.assert_close(tri[0, :2], torch.tensor([2 / 3, 1 / 3], dtype=torch.float64))
+    torch.testing.assert_close(P.psi_matrix("uniform"), torch.full((10, 10), 0.1, dtype=torch.float64))
+    g = P.psi_matrix("gaussian", 2.0)
+    w = torch.tensor([math.exp(-((k - 3) ** 2) / 8) for k in range(10)], dtype=torch.float64)
+    torch.testing.assert_close(g[3], w / w.sum())
+    lap = P.psi_matrix("laplace", 0.5)
+    w = torch.tensor([math.exp(-abs(k - 7) / 0.5) for k in range(10)], dtype=torch.float64)
+    torch.testing.assert_close(lap[7], w / w.sum())
+    b = P.psi_matrix("binomial")
+    w = torch.tensor([math.comb(9, k) * 0.55 ** k * 0.45 ** (9 - k) for k in range(10)], dtype=torch.float64)
+    torch.testing.assert_close(b[5], w / w.sum())
+    po = P.psi_matrix("poisson")
+    w = torch.tensor([2.5 ** k * math.exp(-2.5) / math.factorial(k) for k in range(10)], dtype=torch.float64)
+    torch.testing.assert_close(po[2], w / w.sum())
+
+
+def test_result_is_a_copy() -> None:
+    m = P.psi_matrix("gaussian")
+    m.zero_()
+    _assert_valid(P.psi_matrix("gaussian"))
+
+
+def test_register_custom_shape_and_use_it() -> None:
+    def two_point(t: int, p: float | None) -> list[float]:
+        w = [0.0] * 10
+        w[t] = 1.0 - p
+        w[(t + 1) % 10] = p
+        return w
+
+    P.register_psi("test_two_point", two_point, default_param=0.25)
+    try:
+        m = P.psi_matrix("test_two_point")
+        _assert_valid(m)
+        assert m[9, 0] == 0.25
+        assert "test_two_point" in P.available_psi()
+        with pytest.raises(ValueError, match="already registered"):
+            P.register_psi("test_two_point", two_point)
+    finally:
+        P._REGISTRY.pop("test_two_point", None)
+        P._cached_matrix.cache_clear()
+
+
+@pytest.mark.parametrize("fn, match", [
+    (lambda t, p: [0.2] * 10, "sums to"),
+    (lambda t, p: [-0.1] + [1.1 / 9] * 9, "negative"),
+    (lambda t, p: [float("nan")] * 10, "non-finite"),
+    (lambda t, p: [0.5, 0.5], "expected 10"),
+])
+def test_invalid_custom_shape_rejected(fn, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        P.register_psi("test_bad_shape", fn, default_param=1.0)
+    assert "test_bad_shape" not in P.available_psi()
+
+
+def test_bad_arguments_name_themselves() -> None:
+    with pytest.raises(ValueError, match="psi: unknown shape 'cosine'"):
+        P.psi_matrix("cosine")
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="psi_param"):
+            P.psi_matrix("gaussian", bad)
+    with pytest.raises(ValueError, match="psi_param: shape 'uniform' takes no parameter"):
+        P.psi_matrix("uniform", 1.0)
+    with pytest.raises(ValueError, match="default_param"):
+        P.register_psi("test_neg_default", lambda t, p: [0.1] * 10, default_param=-2.0)
