@@ -83,7 +83,10 @@ def load_model_and_processor(
         SlsweepError: `lora` given but `peft` is not installed.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.utils import logging as hf_logging
 
+    # Trials load a model each; per-shard progress bars would flood the sweep's console.
+    hf_logging.disable_progress_bar()
     source = resolve_model_path(name_or_path)
     if lora is not None:
         _require_peft()
