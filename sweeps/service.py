@@ -60,7 +60,7 @@ def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
                      "step": (result.metrics or {}).get("step"),
                      "seed": config.get("__trial_index__", 0),
                      **sampled_params(config)})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).dropna(axis=1, how="all")  # peers' params are absent elsewhere
     if not table.empty:
         table = table.sort_values(spec.metric.name, ascending=spec.metric.mode == "min",
                                   na_position="last").reset_index(drop=True)
@@ -76,7 +76,7 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
             print(table.head(15).to_string(index=False))
         best = table.iloc[0]
         if not (isinstance(best[spec.metric.name], float) and math.isnan(best[spec.metric.name])):
-            params = {k: best[k] for k in table.columns
+            params = {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in table.columns
                       if k not in ("trial", "status", "step", spec.metric.name) and pd.notna(best[k])}
             print(f"\nBest: {spec.metric.name}={best[spec.metric.name]:.4g} with {params}")
     try:

@@ -244,11 +244,21 @@ class SweepTracker(Callback):
         for trial in trials:
             if trial.trial_id in self.runs and trial.trial_id not in self.ended:
                 self._end(trial, "KILLED", {"status": "stopped", "slsweep.stop_reason": "sweep_ended"})
+        # The store, not this object, is the record: a driver killed mid-sweep may have created runs
+        # after its last saved state, which no Tune trial of the resumed sweep owns. They can no
+        # longer finish, so they are closed rather than left RUNNING forever.
+        children = self._sweep_children()
         counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0}
-        for s in self.ended.values():
-            counts[s] = counts.get(s, 0) + 1
+        for run in children:
+            child_status = run.info.status
+            if child_status in ("RUNNING", "SCHEDULED"):
+                self.client.log_batch(run.info.run_id, tags=[
+                    RunTag("status", "stopped"), RunTag("slsweep.stop_reason", "driver_lost")])
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                child_status = "KILLED"
+            counts[child_status] = counts.get(child_status, 0) + 1
         now = int(time.time() * 1000)
-        metrics = [Metric("trials_total", float(len(self.runs)), now, 0),
+        metrics = [Metric("trials_total", float(len(children)), now, 0),
                    Metric("trials_finished", float(counts["FINISHED"]), now, 0),
                    Metric("trials_failed", float(counts["FAILED"]), now, 0),
                    Metric("trials_stopped", float(counts["KILLED"]), now, 0)]
@@ -257,6 +267,20 @@ class SweepTracker(Callback):
             metrics.append(Metric(f"best_{self.info.metric}", best, now, 0))
         self.client.log_batch(self.parent_run_id, metrics=metrics)
         self.client.set_terminated(self.parent_run_id, status=status)
+
+    def _sweep_children(self) -> list[Any]:
+        """Every trial run of this sweep in the tracking store (all result pages)."""
+        query = (f"tags.`slsweep.kind` = 'trial' and "
+                 f"tags.`slsweep.sweep_id` = '{self.info.sweep_id}'")
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=query,
+                                           max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
 
 
 def _param_value(value: Any) -> str:

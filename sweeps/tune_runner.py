@@ -7,6 +7,7 @@ Ray address) before anything is created, so bad input leaves no experiment, run 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -29,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import paths
 from sweeps.config import TrialConfig
-from sweeps.errors import SlsweepError
+from sweeps.errors import SlsweepError, SpecError
 from sweeps.space import SearchSpace
 from sweeps.spec import ResolvedSpec, load_spec
 from sweeps.tracking import SweepInfo, SweepTracker
@@ -78,10 +79,12 @@ def tune_trainable(config: dict[str, Any], *, resolver: _Resolver) -> None:
     """Ray Tune function trainable: resolve, restore if Tune hands a checkpoint, train, report."""
     cfg = resolver(config)
     _limit_threads()
-    node = ray.get_runtime_context().get_node_id()
+    # Where the trial runs: the Ray node (an MLflow tag) and the worker process (fault drills
+    # and operators find the process to inspect or kill by it).
+    node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        payload = {**metrics, "node": node}
+        payload = {**metrics, "node": node, "pid": pid}
         if checkpoint_dir is None:
             tune.report(payload)
         else:
@@ -133,42 +136,158 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
                      address=address or spec.ray.address,
                      sweep_id=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if check:
-        check_tracking_uri(plan.tracking_uri)
-        check_ray_address(plan.address)
+        spec_file = str(resolved.path)
+        # Each problem names where the value came from: a command-line flag, or the spec's field.
+        _blame(tracking_uri_problem(plan.tracking_uri), spec_file,
+               "--tracking-uri" if tracking_uri else "tracking.uri" if spec.tracking.uri else
+               "--runs-dir" if runs_dir or not spec.storage else "storage")
+        where_address = "--address" if address else "ray.address"
+        _blame(ray_client_problem(plan), spec_file, where_address)
+        _blame(ray_address_problem(plan.address), spec_file, where_address)
+        preflight(plan)
     return plan
 
 
-def check_tracking_uri(uri: str) -> None:
-    """Fail fast (SlsweepError) when the MLflow store cannot be reached or is not a known kind."""
+def _blame(problem: str | None, spec_file: str, where: str) -> None:
+    if problem is None:
+        return
+    if where.startswith("--"):
+        raise SlsweepError(f"{where}: {problem}")
+    raise SpecError(spec_file, where, problem)
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why the MLflow store at `uri` cannot be used (unreachable, unwritable, unknown kind), or None."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as resp:
                 if resp.status != 200:
-                    raise SlsweepError(f"--tracking-uri: {uri}: MLflow server answered {resp.status}")
+                    return f"{uri}: MLflow server answered {resp.status}"
         except (urllib.error.URLError, OSError) as exc:
-            raise SlsweepError(f"--tracking-uri: {uri}: MLflow server unreachable ({exc})") from None
+            return f"{uri}: MLflow server unreachable ({exc})"
     elif parsed.scheme == "sqlite":
         parent = Path(parsed.path).parent
         existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
         if existing is None or not os.access(existing, os.W_OK):
-            raise SlsweepError(f"--tracking-uri: {uri}: cannot create the SQLite file there")
+            return f"{uri}: cannot create the SQLite file there"
     elif parsed.scheme not in ("file", "", "databricks", "postgresql", "mysql", "mssql"):
-        raise SlsweepError(f"--tracking-uri: {uri}: unsupported scheme {parsed.scheme!r}")
+        return f"{uri}: unsupported scheme {parsed.scheme!r}"
+    return None
+
+
+def ray_address_problem(address: str | None) -> str | None:
+    """Why the Ray address cannot be joined (malformed, nothing listening), or None."""
+    if address in (None, "", "auto", "local"):
+        return None
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    try:
+        port = parsed.port
+    except ValueError:  # a port that is not a number
+        port = None
+    if parsed.scheme != "ray" or not parsed.hostname or not port:
+        return f"{address}: expected ray://HOST:PORT, HOST:PORT or auto"
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=5):
+            pass
+    except OSError as exc:
+        return f"{address}: Ray cluster unreachable ({exc})"
+    return None
+
+
+def ray_client_problem(plan: SweepPlan) -> str | None:
+    """Why a `ray://` (Ray Client) address cannot work for this plan, or None.
+
+    Under Ray Client, `Tuner.fit` runs the sweep's driver loop (and so the MLflow writer and the
+    Optuna study) on the cluster's head node: a store on this machine's disk is out of its reach.
+    """
+    if not (plan.address or "").startswith("ray://"):
+        return None
+    if plan.local_store:
+        return (f"{plan.address}: with Ray Client the sweep's driver loop runs on the head node, which "
+                f"cannot write the local MLflow store {plan.tracking_uri}; give an MLflow server "
+                "(--tracking-uri http://HOST:PORT) or join with HOST:PORT / auto")
+    if importlib.util.find_spec("grpc") is None:
+        return f"{plan.address}: ray:// addresses need the Ray Client: pip install 'ray[client]'"
+    return None
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail fast (SlsweepError naming --tracking-uri) when the MLflow store cannot be used."""
+    _blame(tracking_uri_problem(uri), "", "--tracking-uri")
 
 
 def check_ray_address(address: str | None) -> None:
-    """Fail fast when `--address` names a host:port nothing listens on."""
-    if address in (None, "", "auto", "local"):
-        return
-    parsed = urlparse(address if "://" in address else f"ray://{address}")
-    if not parsed.hostname or not parsed.port:
-        raise SlsweepError(f"--address: {address}: expected ray://HOST:PORT, HOST:PORT or auto")
+    """Fail fast (SlsweepError naming --address) when the Ray address cannot be joined."""
+    _blame(ray_address_problem(address), "", "--address")
+
+
+# -- preflight: what every trial loads first, loaded once on the driver ----------------------------
+PREFLIGHT_RECORDS = 64  # records per data file read up front (trials report later bad records)
+
+
+def preflight(plan: SweepPlan) -> None:
+    """Load the model's tokenizer and the first records of the task's data files on the driver.
+
+    A tokenizer without the digit tokens, a missing or empty data file or an unreadable image would
+    otherwise fail every trial after Ray started and MLflow runs exist; here it is one SpecError
+    naming the spec file and the field, and nothing has been created yet (a tiny model is built
+    into the model cache, never into the run folder).
+    """
+    cfg = plan.resolved.base_trial_config()
+    spec_file = str(plan.resolved.path)
+    _check_data(cfg, spec_file)
+    _check_tokenizer(cfg, spec_file)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _check_tokenizer(cfg: TrialConfig, spec_file: str) -> None:
+    from transformers import AutoTokenizer
+
+    from sl_core import digit_token_ids
+    from sweeps.models.loading import ModelLoadError, resolve_model_path
+
     try:
-        with socket.create_connection((parsed.hostname, parsed.port), timeout=5):
-            pass
-    except OSError as exc:
-        raise SlsweepError(f"--address: {address}: Ray cluster unreachable ({exc})") from None
+        source = resolve_model_path(cfg.model.path)
+    except ModelLoadError as exc:
+        raise SpecError(spec_file, "model.path", _one_line(str(exc)).removeprefix("model.path: ")) from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # hub misses, unknown tokenizer classes, broken files: all user-caused
+        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: cannot load its tokenizer "
+                        f"({_one_line(str(exc))[:300] or type(exc).__name__})") from None
+    try:
+        digit_token_ids(tokenizer)
+    except ValueError as exc:
+        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: {_one_line(str(exc))}") from None
+
+
+def _check_data(cfg: TrialConfig, spec_file: str) -> None:
+    from sweeps.tasks import DataError, get_task
+
+    task_cfg = cfg.task
+    if not task_cfg.data_path:
+        return  # synthetic data: nothing to read
+    task = get_task(task_cfg.name)
+    loads = [("task.data_path", task_cfg.data_path, task_cfg.train_split)]
+    if task_cfg.eval_data_path or task_cfg.eval_split:
+        field = "task.eval_data_path" if task_cfg.eval_data_path else "task.eval_split"
+        loads.append((field, task_cfg.eval_data_path or task_cfg.data_path, task_cfg.eval_split))
+    for field, path, split in loads:
+        if not Path(path).exists():
+            raise SpecError(spec_file, field, f"{path}: file or folder not found")
+        try:
+            examples = task.load(path, split=split, limit=PREFLIGHT_RECORDS,
+                                 image_size=task_cfg.image_size, **task_cfg.loader)
+        except DataError as exc:
+            raise SpecError(spec_file, field, _one_line(str(exc))) from None
+        except (ValueError, TypeError) as exc:  # unknown loader option and the like
+            raise SpecError(spec_file, "task.loader", _one_line(str(exc))) from None
+        if not examples:
+            raise SpecError(spec_file, field, f"{path}: no examples")
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -250,17 +369,43 @@ def sweep_info(plan: SweepPlan) -> SweepInfo:
         artifact_location=artifacts)
 
 
+SHIP_CODE_ENV = "SLSWEEP_SHIP_CODE"
+
+
+def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
+    """The Ray runtime environment of the sweep's workers.
+
+    The spec's `ray.runtime_env` as given; when joining a cluster (`--address`) and it says
+    nothing about code (`py_modules`, `working_dir`), the driver's own `sweeps` and `sl_core`
+    packages are shipped as `py_modules`, so workers run the driver's code whether or not they
+    have slsweep installed ($SLSWEEP_SHIP_CODE=0 turns this off). Third-party packages (torch,
+    transformers, ...) must be on the workers already or come from the spec's `pip`/`uv` entry.
+    """
+    env = dict(plan.spec.ray.runtime_env or {})
+    ship = os.environ.get(SHIP_CODE_ENV, "1") not in ("0", "false", "no")
+    if plan.address and ship and not {"py_modules", "working_dir"} & env.keys():
+        import sl_core
+        import sweeps
+
+        env["py_modules"] = [str(Path(m.__file__).resolve().parent) for m in (sweeps, sl_core)]
+        env.setdefault("excludes", ["__pycache__", "*.pyc"])
+    return env or None
+
+
 def init_ray(plan: SweepPlan) -> float:
     """Start or join Ray; returns the seconds it took."""
     t0 = time.perf_counter()
     if not ray.is_initialized():
-        runtime_env = dict(plan.spec.ray.runtime_env or {})
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
-                                  "runtime_env": runtime_env or None}
+                                  "runtime_env": runtime_env(plan)}
         if plan.address:
             kwargs["address"] = plan.address
-        elif os.environ.get("SLSWEEP_RAY_TMP"):
-            kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
+        else:
+            # Always a private local instance: never join a `ray start` cluster by accident
+            # (`--address auto` does that on purpose).
+            kwargs["address"] = "local"
+            if os.environ.get("SLSWEEP_RAY_TMP"):
+                kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -292,6 +437,7 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
             verbose=verbose),
     )
     results = tuner.fit()
+    close_orphan_study_trials(plan, all_trials_ended=_all_ended(results))
     return SweepOutcome(plan=plan, results=results, parent_run_id=tracker.parent_run_id,
                         seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds,
                         logging_seconds=tracker.logging_seconds)
@@ -315,5 +461,38 @@ def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:
     tuner = tune.Tuner.restore(str(path), trainable=_trainable_for(plan, resolver),
                                resume_unfinished=True, resume_errored=True)
     results = tuner.fit()
+    close_orphan_study_trials(plan, all_trials_ended=_all_ended(results))
     return SweepOutcome(plan=plan, results=results, parent_run_id=None,
                         seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds)
+
+
+def _all_ended(results: Any) -> bool:
+    """Whether every trial of a ResultGrid ended (finished or errored), i.e. none is resumable."""
+    return results.num_terminated + results.num_errors >= len(results)
+
+
+def close_orphan_study_trials(plan: SweepPlan, *, all_trials_ended: bool) -> int:
+    """Mark the Optuna trials still RUNNING after every Tune trial ended as FAIL; returns how many.
+
+    A driver killed between asking Optuna for a trial and saving Tune's experiment state leaves
+    that Optuna trial RUNNING with no Tune trial behind it: the resumed sweep never finishes it.
+    Once every Tune trial of the sweep has ended nothing can, so it is closed (Optuna has no
+    "killed" state; FAIL keeps it out of the sampler's completed history). A sweep stopped with
+    unfinished trials (Ctrl-C) is left alone: `slsweep resume` will finish their Optuna trials.
+    """
+    if plan.spec.search.algorithm == "grid" or not plan.local_store:
+        return 0
+    if not all_trials_ended:
+        return 0
+    storage = optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir))
+    try:
+        study_id = storage.get_study_id_from_name(plan.sweep_id)
+    except KeyError:
+        return 0
+    running = storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in running:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    if running:
+        log.warning("closed %d orphan Optuna trial(s) of %s as FAIL", len(running), plan.sweep_id)
+    return len(running)

@@ -11,7 +11,13 @@ os.environ.pop("MLFLOW_TRACKING_URI")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import tempfile  # noqa: E402
+
 import pytest  # noqa: E402
+
+# Local Ray sessions of this test run keep their files in a private, short folder (socket paths
+# must stay under 107 characters).
+os.environ.setdefault("SLSWEEP_RAY_TMP", tempfile.mkdtemp(prefix="slr-", dir="/tmp"))
 
 
 @pytest.fixture(scope="session", autouse=True)

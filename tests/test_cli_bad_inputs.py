@@ -14,7 +14,9 @@ from sweeps.cli import app
 
 BAD = Path(__file__).parent / "bad_inputs"
 EXPECTED = yaml.safe_load((BAD / "EXPECTED.yaml").read_text())
-SPECS = sorted(name for name in EXPECTED if name.startswith("spec_"))
+# spec_*: rejected when the spec loads; run_*: valid specs whose data, model or servers are unusable,
+# rejected by the driver's checks before anything is created.
+SPECS = sorted(name for name in EXPECTED if name.startswith(("spec_", "run_")))
 TRIALS = sorted(name for name in EXPECTED if name.startswith("trial_"))
 
 
@@ -30,6 +32,7 @@ def test_bad_spec_exits_2_and_creates_nothing(name: str, tmp_path: Path) -> None
     err = res.output.strip()
     assert err.startswith("error: ") and err.count("\n") == 0, err  # exactly one line
     assert EXPECTED[name]["field"] in err and EXPECTED[name]["message"] in err
+    assert EXPECTED[name].get("file", name) in err  # the file to fix is named
     assert "Traceback" not in err
     assert not runs.exists()  # no MLflow store, no Optuna DB, no Ray storage
 

@@ -1,0 +1,165 @@
+"""A real 2-node Ray cluster and a real `mlflow server`: one sweep across both nodes, logged remotely.
+
+The cluster is two `ray start` processes on this machine (1 CPU each, so concurrent trials must land
+on different nodes); the driver is this test process, joining by the GCS address the way
+`slsweep run --address HOST:PORT` does. Both servers are stopped by their session, never by name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from cluster_utils import MlflowServer, RayCluster, apply_driver_env
+from sweeps.cli import app
+from sweeps.service import run_sweep
+from sweeps.tune_runner import runtime_env
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = ROOT / "tests" / "bad_inputs"
+
+SPEC = """
+name: c4
+task: {name: counting, eval_size: 16, train_size: 64}
+model: {path: tiny}
+train: {steps: 4, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, eval_every: 2, max_new_tokens: 4}
+loss: {family: soft_label, eta: 0.1, lam: 2.0, psi: triangular}
+search_space: paper.yaml
+search: {algorithm: tpe, num_samples: 4, seeds: 1, max_concurrent: 2, seed: 5}
+scheduler: {type: fifo}
+resources: {cpu: 1, gpu: 0}
+metric: {name: exact_match, mode: max}
+"""
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory):
+    """The MLflow server and the 2-node Ray cluster, started side by side (both take a while)."""
+    ray.shutdown()  # a local Ray left by an earlier test module must not be mistaken for the cluster
+    apply_driver_env()
+    mlflow_server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).launch()
+    ray_cluster = RayCluster(nodes=2, cpus_per_node=1)
+    try:
+        ray_cluster.start()
+        mlflow_server.start()
+        yield ray_cluster, mlflow_server
+    finally:
+        mlflow_server.stop()
+        ray_cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(servers) -> RayCluster:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def server(servers) -> MlflowServer:
+    return servers[1]
+
+
+@pytest.fixture(scope="module")
+def cluster_sweep(cluster: RayCluster, server: MlflowServer, tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("cluster-sweep")
+    spec = tmp / "c4.yaml"
+    spec.write_text(SPEC)
+    # Ray puts the driver's working directory on the workers' sys.path; run from elsewhere than this
+    # checkout, as a driver on another machine would, so workers can only get `sweeps` from the
+    # runtime environment (or their own install).
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        summary = run_sweep(spec, address=cluster.address, tracking_uri=server.uri,
+                            runs_dir=tmp / "runs", verbose=0, print_summary=False)
+    finally:
+        os.chdir(cwd)
+    try:
+        node_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+        @ray.remote(num_cpus=1)
+        def where_is_sweeps() -> str:
+            import sweeps
+
+            return sweeps.__file__
+
+        shipped = ray.get(where_is_sweeps.remote())
+    finally:
+        ray.shutdown()
+    return summary, tmp / "runs", node_ids, shipped
+
+
+def _children(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    return exp, client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'")
+
+
+@pytest.mark.slow
+def test_trials_spread_over_both_nodes(cluster_sweep, server: MlflowServer) -> None:
+    summary, _, node_ids, _ = cluster_sweep
+    assert len(node_ids) == 2 and not summary.failed_all
+    client = MlflowClient(server.uri)
+    _, children = _children(client, "c4")
+    assert len(children) == 4
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["node"] for r in children} == node_ids  # both nodes ran trials
+
+
+@pytest.mark.slow
+def test_server_holds_parent_children_metrics_and_artifacts(cluster_sweep, server: MlflowServer) -> None:
+    summary, runs_dir, _, _ = cluster_sweep
+    client = MlflowClient(server.uri)
+    exp, children = _children(client, "c4")
+    parents = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.data.metrics["trials_total"] == 4 and parent.data.metrics["trials_finished"] == 4
+    assert parent.data.tags["ray.address"] == summary.outcome.plan.address
+    assert exp.artifact_location.startswith("mlflow-artifacts:")  # uploaded through the server
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"spec.yaml", "search_space.yaml"}
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "exact_match")] == [2, 4]
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"config.yaml", "predictions.csv"}
+    # Nothing went to a local store: the run folder only holds Ray's experiment state.
+    assert not (runs_dir / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_workers_run_the_code_shipped_by_the_driver(cluster_sweep, cluster: RayCluster) -> None:
+    summary, _, _, shipped = cluster_sweep
+    env = runtime_env(summary.outcome.plan)
+    assert env is not None and len(env["py_modules"]) == 2
+    # The worker imported `sweeps` from Ray's runtime-resources copy, not from this checkout:
+    # a worker without slsweep installed gets the same code.
+    assert "runtime_resources" in shipped and not shipped.startswith(str(ROOT))
+
+
+@pytest.mark.slow
+def test_bad_input_against_the_server_creates_nothing(cluster: RayCluster, server: MlflowServer,
+                                                       tmp_path: Path) -> None:
+    client = MlflowClient(server.uri)
+    before = {e.name for e in client.search_experiments()}
+    res = CliRunner().invoke(app, ["run", str(BAD / "run_data_corrupt_image.yaml"), "--address",
+                                   cluster.address, "--tracking-uri", server.uri,
+                                   "--runs-dir", str(tmp_path / "runs"), "-q"])
+    assert res.exit_code == 2 and "task.data_path" in res.output and "Traceback" not in res.output
+    assert {e.name for e in client.search_experiments()} == before
+    assert not (tmp_path / "runs").exists()
+
+
+
+def test_cluster_example_is_a_valid_ray_up_config() -> None:
+    """docs/cluster-example.yaml passes the validation `ray up` runs (Ray's own cluster schema)."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "docs" / "cluster-example.yaml").read_text())
+    validate_config(prepare_config(config))
+    nodes = config["available_node_types"]
+    assert nodes[config["head_node_type"]]["resources"] == {"CPU": 0, "GPU": 0}  # no trials on the head
+    assert "/mnt/slsweep" in " ".join(config["docker"]["run_options"])  # shared run folder
