@@ -26,6 +26,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Repeater
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import paths
@@ -419,6 +420,7 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
     spec, space = plan.spec, plan.resolved.space
     plan.runs_dir.mkdir(parents=True, exist_ok=True)
     ray_seconds = init_ray(plan)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     resolver = _Resolver(plan.resolved.base_trial_config(), space)
     tracker = SweepTracker(plan.tracking_uri, sweep_info(plan), resolver, sampled_params)
     trainable = _trainable_for(plan, resolver)
@@ -431,7 +433,9 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
                                     max_concurrent_trials=spec.search.max_concurrent),
         run_config=tune.RunConfig(
             name=plan.sweep_id, storage_path=str(plan.storage_dir),
-            callbacks=[tracker, *(callbacks or [])],
+            # MLflow is the record; Tune's own CSV/JSON results stay, its TensorBoard logger (which
+            # warns on every non-numeric result such as the sample predictions) does not.
+            callbacks=[tracker, CSVLoggerCallback(), JsonLoggerCallback(), *(callbacks or [])],
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose),
