@@ -430,10 +430,7 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
         param_space=_param_space(plan, space),
         tune_config=tune.TuneConfig(search_alg=_searcher(plan, space), scheduler=_scheduler(plan),
                                     num_samples=num, metric=spec.metric.name, mode=spec.metric.mode,
-                                    max_concurrent_trials=spec.search.max_concurrent,
-                                    # Keep trial workers alive between trials: a fresh process
-                                    # re-imports torch/transformers (seconds per trial).
-                                    reuse_actors=True),
+                                    max_concurrent_trials=spec.search.max_concurrent),
         run_config=tune.RunConfig(
             name=plan.sweep_id, storage_path=str(plan.storage_dir),
             # MLflow is the record; Tune's own CSV/JSON results stay, its TensorBoard logger (which
