@@ -393,6 +393,13 @@ def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
     return env or None
 
 
+def reuse_workers(plan: SweepPlan) -> bool:
+    """Whether Tune keeps trial workers between trials: the spec's `ray.reuse_workers`, else
+    only on local Ray (where every trial runs on the one node anyway)."""
+    choice = plan.spec.ray.reuse_workers
+    return plan.address in (None, "local") if choice is None else choice
+
+
 def init_ray(plan: SweepPlan) -> float:
     """Start or join Ray; returns the seconds it took."""
     t0 = time.perf_counter()
@@ -430,7 +437,8 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
         param_space=_param_space(plan, space),
         tune_config=tune.TuneConfig(search_alg=_searcher(plan, space), scheduler=_scheduler(plan),
                                     num_samples=num, metric=spec.metric.name, mode=spec.metric.mode,
-                                    max_concurrent_trials=spec.search.max_concurrent),
+                                    max_concurrent_trials=spec.search.max_concurrent,
+                                    reuse_actors=reuse_workers(plan)),
         run_config=tune.RunConfig(
             name=plan.sweep_id, storage_path=str(plan.storage_dir),
             # MLflow is the record; Tune's own CSV/JSON results stay, its TensorBoard logger (which

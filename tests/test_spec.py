@@ -129,3 +129,18 @@ def test_error_carries_line_number() -> None:
     with pytest.raises(SpecError) as info:
         load_spec(BAD_DIR / "spec_steps_negative.yaml")
     assert info.value.line == 5 and str(info.value).endswith("(line 5)")
+
+
+@pytest.mark.parametrize(("address", "setting", "expected"), [
+    (None, None, True), ("local", None, True), ("127.0.0.1:6379", None, False), ("auto", None, False),
+    ("127.0.0.1:6379", True, True), (None, False, False)])
+def test_worker_reuse_defaults_to_local_ray_only(tmp_path: Path, address: str | None,
+                                                  setting: bool | None, expected: bool) -> None:
+    """Reused trial workers skip re-importing torch, but on a cluster they would pin every later
+    trial to the first trials' nodes, so reuse is on for local Ray only unless the spec says."""
+    from sweeps.tune_runner import plan_sweep, reuse_workers
+
+    ray_line = "" if setting is None else f"ray: {{reuse_workers: {str(setting).lower()}}}\n"
+    plan = plan_sweep(_write(tmp_path, MINIMAL + "search_space: paper.yaml\n" + ray_line), address=address,
+                      runs_dir=tmp_path / "runs", check=False)
+    assert reuse_workers(plan) is expected
