@@ -271,11 +271,12 @@ def packaged_space_path(name: str) -> Path:
 
 def _find_space_file(ref: str, spec_dir: Path, spec_path: Path | None = None) -> Path | None:
     names = [ref] if ref.endswith((".yaml", ".yml")) else [ref, f"{ref}.yaml"]
-    for folder in (spec_dir, packaged_space_dir()):
+    # Built-in specs name built-in spaces: their folder holds specs, some named like a space
+    # (sweeps/specs/baselines.yaml). Elsewhere a file beside the spec wins, but never the spec itself.
+    builtin = spec_dir.resolve() == packaged_spec_dir().resolve()
+    for folder in (packaged_space_dir(),) if builtin else (spec_dir, packaged_space_dir()):
         for n in names:
             candidate = (folder / n).expanduser()
-            # A spec is never its own search space (sweeps/specs/baselines.yaml names the
-            # built-in search_spaces/baselines.yaml).
             if candidate.is_file() and candidate.resolve() != spec_path:
                 return candidate.resolve()
     return None

@@ -27,6 +27,10 @@ def test_builtin_specs_load() -> None:
                                      "psi_ablation", "lambda_ablation", "baselines", "grounding_baselines"}
     for name in packaged_specs():
         assert load_spec(packaged_spec_path(name)).trial_count > 0
+    # Built-in specs named like a built-in space (baselines.yaml) still find the space, not a spec.
+    for name in ("baselines", "grounding_baselines"):
+        r = load_spec(packaged_spec_path(name))
+        assert r.space.source == "baselines.yaml" and r.trial_count == 21
     main_metric = {"counting": "exact_match", "grounding": "acc_iou50", "chart": "relaxed_accuracy"}
     for name in ("counting", "grounding", "chart"):
         r = load_spec(packaged_spec_path(name))
