@@ -33,6 +33,11 @@ def _figure(width: float = 7.0, height: float = 4.2) -> tuple[Figure, object]:
     return fig, fig.add_subplot()
 
 
+def _title(ax: object, what: str, runs: SweepRuns) -> None:
+    """What the figure shows, and on a second line which sweep: one line overflows the figure."""
+    ax.set_title(f"{what}\n{runs.label}", fontsize=9)
+
+
 def _metric(runs: SweepRuns, metric: str | None) -> tuple[str, str]:
     name = metric or runs.default_metric()
     col = runs.resolve_metric(name)
@@ -102,7 +107,7 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
         ax.set_xscale("log")
     ax.set_xlabel(xname)
     ax.set_ylabel(_arrow(runs, m))
-    ax.set_title(f"{m} vs {xname} (mean, 95% CI over seeds) — {runs.label}", fontsize=9)
+    _title(ax, f"{m} vs {xname} (mean, 95% CI over seeds)", runs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -150,7 +155,7 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     extra = f"; pooled over {', '.join(runs.display_names(pooled).values())}" if pooled else ""
     ax.set_ylabel(_arrow(runs, m))
     ax.set_xlabel(" / ".join(names))
-    ax.set_title(f"{m} per group (mean, 95% CI{extra})\n{runs.label}", fontsize=9)
+    _title(ax, f"{m} per group (mean, 95% CI{extra})", runs)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -212,7 +217,7 @@ def parallel(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | Non
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=m)
-    ax.set_title(f"all {len(df)} trials — {runs.label}", fontsize=9)
+    _title(ax, f"all {len(df)} trials", runs)
     return fig
 
 
@@ -349,7 +354,7 @@ def importance(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
         ax.annotate(f"{v:.2f}", (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_xlim(0, max([v for _, v in items] + [0.1]) * 1.15)
     ax.set_xlabel(f"importance for {m}")
-    ax.set_title(f"parameter importance: {source}\n{runs.label}", fontsize=9)
+    _title(ax, f"parameter importance: {source}", runs)
     return fig
 
 
@@ -375,7 +380,7 @@ def learning_curves(runs: SweepRuns, metric: str | None = None, by: Sequence[str
                         color=color, alpha=0.15, linewidth=0)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(_arrow(runs, m))
-    ax.set_title(f"{m} during training (mean, 95% CI over seeds) — {runs.label}", fontsize=9)
+    _title(ax, f"{m} during training (mean, 95% CI over seeds)", runs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
