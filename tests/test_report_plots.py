@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -44,6 +45,15 @@ def test_curves_draw_one_line_per_group_with_baselines(report_runs: SweepRuns) -
         plots.param_curve(report_runs, "psi")
     with pytest.raises(ReportError, match="unknown column 'zeta'"):
         plots.param_curve(report_runs, "zeta")
+
+
+def test_curves_without_reference_runs_have_no_reference_line(report_runs: SweepRuns) -> None:
+    """An eta grid where every run has eta (the eta ablation) draws no "(no eta)" reference."""
+    soft = report_runs.trials[report_runs.trials["params.loss.family"] == "soft_label"]
+    ax = plots.eta_curve(dataclasses.replace(report_runs, trials=soft)).axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels and not [label for label in labels if "(no eta)" in label]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
 
 
 def test_learning_curves_use_the_per_step_history(report_store: Store, report_runs: SweepRuns) -> None:

@@ -56,7 +56,7 @@ def _key_label(names: Sequence[str], key: tuple) -> str:
 
 def _groups(frame: pd.DataFrame, cols: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
     if not cols:
-        return [((), frame)]
+        return [((), frame)] if len(frame) else []
     return [(k if isinstance(k, tuple) else (k,), g)
             for k, g in frame.groupby(list(cols), dropna=False, sort=True)]
 
