@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -50,6 +50,29 @@ def _real(name: str, value: Any) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return v
+
+
+def check_optional_nonneg(name: str, value: Any) -> float | None:
+    """None, or a finite real number >= 0 (place_exponent)."""
+    return None if value is None else check_nonneg(name, value)
+
+
+class SoftLabelArgs(NamedTuple):
+    """The checked scalar arguments every soft-label loss takes."""
+
+    eta: float
+    lam: float
+    num_items: float | torch.Tensor | None
+    place_exponent: float | None
+
+
+def check_soft_label_args(eta: Any, lam: Any, reduction: Any, num_items_in_batch: Any,
+                          place_exponent: Any) -> SoftLabelArgs:
+    """eta in [0, 1], lam >= 0, a known reduction, num_items_in_batch and place_exponent (or None)."""
+    eta_f, lam_f = check_fraction("eta", eta), check_nonneg("lam", lam)
+    check_reduction(reduction)
+    return SoftLabelArgs(eta_f, lam_f, check_num_items(num_items_in_batch),
+                         check_optional_nonneg("place_exponent", place_exponent))
 
 
 def check_reduction(reduction: Any) -> str:

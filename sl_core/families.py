@@ -156,7 +156,7 @@ def _soft_label(ids: list[int], p: dict[str, Any]) -> LossFn:
     if p["psi"] not in available_psi():
         raise ValueError(f"psi: unknown shape {p['psi']!r}; registered shapes: {', '.join(available_psi())}")
     psi_matrix(p["psi"], p["psi_param"])  # validates psi_param now
-    place = None if p["place_exponent"] is None else V.check_nonneg("place_exponent", p["place_exponent"])
+    place = V.check_optional_nonneg("place_exponent", p["place_exponent"])
 
     def soft_label(logits, labels, *, num_items_in_batch=None):
         return soft_label_cross_entropy(logits, labels, ids, eta=eta, lam=lam, psi=p["psi"], psi_param=p["psi_param"],
@@ -169,7 +169,7 @@ def _value_aware(numeric: NumericTokens, p: dict[str, Any]) -> LossFn:
     eta = V.check_fraction("eta", p["eta"])
     lam = V.check_nonneg("lam", p["lam"])
     value_psi_matrix(numeric, p["psi"], p["scale"])  # validates psi and scale now
-    place = None if p["place_exponent"] is None else V.check_nonneg("place_exponent", p["place_exponent"])
+    place = V.check_optional_nonneg("place_exponent", p["place_exponent"])
 
     def value_aware(logits, labels, *, num_items_in_batch=None):
         return value_aware_soft_label_cross_entropy(logits, labels, numeric, eta=eta, lam=lam, psi=p["psi"],

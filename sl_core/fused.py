@@ -83,12 +83,8 @@ def fused_linear_soft_label_cross_entropy(
         if tuple(bias.shape) != (vocab,):
             raise ValueError(f"bias must be [V] = [{vocab}], got shape {tuple(bias.shape)}")
     ids = V.check_digit_ids(digit_ids, vocab)
-    eta_f = V.check_fraction("eta", eta)
-    lam_f = V.check_nonneg("lam", lam)
-    V.check_reduction(reduction)
-    num_items = V.check_num_items(num_items_in_batch)
-    if place_exponent is not None:
-        place_exponent = V.check_nonneg("place_exponent", place_exponent)
+    eta_f, lam_f, num_items, place_exponent = V.check_soft_label_args(eta, lam, reduction, num_items_in_batch,
+                                                                      place_exponent)
     V.check_labels(labels, hidden.shape[:-1], vocab, ignore_index, logits_name="hidden @ weight.T")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):

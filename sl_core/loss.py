@@ -72,12 +72,8 @@ def soft_label_cross_entropy(
     V.check_logits(logits)
     vocab = logits.shape[-1]
     ids = V.check_digit_ids(digit_ids, vocab)
-    eta_f = V.check_fraction("eta", eta)
-    lam_f = V.check_nonneg("lam", lam)
-    V.check_reduction(reduction)
-    num_items = V.check_num_items(num_items_in_batch)
-    if place_exponent is not None:
-        place_exponent = V.check_nonneg("place_exponent", place_exponent)
+    eta_f, lam_f, num_items, place_exponent = V.check_soft_label_args(eta, lam, reduction, num_items_in_batch,
+                                                                      place_exponent)
     V.check_labels(labels, logits.shape[:-1], vocab, ignore_index)
     psi_m = _resolve_psi(psi, psi_param)
 

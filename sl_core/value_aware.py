@@ -103,12 +103,8 @@ def value_aware_soft_label_cross_entropy(
                          f"got {type(numeric).__name__}")
     if any(i < 0 or i >= vocab for i in numeric.ids):
         raise ValueError(f"numeric: token ids must lie in [0, {vocab}) (the logits' vocabulary)")
-    eta_f = V.check_fraction("eta", eta)
-    lam_f = V.check_nonneg("lam", lam)
-    V.check_reduction(reduction)
-    num_items = V.check_num_items(num_items_in_batch)
-    if place_exponent is not None:
-        place_exponent = V.check_nonneg("place_exponent", place_exponent)
+    eta_f, lam_f, num_items, place_exponent = V.check_soft_label_args(eta, lam, reduction, num_items_in_batch,
+                                                                      place_exponent)
     V.check_labels(labels, logits.shape[:-1], vocab, ignore_index)
     cdt = compute_dtype(logits.dtype)
     psi_m = _cached_value_psi(numeric, psi, scale).to(device=logits.device, dtype=cdt)

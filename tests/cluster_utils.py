@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,8 +168,13 @@ def session_pids(sid: int) -> list[int]:
 
 def stop_session(sid: int, grace: float = 15.0) -> None:
     """End every process of session `sid` (one we started): SIGTERM, then SIGKILL after `grace` s."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        pids = session_pids(sid)
+    _terminate(lambda: session_pids(sid), term_wait=grace, kill_wait=5.0)
+
+
+def _terminate(find: Callable[[], list[int]], *, term_wait: float, kill_wait: float) -> None:
+    """SIGTERM what `find` returns, wait up to `term_wait` s for it to go, then SIGKILL the rest."""
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, kill_wait)):
+        pids = find()
         if not pids:
             return
         for pid in pids:
@@ -177,7 +183,7 @@ def stop_session(sid: int, grace: float = 15.0) -> None:
             except OSError:
                 pass
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and session_pids(sid):
+        while time.monotonic() < deadline and find():
             time.sleep(0.2)
 
 
@@ -215,17 +221,7 @@ def kill_leftovers(marker: str, grace: float = 5.0) -> list[int]:
     of anyone else's is touched.
     """
     pids = pids_mentioning(marker)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and pids_mentioning(marker):
-            time.sleep(0.2)
-        if not pids_mentioning(marker):
-            break
+    _terminate(lambda: pids_mentioning(marker), term_wait=grace, kill_wait=grace)
     return pids
 
 
