@@ -18,6 +18,7 @@ __all__ = [
     "FieldValueError",
     "SlsweepError",
     "SpecError",
+    "SweepFailed",
     "dotted",
     "spec_error_from_validation",
 ]
@@ -25,6 +26,12 @@ __all__ = [
 
 class SlsweepError(Exception):
     """Base class for errors caused by user input (bad files, arguments, environment)."""
+
+
+class SweepFailed(Exception):
+    """The work failed (not the input): a full disk, a store unreachable too long, every trial
+    failed. `str(e)` is one line saying what happened and what to do; the CLI prints it and exits
+    with status 1, no traceback."""
 
 
 class SpecError(SlsweepError):

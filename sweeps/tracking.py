@@ -115,6 +115,9 @@ class SweepTracker(Callback):
         self._predictions: dict[str, list[dict[str, Any]]] = {}
         self._client: MlflowClient | None = None
         self.logging_seconds = 0.0  # time spent writing to MLflow (the overhead benchmark reads it)
+        # Why the sweep is ending early (`interrupted`, `sweep_time_limit`), set by the driver
+        # before Tune calls on_experiment_end; None = a normal end.
+        self.stop_reason: str | None = None
 
     # -- pickling: Tune checkpoints callbacks with the experiment state ---------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -148,7 +151,7 @@ class SweepTracker(Callback):
                 f"tags.`slsweep.sweep_id` = '{self.info.sweep_id}'", max_results=1)
             self.parent_run_id = found[0].info.run_id if found else None
         if self.parent_run_id is not None:  # resumed sweep: keep writing into the same parent
-            self.client.update_run(self.parent_run_id, status="RUNNING")
+            self._reopen(self.parent_run_id)
             return
         tags = {"slsweep.kind": "sweep", "slsweep.sweep_id": self.info.sweep_id,
                 "slsweep.spec_name": self.info.spec_name, "metric.name": self.info.metric,
@@ -190,10 +193,18 @@ class SweepTracker(Callback):
         self.runs[trial.trial_id] = run_id
         return run_id
 
+    def _reopen(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed sweep or trial), dropping its earlier stop reason."""
+        run = self.client.get_run(run_id)
+        if run.data.tags.get("slsweep.stop_reason"):
+            self.client.delete_tag(run_id, "slsweep.stop_reason")
+        if run.data.tags.get("status") not in (None, "running"):
+            self.client.set_tag(run_id, "status", "running")
+        self.client.update_run(run_id, status="RUNNING")
+
     @_timed
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self._child_run(trial)
-        self.client.update_run(run_id, status="RUNNING")
+        self._reopen(self._child_run(trial))
 
     @_timed
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -222,7 +233,11 @@ class SweepTracker(Callback):
 
     @_timed
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "FAILED", {"status": "failed", "slsweep.error": _error_text(trial)})
+        error = _error_text(trial)
+        tags = {"status": "failed", "slsweep.error": error}
+        if error.split(":", 1)[0].endswith("TrialTimeoutError"):
+            tags["slsweep.stop_reason"] = "timeout"
+        self._end(trial, "FAILED", tags)
 
     def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
         run_id = self._child_run(trial)
@@ -241,9 +256,10 @@ class SweepTracker(Callback):
         """Close the parent run with the sweep's totals (also closes any child left open)."""
         if self.parent_run_id is None:
             return
+        reason = self.stop_reason or "sweep_ended"
         for trial in trials:
             if trial.trial_id in self.runs and trial.trial_id not in self.ended:
-                self._end(trial, "KILLED", {"status": "stopped", "slsweep.stop_reason": "sweep_ended"})
+                self._end(trial, "KILLED", {"status": "stopped", "slsweep.stop_reason": reason})
         # The store, not this object, is the record: a driver killed mid-sweep may have created runs
         # after its last saved state, which no Tune trial of the resumed sweep owns. They can no
         # longer finish, so they are closed rather than left RUNNING forever.
@@ -265,8 +281,34 @@ class SweepTracker(Callback):
         best = _best_value(trials, self.info.metric, self.info.mode)
         if best is not None:
             metrics.append(Metric(f"best_{self.info.metric}", best, now, 0))
-        self.client.log_batch(self.parent_run_id, metrics=metrics)
-        self.client.set_terminated(self.parent_run_id, status=status)
+        tags = [RunTag("slsweep.stop_reason", self.stop_reason)] if self.stop_reason else []
+        self.client.log_batch(self.parent_run_id, metrics=metrics, tags=tags)
+        # An interrupted sweep never reports success: KILLED until `slsweep resume` finishes it.
+        self.client.set_terminated(self.parent_run_id,
+                                   status="KILLED" if self.stop_reason == "interrupted" else status)
+
+    def abort(self, reason: str, error: str | None = None) -> list[str]:
+        """Close what a driver that stops abnormally leaves open (a forced stop, a crash).
+
+        The parent run and every trial run this driver opened and did not end become KILLED with
+        tag `slsweep.stop_reason=reason` (and `slsweep.error`, one line, when given); `resume`
+        reopens them. Best effort: the store itself may be what failed (a full disk). Returns
+        the problems met while closing, one line each.
+        """
+        problems: list[str] = []
+        tags = {"status": "stopped", "slsweep.stop_reason": reason}
+        if error:
+            tags["slsweep.error"] = error[:5000]
+        run_ids = [r for t, r in self.runs.items() if t not in self.ended]
+        if self.parent_run_id is not None:
+            run_ids.append(self.parent_run_id)
+        for run_id in run_ids:
+            try:
+                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+                self.client.set_terminated(run_id, status="KILLED")
+            except Exception as exc:  # noqa: BLE001 - keep closing the others
+                problems.append(f"{run_id}: {' '.join(str(exc).split())[:200]}")
+        return problems
 
     def _sweep_children(self) -> list[Any]:
         """Every trial run of this sweep in the tracking store (all result pages)."""
