@@ -25,7 +25,9 @@ def _derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
-def _synthetic_params(cfg: TaskConfig) -> dict[str, Any]:
+def synthetic_params(cfg: TaskConfig) -> dict[str, Any]:
+    """The keyword arguments of `task.synthetic` for a trial's task config (the driver's
+    preflight draws one example with them)."""
     return {"image_size": cfg.image_size, **cfg.params}
 
 
@@ -50,7 +52,7 @@ class TaskData:
         self._pool: list[Example] | None = None
         if not cfg.data_path:
             self.held_out = task.synthetic(cfg.eval_size, seed=_derived_seed(_EVAL_TAG),
-                                           **_synthetic_params(cfg))
+                                           **synthetic_params(cfg))
             return
         if cfg.eval_data_path or cfg.eval_split:
             self._pool = _load(task, cfg, cfg.data_path, cfg.train_split, cfg.train_size)
@@ -69,6 +71,6 @@ class TaskData:
         """Training examples for optimizer step `step`, micro-batch `micro` (length `size`)."""
         seed = _derived_seed(_TRAIN_TAG, self.seed, step, micro)
         if self._pool is None:
-            return self.task.synthetic(size, seed=seed, **_synthetic_params(self.cfg))
+            return self.task.synthetic(size, seed=seed, **synthetic_params(self.cfg))
         idx = np.random.default_rng(seed).integers(0, len(self._pool), size=size)
         return [self._pool[i] for i in idx]

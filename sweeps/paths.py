@@ -7,6 +7,8 @@ from pathlib import Path
 
 RUNS_DIR_ENV = "SLSWEEP_RUNS_DIR"
 CACHE_DIR_ENV = "SLSWEEP_CACHE_DIR"
+STORE_LOCK = ".stores.lock"  # held while the run folder's SQLite stores are created
+PLANS = "sweeps"  # sub-folder of the run folder: one record (and lock) per sweep, for resume
 
 
 def default_runs_dir() -> Path:

@@ -46,6 +46,7 @@ __all__ = [
     "packaged_specs",
 ]
 
+MAX_TRIALS = 100_000  # num_samples, seeds: beyond this a typo (Tune reads a huge count as "forever")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HINTS = {
     "seed": "seeds are per trial: use search.seeds (seeds per configuration) or search.seed (sampler seed)",
@@ -53,15 +54,16 @@ _HINTS = {
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No inf/nan anywhere in a spec: `num_samples: .inf`, `lr: .inf` are typos, not settings.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SearchConfig(_Section):
     """How configurations are chosen. See the module docstring for how seeds compose."""
 
     algorithm: Literal["tpe", "random", "grid"] = "tpe"
-    num_samples: int = Field(8, gt=0)
-    seeds: int = Field(1, ge=1)
+    num_samples: int = Field(8, gt=0, le=MAX_TRIALS)
+    seeds: int = Field(1, ge=1, le=MAX_TRIALS)
     max_concurrent: int = Field(1, ge=1)
     seed: int = 0
 
@@ -107,6 +109,22 @@ class RayConfig(_Section):
     reuse_workers: bool | None = None
 
 
+class LimitsConfig(_Section):
+    """Wall-clock limits in seconds (None: no limit).
+
+    `trial_seconds`: one attempt of a trial; a trial running longer (a hung worker included) ends
+    FAILED with `slsweep.stop_reason=timeout` and the sweep goes on (a retry under
+    `failure.max_failures` gets the limit afresh). `sweep_seconds`: the whole sweep (Tune's
+    `time_budget_s`); when it runs out, running trials end KILLED `sweep_time_limit` and the sweep
+    is over. `resources_wait_seconds`: on a cluster, how long the driver waits for a node that can
+    hold one trial's `resources` before refusing the sweep (a local Ray is checked up front).
+    """
+
+    trial_seconds: float | None = Field(None, gt=0)
+    sweep_seconds: float | None = Field(None, gt=0)
+    resources_wait_seconds: float = Field(300.0, ge=0)
+
+
 class FailureConfig(_Section):
     """How many times a failed trial is retried (from its last checkpoint)."""
 
@@ -134,6 +152,7 @@ class SweepSpec(_Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     storage: str | None = None
     failure: FailureConfig = Field(default_factory=FailureConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("name")
     @classmethod

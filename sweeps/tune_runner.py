@@ -7,15 +7,20 @@ Ray address) before anything is created, so bad input leaves no experiment, run 
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
 import os
+import secrets
+import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import warnings
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +29,15 @@ from urllib.parse import urlparse
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Repeater
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import paths
 from sweeps.config import TrialConfig
-from sweeps.errors import SlsweepError, SpecError
+from sweeps.errors import SlsweepError, SpecError, SweepFailed
+from sweeps.interrupt import StopSignals, SweepInterrupted
 from sweeps.space import SearchSpace
 from sweeps.spec import ResolvedSpec, load_spec
 from sweeps.tracking import SweepInfo, SweepTracker
@@ -134,19 +140,95 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
     uri = tracking_uri or spec.tracking.uri or paths.default_tracking_uri(folder)
     plan = SweepPlan(resolved=resolved, runs_dir=folder, tracking_uri=uri,
                      experiment=experiment or spec.tracking.experiment or spec.name,
-                     address=address or spec.ray.address,
-                     sweep_id=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+                     address=address or spec.ray.address, sweep_id=new_sweep_id(spec.name))
     if check:
         spec_file = str(resolved.path)
         # Each problem names where the value came from: a command-line flag, or the spec's field.
+        where_folder = "--runs-dir" if runs_dir or not spec.storage else "storage"
+        _blame(runs_dir_problem(folder), spec_file, where_folder)
         _blame(tracking_uri_problem(plan.tracking_uri), spec_file,
-               "--tracking-uri" if tracking_uri else "tracking.uri" if spec.tracking.uri else
-               "--runs-dir" if runs_dir or not spec.storage else "storage")
+               "--tracking-uri" if tracking_uri else "tracking.uri" if spec.tracking.uri else where_folder)
         where_address = "--address" if address else "ray.address"
         _blame(ray_client_problem(plan), spec_file, where_address)
         _blame(ray_address_problem(plan.address), spec_file, where_address)
+        if plan.address in (None, "", "local"):
+            field, problem = local_resources_problem(spec.resources.cpu, spec.resources.gpu)
+            _blame(problem, spec_file, field)
         preflight(plan)
     return plan
+
+
+def runs_dir_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be a run folder (a file, an unreadable or foreign store in it), or None."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder}: not a folder (a file of that name exists)"
+    for name, table in (("mlflow.db", "experiments"), ("optuna.db", "studies")):
+        db = folder / name
+        if not db.exists():
+            continue
+        if not db.is_file():
+            return f"{db}: not a file"
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                check = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.Error as exc:
+            return f"{db}: unreadable SQLite store ({exc}); move it away or choose another run folder"
+        if check != "ok":
+            return f"{db}: damaged SQLite store ({check}); move it away or choose another run folder"
+        if tables and table not in tables:
+            return f"{db}: not an {'MLflow' if table == 'experiments' else 'Optuna'} store"
+    return None
+
+
+def local_resources_problem(cpu: float, gpu: float) -> tuple[str, str | None]:
+    """(field, why) when one trial asks more CPUs/GPUs than this machine has (a local Ray never
+    schedules it), else (field, None)."""
+    from ray._private.utils import get_num_cpus
+
+    cpus = get_num_cpus()
+    if cpu > cpus:
+        return "resources.cpu", (f"{cpu:g} CPUs per trial, but the local Ray has {cpus}: no trial "
+                                 "could ever start (lower it, or join a cluster with --address)")
+    if gpu > 0:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpu > gpus:
+            return "resources.gpu", (f"{gpu:g} GPUs per trial, but this machine has {gpus}: no "
+                                     "trial could ever start (lower it, or join a cluster with --address)")
+    return "resources.cpu", None
+
+
+def check_cluster_resources(plan: SweepPlan) -> None:
+    """After joining Ray: refuse a trial size no node can ever hold.
+
+    A local Ray is checked against its own totals at once. On a cluster an autoscaler may still
+    add nodes, so the driver waits up to `limits.resources_wait_seconds` for one alive node that
+    can hold a trial before refusing (SpecError naming `resources.cpu`/`resources.gpu`).
+    """
+    want = {"CPU": plan.spec.resources.cpu, "GPU": plan.spec.resources.gpu}
+    deadline = time.monotonic() + (plan.spec.limits.resources_wait_seconds if plan.address else 0)
+    while True:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if any(all(res.get(k, 0.0) >= v for k, v in want.items() if v > 0) for res in nodes):
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(5)
+    best = {k: max((res.get(k, 0.0) for res in nodes), default=0.0) for k in want}
+    field = "resources.gpu" if want["GPU"] > best["GPU"] else "resources.cpu"
+    key = field.split(".")[1].upper()
+    waited = f" after waiting {plan.spec.limits.resources_wait_seconds:g} s" if plan.address else ""
+    raise SpecError(str(plan.resolved.path), field,
+                    f"{want[key]:g} {key}s per trial, but no Ray node has that many{waited} "
+                    f"(largest: {best[key]:g}); no trial could ever start")
+
+
+def new_sweep_id(name: str) -> str:
+    """`NAME-YYYYmmdd-HHMMSS-xxxxxx`: readable and ordered by start time; the 24 random bits keep
+    two sweeps started in the same second apart (they share no run, study or Ray folder)."""
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 def _blame(problem: str | None, spec_file: str, where: str) -> None:
@@ -179,8 +261,17 @@ def tracking_uri_problem(uri: str) -> str | None:
 
 def ray_address_problem(address: str | None) -> str | None:
     """Why the Ray address cannot be joined (malformed, nothing listening), or None."""
-    if address in (None, "", "auto", "local"):
+    if address in (None, "", "local"):
         return None
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            found = canonicalize_bootstrap_address("auto", os.environ.get("SLSWEEP_RAY_TMP"))
+        except (ConnectionError, ValueError) as exc:
+            return (f"auto: no running Ray cluster found ({_one_line(str(exc))[:200]}); start one "
+                    "with `ray start --head`, or leave the address out for a local Ray")
+        return None if found is None else ray_address_problem(found)
     parsed = urlparse(address if "://" in address else f"ray://{address}")
     try:
         port = parsed.port
@@ -270,9 +361,17 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> None:
     from sweeps.tasks import DataError, get_task
 
     task_cfg = cfg.task
-    if not task_cfg.data_path:
-        return  # synthetic data: nothing to read
     task = get_task(task_cfg.name)
+    if not task_cfg.data_path:  # synthetic data: draw one example with the trials' parameters
+        from sweeps.datasets import synthetic_params
+
+        try:
+            task.synthetic(1, seed=0, **synthetic_params(task_cfg))
+        except (ValueError, TypeError) as exc:
+            text = _one_line(str(exc))
+            field = "task.image_size" if "image_size" in text else "task.params"
+            raise SpecError(spec_file, field, text) from None
+        return
     loads = [("task.data_path", task_cfg.data_path, task_cfg.train_split)]
     if task_cfg.eval_data_path or task_cfg.eval_split:
         field = "task.eval_data_path" if task_cfg.eval_data_path else "task.eval_split"
@@ -280,6 +379,8 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> None:
     for field, path, split in loads:
         if not Path(path).exists():
             raise SpecError(spec_file, field, f"{path}: file or folder not found")
+        if not (Path(path).is_file() or Path(path).is_dir()):  # a FIFO or device would block reads
+            raise SpecError(spec_file, field, f"{path}: not a regular file or folder")
         try:
             examples = task.load(path, split=split, limit=PREFLIGHT_RECORDS,
                                  image_size=task_cfg.image_size, **task_cfg.loader)
@@ -302,6 +403,7 @@ class SweepOutcome:
     seconds: float
     ray_init_seconds: float
     logging_seconds: float = 0.0
+    interrupted: int | None = None  # the signal that stopped the sweep (resumable), or None
 
 
 def _searcher(plan: SweepPlan, space: SearchSpace):
@@ -319,7 +421,7 @@ def _searcher(plan: SweepPlan, space: SearchSpace):
             sampler = optuna.samplers.RandomSampler(seed=spec.search.seed)
     storage = optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir)) \
         if plan.local_store else None
-    searcher = OptunaSearch(space=space.define_by_run, metric=spec.metric.name, mode=spec.metric.mode,
+    searcher = RunFolderOptunaSearch(space=space.define_by_run, metric=spec.metric.name, mode=spec.metric.mode,
                             sampler=sampler, study_name=plan.sweep_id, storage=storage)
     return Repeater(searcher, repeat=spec.search.seeds, set_index=True) if spec.search.seeds > 1 \
         else searcher
@@ -336,11 +438,14 @@ def _param_space(plan: SweepPlan, space: SearchSpace) -> dict[str, Any]:
 def _scheduler(plan: SweepPlan):
     sched = plan.spec.scheduler
     if sched.type == "fifo":
-        return FIFOScheduler()
-    train = plan.resolved.base_trial_config().train
-    return ASHAScheduler(time_attr="step", max_t=sched.max_t or train.steps,
-                         grace_period=sched.grace_period or train.eval_every,
-                         reduction_factor=sched.reduction_factor)
+        scheduler = _FIFO()
+    else:
+        train = plan.resolved.base_trial_config().train
+        scheduler = _ASHA(time_attr="step", max_t=sched.max_t or train.steps,
+                          grace_period=sched.grace_period or train.eval_every,
+                          reduction_factor=sched.reduction_factor)
+    scheduler.trial_seconds = plan.spec.limits.trial_seconds
+    return scheduler
 
 
 def git_commit() -> str:
@@ -421,13 +526,179 @@ def init_ray(plan: SweepPlan) -> float:
     return time.perf_counter() - t0
 
 
+class TrialTimeoutError(RuntimeError):
+    """A trial ran longer than the spec's `limits.trial_seconds` (the driver ended it)."""
+
+
+class _TimeLimits:
+    """Mixin for a Tune scheduler: the driver-side trial wall-clock limit.
+
+    A result-based stop (`stop={"time_total_s": ...}`) never fires for a trial that stopped
+    reporting (a hung worker), so the limit is checked on every controller step: Tune asks the
+    scheduler `choose_trial_to_run` each step. A trial RUNNING for longer than `trial_seconds`
+    (this attempt, in seconds) is failed with `TrialTimeoutError` through the controller's
+    failure path: Tune writes the error, the searcher and the MLflow tracker see an errored trial
+    (MLflow FAILED, `slsweep.stop_reason=timeout`), `failure.max_failures` may retry it, and its
+    worker is stopped (`TUNE_FORCE_TRIAL_CLEANUP_S` bounds the wait for a hung one).
+    """
+
+    trial_seconds: float | None = None
+
+    def choose_trial_to_run(self, tune_controller):  # noqa: ANN001, ANN201 - Tune's signature
+        if self.trial_seconds:
+            self._enforce_time_limit(tune_controller)
+        return super().choose_trial_to_run(tune_controller)  # type: ignore[misc]
+
+    def _enforce_time_limit(self, wrapped) -> None:  # noqa: ANN001
+        from ray.tune.experiment import Trial
+
+        started: dict[str, float] = self.__dict__.setdefault("_running_since", {})
+        now = time.monotonic()
+        controller = wrapped._tune_controller  # the wrapper's own attribute (no access warning)
+        for trial in controller.get_live_trials():
+            if trial.status != Trial.RUNNING:
+                started.pop(trial.trial_id, None)
+                continue
+            since = started.setdefault(trial.trial_id, now)
+            if now - since > self.trial_seconds:
+                started.pop(trial.trial_id, None)
+                log.warning("trial %s ran %.0f s, over limits.trial_seconds=%g: ending it",
+                            trial, now - since, self.trial_seconds)
+                controller._process_trial_failure(trial, exception=TrialTimeoutError(
+                    f"trial ran {now - since:.0f} s, longer than limits.trial_seconds="
+                    f"{self.trial_seconds:g}"))
+
+
+class _FIFO(_TimeLimits, FIFOScheduler):
+    pass
+
+
+class _ASHA(_TimeLimits, ASHAScheduler):
+    pass
+
+
+def _create_stores(plan: SweepPlan) -> None:
+    """Create the run folder's MLflow and Optuna SQLite stores and the experiment, once.
+
+    Two drivers starting together on a fresh folder would both run the stores' schema creation;
+    a file lock in the run folder makes the second wait for the first (filelock: fcntl on
+    POSIX, released if the holder dies). A tracking server needs no lock (it creates its own
+    store); creating the experiment there tolerates a concurrent creation.
+    """
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking import prepare_experiment
+
+    info = sweep_info(plan)
+    if not plan.local_store:
+        prepare_experiment(MlflowClient(plan.tracking_uri), info.experiment, info.artifact_location)
+        return
+    with FileLock(str(plan.runs_dir / paths.STORE_LOCK), timeout=120):
+        prepare_experiment(MlflowClient(plan.tracking_uri), info.experiment, info.artifact_location)
+        if plan.spec.search.algorithm != "grid":
+            optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir))
+
+
+def failure_line(exc: BaseException) -> str:
+    """What went wrong, in one line, with what to do about it."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:  # the root cause is often a few causes down
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for err in chain:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            return (f"disk full{where}: free space, then `slsweep resume` continues the sweep "
+                    "from its last saved state")
+    text = "database or disk is full"
+    for err in chain:
+        if text in str(err):
+            return (f"{text} (the MLflow/Optuna store): free space, then `slsweep resume` continues "
+                    "the sweep from its last saved state")
+    root = chain[-1]
+    return (f"the sweep's driver failed: {type(root).__name__}: {_one_line(root)[:300]}; "
+            "fix the cause, then `slsweep resume` continues the sweep from its last saved state")
+
+
+def _fit(tuner: Any, tracker: SweepTracker) -> tuple[Any, int | None]:
+    """`tuner.fit()` with the sweep's signal handling; returns (results, signal or None).
+
+    First SIGINT/SIGTERM: Tune stops gracefully (state saved, trials stopped, resumable) and the
+    tracker closes the sweep as interrupted. Second one (or one before Tune started): the runs
+    this driver opened are closed as interrupted and `SweepInterrupted` is raised. Any other
+    error: the runs are closed as `driver_error` and `SweepFailed` (one line) is raised.
+    """
+    with StopSignals() as stop:
+        try:
+            with stop.tuning():
+                tracker.stop_reason = None
+                results = _fit_marking(tuner, tracker, stop)
+        except KeyboardInterrupt:
+            tracker.abort("interrupted")
+            raise SweepInterrupted(stop.signum or signal.SIGINT, forced=True) from None
+        except Exception as exc:  # noqa: BLE001 - every crash ends as one line and a true record
+            line = failure_line(exc)
+            log.debug("sweep failed", exc_info=True)
+            problems = tracker.abort("driver_error", line)
+            if problems:
+                line += f" (could not close {len(problems)} MLflow run(s): {problems[0]})"
+            raise SweepFailed(line) from exc
+    return results, stop.signum
+
+
+def _fit_marking(tuner: Any, tracker: SweepTracker, stop: StopSignals) -> Any:
+    # The tracker must know the sweep was interrupted before Tune calls its on_experiment_end:
+    # a Tune callback sees every controller step, so it copies the signal across.
+    marker = _StopReason(stop, tracker, tuner._local_tuner._tune_config.time_budget_s)
+    callbacks = tuner._local_tuner.get_run_config().callbacks  # same list Tune will use
+    callbacks.insert(0, marker)  # before the tracker: its on_experiment_end closes the sweep
+    try:
+        return tuner.fit()
+    finally:
+        callbacks.remove(marker)
+
+
+class _StopReason(tune.Callback):
+    """Tells the tracker why the sweep ends early, before Tune calls its on_experiment_end:
+    `interrupted` (a stop signal) or `sweep_time_limit` (Tune's `time_budget_s` ran out)."""
+
+    def __init__(self, stop: StopSignals, tracker: SweepTracker, budget_s: float | None) -> None:
+        self.stop, self.tracker, self.budget_s = stop, tracker, budget_s
+        self.t0 = time.monotonic()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.stop.signum is not None:
+            self.tracker.stop_reason = "interrupted"
+        elif self.budget_s and time.monotonic() - self.t0 >= self.budget_s - 1.0:
+            self.tracker.stop_reason = "sweep_time_limit"
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.on_step_end(0, trials)
+
+    def __reduce__(self):  # noqa: ANN204 - saved with the Tuner as a no-op callback
+        return (tune.Callback, ())
+
+
+def _tuner_tracker(tuner: Any) -> SweepTracker:
+    return next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, SweepTracker))
+
+
 def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None) -> SweepOutcome:
-    """Run the planned sweep to the end (Ray, Tuner, MLflow)."""
+    """Run the planned sweep to the end (Ray, Tuner, MLflow).
+
+    Raises:
+        SweepInterrupted: a second stop signal forced the stop (the sweep stays resumable).
+        SweepFailed: the driver failed (disk full, store unreachable, ...); one line.
+    """
     t0 = time.perf_counter()
     spec, space = plan.spec, plan.resolved.space
     plan.runs_dir.mkdir(parents=True, exist_ok=True)
     ray_seconds = init_ray(plan)
+    check_cluster_resources(plan)
+    _create_stores(plan)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    _limit_cleanup_wait(plan)
     resolver = _Resolver(plan.resolved.base_trial_config(), space)
     tracker = SweepTracker(plan.tracking_uri, sweep_info(plan), resolver, sampled_params)
     trainable = _trainable_for(plan, resolver)
@@ -438,7 +709,8 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
         tune_config=tune.TuneConfig(search_alg=_searcher(plan, space), scheduler=_scheduler(plan),
                                     num_samples=num, metric=spec.metric.name, mode=spec.metric.mode,
                                     max_concurrent_trials=spec.search.max_concurrent,
-                                    reuse_actors=reuse_workers(plan)),
+                                    reuse_actors=reuse_workers(plan),
+                                    time_budget_s=spec.limits.sweep_seconds),
         run_config=tune.RunConfig(
             name=plan.sweep_id, storage_path=str(plan.storage_dir),
             # MLflow is the record; Tune's own CSV/JSON results stay, its TensorBoard logger (which
@@ -448,11 +720,23 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose),
     )
-    results = tuner.fit()
-    close_orphan_study_trials(plan, all_trials_ended=_all_ended(results))
+    return _run_tuner(plan, tuner, tracker, t0, ray_seconds)
+
+
+def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
+               ray_seconds: float) -> SweepOutcome:
+    results, signum = _fit(tuner, tracker)
+    # Optuna trials of an interrupted sweep stay open: `slsweep resume` finishes them.
+    close_orphan_study_trials(plan, all_trials_ended=signum is None and _all_ended(results))
     return SweepOutcome(plan=plan, results=results, parent_run_id=tracker.parent_run_id,
                         seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds,
-                        logging_seconds=tracker.logging_seconds)
+                        logging_seconds=tracker.logging_seconds, interrupted=signum)
+
+
+def _limit_cleanup_wait(plan: SweepPlan) -> None:
+    """A trial ended for its time limit may be hung: bound Tune's wait for its worker to stop."""
+    if plan.spec.limits.trial_seconds:
+        os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "10")
 
 
 def _trainable_for(plan: SweepPlan, resolver: _Resolver):
@@ -463,19 +747,55 @@ def _trainable_for(plan: SweepPlan, resolver: _Resolver):
 
 def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:
     """Continue `plan.sweep_id` from Tune's experiment state: finished trials stay finished,
-    unfinished ones continue from their last checkpoint, the tracker reuses their MLflow runs."""
+    unfinished ones continue from their last checkpoint, the tracker reuses their MLflow runs.
+
+    The run folder may have been moved or copied since: the restored tracker and Optuna searcher
+    are pointed at this folder's stores, never the ones the sweep started with.
+    """
     t0 = time.perf_counter()
     path = plan.storage_dir / plan.sweep_id
     if not tune.Tuner.can_restore(str(path)):
         raise SlsweepError(f"{path}: sweep_id: no Ray Tune experiment state to resume")
     ray_seconds = init_ray(plan)
+    check_cluster_resources(plan)
+    _create_stores(plan)
+    _limit_cleanup_wait(plan)
     resolver = _Resolver(plan.resolved.base_trial_config(), plan.resolved.space)
     tuner = tune.Tuner.restore(str(path), trainable=_trainable_for(plan, resolver),
                                resume_unfinished=True, resume_errored=True)
-    results = tuner.fit()
-    close_orphan_study_trials(plan, all_trials_ended=_all_ended(results))
-    return SweepOutcome(plan=plan, results=results, parent_run_id=None,
-                        seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds)
+    tracker = _tuner_tracker(tuner)
+    tracker.tracking_uri, tracker._client = plan.tracking_uri, None
+    searcher = tuner._local_tuner._tune_config.search_alg
+    while searcher is not None and not isinstance(searcher, RunFolderOptunaSearch):
+        searcher = getattr(searcher, "searcher", None)
+    if searcher is not None and plan.local_store:
+        searcher.storage_uri = paths.optuna_storage_uri(plan.runs_dir)
+    return _run_tuner(plan, tuner, tracker, t0, ray_seconds)
+
+
+class RunFolderOptunaSearch(OptunaSearch):
+    """OptunaSearch whose SQLite study follows its run folder.
+
+    Tune pickles the searcher with the experiment state, storage URL included; a sweep resumed
+    from a moved or copied run folder would write the study of the original folder. `resume`
+    sets `storage_uri` to this folder's `optuna.db` before Tune restores the searcher; `restore`
+    then re-points the unpickled storage at it.
+    """
+
+    storage_uri: str | None = None
+
+    def restore(self, checkpoint_path: str) -> None:
+        wanted = self.__dict__.get("storage_uri")
+        super().restore(checkpoint_path)
+        if not wanted:
+            return
+        self.storage_uri = wanted
+        storage = getattr(self._ot_study, "_storage", None)
+        rdb = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
+        if isinstance(rdb, optuna.storages.RDBStorage) and rdb.url != wanted:
+            state = rdb.__getstate__()
+            state["url"] = wanted
+            rdb.__setstate__(state)  # a new engine on this folder's file
 
 
 def _all_ended(results: Any) -> bool:
