@@ -326,6 +326,31 @@ def sparse_cross_entropy(logits: torch.Tensor, t: SparseTarget) -> torch.Tensor:
                                 t.soft_vals, t.uniform)
 
 
+class TorchRows:
+    """The torch engine over the rows of one sparse target: what the fused path calls per chunk.
+
+    `sl_core._triton.TritonRows` has the same methods (the `backend="triton"` engine).
+    """
+
+    def __init__(self, t: SparseTarget) -> None:
+        self.t = t
+
+    def ce(self, z: torch.Tensor, row0: int, mass: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ce [n], lse [n]) of the rows [row0, row0 + n) held in the 2D block z [n, V] (unweighted)."""
+        return rows_ce(z, self.t, row0, mass, self.t.onehot.dtype)
+
+    def ce_grad_(self, z: torch.Tensor, row0: int, mass: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """ce [n] of the 2D block z [n, V], which is overwritten with scale_i (mass_i softmax(z_i) - q_i)."""
+        ce, lse = self.ce(z, row0, mass)
+        rows_grad(z, z, lse, scale, self.t, row0, mass)
+        return ce
+
+    def grad(self, z: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor, row0: int,
+             mass: torch.Tensor) -> None:
+        """Write scale_i (mass_i softmax(z_i) - q_i) into out [n, V] (may be z) from the saved lse."""
+        rows_grad(z, out, lse, scale, self.t, row0, mass)
+
+
 def reduce_rows(rows: torch.Tensor, valid: torch.Tensor, shape: torch.Size | tuple[int, ...], reduction: str,
                 num_items_in_batch: float | torch.Tensor | None) -> torch.Tensor:
     """Apply the reduction to row losses [N].

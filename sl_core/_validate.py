@@ -116,21 +116,37 @@ def check_labels(labels: Any, batch_shape: Sequence[int], vocab: int, ignore_ind
 
 def check_digit_ids(digit_ids: Any, vocab: int | None = None, name: str = "digit_ids") -> list[int]:
     """Ten distinct token ids (for the digits 0..9, in order), each in [0, vocab) when vocab is known."""
+    groups = check_digit_groups(digit_ids, vocab, name)
+    if len(groups) != 1:
+        raise ValueError(f"{name} must hold exactly 10 token ids (digits 0..9), got {len(groups)} groups of 10")
+    return groups[0]
+
+
+def check_digit_groups(digit_ids: Any, vocab: int | None = None, name: str = "digit_ids") -> list[list[int]]:
+    """Digit token ids as G >= 1 groups of ten ("0".."9", "▁0".."▁9", ...): all distinct, in [0, vocab).
+
+    Accepts ten ids (one group), a [G, 10] nested sequence or a [10] / [G, 10] integer tensor.
+    """
     if isinstance(digit_ids, torch.Tensor):
-        digit_ids = digit_ids.flatten().tolist()
+        digit_ids = digit_ids.tolist()
     if isinstance(digit_ids, (str, bytes)) or not isinstance(digit_ids, Sequence):
         raise ValueError(f"{name} must be a sequence of 10 token ids, got {type(digit_ids).__name__}")
-    ids = list(digit_ids)
-    if len(ids) != 10:
-        raise ValueError(f"{name} must hold exactly 10 token ids (digits 0..9), got {len(ids)}")
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise ValueError(f"{name} must hold integer token ids, got {i!r}")
-    if len(set(ids)) != 10:
-        raise ValueError(f"{name} must hold 10 distinct token ids, got {ids}")
-    if vocab is not None and any(i < 0 or i >= vocab for i in ids):
-        raise ValueError(f"{name} must lie in [0, {vocab}) (the logits' vocabulary), got {ids}")
-    return [int(i) for i in ids]
+    rows = list(digit_ids)
+    nested = bool(rows) and all(isinstance(r, (Sequence, torch.Tensor)) and not isinstance(r, (str, bytes))
+                                for r in rows)
+    groups = [list(r.tolist() if isinstance(r, torch.Tensor) else r) for r in rows] if nested else [rows]
+    for g in groups:
+        if len(g) != 10:
+            raise ValueError(f"{name} must hold exactly 10 token ids (digits 0..9) per group, got {len(g)}")
+        for i in g:
+            if isinstance(i, bool) or not isinstance(i, int):
+                raise ValueError(f"{name} must hold integer token ids, got {i!r}")
+    flat = [i for g in groups for i in g]
+    if len(set(flat)) != len(flat):
+        raise ValueError(f"{name} must hold {len(flat)} distinct token ids, got {groups if nested else flat}")
+    if vocab is not None and any(i < 0 or i >= vocab for i in flat):
+        raise ValueError(f"{name} must lie in [0, {vocab}) (the logits' vocabulary), got {groups if nested else flat}")
+    return [[int(i) for i in g] for g in groups]
 
 
 def check_num_items(num_items_in_batch: Any) -> float | torch.Tensor | None:

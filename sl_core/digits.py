@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["digit_token_ids", "numeric_token_values", "NumericTokens", "SPACE_MARKERS"]
+__all__ = ["digit_token_ids", "digit_token_groups", "numeric_token_values", "numeric_token_ids", "NumericTokens",
+           "Coverage", "soft_target_coverage", "SPACE_MARKERS"]
 
 SPACE_MARKERS = ("Ġ", "▁", " ")
 """Leading-space markers of byte-level BPE (GPT-2/LLaMA-3), SentencePiece, and plain vocabularies."""
@@ -61,22 +62,57 @@ def digit_token_ids(tokenizer: Any, *, allow_merged: bool = False) -> list[int]:
         raise ValueError(
             f"tokenizer ({type(tok).__name__}) has no single-digit token for {', '.join(repr(m) for m in missing)}; "
             "soft labels over digits need the ten tokens '0'..'9'. For a tokenizer that merges digits into "
-            "number tokens ('42', 'Ġ123') use the value-aware mode: sl_core.numeric_token_values(tokenizer) "
-            "with sl_core.value_aware_soft_label_cross_entropy; or add the digit tokens and split numbers "
-            "into digits (e.g. tokenizers.pre_tokenizers.Digits(individual_digits=True))."
+            "number tokens ('42', 'Ġ123') use the value-aware mode (loss family value_aware: "
+            "sl_core.numeric_token_values(tokenizer) with sl_core.value_aware_soft_label_cross_entropy); or add "
+            "the digit tokens and split numbers into digits (e.g. tokenizers.pre_tokenizers.Digits(individual_digits=True))."
         )
-    ids = [int(vocab[str(d)]) for d in range(10)]
     if not allow_merged:
-        pieces = _tokenize(tok, _PROBE) or []
-        merged = [p for p in pieces if sum(ch.isdigit() for ch in _strip_marker(p)[1]) >= 2]
-        if merged:
-            raise ValueError(
-                f"tokenizer ({type(tok).__name__}) merges digits into multi-digit tokens ({merged[:3]} from "
-                f"{_PROBE!r}), so most digits never appear as the single-digit targets soft labels act on. "
-                "Use the value-aware mode (sl_core.numeric_token_values + "
-                "sl_core.value_aware_soft_label_cross_entropy), or pass allow_merged=True to accept it."
-            )
-    return ids
+        _refuse_merged(tok)
+    return [int(vocab[str(d)]) for d in range(10)]
+
+
+def _refuse_merged(tok: Any) -> None:
+    pieces = _tokenize(tok, _PROBE) or []
+    merged = [p for p in pieces if sum(ch.isdigit() for ch in _strip_marker(p)[1]) >= 2]
+    if merged:
+        raise ValueError(
+            f"tokenizer ({type(tok).__name__}) merges digits into multi-digit tokens ({merged[:3]} from "
+            f"{_PROBE!r}), so most digits never appear as the single-digit targets soft labels act on. "
+            "Use the value-aware mode (loss family value_aware: sl_core.numeric_token_values + "
+            "sl_core.value_aware_soft_label_cross_entropy), or pass allow_merged=True to accept it."
+        )
+
+
+def digit_token_groups(tokenizer: Any, *, allow_merged: bool = False,
+                       markers: Iterable[str] = SPACE_MARKERS) -> list[list[int]]:
+    """[G, 10] digit token ids: "0".."9" first, then every marked set ("▁0".."▁9", "Ġ0".."Ġ9") held in full.
+
+    Word-start-marked digits are what a SentencePiece vocabulary with a prepended "▁" (T5,
+    Pix2Struct) or a byte-level BPE with `add_prefix_space=True` produces for the first digit of an
+    answer; with only the bare ids they would silently get one-hot targets. Every soft-label loss
+    of sl_core takes these groups as its `digit_ids` and keeps a digit's soft mass inside its group.
+
+    Args:
+        tokenizer: as in `digit_token_ids`.
+        allow_merged: as in `digit_token_ids`.
+        markers: leading-space markers whose digit sets are looked up.
+
+    Returns:
+        G >= 1 lists of ten ids; the first is "0".."9".
+
+    Raises:
+        ValueError: as `digit_token_ids`.
+    """
+    tok = _vocab_owner(tokenizer)
+    groups = [digit_token_ids(tok, allow_merged=allow_merged)]
+    vocab = tok.get_vocab()
+    for m in dict.fromkeys(markers):
+        texts = [f"{m}{d}" for d in range(10)]
+        if all(t in vocab for t in texts):
+            ids = [int(vocab[t]) for t in texts]
+            if not set(ids) & {i for g in groups for i in g}:
+                groups.append(ids)
+    return groups
 
 
 @dataclass(frozen=True)
@@ -108,12 +144,16 @@ class NumericTokens:
         return tuple(zip(self.markers, self.widths))
 
     @classmethod
-    def from_digit_ids(cls, digit_ids: Iterable[int]) -> NumericTokens:
-        """The ten single-digit tokens as one group (value-aware mode on a digit-splitting tokenizer)."""
-        ids = tuple(int(i) for i in digit_ids)
-        if len(ids) != 10:
-            raise ValueError(f"digit_ids must hold exactly 10 token ids, got {len(ids)}")
-        return cls(ids, tuple(range(10)), (1,) * 10, ("",) * 10)
+    def from_digit_ids(cls, digit_ids: Iterable[int] | Iterable[Iterable[int]]) -> NumericTokens:
+        """Digit tokens as value-aware groups: ten ids (one group), or [G, 10] digit groups
+        (`digit_token_groups`; group g > 0 gets the marker f"#{g}", kept apart from the others)."""
+        rows = [list(r) if isinstance(r, Iterable) else r for r in digit_ids]
+        groups = rows if rows and all(isinstance(r, list) for r in rows) else [rows]
+        if any(len(g) != 10 for g in groups):
+            raise ValueError(f"digit_ids must hold exactly 10 token ids per group, got {[len(g) for g in groups]}")
+        return cls(tuple(int(i) for g in groups for i in g), tuple(range(10)) * len(groups),
+                   (1,) * (10 * len(groups)), tuple("" if g == 0 else f"#{g}" for g in range(len(groups))
+                                                    for _ in range(10)))
 
 
 def numeric_token_values(tokenizer: Any, *, max_width: int | None = None,
@@ -146,3 +186,61 @@ def numeric_token_values(tokenizer: Any, *, max_width: int | None = None,
         ids=tuple(r[3] for r in rows), values=tuple(r[2] for r in rows),
         widths=tuple(r[1] for r in rows), markers=tuple(r[0] for r in rows),
     )
+
+
+def numeric_token_ids(tokenizer: Any) -> frozenset[int]:
+    """Ids of every token whose text is a digit string, after at most one leading-space marker."""
+    try:
+        return frozenset(numeric_token_values(tokenizer).ids)
+    except ValueError:  # no numeric tokens at all
+        return frozenset()
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How many numeric answer tokens a loss's soft targets reach.
+
+    Attributes:
+        numeric: numeric tokens (digit strings, optionally marked) among the answers' tokens.
+        covered: those whose id is one of the loss's soft columns.
+        uncovered: up to five distinct token strings that were not covered (for messages).
+    """
+
+    numeric: int
+    covered: int
+    uncovered: tuple[str, ...] = ()
+
+    @property
+    def share(self) -> float:
+        """covered / numeric (1.0 when the answers hold no numeric token: nothing to miss)."""
+        return self.covered / self.numeric if self.numeric else 1.0
+
+
+def soft_target_coverage(token_ids: Iterable[Sequence[int]], soft_ids: Iterable[int], tokenizer: Any) -> Coverage:
+    """Share of the numeric tokens in tokenized answers that receive a soft target.
+
+    Args:
+        token_ids: the answers' token ids exactly as training sees them (one sequence per answer).
+        soft_ids: the loss's soft columns: the digit groups flattened, or `NumericTokens.ids`.
+        tokenizer: the tokenizer that produced `token_ids` (to tell numeric tokens apart).
+
+    Returns:
+        A Coverage; `share` 0 means the soft-label loss equals hard CE on these answers.
+    """
+    tok = _vocab_owner(tokenizer)
+    numeric = numeric_token_ids(tok)
+    soft = set(int(i) for i in soft_ids)
+    n = hit = 0
+    missed: dict[int, None] = {}
+    for seq in token_ids:
+        for i in seq:
+            i = int(i)
+            if i in numeric:
+                n += 1
+                if i in soft:
+                    hit += 1
+                elif len(missed) < 5:
+                    missed[i] = None
+    names = tok.convert_ids_to_tokens(list(missed)) if missed and hasattr(tok, "convert_ids_to_tokens") \
+        else [str(i) for i in missed]
+    return Coverage(n, hit, tuple(str(x) for x in names))

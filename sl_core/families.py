@@ -3,21 +3,12 @@
 A LossFn is `fn(logits [..., V], labels [...], *, num_items_in_batch=None) -> scalar`, with labels
 already shifted (position i of labels is the target of position i of logits) and -100 ignored.
 
-| family            | params (default)                                    | loss                              |
-|-------------------|-----------------------------------------------------|-----------------------------------|
-| `hard`            | -                                                   | CE                                |
-| `label_smoothing` | smoothing (0.1)                                     | CE, uniform smoothing over V      |
-| `gaussian`        | sigma (1.0)                                         | Gaussian soft CE on digits        |
-| `ntl_was`         | ntl_weight (0.3)                                    | CE + w * NTL-WAS                  |
-| `ntl_mse`         | ntl_weight (0.3)                                    | CE + w * NTL-MSE                  |
-| `ntil`            | ntil_weight (0.3), digit_exp (1.2)                  | CE + w * sg(CE / EMD) * EMD_place |
-| `soft_label`      | eta (required), lam (1.0), psi ("triangular"),      | soft-label CE (the paper)         |
-|                   | psi_param (None), place_exponent (None)             |                                   |
-| `value_aware`     | eta (required), lam (1.0), psi ("laplace"),         | value-aware soft-label CE         |
-|                   | scale (None), place_exponent (None)                 |                                   |
+The families, their parameters, defaults, bounds and token requirements are declared once in
+`sl_core.registry.LOSS_FAMILY_SPECS`; this module builds the loss for each.
 
-A parameter given as None means "the default". `value_aware` takes a `NumericTokens` (or the ten
-digit ids) as its second argument. See `sl_core.peers` for the definitions and citations.
+A parameter given as None means "the default". Digit families take the ten digit ids or [G, 10]
+digit groups, `value_aware` a `NumericTokens` (or digit ids): `family_tokens(family, tokenizer)`
+returns the right one. See `sl_core.peers` for the definitions and citations.
 """
 
 from __future__ import annotations
@@ -28,18 +19,23 @@ from typing import Any, Protocol
 import torch
 
 from sl_core import _validate as V
-from sl_core.digits import NumericTokens
+from sl_core.backend import check_backend
+from sl_core.digits import NumericTokens, digit_token_groups, numeric_token_values
 from sl_core.loss import soft_label_cross_entropy
 from sl_core.peers import (
     gaussian_soft_cross_entropy, hard_cross_entropy, label_smoothing_cross_entropy, ntil_emd, ntl_mse, ntl_was,
 )
-from sl_core.psi import available_psi, psi_matrix
+from sl_core.psi import psi_matrix
+from sl_core.registry import LOSS_FAMILY_SPECS, check_family_params, family_spec
 from sl_core.value_aware import value_aware_soft_label_cross_entropy, value_psi_matrix
 
-__all__ = ["LossFn", "LOSS_FAMILIES", "FAMILY_PARAMS", "FAMILY_DEFAULTS", "build_loss"]
+__all__ = ["LossFn", "LOSS_FAMILIES", "FAMILY_PARAMS", "FAMILY_DEFAULTS", "build_loss", "family_tokens",
+           "soft_columns"]
 
 IGNORE_INDEX = -100
-_REQUIRED = object()
+
+Tokens = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | NumericTokens | None
+"""What a family's loss needs from the tokenizer: digit ids / groups, NumericTokens, or None."""
 
 
 class LossFn(Protocol):
@@ -47,63 +43,90 @@ class LossFn(Protocol):
                  num_items_in_batch: int | float | torch.Tensor | None = None) -> torch.Tensor: ...
 
 
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "hard": {},
-    "label_smoothing": {"smoothing": 0.1},
-    "gaussian": {"sigma": 1.0},
-    "ntl_was": {"ntl_weight": 0.3},
-    "ntl_mse": {"ntl_weight": 0.3},
-    "ntil": {"ntil_weight": 0.3, "digit_exp": 1.2},
-    "soft_label": {"eta": _REQUIRED, "lam": 1.0, "psi": "triangular", "psi_param": None, "place_exponent": None},
-    "value_aware": {"eta": _REQUIRED, "lam": 1.0, "psi": "laplace", "scale": None, "place_exponent": None},
-}
-"""Each family's parameters and defaults (eta has none: it must be given)."""
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {f: spec.defaults for f, spec in LOSS_FAMILY_SPECS.items()}
+"""Each family's parameters and defaults (`sl_core.registry.REQUIRED` where there is none), from the registry."""
 
 FAMILY_PARAMS: dict[str, tuple[str, ...]] = {f: tuple(p) for f, p in FAMILY_DEFAULTS.items()}
 """The parameter names each family accepts (what a sweep config may set)."""
 
-LOSS_FAMILIES: tuple[str, ...] = tuple(FAMILY_DEFAULTS)
+LOSS_FAMILIES: tuple[str, ...] = tuple(LOSS_FAMILY_SPECS)
 
 
-def build_loss(family: str, digit_ids: Sequence[int] | torch.Tensor | NumericTokens, **params: Any) -> LossFn:
+def family_tokens(family: str, tokenizer: Any) -> Tokens:
+    """What `build_loss(family, ...)` needs from `tokenizer`, per the family's token requirement.
+
+    Returns:
+        None for families that need no tokens (hard, label_smoothing); the [G, 10] digit groups
+        (`digit_token_groups`) for digit families; NumericTokens (`numeric_token_values`) for value_aware.
+
+    Raises:
+        ValueError: the tokenizer cannot serve the family (no single-digit tokens, merged digits);
+            the message names the family and the one to use instead.
+    """
+    need = family_spec(family).tokens
+    if need == "none":
+        return None
+    try:
+        return digit_token_groups(tokenizer) if need == "digits" else numeric_token_values(tokenizer)
+    except ValueError as exc:
+        hint = ("; loss family 'value_aware' works on this tokenizer, and 'hard' / 'label_smoothing' need "
+                "no digit tokens") if need == "digits" else ""
+        raise ValueError(f"loss family {family!r} cannot use this tokenizer: {exc}{hint}") from None
+
+
+def soft_columns(tokens: Tokens) -> tuple[int, ...]:
+    """The token ids a family's soft targets reach (empty for None): digit groups flattened or NumericTokens.ids."""
+    if tokens is None:
+        return ()
+    if isinstance(tokens, NumericTokens):
+        return tokens.ids
+    return tuple(i for g in V.check_digit_groups(tokens) for i in g)
+
+
+def build_loss(family: str, digit_ids: Tokens = None, *, backend: str = "auto", **params: Any) -> LossFn:
     """A loss callable for `family` with `params` validated now (ValueError naming the bad one).
 
     Args:
-        family: one of LOSS_FAMILIES.
-        digit_ids: the ten token ids of "0".."9" in order (`sl_core.digit_token_ids(tokenizer)`);
-            for `value_aware`, a NumericTokens (`sl_core.numeric_token_values(tokenizer)`) or the ten ids.
+        family: one of LOSS_FAMILIES (`sl_core.registry.LOSS_FAMILY_SPECS`).
+        digit_ids: what the family needs from the tokenizer (`family_tokens(family, tokenizer)`):
+            ten digit ids or [G, 10] groups for digit families; NumericTokens (or digit ids) for
+            `value_aware`; ignored (may be None) for `hard` and `label_smoothing`.
+        backend: "auto", "torch" or "triton": the engine of the soft-label families (`soft_label`,
+            `value_aware`; see `sl_core.backend`); the other families always run on torch.
         **params: the family's parameters (FAMILY_PARAMS[family]); None means the default.
 
     Returns:
         fn(logits [..., V], labels [...] shifted, *, num_items_in_batch=None) -> scalar loss.
+
+    Raises:
+        ValueError: unknown family or parameter, a missing required one (eta), a value out of its
+            bounds, or digit_ids the family cannot use.
     """
-    if family not in FAMILY_DEFAULTS:
-        raise ValueError(f"loss family: unknown {family!r}; choose one of {', '.join(LOSS_FAMILIES)}")
-    allowed = FAMILY_DEFAULTS[family]
-    for name in params:
-        if name not in allowed:
-            accepted = ", ".join(allowed) or "no parameters"
-            raise ValueError(f"loss family {family!r} does not take parameter {name!r} (accepts: {accepted})")
-    p = {k: (params[k] if params.get(k) is not None else d) for k, d in allowed.items()}
-    for k, v in p.items():
-        if v is _REQUIRED:
-            raise ValueError(f"loss family {family!r} needs parameter {k!r}")
-    if family == "value_aware":
+    spec = family_spec(family)
+    p = {**check_family_params(family, params), "backend": check_backend(backend)}
+    if spec.tokens == "none":
+        if digit_ids is not None and not isinstance(digit_ids, NumericTokens):
+            V.check_digit_groups(digit_ids)  # given but malformed: say so rather than ignore it
+        return _BUILDERS[family](None, p)
+    if digit_ids is None:
+        raise ValueError(f"loss family {family!r} needs digit_ids (sl_core.family_tokens({family!r}, tokenizer))")
+    if spec.tokens == "numeric":
         numeric = digit_ids if isinstance(digit_ids, NumericTokens) else \
-            NumericTokens.from_digit_ids(V.check_digit_ids(digit_ids))
+            NumericTokens.from_digit_ids(V.check_digit_groups(digit_ids))
         return _value_aware(numeric, p)
-    ids = V.check_digit_ids(digit_ids)
-    return _BUILDERS[family](ids, p)
+    if isinstance(digit_ids, NumericTokens):
+        raise ValueError(f"loss family {family!r} takes digit ids, not NumericTokens (that is for value_aware)")
+    return _BUILDERS[family](V.check_digit_groups(digit_ids), p)
 
 
-def _hard(ids: list[int], p: dict[str, Any]) -> LossFn:
+def _hard(ids: list[list[int]] | None, p: dict[str, Any]) -> LossFn:
     def hard(logits, labels, *, num_items_in_batch=None):
         return hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
     return hard
 
 
-def _label_smoothing(ids: list[int], p: dict[str, Any]) -> LossFn:
-    eps = V.check_fraction("smoothing", p["smoothing"])
+def _label_smoothing(ids: list[list[int]] | None, p: dict[str, Any]) -> LossFn:
+    eps = p["smoothing"]
 
     def label_smoothing(logits, labels, *, num_items_in_batch=None):
         return label_smoothing_cross_entropy(logits, labels, smoothing=eps, ignore_index=IGNORE_INDEX,
@@ -111,8 +134,8 @@ def _label_smoothing(ids: list[int], p: dict[str, Any]) -> LossFn:
     return label_smoothing
 
 
-def _gaussian(ids: list[int], p: dict[str, Any]) -> LossFn:
-    sigma = V.check_nonneg("sigma", p["sigma"])
+def _gaussian(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
+    sigma = p["sigma"]
 
     def gaussian(logits, labels, *, num_items_in_batch=None):
         return gaussian_soft_cross_entropy(logits, labels, ids, sigma=sigma, ignore_index=IGNORE_INDEX,
@@ -120,9 +143,9 @@ def _gaussian(ids: list[int], p: dict[str, Any]) -> LossFn:
     return gaussian
 
 
-def _ntl(term: Callable[..., torch.Tensor]) -> Callable[[list[int], dict[str, Any]], LossFn]:
-    def builder(ids: list[int], p: dict[str, Any]) -> LossFn:
-        w = V.check_nonneg("ntl_weight", p["ntl_weight"])
+def _ntl(term: Callable[..., torch.Tensor]) -> Callable[[list[list[int]] | None, dict[str, Any]], LossFn]:
+    def builder(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
+        w = p["ntl_weight"]
 
         def ntl(logits, labels, *, num_items_in_batch=None):
             ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
@@ -135,9 +158,8 @@ def _ntl(term: Callable[..., torch.Tensor]) -> Callable[[list[int], dict[str, An
     return builder
 
 
-def _ntil(ids: list[int], p: dict[str, Any]) -> LossFn:
-    w = V.check_nonneg("ntil_weight", p["ntil_weight"])
-    exp = V.check_positive("digit_exp", p["digit_exp"])
+def _ntil(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
+    w, exp = p["ntil_weight"], p["digit_exp"]
 
     def ntil(logits, labels, *, num_items_in_batch=None):
         ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
@@ -150,35 +172,30 @@ def _ntil(ids: list[int], p: dict[str, Any]) -> LossFn:
     return ntil
 
 
-def _soft_label(ids: list[int], p: dict[str, Any]) -> LossFn:
-    eta = V.check_fraction("eta", p["eta"])
-    lam = V.check_nonneg("lam", p["lam"])
-    if p["psi"] not in available_psi():
-        raise ValueError(f"psi: unknown shape {p['psi']!r}; registered shapes: {', '.join(available_psi())}")
-    psi_matrix(p["psi"], p["psi_param"])  # validates psi_param now
-    place = V.check_optional_nonneg("place_exponent", p["place_exponent"])
+def _soft_label(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
+    eta, lam, place = p["eta"], p["lam"], p["place_exponent"]
+    psi_matrix(p["psi"], p["psi_param"])  # validates psi_param against the shape now
 
     def soft_label(logits, labels, *, num_items_in_batch=None):
         return soft_label_cross_entropy(logits, labels, ids, eta=eta, lam=lam, psi=p["psi"], psi_param=p["psi_param"],
                                         ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch,
-                                        place_exponent=place)
+                                        place_exponent=place, backend=p["backend"])
     return soft_label
 
 
 def _value_aware(numeric: NumericTokens, p: dict[str, Any]) -> LossFn:
-    eta = V.check_fraction("eta", p["eta"])
-    lam = V.check_nonneg("lam", p["lam"])
-    value_psi_matrix(numeric, p["psi"], p["scale"])  # validates psi and scale now
-    place = V.check_optional_nonneg("place_exponent", p["place_exponent"])
+    eta, lam, place = p["eta"], p["lam"], p["place_exponent"]
+    value_psi_matrix(numeric, p["psi"], p["scale"])  # validates scale against the kernel now
 
     def value_aware(logits, labels, *, num_items_in_batch=None):
         return value_aware_soft_label_cross_entropy(logits, labels, numeric, eta=eta, lam=lam, psi=p["psi"],
                                                     scale=p["scale"], ignore_index=IGNORE_INDEX,
-                                                    num_items_in_batch=num_items_in_batch, place_exponent=place)
+                                                    num_items_in_batch=num_items_in_batch, place_exponent=place,
+                                                    backend=p["backend"])
     return value_aware
 
 
-_BUILDERS: dict[str, Callable[[list[int], dict[str, Any]], LossFn]] = {
+_BUILDERS: dict[str, Callable[[list[list[int]] | None, dict[str, Any]], LossFn]] = {
     "hard": _hard,
     "label_smoothing": _label_smoothing,
     "gaussian": _gaussian,
@@ -187,3 +204,5 @@ _BUILDERS: dict[str, Callable[[list[int], dict[str, Any]], LossFn]] = {
     "ntil": _ntil,
     "soft_label": _soft_label,
 }
+
+assert set(_BUILDERS) | {"value_aware"} == set(LOSS_FAMILY_SPECS), "every registered family needs a builder"

@@ -7,6 +7,10 @@ grad_W += g^T hidden_c and grad_b += sum(g) are accumulated. Backward then only 
 gradients by the incoming scalar gradient. For reduction "none" (per-token losses, arbitrary
 upstream gradients) forward keeps only logsumexp and backward recomputes each chunk's logits.
 Peak extra memory: one [C, V] chunk plus the [V, H] weight gradient.
+
+Per chunk, the loss and gradient of the logits come from a row engine (`sl_core.backend`): the torch
+path of `sl_core._kernel`, or with backend="triton" one Triton kernel that streams each row once for
+the loss and writes the gradient over the chunk's logits in the same launch.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from sl_core import _validate as V
-from sl_core._kernel import SparseTarget, compute_dtype, rows_ce, rows_grad, target_mass
-from sl_core.loss import _resolve_psi, soft_target
+from sl_core._kernel import SparseTarget, compute_dtype, target_mass
+from sl_core.backend import check_backend, resolve_backend, rows_engine
+from sl_core.loss import _resolve_psi, digit_columns, soft_target
 
 __all__ = ["fused_linear_soft_label_cross_entropy"]
 
@@ -49,6 +54,7 @@ def fused_linear_soft_label_cross_entropy(
     num_items_in_batch: int | float | torch.Tensor | None = None,
     place_exponent: float | None = None,
     chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """`soft_label_cross_entropy(hidden @ weight.T + bias, labels, ...)` without materialising the logits.
 
@@ -56,12 +62,15 @@ def fused_linear_soft_label_cross_entropy(
         hidden: [N, H] (or [..., H]) final hidden states, already aligned with the shifted labels.
         weight: [V, H] the lm_head weight (same dtype as hidden).
         labels: [N] (or [...]) int, already shifted; values in [0, V) or ignore_index.
-        digit_ids: the ten token ids of "0".."9", in order.
+        digit_ids: the ten token ids of "0".."9", in order, or [G, 10] groups (as in
+            `soft_label_cross_entropy`).
         bias: optional [V] lm_head bias.
         eta, lam, psi, psi_param, ignore_index, reduction, num_items_in_batch, place_exponent:
             as in `sl_core.soft_label_cross_entropy` (place-aware runs follow the last dim of labels).
         chunk_size: tokens per chunk (default: about 2**24 / V on CPU, 2**26 / V on an accelerator,
             at least 16).
+        backend: "auto" (Triton kernels on CUDA when triton imports, else torch), "torch" or "triton"
+            (see `sl_core.backend`).
 
     Returns:
         Scalar loss (float32, float64 for float64 inputs) or [...] per-token losses for "none".
@@ -82,24 +91,25 @@ def fused_linear_soft_label_cross_entropy(
         V.check_logits(bias, "bias")
         if tuple(bias.shape) != (vocab,):
             raise ValueError(f"bias must be [V] = [{vocab}], got shape {tuple(bias.shape)}")
-    ids = V.check_digit_ids(digit_ids, vocab)
+    groups = V.check_digit_groups(digit_ids, vocab)
     eta_f, lam_f, num_items, place_exponent = V.check_soft_label_args(eta, lam, reduction, num_items_in_batch,
                                                                       place_exponent)
     V.check_labels(labels, hidden.shape[:-1], vocab, ignore_index, logits_name="hidden @ weight.T")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    engine = resolve_backend(check_backend(backend), weight.device, weight.dtype)
     psi_m = _resolve_psi(psi, psi_param)
 
     cdt = compute_dtype(weight.dtype)
-    cols = torch.tensor(ids, dtype=torch.long, device=weight.device)
-    target, valid = soft_target(labels, cols, psi_m.to(device=weight.device, dtype=cdt), eta=eta_f, lam=lam_f,
+    cols, psi_k = digit_columns(groups, psi_m, device=weight.device, dtype=cdt)
+    target, valid = soft_target(labels, cols, psi_k, eta=eta_f, lam=lam_f,
                                 ignore_index=ignore_index, cdt=cdt, place_exponent=place_exponent)
     h2 = hidden.reshape(-1, h)
     chunk = chunk_size or default_chunk_size(h2.shape[0], vocab, weight.device)
     args = (target.labels, target.onehot, target.weight, target.soft_rows, target.soft_cols, target.soft_vals)
     if reduction == "none":
-        rows = _FusedRecompute.apply(h2, weight, bias, chunk, *args)
+        rows = _FusedRecompute.apply(h2, weight, bias, chunk, engine, *args)
         return rows.view(labels.shape)
     if reduction == "sum":
         denom: float | torch.Tensor = 1.0
@@ -108,7 +118,7 @@ def fused_linear_soft_label_cross_entropy(
             if isinstance(num_items, torch.Tensor) else float(num_items)
     else:
         denom = valid.sum().clamp_min(1).to(cdt)
-    return _FusedEager.apply(h2, weight, bias, chunk, target.weight / denom, *args)
+    return _FusedEager.apply(h2, weight, bias, chunk, engine, target.weight / denom, *args)
 
 
 def _chunk_logits(hc: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -127,8 +137,10 @@ class _FusedEager(torch.autograd.Function):
     """Scalar loss; gradients computed in forward, scaled in backward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, chunk, scale, labels, onehot, row_w, soft_rows, soft_cols, soft_vals):
+    def forward(ctx, hidden, weight, bias, chunk, engine, scale, labels, onehot, row_w, soft_rows, soft_cols,
+                soft_vals):
         t = SparseTarget(labels, onehot, row_w, soft_rows, soft_cols, soft_vals)
+        eng = rows_engine(engine, t)
         cdt = onehot.dtype
         n, h = hidden.shape
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], \
@@ -144,12 +156,13 @@ class _FusedEager(torch.autograd.Function):
                 continue
             hc = hidden[s:e]
             zc = _chunk_logits(hc, weight, bias)
-            ce, lse = rows_ce(zc, t, s, mass[s:e], cdt)
             sc = scale[s:e]
-            total += torch.where(sc != 0, sc * ce, torch.zeros_like(ce)).sum()
             if not grads:
+                ce, _ = eng.ce(zc, s, mass[s:e])
+                total += torch.where(sc != 0, sc * ce, torch.zeros_like(ce)).sum()
                 continue
-            rows_grad(zc, zc, lse, sc, t, s, mass[s:e])  # zc now holds dLoss/dlogits of the chunk
+            ce = eng.ce_grad_(zc, s, mass[s:e], sc)  # zc now holds dLoss/dlogits of the chunk
+            total += torch.where(sc != 0, sc * ce, torch.zeros_like(ce)).sum()
             if need_h:
                 torch.mm(zc, weight, out=gh[s:e])
             if need_w:
@@ -180,15 +193,16 @@ class _FusedEager(torch.autograd.Function):
         hd, wd, bd = ctx.dtypes
         gw = gw.to(wd) if gw is not None else None
         gb = gb.to(bd) if gb is not None else None
-        return gh, gw, gb, None, None, None, None, None, None, None, None
+        return gh, gw, gb, None, None, None, None, None, None, None, None, None
 
 
 class _FusedRecompute(torch.autograd.Function):
     """Per-token losses; backward recomputes each chunk's logits (any upstream gradient)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, chunk, labels, onehot, row_w, soft_rows, soft_cols, soft_vals):
+    def forward(ctx, hidden, weight, bias, chunk, engine, labels, onehot, row_w, soft_rows, soft_cols, soft_vals):
         t = SparseTarget(labels, onehot, row_w, soft_rows, soft_cols, soft_vals)
+        eng = rows_engine(engine, t)
         cdt = onehot.dtype
         n = hidden.shape[0]
         mass = target_mass(t)
@@ -198,13 +212,14 @@ class _FusedRecompute(torch.autograd.Function):
             for s, e, on in _active_chunks(row_w != 0, n, chunk):
                 if not on:
                     continue
-                ce, lse[s:e] = rows_ce(_chunk_logits(hidden[s:e], weight, bias), t, s, mass[s:e], cdt)
+                ce, lse[s:e] = eng.ce(_chunk_logits(hidden[s:e], weight, bias), s, mass[s:e])
                 rows[s:e] = ce
         rows = torch.where(row_w != 0, row_w * rows, torch.zeros_like(rows))
         ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), lse, mass,
                               labels, onehot, row_w, soft_rows, soft_cols, soft_vals)
         ctx.has_bias = bias is not None
         ctx.chunk = chunk
+        ctx.eng = eng
         return rows
 
     @staticmethod
@@ -212,7 +227,6 @@ class _FusedRecompute(torch.autograd.Function):
     def backward(ctx, grad_rows):
         hidden, weight, bias, lse, mass, labels, onehot, row_w, soft_rows, soft_cols, soft_vals = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
-        t = SparseTarget(labels, onehot, row_w, soft_rows, soft_cols, soft_vals)
         cdt = onehot.dtype
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias is not None and ctx.needs_input_grad[2]
@@ -225,7 +239,7 @@ class _FusedRecompute(torch.autograd.Function):
                 continue
             hc = hidden[s:e]
             zc = _chunk_logits(hc, weight, bias)
-            rows_grad(zc, zc, lse[s:e], scale[s:e], t, s, mass[s:e])
+            ctx.eng.grad(zc, zc, lse[s:e], scale[s:e], s, mass[s:e])
             if need_h:
                 torch.mm(zc, weight, out=gh[s:e])
             if need_w:
@@ -234,4 +248,4 @@ class _FusedRecompute(torch.autograd.Function):
                 gb += zc.sum(0, dtype=cdt)
         gw = gw.to(weight.dtype) if gw is not None else None
         gb = gb.to(bias.dtype) if gb is not None else None
-        return gh, gw, gb, None, None, None, None, None, None, None
+        return gh, gw, gb, None, None, None, None, None, None, None, None

@@ -21,9 +21,10 @@ import torch
 
 from sl_core import _validate as V
 from sl_core._kernel import SparseTarget, compute_dtype, reduce_rows, sparse_cross_entropy
+from sl_core.backend import check_backend, resolve_backend
 from sl_core.psi import psi_matrix, validate_psi_rows
 
-__all__ = ["soft_label_cross_entropy", "place_factors", "soft_target"]
+__all__ = ["soft_label_cross_entropy", "place_factors", "soft_target", "digit_columns"]
 
 
 def soft_label_cross_entropy(
@@ -39,6 +40,7 @@ def soft_label_cross_entropy(
     reduction: str = "mean",
     num_items_in_batch: int | float | torch.Tensor | None = None,
     place_exponent: float | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Soft-label cross-entropy: one-hot CE on regular tokens, `q_SL` targets weighted by lam on digits.
 
@@ -46,7 +48,9 @@ def soft_label_cross_entropy(
         logits: [..., V] float32/float64/bfloat16/float16 (half precision accumulates in float32).
         labels: [...] int, ALREADY SHIFTED: labels[..., i] is the target of logits[..., i, :].
             Values in [0, V) or ignore_index.
-        digit_ids: the ten token ids of the digits "0".."9", in that order.
+        digit_ids: the ten token ids of the digits "0".."9", in that order; or [G, 10] groups of
+            them (`sl_core.digit_token_groups`: bare "0".."9", then marked sets such as "▁0".."▁9").
+            A digit target spreads its soft mass over its own group only.
         eta: soft mass in [0, 1]; eta = 0 and lam = 1 is exactly `F.cross_entropy`.
         lam: weight (>= 0) of the numeric tokens' loss.
         psi: a registered shape name (`sl_core.psi.available_psi()`) or an explicit [10, 10]
@@ -60,6 +64,8 @@ def soft_label_cross_entropy(
             digit labels along the last dimension, the digit at position j (0 = most significant)
             of a run of length L gets eta * ((L - j) / L) ** place_exponent: the most significant
             digit keeps eta, less significant digits get less soft mass.
+        backend: "auto" (Triton kernels for CUDA float32/bfloat16/float16 logits when triton imports,
+            else the torch path), "torch" or "triton" (see `sl_core.backend`). Same values and gradients.
 
     Returns:
         A float32 scalar (float64 for float64 logits), or [...] per-token losses for "none".
@@ -71,18 +77,43 @@ def soft_label_cross_entropy(
     """
     V.check_logits(logits)
     vocab = logits.shape[-1]
-    ids = V.check_digit_ids(digit_ids, vocab)
+    groups = V.check_digit_groups(digit_ids, vocab)
     eta_f, lam_f, num_items, place_exponent = V.check_soft_label_args(eta, lam, reduction, num_items_in_batch,
                                                                       place_exponent)
     V.check_labels(labels, logits.shape[:-1], vocab, ignore_index)
+    engine = resolve_backend(check_backend(backend), logits.device, logits.dtype)
     psi_m = _resolve_psi(psi, psi_param)
 
     cdt = compute_dtype(logits.dtype)
-    cols = torch.tensor(ids, dtype=torch.long, device=logits.device)
-    target, valid = soft_target(labels, cols, psi_m.to(device=logits.device, dtype=cdt), eta=eta_f, lam=lam_f,
+    cols, psi_k = digit_columns(groups, psi_m, device=logits.device, dtype=cdt)
+    target, valid = soft_target(labels, cols, psi_k, eta=eta_f, lam=lam_f,
                                 ignore_index=ignore_index, cdt=cdt, place_exponent=place_exponent)
-    rows = sparse_cross_entropy(logits, target)
-    return reduce_rows(rows, valid, labels.shape, reduction, num_items)
+    return sparse_soft_ce(engine, logits, target, valid, labels.shape, reduction, num_items)
+
+
+def sparse_soft_ce(engine: str, logits: torch.Tensor, target: SparseTarget, valid: torch.Tensor,
+                   shape: torch.Size, reduction: str, num_items: float | torch.Tensor | None) -> torch.Tensor:
+    """The reduced loss of logits [..., V] for a sparse target on the resolved engine ("torch"/"triton")."""
+    if engine == "triton":
+        from sl_core._triton import triton_soft_ce
+
+        return triton_soft_ce(logits, target, valid, shape, reduction, num_items)
+    return reduce_rows(sparse_cross_entropy(logits, target), valid, shape, reduction, num_items)
+
+
+def digit_columns(groups: list[list[int]], psi_m: torch.Tensor, *, device: torch.device | str,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The soft columns [10 G] and the block-diagonal psi [10 G, 10 G] for G digit-token groups.
+
+    Args:
+        groups: G checked groups of ten ids (`_validate.check_digit_groups`).
+        psi_m: [10, 10] row t = psi(. | t).
+    """
+    cols = torch.tensor([i for g in groups for i in g], dtype=torch.long, device=device)
+    psi_k = psi_m.to(device=device, dtype=dtype)
+    if len(groups) > 1:
+        psi_k = torch.block_diag(*([psi_k] * len(groups)))
+    return cols, psi_k
 
 
 def _resolve_psi(psi: str | torch.Tensor, psi_param: float | None) -> torch.Tensor:

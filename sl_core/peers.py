@@ -1,7 +1,8 @@
 """Peer losses for ablations, with the calling convention of `soft_label_cross_entropy`.
 
 Every function takes logits [..., V], labels [...] (already shifted), digit_ids (the ten ids of
-"0".."9"), ignore_index, reduction ("mean" | "sum" | "none") and num_items_in_batch.
+"0".."9", or [G, 10] groups of marked digit sets as in `soft_label_cross_entropy`: a digit target
+is compared with the digits of its own group), ignore_index, reduction ("mean" | "sum" | "none") and num_items_in_batch.
 
 Cross-entropy variants (hard, label smoothing, Gaussian) run through the same sparse-target
 kernel as the soft labels (no vocabulary-sized target). The auxiliary number-token terms (NTL-WAS,
@@ -20,7 +21,7 @@ import torch
 
 from sl_core import _validate as V
 from sl_core._kernel import SparseTarget, compute_dtype, reduce_rows, sparse_cross_entropy
-from sl_core.loss import soft_target
+from sl_core.loss import digit_columns, soft_target
 from sl_core.psi import psi_matrix
 
 __all__ = [
@@ -88,12 +89,11 @@ def gaussian_soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, digi
         logits: [..., V]; labels: [...] already shifted; sigma >= 0 in digit units.
     """
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
-    ids = V.check_digit_ids(digit_ids, vocab)
+    groups = V.check_digit_groups(digit_ids, vocab)
     sig = V.check_nonneg("sigma", sigma)
     cdt = compute_dtype(logits.dtype)
-    cols = torch.tensor(ids, dtype=torch.long, device=logits.device)
-    psi_m = psi_matrix("gaussian", sig).to(device=logits.device, dtype=cdt) if sig > 0 else \
-        torch.eye(10, dtype=cdt, device=logits.device)
+    cols, psi_m = digit_columns(groups, psi_matrix("gaussian", sig) if sig > 0 else torch.eye(10),
+                                device=logits.device, dtype=cdt)
     t, valid = soft_target(labels, cols, psi_m, eta=1.0 if sig > 0 else 0.0, lam=1.0,
                            ignore_index=ignore_index, cdt=cdt)
     return reduce_rows(sparse_cross_entropy(logits, t), valid, labels.shape, reduction, num_items)
@@ -168,22 +168,26 @@ def _runs_after(is_digit: torch.Tensor) -> torch.Tensor:
 def _number_token_term(logits, labels, digit_ids, kind: str, reweigh: bool, ignore_index: int, reduction: str,
                        num_items_in_batch, digit_exp: float = 1.0) -> torch.Tensor:
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
-    ids = V.check_digit_ids(digit_ids, vocab)
+    groups = V.check_digit_groups(digit_ids, vocab)
     cdt = compute_dtype(logits.dtype)
     dev = logits.device
-    cols = torch.tensor(ids, dtype=torch.long, device=dev)
+    table = torch.tensor(groups, dtype=torch.long, device=dev)  # [G, 10]
     flat = labels.reshape(-1)
     valid = flat != ignore_index
     digit_of = torch.full((vocab,), -1, dtype=torch.long, device=dev)
-    digit_of[cols] = torch.arange(10, device=dev)
-    t = torch.where(valid, digit_of[torch.where(valid, flat, torch.zeros_like(flat))], -1)
+    digit_of[table.flatten()] = torch.arange(10, device=dev).repeat(len(groups))
+    group_of = torch.zeros((vocab,), dtype=torch.long, device=dev)
+    group_of[table.flatten()] = torch.arange(len(groups), device=dev).repeat_interleave(10)
+    safe = torch.where(valid, flat, torch.zeros_like(flat))
+    t = torch.where(valid, digit_of[safe], -1)
     is_d = t >= 0
     rows = is_d.nonzero().squeeze(1)
     lead = logits.shape[:-1]
     per_row = torch.zeros(flat.shape, dtype=cdt, device=dev)
     if rows.numel():
         index = torch.unravel_index(rows, lead) if len(lead) != 1 else (rows,)
-        z_d = logits[tuple(i.unsqueeze(1) for i in index) + (cols.unsqueeze(0),)].to(cdt)  # [M, 10]
+        cols = table[group_of[safe[rows]]]  # [M, 10]: the digit group of each row's target
+        z_d = logits[tuple(i.unsqueeze(1) for i in index) + (cols,)].to(cdt)  # [M, 10]
         p = torch.softmax(z_d, dim=-1)
         digits = torch.arange(10, dtype=cdt, device=dev)
         td = t[rows].to(cdt)

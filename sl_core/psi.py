@@ -30,9 +30,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
+from typing import TYPE_CHECKING
 
-from sl_core._validate import check_positive
+if TYPE_CHECKING:  # torch is imported where a matrix is built: the registry itself is torch-free
+    import torch
 
 NUM_DIGITS = 10
 
@@ -54,7 +55,7 @@ _REGISTRY: dict[str, PsiShape] = {}
 
 
 def register_psi(name: str, fn: PsiFn, *, default_param: float | None = None,
-                 takes_param: bool = True, overwrite: bool = False) -> None:
+                 takes_param: bool = True, overwrite: bool = False, _validate: bool = True) -> None:
     """Add a psi shape to the registry.
 
     Args:
@@ -74,10 +75,12 @@ def register_psi(name: str, fn: PsiFn, *, default_param: float | None = None,
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"psi shape {name!r} is already registered (pass overwrite=True to replace it)")
     if default_param is not None:
-        default_param = check_positive(f"default_param of psi {name!r}", default_param)
+        default_param = _check_positive(f"default_param of psi {name!r}", default_param)
     previous = _REGISTRY.get(name)
     _REGISTRY[name] = PsiShape(name, fn, default_param, takes_param)
     _cached_matrix.cache_clear()
+    if not _validate:
+        return
     try:
         psi_matrix(name, None)
     except ValueError:
@@ -92,6 +95,11 @@ def register_psi(name: str, fn: PsiFn, *, default_param: float | None = None,
 def available_psi() -> tuple[str, ...]:
     """Names of the registered shapes, built-ins first."""
     return tuple(_REGISTRY)
+
+
+def psi_takes_param(name: str) -> bool:
+    """Whether shape `name` takes a parameter (`psi_param`); ValueError for an unknown name."""
+    return _shape(name).takes_param
 
 
 def psi_default_param(name: str) -> float | None:
@@ -114,12 +122,14 @@ def psi_matrix(name: str, param: float | None = None) -> torch.Tensor:
     if param is not None:
         if not shape.takes_param:
             raise ValueError(f"psi_param: shape {name!r} takes no parameter, got {param!r}")
-        param = check_positive(f"psi_param (for shape {name!r})", param)
+        param = _check_positive(f"psi_param (for shape {name!r})", param)
     return _cached_matrix(name, param).clone()
 
 
 def validate_psi_rows(matrix: torch.Tensor, what: str = "psi") -> torch.Tensor:
     """Check that a [K, K] matrix has finite, non-negative rows summing to 1; returns it as float64."""
+    import torch
+
     if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
         shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
         raise ValueError(f"{what} must be a square [K, K] matrix, got {shape}")
@@ -144,6 +154,8 @@ def _shape(name: str) -> PsiShape:
 
 @functools.lru_cache(maxsize=256)
 def _cached_matrix(name: str, param: float | None) -> torch.Tensor:
+    import torch
+
     shape = _REGISTRY[name]
     p = shape.default_param if param is None else param
     rows = []
@@ -202,9 +214,16 @@ def _laplace(t: int, scale: float | None) -> list[float]:
     return _normalise_log([-float(abs(k - t)) for k in range(NUM_DIGITS)], float(scale))
 
 
-register_psi("triangular", _triangular, default_param=2.0)
-register_psi("binomial", _binomial, default_param=1.0)
-register_psi("poisson", _poisson, default_param=1.0)
-register_psi("uniform", _uniform, takes_param=False)
-register_psi("gaussian", _gaussian, default_param=1.0)
-register_psi("laplace", _laplace, default_param=1.0)
+def _check_positive(name: str, value: object) -> float:
+    from sl_core.registry import ParamSpec
+
+    return ParamSpec(name, None, low=0.0, low_open=True).check(value, "psi")
+
+
+# Built-ins are checked by the tests (tests/test_psi.py), not at import: building a matrix needs torch.
+register_psi("triangular", _triangular, default_param=2.0, _validate=False)
+register_psi("binomial", _binomial, default_param=1.0, _validate=False)
+register_psi("poisson", _poisson, default_param=1.0, _validate=False)
+register_psi("uniform", _uniform, takes_param=False, _validate=False)
+register_psi("gaussian", _gaussian, default_param=1.0, _validate=False)
+register_psi("laplace", _laplace, default_param=1.0, _validate=False)

@@ -23,14 +23,14 @@ import functools
 import torch
 
 from sl_core import _validate as V
-from sl_core._kernel import compute_dtype, reduce_rows, sparse_cross_entropy
+from sl_core._kernel import compute_dtype
+from sl_core.backend import check_backend, resolve_backend
 from sl_core.digits import NumericTokens
-from sl_core.loss import soft_target
+from sl_core.loss import soft_target, sparse_soft_ce
+from sl_core.registry import VALUE_KERNELS
 
 __all__ = ["VALUE_KERNELS", "value_psi_matrix", "value_aware_soft_label_cross_entropy"]
 
-VALUE_KERNELS: dict[str, float | None] = {"laplace": 1.0, "gaussian": 1.0, "triangular": 2.0, "uniform": None}
-"""Kernels of the value-aware mode and their default scale (in value units)."""
 
 
 def value_psi_matrix(numeric: NumericTokens, psi: str = "laplace", scale: float | None = None) -> torch.Tensor:
@@ -83,6 +83,7 @@ def value_aware_soft_label_cross_entropy(
     reduction: str = "mean",
     num_items_in_batch: int | float | torch.Tensor | None = None,
     place_exponent: float | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Soft-label CE where numeric targets get `(1 - eta) onehot + eta psi_value` (see the module docstring).
 
@@ -92,6 +93,7 @@ def value_aware_soft_label_cross_entropy(
         eta, lam, ignore_index, reduction, num_items_in_batch, place_exponent: as in
             `soft_label_cross_entropy` (place-aware runs are runs of numeric tokens).
         psi, scale: the value kernel and its scale in value units (see `value_psi_matrix`).
+        backend: "auto", "torch" or "triton", as in `soft_label_cross_entropy`.
 
     Returns:
         Scalar loss (float32, float64 for float64 logits) or [...] per-token losses for "none".
@@ -106,10 +108,10 @@ def value_aware_soft_label_cross_entropy(
     eta_f, lam_f, num_items, place_exponent = V.check_soft_label_args(eta, lam, reduction, num_items_in_batch,
                                                                       place_exponent)
     V.check_labels(labels, logits.shape[:-1], vocab, ignore_index)
+    engine = resolve_backend(check_backend(backend), logits.device, logits.dtype)
     cdt = compute_dtype(logits.dtype)
     psi_m = _cached_value_psi(numeric, psi, scale).to(device=logits.device, dtype=cdt)
     cols = torch.tensor(numeric.ids, dtype=torch.long, device=logits.device)
     target, valid = soft_target(labels, cols, psi_m, eta=eta_f, lam=lam_f, ignore_index=ignore_index,
                                 cdt=cdt, place_exponent=place_exponent)
-    rows = sparse_cross_entropy(logits, target)
-    return reduce_rows(rows, valid, labels.shape, reduction, num_items)
+    return sparse_soft_ce(engine, logits, target, valid, labels.shape, reduction, num_items)

@@ -174,3 +174,16 @@ def small_blocks(elems: int | None, every_block_live: bool = False, forward: str
         yield
     finally:
         kernel.BLOCK_ELEMS, kernel.BLOCK_ELEMS_THREADED, kernel._block_flags, kernel.FORWARD_STRATEGY = saved
+
+
+def grouped_psi_reference(psi: torch.Tensor, groups: list[list[int]]) -> tuple[list[int], torch.Tensor]:
+    """Soft columns and [10 G, 10 G] psi for digit groups, by loops: mass stays inside a target's group."""
+    cols = [c for g in groups for c in g]
+    m = torch.zeros(len(cols), len(cols), dtype=torch.float64)
+    for i, ci in enumerate(cols):
+        for j, cj in enumerate(cols):
+            gi = next(n for n, g in enumerate(groups) if ci in g)
+            gj = next(n for n, g in enumerate(groups) if cj in g)
+            if gi == gj:
+                m[i, j] = float(psi[groups[gi].index(ci), groups[gj].index(cj)])
+    return cols, m

@@ -109,7 +109,7 @@ def test_value_aware_family_takes_numeric_tokens() -> None:
     ("soft_label", {}, "needs parameter 'eta'"),
     ("soft_label", {"eta": 1.2}, "eta must be in"),
     ("soft_label", {"eta": 0.1, "lam": -1}, "lam must be >= 0"),
-    ("soft_label", {"eta": 0.1, "psi": "cosine"}, "psi: unknown shape 'cosine'"),
+    ("soft_label", {"eta": 0.1, "psi": "cosine"}, "psi: unknown 'cosine' for loss family 'soft_label'"),
     ("soft_label", {"eta": 0.1, "psi_param": 0.0}, "psi_param"),
     ("soft_label", {"eta": 0.1, "psi": "uniform", "psi_param": 2.0}, "psi_param"),
     ("soft_label", {"eta": 0.1, "place_exponent": -2.0}, "place_exponent must be >= 0"),
@@ -118,7 +118,7 @@ def test_value_aware_family_takes_numeric_tokens() -> None:
     ("gaussian", {"sigma": -1.0}, "sigma must be >= 0"),
     ("ntl_was", {"ntl_weight": -0.3}, "ntl_weight must be >= 0"),
     ("ntil", {"digit_exp": 0.0}, "digit_exp must be > 0"),
-    ("value_aware", {"eta": 0.1, "psi": "poisson"}, "psi: unknown value-aware kernel"),
+    ("value_aware", {"eta": 0.1, "psi": "poisson"}, "psi: unknown 'poisson' for loss family 'value_aware'"),
 ])
 def test_bad_configs_name_the_problem(family: str, params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

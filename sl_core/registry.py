@@ -1,0 +1,221 @@
+"""The loss families of sl_core as data: names, parameters, defaults, bounds and the tokens each needs.
+
+This module is the one place a loss family is declared. `sl_core.families.build_loss` validates its
+parameters here and builds the loss; `sweeps` derives its config validation, search-space checks
+and preflight from it. It imports no torch, so a CLI or a spec validator can read it cheaply.
+
+Token requirements (`LossFamilySpec.tokens`):
+
+| tokens    | families                                           | needs from the tokenizer                   |
+|-----------|----------------------------------------------------|--------------------------------------------|
+| `none`    | hard, label_smoothing                              | nothing                                    |
+| `digits`  | soft_label, gaussian, ntl_was, ntl_mse, ntil       | single-digit tokens "0".."9" (numbers split|
+|           |                                                    | into digits; see `sl_core.digit_token_groups`)|
+| `numeric` | value_aware                                        | any numeric tokens, merged ("260") or not  |
+
+Families whose `tokens` is not `none` are distance-aware: their soft targets must reach the answer's
+numeric tokens, which `sl_core.soft_target_coverage` measures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "REQUIRED", "VALUE_KERNELS", "LossFamilySpec", "ParamSpec", "LOSS_FAMILY_SPECS", "family_spec",
+    "check_family_params",
+]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+"""Default of a parameter that has none: the caller must give it."""
+
+VALUE_KERNELS: dict[str, float | None] = {"laplace": 1.0, "gaussian": 1.0, "triangular": 2.0, "uniform": None}
+"""Kernels of the value-aware mode (`sl_core.value_aware`) and their default scale in value units."""
+
+
+def _digit_shapes() -> tuple[str, ...]:
+    from sl_core.psi import available_psi  # torch-free module; user shapes register there
+
+    return available_psi()
+
+
+def _value_kernels() -> tuple[str, ...]:
+    return tuple(VALUE_KERNELS)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a loss family.
+
+    Attributes:
+        name: keyword of `build_loss` and key of a sweep's `loss` section.
+        default: the value used when the parameter is not given (or given as None); REQUIRED when
+            there is none; None when "unset" means "the shape's own default" (psi_param, scale).
+        kind: "real" (a finite float within the bounds) or "choice" (a name from `choices()`).
+        low, high: bounds of a real parameter (None: unbounded on that side).
+        low_open, high_open: whether the bound itself is excluded.
+        choices: for "choice", a function returning the allowed names (read at call time, so
+            user-registered psi shapes count).
+        doc: one line for help texts.
+    """
+
+    name: str
+    default: Any
+    kind: Literal["real", "choice"] = "real"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: Callable[[], tuple[str, ...]] | None = None
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def bounds_text(self) -> str:
+        """The allowed range, e.g. "[0, 1]" or "> 0"."""
+        if self.low is not None and self.high is not None:
+            return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "any finite number"
+
+    def check(self, value: Any, family: str) -> Any:
+        """The validated value (a float or a choice name); ValueError naming the parameter otherwise."""
+        if self.kind == "choice":
+            allowed = self.choices() if self.choices else ()
+            if not isinstance(value, str) or value not in allowed:
+                raise ValueError(f"{self.name}: unknown {value!r} for loss family {family!r}; "
+                                 f"choose one of {', '.join(allowed)}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            item = getattr(value, "item", None)  # a 0-d tensor or numpy scalar
+            if not callable(item) or getattr(value, "ndim", 1) != 0:
+                raise ValueError(f"{self.name} must be a real number, got {type(value).__name__} {value!r}")
+            value = item()
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{self.name} must be finite, got {value!r}")
+        too_low = self.low is not None and (v <= self.low if self.low_open else v < self.low)
+        too_high = self.high is not None and (v >= self.high if self.high_open else v > self.high)
+        if too_low or too_high:
+            where = self.bounds_text() if self.low is None or self.high is None else f"in {self.bounds_text()}"
+            raise ValueError(f"{self.name} must be {where}, got {value!r}")
+        return v
+
+
+@dataclass(frozen=True)
+class LossFamilySpec:
+    """A loss family: its parameters and the tokens it needs (see the module docstring)."""
+
+    name: str
+    params: tuple[ParamSpec, ...]
+    tokens: Literal["none", "digits", "numeric"]
+    doc: str
+    param_map: dict[str, ParamSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "param_map", {p.name: p for p in self.params})
+
+    @property
+    def distance_aware(self) -> bool:
+        """Whether the family's targets depend on numeric token values (coverage applies)."""
+        return self.tokens != "none"
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Parameter name -> default (REQUIRED where none)."""
+        return {p.name: p.default for p in self.params}
+
+
+def _eta() -> ParamSpec:
+    return ParamSpec("eta", REQUIRED, low=0.0, high=1.0, doc="soft mass of the numeric targets")
+
+
+def _lam() -> ParamSpec:
+    return ParamSpec("lam", 1.0, low=0.0, doc="weight of the numeric tokens' loss")
+
+
+def _place() -> ParamSpec:
+    return ParamSpec("place_exponent", None, low=0.0,
+                     doc="place-aware eta: less soft mass on less significant digits (None: off)")
+
+
+def _weight(name: str) -> ParamSpec:
+    return ParamSpec(name, 0.3, low=0.0, doc="weight of the auxiliary term added to CE")
+
+
+_FAMILIES: tuple[LossFamilySpec, ...] = (
+    LossFamilySpec("hard", (), "none", "cross-entropy with one-hot targets"),
+    LossFamilySpec("label_smoothing", (ParamSpec("smoothing", 0.1, low=0.0, high=1.0, high_open=True,
+                                                 doc="uniform mass over the vocabulary"),),
+                   "none", "CE with uniform label smoothing over the vocabulary"),
+    LossFamilySpec("gaussian", (ParamSpec("sigma", 1.0, low=0.0, doc="width in digit units (0: hard CE)"),),
+                   "digits", "Gaussian soft CE on digit tokens (Zausinger et al., ICML 2025)"),
+    LossFamilySpec("ntl_was", (_weight("ntl_weight"),), "digits", "CE + w * NTL-WAS (Number Token Loss)"),
+    LossFamilySpec("ntl_mse", (_weight("ntl_weight"),), "digits", "CE + w * NTL-MSE (Number Token Loss)"),
+    LossFamilySpec("ntil", (_weight("ntil_weight"),
+                            ParamSpec("digit_exp", 1.2, low=0.0, low_open=True, doc="place weight base")),
+                   "digits", "CE + w * NTIL place-weighted EMD (ACL 2025)"),
+    LossFamilySpec("soft_label", (_eta(), _lam(),
+                                  ParamSpec("psi", "triangular", kind="choice", choices=_digit_shapes,
+                                            doc="psi shape over the digits"),
+                                  ParamSpec("psi_param", None, low=0.0, low_open=True,
+                                            doc="the shape's parameter (None: the shape's default)"),
+                                  _place()),
+                   "digits", "soft-label CE on digit tokens (Wang et al., ICCV 2025)"),
+    LossFamilySpec("value_aware", (_eta(), _lam(),
+                                   ParamSpec("psi", "laplace", kind="choice", choices=_value_kernels,
+                                             doc="value kernel over the numeric tokens"),
+                                   ParamSpec("scale", None, low=0.0, low_open=True,
+                                             doc="kernel scale in value units (None: the kernel's default)"),
+                                   _place()),
+                   "numeric", "value-aware soft-label CE for merged-digit tokenizers"),
+)
+
+LOSS_FAMILY_SPECS: dict[str, LossFamilySpec] = {f.name: f for f in _FAMILIES}
+"""Every loss family by name, in the order tables list them."""
+
+
+def family_spec(family: str) -> LossFamilySpec:
+    """The family's spec; ValueError naming the known families for an unknown name."""
+    spec = LOSS_FAMILY_SPECS.get(family) if isinstance(family, str) else None
+    if spec is None:
+        raise ValueError(f"loss family: unknown {family!r}; choose one of {', '.join(LOSS_FAMILY_SPECS)}")
+    return spec
+
+
+def check_family_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of `family`, validated, defaults filled in (None given means the default).
+
+    Raises:
+        ValueError: unknown family, a parameter the family does not take, a required one missing,
+            or a value out of its bounds (the message names the parameter).
+    """
+    spec = family_spec(family)
+    for name in params:
+        if name not in spec.param_map:
+            accepted = ", ".join(spec.param_map) or "no parameters"
+            raise ValueError(f"loss family {family!r} does not take parameter {name!r} (accepts: {accepted})")
+    out: dict[str, Any] = {}
+    for p in spec.params:
+        value = params.get(p.name)
+        if value is None:
+            if p.required:
+                raise ValueError(f"loss family {family!r} needs parameter {p.name!r}")
+            out[p.name] = p.default
+        else:
+            out[p.name] = p.check(value, family)
+    return out
