@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from sweeps.errors import SlsweepError
-from sweeps.paths import default_tracking_uri
+from sweeps.paths import default_tracking_uri, relocate_store
 
 KIND_TAG = "slsweep.kind"
 SWEEP_ID_TAG = "slsweep.sweep_id"
@@ -96,6 +96,8 @@ def resolve_tracking_uri(tracking_uri: str | None = None, runs_dir: Path | str |
     if db is not None and not db.exists():
         hint = "pass --tracking-uri or --runs-dir, or run `slsweep run` first"
         raise NoSweepError(f"no MLflow store at {db} ({hint})")
+    if db is not None and not tracking_uri:
+        relocate_store(db.parent)  # a moved or copied run folder reads and writes only itself
     if _is_file_store(uri):
         local = Path(uri.removeprefix("file://").removeprefix("file:")).expanduser()
         if not local.exists():
