@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, TypeVar
 import typer
 
 from sweeps import paths
-from sweeps.errors import SlsweepError
+from sweeps.errors import SlsweepError, SweepFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Sweeps and ablations for soft-label losses on numerical tokens.")
@@ -24,15 +24,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Turn a user-caused error into one line on stderr and exit status 2."""
+    """One line on stderr, no traceback: a user-caused error exits 2, a failed sweep 1, a sweep
+    stopped by a signal 128 + signal (130 Ctrl-C, 143 SIGTERM)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sweeps.interrupt import SweepInterrupted, exit_code
+
         try:
             return fn(*args, **kwargs)
         except SlsweepError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except SweepFailed as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except SweepInterrupted as exc:
+            typer.echo(f"interrupted ({exc}): run `slsweep resume` to finish the sweep", err=True)
+            raise typer.Exit(exit_code(exc.signum)) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -55,8 +67,18 @@ def run(
 
     outcome = run_sweep(spec, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
                         experiment=experiment, verbose=0 if quiet else 1)
+    _exit_for(outcome)
+
+
+def _exit_for(outcome: Any) -> None:  # outcome: sweeps.service.RunSummary
+    """Exit status of a sweep that ran: 128 + signal if a signal stopped it (resumable), 1 with
+    one line if every trial failed."""
+    from sweeps.interrupt import exit_code
+
+    if outcome.interrupted:
+        raise typer.Exit(exit_code(outcome.interrupted))
     if outcome.failed_all:
-        raise typer.Exit(1)
+        raise SweepFailed(outcome.failure)
 
 
 @app.command()
@@ -70,8 +92,7 @@ def resume(
     from sweeps.service import resume_sweep
 
     outcome = resume_sweep(sweep_id, runs_dir=runs_dir, verbose=0 if quiet else 1)
-    if outcome.failed_all:
-        raise typer.Exit(1)
+    _exit_for(outcome)
 
 
 @app.command()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 RUNS_DIR_ENV = "SLSWEEP_RUNS_DIR"
@@ -35,3 +37,46 @@ def optuna_storage_uri(runs_dir: Path | None = None) -> str:
 def ray_storage_dir(runs_dir: Path | None = None) -> Path:
     """Ray Tune's storage path (experiment state, checkpoints)."""
     return (runs_dir or default_runs_dir()) / "ray"
+
+
+def artifacts_root(runs_dir: Path) -> str:
+    """Where the run folder's MLflow artifacts live: `<runs_dir>/artifacts` as a file URI."""
+    return (runs_dir / "artifacts").as_uri()
+
+
+def relocate_store(runs_dir: Path) -> int:
+    """Point the artifact locations in `<runs_dir>/mlflow.db` at this folder; returns how many
+    experiments changed.
+
+    MLflow stores each experiment's artifact location and each run's artifact URI as absolute
+    strings (`file:///old/place/artifacts/EXPERIMENT`); after the folder was moved or copied they
+    would still name the old folder, and a copy would write its figures into the original. Every
+    location of this layout (`<folder>/artifacts/...`) whose folder is not `runs_dir` is rewritten
+    in place, in one transaction. A store that cannot be written (a read-only archive) is left as
+    it is; locations elsewhere (an artifact server, a bucket) are never touched.
+    """
+    db = runs_dir / "mlflow.db"
+    if not db.is_file() or not os.access(db, os.W_OK) or not os.access(runs_dir, os.W_OK):
+        return 0
+    here = artifacts_root(runs_dir)
+    changed = 0
+    try:
+        with closing(sqlite3.connect(str(db), timeout=30)) as con:
+            rows = con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+            for exp_id, location in rows:
+                if not location or not location.startswith("file://") or "/artifacts/" not in location:
+                    continue
+                old = location[: location.rindex("/artifacts/")] + "/artifacts"
+                if old == here:
+                    continue
+                cut = len(old) + 1  # SQLite substr is 1-based
+                con.execute("UPDATE experiments SET artifact_location = ? || substr(artifact_location, ?) "
+                            "WHERE experiment_id = ?", (here, cut, exp_id))
+                con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                            "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                            (here, cut, exp_id, len(old) + 1, old + "/"))
+                changed += 1
+            con.commit()
+    except sqlite3.Error:
+        return 0  # not ours to repair here: the commands that open the store report it
+    return changed

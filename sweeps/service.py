@@ -16,11 +16,10 @@ import pandas as pd
 
 from sweeps import paths
 from sweeps.config import TrialConfig
-from sweeps.errors import SlsweepError
+from sweeps.errors import SlsweepError, SweepFailed
+from sweeps.paths import PLANS
 from sweeps.spec import packaged_spec_dir
 from sweeps.tune_runner import SweepOutcome, SweepPlan, execute, plan_sweep, sampled_params
-
-PLANS = "sweeps"  # sub-folder of the run folder holding one JSON record per sweep (for resume)
 
 
 @dataclass
@@ -28,6 +27,12 @@ class RunSummary:
     outcome: SweepOutcome
     table: pd.DataFrame
     failed_all: bool
+    failure: str | None = None  # one line when every trial failed: what happened, what to do
+
+    @property
+    def interrupted(self) -> int | None:
+        """The signal that stopped the sweep (it stays resumable), or None."""
+        return self.outcome.interrupted
 
 
 def ensure_tiny_model(cfg: TrialConfig) -> None:
@@ -39,12 +44,63 @@ def ensure_tiny_model(cfg: TrialConfig) -> None:
         tiny_model_path(arch)
 
 
+def _record_path(plan: SweepPlan) -> Path:
+    return plan.runs_dir / PLANS / f"{plan.sweep_id}.json"
+
+
 def _record_plan(plan: SweepPlan, spec_path: str | Path | None) -> None:
-    folder = plan.runs_dir / PLANS
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write `sweeps/<sweep_id>.json`: what `resume` needs, nothing that pins the run folder.
+
+    The default store (the folder's own `mlflow.db`) is recorded as None, so a moved or copied
+    folder resumes into itself. The resolved spec (flattened) and the search space's hash are
+    kept to refuse a resume after the spec file was edited.
+    """
+    default_uri = plan.tracking_uri == paths.default_tracking_uri(plan.runs_dir)
     record = {"sweep_id": plan.sweep_id, "spec": str(Path(spec_path).resolve()) if spec_path else None,
-              "tracking_uri": plan.tracking_uri, "experiment": plan.experiment, "address": plan.address}
-    (folder / f"{plan.sweep_id}.json").write_text(json.dumps(record, indent=2))
+              "tracking_uri": None if default_uri else plan.tracking_uri,
+              "experiment": plan.experiment, "address": plan.address,
+              "spec_params": _jsonable(plan.resolved.flat_params()),
+              "space_hash": plan.resolved.space.hash}
+    path = _record_path(plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def spec_changes(record: dict[str, Any], plan: SweepPlan) -> list[str]:
+    """The spec fields that differ between a sweep's record and `plan`, as `field: old -> new`."""
+    old = record.get("spec_params") or {}
+    new = _jsonable(plan.resolved.flat_params())
+    lines = [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if record.get("space_hash") and record["space_hash"] != plan.resolved.space.hash:
+        lines.append(f"search space {plan.resolved.space.source}: content changed")
+    return lines
+
+
+def sweep_lock(plan: SweepPlan):  # -> filelock.FileLock, held
+    """Take the sweep's driver lock (`sweeps/<sweep_id>.lock`) or refuse with one line.
+
+    One driver per sweep: a second `run`/`resume` of the same sweep while one is alive would share
+    its MLflow runs, Optuna study and Ray folder. The lock is an fcntl lock (filelock), released
+    when the holder exits, however it exits.
+    """
+    from filelock import FileLock, Timeout
+
+    path = plan.runs_dir / PLANS / f"{plan.sweep_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SlsweepError(f"{plan.runs_dir}: sweep_id: sweep {plan.sweep_id} is being run by another "
+                           "driver right now; wait for it to end (or stop it), then resume") from None
+    return lock
 
 
 def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
@@ -60,11 +116,43 @@ def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
                      "step": (result.metrics or {}).get("step"),
                      "seed": config.get("__trial_index__", 0),
                      **sampled_params(config)})
-    table = pd.DataFrame(rows).dropna(axis=1, how="all")  # peers' params are absent elsewhere
+    # Peers' params are absent elsewhere; the metric column stays even when no trial reached an
+    # evaluation (every trial failed before its first one).
+    table = pd.DataFrame(rows)
+    keep = {"trial", "status", spec.metric.name}
+    table = table[[c for c in table.columns if c in keep or table[c].notna().any()]]
     if not table.empty:
         table = table.sort_values(spec.metric.name, ascending=spec.metric.mode == "min",
                                   na_position="last").reset_index(drop=True)
     return table
+
+
+def _first_error(outcome: SweepOutcome) -> str:
+    for result in outcome.results:
+        if result.error is not None:
+            lines = [ln for ln in str(result.error).splitlines() if ln.strip()]
+            return " ".join((lines[-1] if lines else type(result.error).__name__).split())[:300]
+    return "no trial reported a result"
+
+
+def _failure_line(outcome: SweepOutcome, table: pd.DataFrame) -> str:
+    runs = _runs_flag(outcome.plan)
+    return (f"all {len(table)} trial(s) of sweep {outcome.plan.sweep_id} failed; last error of the "
+            f"first: {_first_error(outcome)}; fix it and run again (each trial's error: "
+            f"`slsweep status{runs}`, tag slsweep.error in MLflow)")
+
+
+def _runs_flag(plan: SweepPlan) -> str:
+    return f" --runs-dir {plan.runs_dir}" if plan.runs_dir != paths.default_runs_dir() else ""
+
+
+def _summarise(outcome: SweepOutcome, print_summary: bool = True) -> RunSummary:
+    table = ranked_trials(outcome)
+    if print_summary:
+        _print_summary(outcome, table)
+    failed_all = not outcome.interrupted and (table.empty or bool((table["status"] == "error").all()))
+    return RunSummary(outcome=outcome, table=table, failed_all=failed_all,
+                      failure=_failure_line(outcome, table) if failed_all else None)
 
 
 def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
@@ -87,9 +175,15 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
                                          metric=spec.metric.name))
     except Exception as exc:  # the summary table is a courtesy; the sweep itself succeeded
         print(f"(ablation table unavailable: {exc})")
-    runs_flag = f" --runs-dir {plan.runs_dir}" if plan.runs_dir != paths.default_runs_dir() else ""
+    runs_flag = _runs_flag(plan)
     print(f"\nMLflow:   {plan.tracking_uri} (experiment {plan.experiment!r})")
     print(f"Storage:  {plan.runs_dir}")
+    if outcome.interrupted:
+        import signal
+
+        print(f"\ninterrupted ({signal.Signals(outcome.interrupted).name}): run `slsweep resume "
+              f"{plan.sweep_id}{runs_flag}` to finish the remaining trials")
+        return
     print(f"Next:     slsweep table{runs_flag}   |   slsweep ui{runs_flag}   |   slsweep report -o report.html")
 
 
@@ -100,13 +194,22 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
     plan = plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
                       experiment=experiment)
     ensure_tiny_model(plan.resolved.base_trial_config())
-    _record_plan(plan, spec_path)
-    outcome = execute(plan, verbose=verbose)
-    table = ranked_trials(outcome)
-    if print_summary:
-        _print_summary(outcome, table)
-    failed_all = table.empty or bool((table["status"] == "error").all())
-    return RunSummary(outcome=outcome, table=table, failed_all=failed_all)
+    lock = sweep_lock(plan)
+    try:
+        _record_plan(plan, spec_path)
+        try:
+            outcome = execute(plan, verbose=verbose)
+        except SlsweepError:
+            # Refused before Tune saved anything (Ray could not start, resources no node has):
+            # leave no record a later `resume` would trip over.
+            from ray import tune
+
+            if not tune.Tuner.can_restore(str(plan.storage_dir / plan.sweep_id)):
+                _record_path(plan).unlink(missing_ok=True)
+            raise
+        return _summarise(outcome, print_summary)
+    finally:
+        lock.release()
 
 
 def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = None,
@@ -115,20 +218,56 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     from sweeps.tune_runner import resume as resume_plan
 
     folder = Path(runs_dir or paths.default_runs_dir()).resolve()
+    if folder.exists() and not folder.is_dir():
+        raise SlsweepError(f"{folder}: --runs-dir: not a folder (a file of that name exists)")
     records = sorted((folder / PLANS).glob("*.json"), key=lambda p: p.stat().st_mtime)
     if sweep_id:
         records = [r for r in records if r.stem == sweep_id]
     if not records:
         raise SlsweepError(f"{folder}: sweep_id: no {'sweep ' + sweep_id if sweep_id else 'sweep'} to resume")
-    record = json.loads(records[-1].read_text())
+    try:
+        record = json.loads(records[-1].read_text())
+    except (OSError, ValueError) as exc:
+        raise SlsweepError(f"{records[-1]}: <file>: unreadable sweep record ({exc})") from None
     plan = plan_sweep(record["spec"], address=record["address"], tracking_uri=record["tracking_uri"],
                       runs_dir=folder, experiment=record["experiment"])
     plan.sweep_id = record["sweep_id"]
-    outcome = resume_plan(plan, verbose=verbose)
-    table = ranked_trials(outcome)
-    _print_summary(outcome, table)
-    return RunSummary(outcome=outcome, table=table,
-                      failed_all=table.empty or bool((table["status"] == "error").all()))
+    # Resume runs what was recorded: an edited spec would train one configuration while MLflow
+    # records another.
+    changes = spec_changes(record, plan)
+    if changes:
+        raise SlsweepError(
+            f"{plan.resolved.path}: spec changed since sweep {plan.sweep_id} started ("
+            + "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+            + "): restore it to resume, or start a new sweep with `slsweep run`")
+    _refuse_finished(plan)
+    lock = sweep_lock(plan)
+    try:
+        outcome = resume_plan(plan, verbose=verbose)
+        return _summarise(outcome)
+    finally:
+        lock.release()
+
+
+def _refuse_finished(plan: SweepPlan) -> None:
+    """A sweep whose parent run is FINISHED has nothing left to resume (it ran to its end or to
+    its time limit); resuming it would re-run what Tune's saved state still lists as running."""
+    from mlflow.tracking import MlflowClient
+
+    if plan.local_store:
+        paths.relocate_store(plan.runs_dir)
+        if not (plan.runs_dir / "mlflow.db").exists():
+            return
+    client = MlflowClient(tracking_uri=plan.tracking_uri)
+    exp = client.get_experiment_by_name(plan.experiment)
+    if exp is None:
+        return
+    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`slsweep.kind` = 'sweep' and "
+                               f"tags.`slsweep.sweep_id` = '{plan.sweep_id}'", max_results=1)
+    if found and found[0].info.status == "FINISHED":
+        reason = found[0].data.tags.get("slsweep.stop_reason")
+        raise SlsweepError(f"{plan.runs_dir}: sweep_id: sweep {plan.sweep_id} already finished"
+                           f"{f' ({reason})' if reason else ''}; nothing to resume")
 
 
 def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None = None) -> str:
@@ -139,6 +278,8 @@ def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None
     uri = tracking_uri or paths.default_tracking_uri(folder)
     if uri.startswith("sqlite:") and not (folder / "mlflow.db").exists() and not tracking_uri:
         raise SlsweepError(f"{folder}: --runs-dir: no MLflow store here (run `slsweep run` first)")
+    if not tracking_uri:
+        paths.relocate_store(folder)
     client = MlflowClient(tracking_uri=uri)
     experiments = client.search_experiments()
     runs = client.search_runs([e.experiment_id for e in experiments],

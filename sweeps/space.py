@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -68,8 +69,13 @@ class SuggestTrial(Protocol):
 # --------------------------------------------------------------------------- file schema
 
 
+# What MLflow accepts as a param key (mlflow.utils.validation: alphanumerics, '_', '-', '.', ' ',
+# ':', '/'); each parameter is logged as `space.NAME`.
+_MLFLOW_KEY = re.compile(r"[\w.\- :/]+")
+
+
 class _ParamBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     when: dict[str, Any] | None = None
     target: str | None = Field(None, min_length=1)
@@ -160,7 +166,7 @@ _PARAM_TYPES: dict[str, type[BaseModel]] = {
 
 
 class _SpaceFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = Field(None, min_length=1)
     description: str = ""
@@ -413,6 +419,9 @@ def load_space(path_or_mapping: str | Path | Mapping[str, Any], *, source: str |
     for name, raw in spec.params.items():
         if not isinstance(name, str) or not name or name.startswith("__"):
             raise fail(("params", str(name)), "parameter names must be non-empty and not start with '__'")
+        if not _MLFLOW_KEY.fullmatch(name) or len(name) > 200:
+            raise fail(("params", name), "parameter names may only use letters, digits, '_', '-', '.', "
+                       "' ', ':' and '/' (at most 200): they become MLflow param keys (space.NAME)")
         if not isinstance(raw, dict):
             raise fail(("params", name), "expected a mapping such as {type: float, low: 0.0, high: 1.0}")
         kind = raw.get("type")

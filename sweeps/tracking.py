@@ -49,10 +49,17 @@ class SweepInfo:
 
 def prepare_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """The experiment id for `name`, created when missing."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as exc:  # another driver created it since (a shared tracking server)
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def predictions_csv(rows: list[dict[str, Any]]) -> str:

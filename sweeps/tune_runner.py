@@ -57,9 +57,10 @@ def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_trial_config(base: TrialConfig, space: SearchSpace, config: dict[str, Any]) -> TrialConfig:
-    """The full trial config: the spec's base, the sampled values, and the seed index."""
+    """The full trial config: the spec's base, the sampled values, and the seed (the base's seed,
+    ``search.first_seed``, plus the seed index)."""
     overrides = space.to_overrides(sampled_params(config))
-    overrides["seed"] = int(config.get(TRIAL_INDEX, config.get("seed", 0)))
+    overrides["seed"] = base.seed + int(config.get(TRIAL_INDEX, config.get("seed", 0)))
     return base.with_overrides(overrides)
 
 
@@ -595,6 +596,7 @@ def _create_stores(plan: SweepPlan) -> None:
         prepare_experiment(MlflowClient(plan.tracking_uri), info.experiment, info.artifact_location)
         return
     with FileLock(str(plan.runs_dir / paths.STORE_LOCK), timeout=120):
+        paths.relocate_store(plan.runs_dir)  # a moved or copied folder writes only itself
         prepare_experiment(MlflowClient(plan.tracking_uri), info.experiment, info.artifact_location)
         if plan.spec.search.algorithm != "grid":
             optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir))

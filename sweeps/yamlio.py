@@ -4,6 +4,10 @@ The loader is PyYAML's SafeLoader with two YAML 1.2 fixes that matter for config
 float (YAML 1.1 reads it as a string) and only `true`/`false` are booleans (`no`, `on`, `off`
 stay strings, so `mixed_precision: no` means "no"). Duplicate keys are an error instead of
 silently keeping the last one. `YamlDoc.line_of(loc)` maps a key path to its 1-based line.
+
+Parsing is bounded: a file over `MAX_BYTES`, nesting deeper than `MAX_DEPTH`, or more than
+`MAX_NODES` values once aliases are expanded (a 600-byte "billion laughs" expands to 10^9) is a
+SpecError, checked on the composed node graph before anything walks or builds the values.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from sweeps.errors import SpecError, dotted
 __all__ = ["YamlDoc", "dump_yaml", "load_yaml", "parse_yaml", "require_mapping"]
 
 Loc = tuple[str | int, ...]
+MAX_BYTES = 1_000_000  # a spec, search space or trial config is a few kB
+MAX_DEPTH = 50
+MAX_NODES = 100_000
 
 
 class _Loader(yaml.SafeLoader):
@@ -94,11 +101,38 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str) -> None
             _walk(item, loc + (i,), lines, source)
 
 
+def _check_bounds(node: yaml.Node, source: str) -> None:
+    """SpecError when the document nests deeper than MAX_DEPTH or expands (aliases followed) to
+    more than MAX_NODES values. Iterative: a hostile document cannot exhaust the stack."""
+    count, stack = 0, [(node, 1)]
+    while stack:
+        current, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise SpecError(source, "yaml", f"more than {MAX_NODES} values once aliases are expanded "
+                            "(anchors and aliases that multiply, such as a 'billion laughs'?)")
+        if depth > MAX_DEPTH:
+            line = current.start_mark.line + 1
+            raise SpecError(source, "yaml", f"nested more than {MAX_DEPTH} levels deep", line=line)
+        if isinstance(current, yaml.MappingNode):
+            stack.extend((child, depth + 1) for pair in current.value for child in pair)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in current.value)
+
+
 def parse_yaml(text: str, source: str) -> YamlDoc:
-    """Parse one YAML document from `text`; SpecError (field `yaml`) on a syntax error."""
+    """Parse one YAML document from `text`; SpecError (field `yaml`) on a syntax error or a
+    document over the bounds (MAX_BYTES, MAX_DEPTH, MAX_NODES)."""
+    if len(text) > MAX_BYTES:
+        raise SpecError(source, "yaml", f"{len(text)} characters: larger than the {MAX_BYTES} a "
+                        "config file may have")
     try:
         node = yaml.compose(text, Loader=_Loader)
+        if node is not None:
+            _check_bounds(node, source)
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
+    except RecursionError:
+        raise SpecError(source, "yaml", f"nested too deeply (more than {MAX_DEPTH} levels)") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
