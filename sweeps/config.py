@@ -7,33 +7,30 @@ search-space values plus the seed) and what MLflow records (`flatten()`, dotted 
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from sl_core.registry import LOSS_FAMILY_SPECS, ParamSpec, check_family_params
 
 from sweeps.errors import FieldValueError, SpecError, spec_error_from_validation
 from sweeps.yamlio import load_yaml, require_mapping
 
 __all__ = [
     "LOSS_FAMILIES",
-    "LOSS_FAMILY_PARAMS",
-    "PSI_SHAPES",
-    "PSI_WITHOUT_PARAM",
     "TASK_METRICS",
     "LossConfig",
     "ModelConfig",
     "TaskConfig",
     "TrainConfig",
     "TrialConfig",
-    "known_psi_shapes",
-    "psi_takes_param",
 ]
 
 TaskName = Literal["counting", "grounding", "chart"]
-LossFamily = Literal["hard", "label_smoothing", "gaussian", "ntl_was", "ntl_mse", "ntil", "soft_label"]
-LOSS_FAMILIES: tuple[str, ...] = LossFamily.__args__  # type: ignore[attr-defined]
+# The loss families come from sl_core's registry (torch-free): never restated here.
+LOSS_FAMILIES: tuple[str, ...] = tuple(LOSS_FAMILY_SPECS)
+LossFamily = Literal[LOSS_FAMILIES]  # type: ignore[valid-type]
 
 # Metrics each task reports at every evaluation (besides `train_loss`), and whether higher is better.
 TASK_METRICS: dict[str, dict[str, Literal["max", "min"]]] = {
@@ -42,53 +39,10 @@ TASK_METRICS: dict[str, dict[str, Literal["max", "min"]]] = {
     "chart": {"relaxed_accuracy": "max", "exact_match": "max", "unparseable": "min"},
 }
 
-# The built-in psi shapes of sl_core.psi (used until sl_core is imported; a test keeps them equal).
-PSI_SHAPES: tuple[str, ...] = ("triangular", "binomial", "poisson", "uniform", "gaussian", "laplace")
-PSI_WITHOUT_PARAM: frozenset[str] = frozenset({"uniform"})
-
-# The LossConfig fields each family's loss builder takes (`build_loss(family, ids, **kwargs)`).
-LOSS_FAMILY_PARAMS: dict[str, tuple[str, ...]] = {
-    "hard": (),
-    "label_smoothing": ("smoothing",),
-    "gaussian": ("sigma",),
-    "ntl_was": ("ntl_weight",),
-    "ntl_mse": ("ntl_weight",),
-    "ntil": ("ntil_weight", "digit_exp"),
-    "soft_label": ("eta", "lam", "psi", "psi_param", "place_exponent"),
-}
-
-
-def _psi_registry() -> Any:
-    """sl_core.psi if something already imported it, else None.
-
-    Importing sl_core pulls in torch (seconds); validating a spec should not. Without a prior
-    import the registry holds exactly the built-ins, which `PSI_SHAPES`/`PSI_WITHOUT_PARAM` mirror
-    (a test keeps them equal). Shapes a user registers are seen, since registering imports sl_core.
-    """
-    return sys.modules.get("sl_core.psi")
-
-
-def known_psi_shapes() -> tuple[str, ...]:
-    """Names of the registered psi shapes (sl_core's registry when loaded, else `PSI_SHAPES`)."""
-    registry = _psi_registry()
-    available = getattr(registry, "available_psi", None)
-    return tuple(available()) if callable(available) else PSI_SHAPES
-
-
-def psi_takes_param(name: str) -> bool:
-    """Whether psi shape `name` accepts `psi_param` (uniform does not)."""
-    registry = _psi_registry()
-    public = getattr(registry, "psi_takes_param", None)
-    if callable(public) and name in known_psi_shapes():
-        return bool(public(name))
-    shape = getattr(registry, "_REGISTRY", {}).get(name) if registry is not None else None
-    if shape is not None and hasattr(shape, "takes_param"):
-        return bool(shape.takes_param)
-    return name not in PSI_WITHOUT_PARAM
-
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    # No inf/nan anywhere in a config: `lr: .inf` is a typo, not a setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
 
 
 class TaskConfig(_Section):
@@ -132,6 +86,8 @@ class TrainConfig(_Section):
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     max_new_tokens: int = Field(8, gt=0)
     checkpoint_every: int | None = Field(None, gt=0)
+    # DataLoader worker processes that build training batches ahead of the step (0 = inline)
+    data_workers: int = Field(1, ge=0, le=64)
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> TrainConfig:
@@ -139,41 +95,88 @@ class TrainConfig(_Section):
             raise FieldValueError(
                 "warmup_steps", f"must be <= train.steps ({self.steps}), got {self.warmup_steps}"
             )
+        if self.eval_every > self.steps:  # the trial would never be evaluated
+            raise FieldValueError(
+                "eval_every", f"must be <= train.steps ({self.steps}), got {self.eval_every}"
+            )
         return self
 
 
-class LossConfig(_Section):
-    """The loss family and every family's parameters; `loss_kwargs()` picks the family's own."""
+def _loss_param_specs() -> dict[str, ParamSpec]:
+    """Every loss parameter of any family, by name (the first family that declares it gives its bounds)."""
+    out: dict[str, ParamSpec] = {}
+    for family in LOSS_FAMILY_SPECS.values():
+        for p in family.params:
+            out.setdefault(p.name, p)
+    return out
 
-    family: LossFamily
-    eta: float = Field(0.0, ge=0.0, le=1.0)
-    lam: float = Field(1.0, ge=0.0)
-    psi: str = "triangular"
-    psi_param: float | None = Field(None, gt=0)
-    place_exponent: float | None = None
-    smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    sigma: float = Field(1.0, gt=0)
-    ntl_weight: float = Field(0.3, ge=0)
-    ntil_weight: float = Field(0.3, ge=0)
-    digit_exp: float = 1.0
 
-    @field_validator("psi")
-    @classmethod
-    def _known_psi(cls, value: str) -> str:
-        shapes = known_psi_shapes()
-        if value not in shapes:
-            raise ValueError(f"unknown psi shape {value!r}; registered shapes: {', '.join(shapes)}")
-        return value
+_LOSS_PARAMS = _loss_param_specs()
+
+
+class _LossBase(_Section):
+    """The loss family and its parameters; `loss_kwargs()` picks the family's own, defaults filled in.
+
+    Fields are derived from `sl_core.registry.LOSS_FAMILY_SPECS`: `family`, then every parameter of
+    any family (unset = the family's default). A parameter of another family is allowed (a search
+    space may switch the family) and checked against its own bounds, but only the chosen family's
+    parameters reach the loss and MLflow.
+    """
+
+    # the engine of the soft-label families (sl_core.backend): results are the same, speed differs
+    backend: Literal["auto", "torch", "triton"] = "auto"
 
     @model_validator(mode="after")
-    def _param_fits_shape(self) -> LossConfig:
-        if self.psi_param is not None and not psi_takes_param(self.psi):
-            raise FieldValueError("psi_param", f"psi shape {self.psi!r} takes no parameter; leave psi_param unset")
+    def _params_fit_family(self) -> _LossBase:
+        family = LOSS_FAMILY_SPECS[self.family]
+        for name, spec in _LOSS_PARAMS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            owner = family.param_map.get(name)
+            if owner is None and spec.kind == "choice":
+                continue  # e.g. psi on a hard-CE trial: which family's names apply is unknown
+            try:
+                (owner or spec).check(value, self.family)
+            except ValueError as exc:
+                raise FieldValueError(name, str(exc).removeprefix(f"{name}: ").removeprefix(f"{name} ")) from None
+        if family.name == "soft_label" and self.psi_param is not None and self.psi is not None:
+            from sl_core.psi import psi_takes_param  # torch-free
+
+            if not psi_takes_param(self.psi):
+                raise FieldValueError("psi_param", f"psi shape {self.psi!r} takes no parameter; leave psi_param unset")
         return self
 
+    def missing_required(self) -> list[str]:
+        """The family's required parameters (eta) that are not set."""
+        return [p.name for p in LOSS_FAMILY_SPECS[self.family].params if p.required and getattr(self, p.name) is None]
+
     def loss_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `sl_core.build_loss(self.family, digit_ids, **kwargs)`."""
-        return {name: getattr(self, name) for name in LOSS_FAMILY_PARAMS[self.family]}
+        """Keyword arguments for `sl_core.build_loss(self.family, tokens, **kwargs)`, defaults filled in.
+
+        Raises:
+            FieldValueError: a required parameter (eta) is not set.
+        """
+        given = {p.name: getattr(self, p.name) for p in LOSS_FAMILY_SPECS[self.family].params}
+        try:
+            return check_family_params(self.family, given)
+        except ValueError as exc:
+            missing = self.missing_required()
+            raise FieldValueError(missing[0] if missing else "family", str(exc)) from None
+
+
+def _param_field(spec: ParamSpec) -> tuple[Any, Any]:
+    kind = str if spec.kind == "choice" else float
+    return (kind | None, Field(None, description=spec.doc))
+
+
+LossConfig = create_model(
+    "LossConfig",
+    __base__=_LossBase,
+    __module__=__name__,
+    family=(LossFamily, Field(..., description="the loss family (sl_core.registry.LOSS_FAMILY_SPECS)")),
+    **{name: _param_field(spec) for name, spec in _LOSS_PARAMS.items()},
+)
 
 
 class TrialConfig(_Section):
