@@ -113,6 +113,26 @@ def build_params(cls: type[P], params: dict[str, Any], what: str) -> P:
     return cls(**fixed)
 
 
+def check_template(template: Any, what: str) -> None:
+    """ValueError unless `template` is a `str.format` template whose fields are plain names.
+
+    `{label}` is fine; `{label.__class__}`, `{label[0]}`, `{0}` and `{}` are not: attribute and
+    index lookups would reach into Python objects (and fail with a traceback on a typo).
+    """
+    import string
+
+    if not isinstance(template, str):
+        raise ValueError(f"{what} must be a string, got {template!r}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"{what} {template!r}: {exc}") from None
+    for f in fields:
+        if not f.isidentifier():
+            raise ValueError(f"{what} {template!r}: field {{{f}}} must be a plain record field name "
+                             "(no attribute, index or positional lookups)")
+
+
 def take_options(params: dict[str, Any], defaults: dict[str, Any], what: str) -> dict[str, Any]:
     """`defaults` updated with `params`; a name not in `defaults` raises ValueError."""
     unknown = sorted(set(params) - set(defaults))

@@ -42,6 +42,7 @@ from .base import (
     check_lengths,
     check_load_args,
     check_synthetic_args,
+    check_template,
     scaled_size,
     field_value,
     int_value,
@@ -190,6 +191,8 @@ class CountingTask(Task):
         """
         check_load_args(limit, image_size)
         opts = take_options(params, {"image_dir": None, "question_template": None}, "counting loader")
+        if opts["question_template"] is not None:
+            check_template(opts["question_template"], "counting loader option question_template")
         file = split_file(Path(path), split)
         records = read_records(file)
         base = Path(opts["image_dir"]) if opts["image_dir"] is not None else file.parent

@@ -53,6 +53,7 @@ from .base import (
     check_lengths,
     check_load_args,
     check_synthetic_args,
+    check_template,
     scaled_size,
     nonempty,
     take_options,
@@ -111,6 +112,7 @@ class GroundingParams:
 def _check_template(template: Any) -> None:
     if not isinstance(template, str) or "{expr}" not in template:
         raise ValueError(f"parameter 'prompt_template' must be a string containing '{{expr}}', got {template!r}")
+    check_template(template, "parameter 'prompt_template'")
 
 
 # --------------------------------------------------------------------------- boxes
