@@ -285,7 +285,7 @@ class SweepTracker(Callback):
                    Metric("trials_finished", float(counts["FINISHED"]), now, 0),
                    Metric("trials_failed", float(counts["FAILED"]), now, 0),
                    Metric("trials_stopped", float(counts["KILLED"]), now, 0)]
-        best = _best_value(trials, self.info.metric, self.info.mode)
+        best = _best_value(trials, self.info.metric, self.info.mode, self.info.max_steps)
         if best is not None:
             metrics.append(Metric(f"best_{self.info.metric}", best, now, 0))
         tags = [RunTag("slsweep.stop_reason", self.stop_reason)] if self.stop_reason else []
@@ -346,8 +346,11 @@ def _error_text(trial: Any) -> str:
     return "unknown error"
 
 
-def _best_value(trials: list, metric: str, mode: str) -> float | None:
-    values = [t.last_result.get(metric) for t in trials if t.last_result]
+def _best_value(trials: list, metric: str, mode: str, max_steps: int) -> float | None:
+    """The best final `metric` among trials that reached `max_steps` (one budget: a value from a
+    trial stopped early by ASHA or an interrupt is never the sweep's best)."""
+    values = [t.last_result.get(metric) for t in trials
+              if t.last_result and int(t.last_result.get("step") or 0) >= max_steps]
     values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not values:
         return None
