@@ -151,13 +151,21 @@ class _LossBase(_Section):
         """The family's required parameters (eta) that are not set."""
         return [p.name for p in LOSS_FAMILY_SPECS[self.family].params if p.required and getattr(self, p.name) is None]
 
-    def loss_kwargs(self) -> dict[str, Any]:
+    def loss_kwargs(self, *, strict: bool = True) -> dict[str, Any]:
         """Keyword arguments for `sl_core.build_loss(self.family, tokens, **kwargs)`, defaults filled in.
 
+        Args:
+            strict: raise when a required parameter is unset; False leaves it out (a base config
+                whose search space supplies it).
+
         Raises:
-            FieldValueError: a required parameter (eta) is not set.
+            FieldValueError: a required parameter (eta) is not set (strict only).
         """
         given = {p.name: getattr(self, p.name) for p in LOSS_FAMILY_SPECS[self.family].params}
+        if not strict:
+            missing = self.missing_required()
+            defaults = check_family_params(self.family, {**given, **{m: 0.0 for m in missing}})
+            return {k: v for k, v in defaults.items() if k not in missing}
         try:
             return check_family_params(self.family, given)
         except ValueError as exc:
@@ -227,7 +235,8 @@ class TrialConfig(_Section):
                     child = node[part] = {}
                 if not isinstance(child, dict):
                     where = ".".join(parts[: depth + 1])
-                    problem = "unknown section" if child is None else "not a section with sub-keys"
+                    known = isinstance(node, dict) and part in node
+                    problem = "not a section with sub-keys" if known else "unknown section"
                     raise SpecError(source, key, f"'{where}': {problem}")
                 node = child
             node[parts[-1]] = copy.deepcopy(value)
@@ -250,7 +259,7 @@ class TrialConfig(_Section):
         data = self.model_dump()
         # Only the loss parameters this family uses: `loss.eta` on a hard-CE trial would be noise
         # in every table grouped by eta.
-        data["loss"] = {"family": self.loss.family, **self.loss.loss_kwargs()}
+        data["loss"] = {"family": self.loss.family, **self.loss.loss_kwargs(strict=False)}
         walk("", data)
         return out
 

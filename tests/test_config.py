@@ -9,16 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from sweeps.config import (
-    LOSS_FAMILIES,
-    PSI_SHAPES,
-    PSI_WITHOUT_PARAM,
-    LossConfig,
-    TaskConfig,
-    TrialConfig,
-    known_psi_shapes,
-    psi_takes_param,
-)
+from sl_core.registry import LOSS_FAMILY_SPECS, REQUIRED, check_family_params
+from sweeps.config import LOSS_FAMILIES, LossConfig, TaskConfig, TrialConfig
 from sweeps.errors import SlsweepError, SpecError, spec_error_from_validation
 from sweeps.yamlio import load_yaml, parse_yaml
 
@@ -63,29 +55,50 @@ def test_from_yaml_valid(tmp_path: Path) -> None:
         ("ntl_mse", {"ntl_weight"}),
         ("ntil", {"ntil_weight", "digit_exp"}),
         ("soft_label", {"eta", "lam", "psi", "psi_param", "place_exponent"}),
+        ("value_aware", {"eta", "lam", "psi", "scale", "place_exponent"}),
     ],
 )
 def test_loss_kwargs_only_family_params(family: str, keys: set[str]) -> None:
     loss = LossConfig(family=family, eta=0.1, smoothing=0.2, sigma=1.5, ntl_weight=0.4, ntil_weight=0.5)
     kwargs = loss.loss_kwargs()
     assert set(kwargs) == keys
-    assert all(kwargs[k] == getattr(loss, k) for k in keys)
+    assert all(kwargs[k] == getattr(loss, k) for k in keys if getattr(loss, k) is not None)
     assert family in LOSS_FAMILIES
 
 
+def test_config_accepts_exactly_sl_core_families_params_and_defaults() -> None:
+    """The sweep config is derived from sl_core's registry: same families, parameters, defaults, bounds."""
+    import sl_core
+
+    assert LOSS_FAMILIES == tuple(LOSS_FAMILY_SPECS) == sl_core.LOSS_FAMILIES
+    for family, spec in LOSS_FAMILY_SPECS.items():
+        required = {p.name: 0.1 for p in spec.params if p.required}
+        kwargs = LossConfig(family=family, **required).loss_kwargs()
+        assert kwargs == check_family_params(family, required)
+        expected = {k: (required[k] if v is REQUIRED else v) for k, v in sl_core.FAMILY_DEFAULTS[family].items()}
+        assert kwargs == expected, family
+        for p in spec.params:
+            assert p.name in LossConfig.model_fields
+            if p.kind == "real" and p.low is not None:  # a value just outside the bound is refused
+                bad = p.low if p.low_open else p.low - 1.0
+                with pytest.raises(ValidationError, match=p.name):
+                    LossConfig(family=family, **{**required, p.name: bad})
+            if p.required:
+                with pytest.raises(ValueError, match=f"needs parameter '{p.name}'"):
+                    LossConfig(family=family).loss_kwargs()
+    params = {p.name for s in LOSS_FAMILY_SPECS.values() for p in s.params}
+    assert params <= set(LossConfig.model_fields)
+    assert set(LossConfig.model_fields) - params == {"family", "backend"}  # backend: the engine, not a parameter
+
+
 def test_psi_must_be_registered() -> None:
-    assert set(known_psi_shapes()) >= {"triangular", "binomial", "poisson", "uniform", "gaussian", "laplace"}
-    with pytest.raises(ValidationError, match="unknown psi shape 'cosine'"):
+    with pytest.raises(ValidationError, match="unknown 'cosine' for loss family 'soft_label'"):
         LossConfig(family="soft_label", psi="cosine")
+    with pytest.raises(ValidationError, match="unknown 'binomial' for loss family 'value_aware'"):
+        LossConfig(family="value_aware", psi="binomial")
 
 
-def test_builtin_psi_list_matches_sl_core_registry() -> None:
-    """Config validation uses PSI_SHAPES until sl_core is imported: the two must agree."""
-    psi = pytest.importorskip("sl_core.psi")
-    assert set(psi.available_psi()) >= set(PSI_SHAPES)
-    for name in PSI_SHAPES:
-        assert psi._shape(name).takes_param == (name not in PSI_WITHOUT_PARAM)
-        assert psi_takes_param(name) == (name not in PSI_WITHOUT_PARAM)
+def test_psi_param_must_fit_the_shape() -> None:
     with pytest.raises(ValidationError, match="takes no parameter"):
         LossConfig(family="soft_label", psi="uniform", psi_param=1.0)
 
@@ -98,13 +111,13 @@ def test_with_overrides_sets_dotted_paths_and_revalidates() -> None:
     assert (cfg.loss.eta, cfg.train.lr, cfg.seed) == (0.12, 2e-3, 7)
     assert cfg.task.params == {"max_count": 5} and cfg.model.lora == {"r": 8}
     # The original is untouched (configs are values).
-    assert base.loss.eta == 0.0 and base.task.params == {} and base.model.lora is None
+    assert base.loss.eta is None and base.task.params == {} and base.model.lora is None
 
 
 @pytest.mark.parametrize(
     ("overrides", "field", "fragment"),
     [
-        ({"loss.eta": 2.0}, "loss.eta", "less than or equal to 1"),
+        ({"loss.eta": 2.0}, "loss.eta", "must be in [0, 1]"),
         ({"loss.temperature": 1.0}, "loss.temperature", "unknown key"),
         ({"optim.lr": 1.0}, "optim.lr", "unknown section"),
         ({"loss.eta.x": 1.0}, "loss.eta.x", "not a section"),
