@@ -23,6 +23,7 @@ import sl_core
 from sweeps.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from sweeps.config import TrialConfig
 from sweeps.datasets import TaskData
+from sweeps.loader import StepBatches, TrainBatches
 from sweeps.errors import SlsweepError
 from sweeps.models import Batcher, load_model_and_processor
 from sweeps.tasks import Example, Task, get_task
@@ -49,6 +50,9 @@ class TrialResult:
     steps: int = 0
     seconds: float = 0.0
     restarts: int = 0
+    train_s: float = 0.0  # the training loop's time (this run, from its start or resume), evaluations excluded
+    data_wait_s: float = 0.0  # of which the loop waited for batches (sweeps.loader.TrainBatches.wait_s)
+    train_tokens: int = 0  # input tokens of the steps this run trained
 
 
 def seed_everything(seed: int) -> None:
@@ -151,7 +155,7 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
                                                 lora=cfg.model.lora)
     batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
     digit_ids = sl_core.digit_token_ids(processor.tokenizer)
-    loss_fn = sl_core.build_loss(cfg.loss.family, digit_ids, **cfg.loss.loss_kwargs())
+    loss_fn = sl_core.build_loss(cfg.loss.family, digit_ids, backend=cfg.loss.backend, **cfg.loss.loss_kwargs())
 
     data = TaskData(task, cfg.task, cfg.seed)
     held_out = data.held_out
@@ -168,13 +172,12 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     ckpt_every = cfg.train.checkpoint_every or cfg.train.eval_every
     losses: list[float] = []
     predictions: list[str] = []
+    steps = StepBatches(data, batcher, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
+                        steps=cfg.train.steps)
+    batches = TrainBatches(steps, start=state.step, device=device, workers=cfg.train.data_workers)
+    t_loop, eval_s = time.perf_counter(), 0.0
     while state.step < cfg.train.steps:
-        micro_batches = []
-        for micro in range(cfg.train.grad_accum):
-            examples = data.batch(state.step, micro, cfg.train.batch_size)
-            enc = batcher.train_batch([e.image for e in examples], [e.prompt for e in examples],
-                                      [e.answer for e in examples])
-            micro_batches.append(_to_device(enc, device))
+        micro_batches = next(batches)
         # Normalise by the supervised tokens of the whole step, as HF does under accumulation.
         num_items = int(sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches))
         step_loss = 0.0
@@ -196,7 +199,9 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
         losses.append(step_loss)
 
         if state.step % cfg.train.eval_every == 0 or state.step == cfg.train.steps:
+            t_eval = time.perf_counter()
             metrics, predictions = evaluate(model, batcher, task, held_out, device, cfg)
+            eval_s += time.perf_counter() - t_eval
             metrics.update(train_loss=float(np.mean(losses)), step=state.step,
                            lr=scheduler.get_last_lr()[0], restarts=state.restarts,
                            elapsed_s=time.perf_counter() - t0)
@@ -216,7 +221,9 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     final = state.history[-1] if state.history else {}
     return TrialResult(metrics=dict(final), history=state.history,
                        predictions=_prediction_rows(held_out, predictions, task),
-                       steps=state.step, seconds=time.perf_counter() - t0, restarts=state.restarts)
+                       steps=state.step, seconds=time.perf_counter() - t0, restarts=state.restarts,
+                       train_s=time.perf_counter() - t_loop - eval_s, data_wait_s=batches.wait_s,
+                       train_tokens=batches.tokens)
 
 
 def _progress_line(task: Task, step: int, total: int, metrics: dict[str, float]) -> str:
