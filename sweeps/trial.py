@@ -22,6 +22,7 @@ from transformers import get_cosine_schedule_with_warmup
 import sl_core
 from sweeps.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from sweeps.config import TrialConfig
+from sweeps.coverage import COVERAGE_METRIC, coverage_warning, loss_tokens, measure_coverage
 from sweeps.datasets import TaskData
 from sweeps.loader import StepBatches, TrainBatches
 from sweeps.errors import SlsweepError
@@ -154,11 +155,18 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
                                                 gradient_checkpointing=cfg.model.gradient_checkpointing,
                                                 lora=cfg.model.lora)
     batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
-    digit_ids = sl_core.digit_token_ids(processor.tokenizer)
-    loss_fn = sl_core.build_loss(cfg.loss.family, digit_ids, backend=cfg.loss.backend, **cfg.loss.loss_kwargs())
+    tokens = loss_tokens(cfg.loss.family, processor.tokenizer, model=cfg.model.path)
+    loss_fn = sl_core.build_loss(cfg.loss.family, tokens.tokens, backend=cfg.loss.backend, **cfg.loss.loss_kwargs())
 
     data = TaskData(task, cfg.task, cfg.seed)
     held_out = data.held_out
+    # The loss provably reaches the answers: the share of their numeric tokens with a soft target.
+    coverage = measure_coverage(tokens, processor.tokenizer,
+                                [batcher.answer_ids(e.answer) for e in held_out + data.batch(0, 0, cfg.train.batch_size)])
+    if coverage is not None:
+        say(f"{COVERAGE_METRIC}={coverage:.4g} ({cfg.loss.family} on the answers' numeric tokens)")
+        if (warning := coverage_warning(tokens, coverage)) is not None:
+            say(f"warning: {warning}")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
@@ -202,6 +210,8 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
             t_eval = time.perf_counter()
             metrics, predictions = evaluate(model, batcher, task, held_out, device, cfg)
             eval_s += time.perf_counter() - t_eval
+            if coverage is not None:
+                metrics[COVERAGE_METRIC] = coverage
             metrics.update(train_loss=float(np.mean(losses)), step=state.step,
                            lr=scheduler.get_last_lr()[0], restarts=state.restarts,
                            elapsed_s=time.perf_counter() - t0)

@@ -16,6 +16,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -322,43 +323,81 @@ PREFLIGHT_RECORDS = 64  # records per data file read up front (trials report lat
 def preflight(plan: SweepPlan) -> None:
     """Load the model's tokenizer and the first records of the task's data files on the driver.
 
-    A tokenizer without the digit tokens, a missing or empty data file or an unreadable image would
-    otherwise fail every trial after Ray started and MLflow runs exist; here it is one SpecError
-    naming the spec file and the field, and nothing has been created yet (a tiny model is built
-    into the model cache, never into the run folder).
+    A tokenizer that cannot serve a loss family the sweep may choose (no digit tokens, merged digits,
+    answers whose numeric tokens no soft target reaches), a chat template that cannot render an image
+    prompt, a missing or empty data file or an unreadable image would otherwise fail every trial
+    after Ray started and MLflow runs exist; here it is one SpecError naming the spec file and the
+    field, and nothing has been created yet (a tiny model is built into the model cache, never into
+    the run folder). Partial soft-target coverage is printed as a warning.
     """
     cfg = plan.resolved.base_trial_config()
     spec_file = str(plan.resolved.path)
-    _check_data(cfg, spec_file)
-    _check_tokenizer(cfg, spec_file)
+    answers = _check_data(cfg, spec_file)
+    _check_loss_tokens(plan, cfg, spec_file, answers)
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _check_tokenizer(cfg: TrialConfig, spec_file: str) -> None:
-    from transformers import AutoTokenizer
+def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answers: list[str]) -> None:
+    """Every family the sweep can choose: its required parameters, its tokens, its coverage of `answers`."""
+    from transformers import AutoProcessor
 
-    from sl_core import digit_token_ids
+    from sweeps.coverage import coverage_warning, loss_tokens, measure_coverage
+    from sweeps.models import Batcher
     from sweeps.models.loading import ModelLoadError, resolve_model_path
 
+    families = reachable_families(plan.resolved)
+    searched = set(plan.resolved.space.targets.values())
+    for family in families:
+        missing = [m for m in cfg.loss.model_copy(update={"family": family}).missing_required()
+                   if f"loss.{m}" not in searched]
+        if missing:
+            raise SpecError(spec_file, f"loss.{missing[0]}", f"loss family {family!r} needs {missing[0]}: "
+                            f"set loss.{missing[0]} or put it in the search space")
     try:
         source = resolve_model_path(cfg.model.path)
     except ModelLoadError as exc:
         raise SpecError(spec_file, "model.path", _one_line(str(exc)).removeprefix("model.path: ")) from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        processor = AutoProcessor.from_pretrained(source)
+        batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
     except Exception as exc:  # hub misses, unknown tokenizer classes, broken files: all user-caused
-        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: cannot load its tokenizer "
+        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: cannot load its processor "
                         f"({_one_line(str(exc))[:300] or type(exc).__name__})") from None
     try:
-        digit_token_ids(tokenizer)
-    except ValueError as exc:
-        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: {_one_line(str(exc))}") from None
+        batcher.prompt_text("How many?")  # a chat template that cannot render an image prompt fails here
+        answer_ids = [batcher.answer_ids(a) for a in answers]
+        for family, field in families.items():
+            lt = loss_tokens(family, processor.tokenizer, model=cfg.model.path)
+            warning = coverage_warning(lt, measure_coverage(lt, processor.tokenizer, answer_ids))
+            if warning:
+                print(f"warning: {spec_file}: {field}: {warning}", file=sys.stderr)
+    except SlsweepError as exc:
+        field = next((f for fam, f in families.items() if f"family {fam!r}" in str(exc)), "model.path")
+        raise SpecError(spec_file, field, _one_line(str(exc))) from None
 
 
-def _check_data(cfg: TrialConfig, spec_file: str) -> None:
+def reachable_families(resolved: ResolvedSpec) -> dict[str, str]:
+    """Loss family -> the spec or search-space field that can choose it (the space's fixed value or
+    categorical choices for `loss.family`, else the spec's `loss.family`)."""
+    from sweeps.space import CategoricalParam, FixedParam
+
+    space = resolved.space
+    for name, param in space.params.items():
+        if space.targets[name] != "loss.family":
+            continue
+        where = f"{space.source} params.{name}"
+        if isinstance(param, FixedParam):
+            return {param.value: where}
+        if isinstance(param, CategoricalParam):
+            return {c: where for c in param.choices}
+    return {resolved.spec.loss.family: "loss.family"}
+
+
+def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
+    """Read the first records of each data file (or draw synthetic ones); returns their answers."""
     from sweeps.tasks import DataError, get_task
 
     task_cfg = cfg.task
@@ -367,12 +406,13 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> None:
         from sweeps.datasets import synthetic_params
 
         try:
-            task.synthetic(1, seed=0, **synthetic_params(task_cfg))
+            drawn = task.synthetic(PREFLIGHT_RECORDS, seed=0, **synthetic_params(task_cfg))
         except (ValueError, TypeError) as exc:
             text = _one_line(str(exc))
             field = "task.image_size" if "image_size" in text else "task.params"
             raise SpecError(spec_file, field, text) from None
-        return
+        return [e.answer for e in drawn]
+    answers: list[str] = []
     loads = [("task.data_path", task_cfg.data_path, task_cfg.train_split)]
     if task_cfg.eval_data_path or task_cfg.eval_split:
         field = "task.eval_data_path" if task_cfg.eval_data_path else "task.eval_split"
@@ -391,6 +431,8 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> None:
             raise SpecError(spec_file, "task.loader", _one_line(str(exc))) from None
         if not examples:
             raise SpecError(spec_file, field, f"{path}: no examples")
+        answers += [e.answer for e in examples]
+    return answers
 
 
 # -- running ---------------------------------------------------------------------------------------

@@ -14,7 +14,13 @@ from typing import Any
 import torch
 from PIL import Image
 
+from sweeps.errors import SlsweepError
+
 IGNORE_INDEX = -100
+
+
+class ChatTemplateError(SlsweepError):
+    """The processor's chat template cannot render an image + question prompt."""
 
 
 class Batcher:
@@ -48,8 +54,7 @@ class Batcher:
         text = self._prompt_cache.get(prompt)
         if text is None:
             if self.uses_chat_template:
-                messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-                text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                text = self._chat_prompt(prompt)
             else:
                 image_token = getattr(self.processor, "image_token", None) or "<image>"
                 text = f"{image_token}\nQuestion: {prompt}\nAnswer:"
@@ -60,7 +65,35 @@ class Batcher:
             self._prompt_cache[prompt] = text
         return text
 
-    def _answer_ids(self, answer: str) -> list[int]:
+    def _chat_prompt(self, prompt: str) -> str:
+        """The chat template's prompt: multimodal content parts, else (a text-only LLM's template, e.g.
+        Qwen3's, rejects list content) the image token inside a plain string.
+
+        Raises:
+            ChatTemplateError: the template renders neither form.
+        """
+        image_token = getattr(self.processor, "image_token", None) or "<image>"
+        forms = ([{"type": "image"}, {"type": "text", "text": prompt}], f"{image_token}\n{prompt}")
+        problems = []
+        for content in forms:
+            messages = [{"role": "user", "content": content}]
+            try:
+                text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            except Exception as exc:  # noqa: BLE001 - jinja errors of a user's template: try the next form
+                problems.append(" ".join(f"{type(exc).__name__}: {exc}".split())[:200])
+                continue
+            if image_token in text:
+                return text
+            problems.append("the rendered prompt has no image token")
+        where = getattr(self.tokenizer, "name_or_path", "") or "the model folder"
+        raise ChatTemplateError(
+            f"{where}: the processor's chat template renders neither multimodal nor text content with the "
+            f"image token ({'; '.join(problems)}); fix or remove `chat_template` in that folder "
+            "(chat_template.jinja / processor or tokenizer config), or set a template that accepts "
+            "[{'type': 'image'}, {'type': 'text'}] content")
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """The answer's token ids as training supervises them: tokenized alone, then eos."""
         ids = self._answer_cache.get(answer)
         if ids is None:
             ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
@@ -93,7 +126,7 @@ class Batcher:
         enc = self._encode_prompts(images, prompts, side="right")
         ids, mask = enc["input_ids"], enc["attention_mask"]
         prompt_lens = mask.sum(dim=1).tolist()
-        answer_ids = [self._answer_ids(a) for a in answers]
+        answer_ids = [self.answer_ids(a) for a in answers]
         total = max(p + len(a) for p, a in zip(prompt_lens, answer_ids))
         batch, width = ids.shape
         grow = total - width
