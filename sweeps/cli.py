@@ -165,6 +165,36 @@ def ui(
     raise typer.Exit(subprocess.call(cmd, env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}))
 
 
+@app.command()
+@user_errors
+def confirm(
+    sweep: Optional[str] = typer.Argument(None, help="The search sweep (id, or experiment name: its "
+                                          "newest sweep). Default: the most recent sweep."),
+    top: int = typer.Option(3, "--top", help="How many of the best configurations to rerun."),
+    seeds: int = typer.Option(5, "--seeds", help="Seeds per configuration (fresh: after the search's)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Also run this configuration and "
+                                           "compare each with it, e.g. loss=hard."),
+    metric: Optional[str] = typer.Option(None, "--metric", "-m", help="Rank by this metric (default: the sweep's)."),
+    first_seed: Optional[int] = typer.Option(None, "--first-seed", help="First seed (default: after every seed the search used)."),
+    adjust: str = typer.Option("holm", "--adjust", help="p-value adjustment: holm, bh or none."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
+    runs_dir: Optional[Path] = RunsDir,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No Tune progress table."),
+) -> None:
+    """Search, then confirm: rerun the TOP best configurations of a search sweep (plus a baseline)
+    with SEEDS fresh seeds at full budget as a new, linked sweep; print its adjusted table."""
+    from sweeps.confirm import run_confirm
+
+    if adjust not in ("holm", "bh", "none"):
+        raise SlsweepError(f"--adjust '{adjust}': choose holm, bh or none")
+    text, summary = run_confirm(sweep, top=top, seeds=seeds, baseline=baseline, metric=metric,
+                                first_seed=first_seed, runs_dir=runs_dir, tracking_uri=tracking_uri,
+                                adjust=adjust, verbose=0 if quiet else 1)
+    if text:
+        typer.echo(text)
+    _exit_for(summary)
+
+
 def _register_reports() -> None:
     from sweeps.report.commands import register
 

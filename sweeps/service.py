@@ -114,7 +114,7 @@ def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
                      "status": "error" if result.error else "ok",
                      spec.metric.name: value if isinstance(value, (int, float)) else math.nan,
                      "step": (result.metrics or {}).get("step"),
-                     "seed": config.get("__trial_index__", 0),
+                     "seed": spec.search.first_seed + int(config.get("__trial_index__", 0)),
                      **sampled_params(config)})
     # Peers' params are absent elsewhere; the metric column stays even when no trial reached an
     # evaluation (every trial failed before its first one).
@@ -162,11 +162,21 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
         with pd.option_context("display.max_columns", 20, "display.width", 160,
                                "display.float_format", "{:.4g}".format):
             print(table.head(15).to_string(index=False))
-        best = table.iloc[0]
-        if not (isinstance(best[spec.metric.name], float) and math.isnan(best[spec.metric.name])):
+        # One budget: the best is taken among trials that reached the last step; a value from a
+        # trial ASHA (or an interrupt) stopped early is from another budget.
+        budget = plan.resolved.base_trial_config().train.steps
+        full = table[table["step"].fillna(0) >= budget] if "step" in table else table.iloc[:0]
+        stopped = len(table) - len(full)
+        if stopped:
+            print(f"({stopped} trial(s) stopped before step {budget}: their {spec.metric.name} is "
+                  "from the step shown and is not compared with full-budget trials)")
+        best = full.iloc[0] if len(full) else None
+        if best is not None and not (isinstance(best[spec.metric.name], float)
+                                     and math.isnan(best[spec.metric.name])):
             params = {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in table.columns
                       if k not in ("trial", "status", "step", spec.metric.name) and pd.notna(best[k])}
-            print(f"\nBest: {spec.metric.name}={best[spec.metric.name]:.4g} with {params}")
+            print(f"\nBest at full budget ({budget} steps): {spec.metric.name}="
+                  f"{best[spec.metric.name]:.4g} with {params}")
     try:
         from sweeps.report.runs import load_trials
         from sweeps.report.tables import ablation_table_text
@@ -185,6 +195,10 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
               f"{plan.sweep_id}{runs_flag}` to finish the remaining trials")
         return
     print(f"Next:     slsweep table{runs_flag}   |   slsweep ui{runs_flag}   |   slsweep report -o report.html")
+    if spec.search.algorithm in ("tpe", "random"):
+        print(f"Confirm:  slsweep confirm {plan.sweep_id} --top 3 --seeds 5 --baseline loss=hard{runs_flag}"
+              "\n          (a search's best is chosen on the seeds it was measured on: optimistic until "
+              "rerun on fresh seeds; this prints the adjusted table)")
 
 
 def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None,
@@ -288,15 +302,17 @@ def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None
     if not runs:
         return f"no sweeps recorded in {uri}"
     names = {e.experiment_id: e.name for e in experiments}
+    from sweeps.report.runs import full_budget_best
+
+    bests = full_budget_best(client, runs)  # one budget: never a value from a stopped trial
     rows = []
     for run in runs:
         m = run.data.metrics
-        best = {k: v for k, v in m.items() if k.startswith("best_")}
         rows.append({"sweep": run.data.tags.get("slsweep.sweep_id"), "experiment": names.get(run.info.experiment_id),
                      "status": run.info.status, "trials": int(m.get("trials_total", 0)),
                      "finished": int(m.get("trials_finished", 0)), "stopped": int(m.get("trials_stopped", 0)),
                      "failed": int(m.get("trials_failed", 0)),
-                     "best": ", ".join(f"{k[5:]}={v:.4g}" for k, v in best.items())})
+                     "best (full budget)": bests.get(run.data.tags.get("slsweep.sweep_id"), "—")})
     return pd.DataFrame(rows).to_string(index=False)
 
 

@@ -14,6 +14,8 @@ Format (one file, or a mapping inline in a spec)::
       family: {type: fixed, value: soft_label, target: loss.family}
     grid:                              # optional: grid values for float/int params (algorithm grid)
       eta: [0.0, 0.05, 0.1]
+    points:                            # optional: algorithm grid runs exactly these points instead
+      - {eta: 0.1, psi: gaussian}      #   of the product (used by `slsweep confirm`)
 
 Per parameter:
 - `when: {parent: value}` or `{parent: [v1, v2]}` (several parents = all must hold): the
@@ -30,7 +32,8 @@ Per parameter:
 
 TPE/random sample `define_by_run` (only active parameters, parents first); grid mode takes the
 product of categorical choices and grid values, expanding conditional parameters only under
-their condition.
+their condition, or, when `points:` is given, exactly those points (each maps parameter names to
+allowed values; a parameter a point leaves out keeps the spec's base value).
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ class _SpaceFile(BaseModel):
     description: str = ""
     params: dict[str, Any]
     grid: dict[str, list[Any]] | None = None
+    points: list[dict[str, Any]] | None = None
 
 
 # --------------------------------------------------------------------------- target paths
@@ -233,7 +237,7 @@ class SearchSpace:
                  content: dict[str, Any], params: dict[str, Param], order: list[str],
                  targets: dict[str, str], conditions: dict[str, dict[str, list[Any]]],
                  grid_values: dict[str, list[Any]], lines: YamlDoc | None,
-                 prefix: tuple[str | int, ...]) -> None:
+                 prefix: tuple[str | int, ...], points: list[dict[str, Any]] | None = None) -> None:
         self.name = name
         self.description = description
         self.source = source
@@ -246,11 +250,14 @@ class SearchSpace:
         self._grid_values = grid_values
         self._doc = lines
         self._prefix = prefix
-        canonical = {
+        self.points = points
+        canonical: dict[str, Any] = {
             n: {**params[n].model_dump(exclude_none=True, exclude={"when", "target", "values"}),
                 "target": targets[n], "when": conditions[n], "grid": grid_values.get(n)}
             for n in order
         }
+        if points is not None:
+            canonical["__points__"] = points
         blob = json.dumps(canonical, sort_keys=True, default=str).encode()
         self.hash = hashlib.sha256(blob).hexdigest()[:12]
 
@@ -318,7 +325,10 @@ class SearchSpace:
         )
 
     def grid(self) -> list[dict[str, Any]]:
-        """Every grid point: {name: value} of the active parameters, in a fixed order."""
+        """Every grid point: {name: value} of the active parameters, in a fixed order (the
+        space's explicit `points` when it has them)."""
+        if self.points is not None:
+            return [dict(p) for p in self.points]
         values = {n: self._values_for_grid(n) for n in self._order}
         points: list[dict[str, Any]] = []
 
@@ -493,13 +503,39 @@ def load_space(path_or_mapping: str | Path | Mapping[str, Any], *, source: str |
     constraints = _accumulated_constraints(order, conditions, fail)
     _check_target_conflicts(order, targets, constraints, fail)
 
+    points = _checked_points(spec.points, params, fail) if spec.points is not None else None
     space = SearchSpace(
         name=spec.name or default_name, description=spec.description, source=tag, file=file,
         content=data, params=params, order=order, targets=targets, conditions=conditions,
-        grid_values=grid_values, lines=doc, prefix=prefix,
+        grid_values=grid_values, lines=doc, prefix=prefix, points=points,
     )
     _check_against_base(space, base or _default_base(), constraints, fail)
     return space
+
+
+def _checked_points(points: list[dict[str, Any]], params: dict[str, Param],
+                    fail: Any) -> list[dict[str, Any]]:
+    """Explicit grid points: non-empty mappings of known parameters to values they allow."""
+    if not points:
+        raise fail(("points",), "empty list: give at least one point or leave points out")
+    out = []
+    for i, point in enumerate(points):
+        if not isinstance(point, dict) or not point:
+            raise fail(("points", i), "expected a non-empty mapping of parameter names to values")
+        for name, value in point.items():
+            p = params.get(name)
+            if p is None:
+                raise fail(("points", i, name), "not a parameter of this space")
+            if isinstance(p, CategoricalParam):
+                ok = _member(value, p.choices)
+            elif isinstance(p, FixedParam):
+                ok = _member(value, [p.value])
+            else:
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and p.low <= value <= p.high
+            if not ok:
+                raise fail(("points", i, name), f"{value!r} is not a value '{name}' allows")
+        out.append(dict(point))
+    return out
 
 
 def _tail_index(field: str) -> tuple[str | int, ...]:

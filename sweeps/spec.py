@@ -10,7 +10,8 @@ packaged spaces (`search_spaces/`); `.yaml` may be omitted. Relative `task.data_
 exists there (otherwise it is a hub id or a built-in `tiny*` name). `storage` is relative to the
 current directory.
 
-Seeds: every configuration runs with seeds 0..seeds-1. With `tpe`/`random` the runner repeats each
+Seeds: every configuration runs with seeds first_seed..first_seed+seeds-1 (first_seed default 0;
+`slsweep confirm` starts after the seeds a search used). With `tpe`/`random` the runner repeats each
 suggested configuration `seeds` times (Ray Tune's `Repeater`, `__trial_index__` = seed) and the
 sampler learns from the mean metric over the seeds; with `grid` the seed is one more grid
 dimension. Trial count: `num_samples * seeds` (tpe/random) or `len(grid) * seeds` (grid).
@@ -64,6 +65,7 @@ class SearchConfig(_Section):
     algorithm: Literal["tpe", "random", "grid"] = "tpe"
     num_samples: int = Field(8, gt=0, le=MAX_TRIALS)
     seeds: int = Field(1, ge=1, le=MAX_TRIALS)
+    first_seed: int = Field(0, ge=0, le=MAX_TRIALS)  # trial seeds are first_seed + 0..seeds-1
     max_concurrent: int = Field(1, ge=1)
     seed: int = 0
 
@@ -217,9 +219,11 @@ class ResolvedSpec:
     spec_yaml: str
 
     def base_trial_config(self) -> TrialConfig:
-        """The config every trial starts from: the spec's task/model/train/loss, seed 0."""
+        """The config every trial starts from: the spec's task/model/train/loss, seed
+        `search.first_seed` (a trial's seed is this plus its seed index)."""
         s = self.spec
-        return TrialConfig(name=s.name, task=s.task, model=s.model, train=s.train, loss=s.loss, seed=0)
+        return TrialConfig(name=s.name, task=s.task, model=s.model, train=s.train, loss=s.loss,
+                           seed=s.search.first_seed)
 
     def trial_config(self, params: dict[str, Any], seed: int = 0) -> TrialConfig:
         """The base config with sampled search-space `params` and `seed` applied."""

@@ -72,8 +72,10 @@ def test_report_falls_back_when_artifacts_and_params_are_missing(report_store: S
     assert "No spec.yaml artifact" in page and "No search-space file was logged" in page
     assert "skipped eta-curve: unknown column &#x27;eta&#x27;" in page
     assert "skipped parallel: no parameter varies" in page
-    assert "single run: CI n/a" in page
-    assert [k for k, _ in IMG_RE.findall(page)] == ["psi-bars", "learning-curves"]
+    assert "have n = 1: no interval" in page
+    # psi-bars groups by its own parameter; with no psi or family to compare it says so.
+    assert "skipped psi-bars: neither loss.family nor loss.psi varies" in page
+    assert [k for k, _ in IMG_RE.findall(page)] == ["learning-curves"]
 
 
 def test_report_command_missing_experiment_exits_2(report_store: Store, tmp_path: Path) -> None:

@@ -31,12 +31,12 @@ def test_each_kind_writes_a_png_and_logs_it(kind: str, report_runs: SweepRuns, t
 
 
 def test_curves_draw_one_line_per_group_with_baselines(report_runs: SweepRuns) -> None:
-    ax = plots.eta_curve(report_runs).axes[0]
+    ax = plots.eta_curve(report_runs, by=["family", "psi", "lam"]).axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     # Series: (soft_label, psi, lam) groups that have eta; hard and label smoothing as references.
     assert labels == ["family=soft_label, psi=gaussian, lam=1", "family=soft_label, psi=gaussian, lam=3",
-                      "family=soft_label, psi=laplace, lam=1", "family=hard (no eta)",
-                      "family=label_smoothing (no eta)"]
+                      "family=soft_label, psi=laplace, lam=1", "family=hard (no eta, n=3)",
+                      "family=label_smoothing (no eta, n=3)"]
     laplace = ax.get_lines()[2]
     assert list(laplace.get_xdata()) == [0.1, 0.2]
     em = report_runs.trials.query("`params.loss.psi` == 'laplace' and `params.loss.eta` == 0.2")
@@ -50,7 +50,7 @@ def test_curves_draw_one_line_per_group_with_baselines(report_runs: SweepRuns) -
 def test_curves_without_reference_runs_have_no_reference_line(report_runs: SweepRuns) -> None:
     """An eta grid where every run has eta (the eta ablation) draws no "(no eta)" reference."""
     soft = report_runs.trials[report_runs.trials["params.loss.family"] == "soft_label"]
-    ax = plots.eta_curve(dataclasses.replace(report_runs, trials=soft)).axes[0]
+    ax = plots.eta_curve(dataclasses.replace(report_runs, trials=soft), by=["psi", "lam"]).axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels and not [label for label in labels if "(no eta)" in label]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
@@ -62,8 +62,8 @@ def test_learning_curves_use_the_per_step_history(report_store: Store, report_ru
     final = hist[(hist.metric == "exact_match") & (hist.step == STEPS[-1])].set_index("run_id")["value"]
     assert final.to_dict() == {t.run_id: t.exact_match for t in report_store.finished()}
     ax = plots.learning_curves(report_runs, "train_loss", by=["family"]).axes[0]
-    assert [line.get_label() for line in ax.get_lines()] == ["family=hard", "family=label_smoothing",
-                                                            "family=soft_label"]
+    assert [line.get_label() for line in ax.get_lines()] == ["family=hard (n=3)", "family=label_smoothing (n=3)",
+                                                            "family=soft_label (n=15)"]
     np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), STEPS)
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [2 - (k + 1) / 3 for k in range(3)])
 
@@ -89,16 +89,25 @@ def test_importance_from_mlflow_runs_and_from_a_persisted_study(report_store: St
                                     direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     persisted.optimize(lambda t: t.suggest_float("eta", 0.0, 0.3) - 0.1 * t.suggest_float("noise", 0, 1),
                        n_trials=12)
+    # ... but not while the sweep has a trial stopped early: Optuna holds an ASHA-stopped trial as
+    # COMPLETE with its partial value, so the study mixes budgets; full-budget MLflow runs are used.
+    values, source = plots.param_importances(load_sweep(runs_dir=runs_dir))
+    assert "eta" in values and "noise" not in values
+    assert source.endswith("on full-budget MLflow runs, 1 early-stopped trial(s) left out")
+    from mlflow.tracking import MlflowClient
+
+    copy = MlflowClient(f"sqlite:///{runs_dir / 'mlflow.db'}")
+    copy.delete_run(next(t.run_id for t in report_store.trials if t.status == "KILLED"))
     values, source = plots.param_importances(load_sweep(runs_dir=runs_dir))
     assert set(values) == {"eta", "noise"} and "Optuna study 'sweep-new'" in source
 
 
 def test_bars_and_parallel_cover_all_trials(report_runs: SweepRuns) -> None:
     ax = plots.psi_bars(report_runs).axes[0]
-    heights = [p.get_height() for p in ax.patches]
+    dots = [line.get_ydata()[0] for line in ax.get_lines() if line.get_marker() == "o"]
     means = report_runs.trials.groupby(["params.loss.family", "params.loss.psi"], dropna=False)[
         "metrics.exact_match"].mean()
-    assert heights == pytest.approx(list(means))
+    assert dots == pytest.approx(list(means)) and not ax.patches  # dots and intervals, no bars
     par = plots.parallel(report_runs, "mae").axes[0]
     polylines = [line for line in par.get_lines() if len(line.get_xdata()) == 5]  # 4 params + metric
     assert len(polylines) == len(report_runs.trials)

@@ -72,7 +72,10 @@ def test_load_newest_sweep_finished_only(report_store: Store, report_runs: Sweep
     assert sorted(everything.trials["status"].value_counts().items()) == [
         ("FAILED", 1), ("FINISHED", 21), ("KILLED", 1)]
     both = load_sweep("soft-ablation", tracking_uri=report_store.uri, all_sweeps=True)
-    assert [s.sweep_id for s in both.sweeps] == ["sweep-new", "sweep-old"] and len(both.trials) == 23
+    assert [s.sweep_id for s in both.sweeps] == ["sweep-new", "sweep-old"] and len(both.raw_trials) == 23
+    # The old sweep's hard seeds 0 and 1 repeat the new sweep's configuration and seeds: replicates,
+    # one observation each (replicates are not seeds).
+    assert len(both.trials) == 21 and sorted(both.replicates["seed"]) == [0, 1]
     by_runs_dir = load_sweep("other", runs_dir=report_store.runs_dir)
     assert by_runs_dir.sweep.sweep_id == "sweep-other" and len(by_runs_dir.trials) == 1
     assert load_sweep("sweep-old", tracking_uri=report_store.uri).sweep.sweep_id == "sweep-old"
@@ -221,7 +224,7 @@ def test_single_run_group_shows_na(report_store: Store) -> None:
     runs = load_sweep("other", tracking_uri=report_store.uri)
     table = ablation_table(runs, baseline=None)
     assert table.rows["exact_match.n"].tolist() == [1] and math.isnan(table.rows["exact_match.ci_low"][0])
-    assert any("single run: CI n/a" in n for n in table.notes)
+    assert any("have n = 1: no interval" in n for n in table.notes)
     assert "± n/a" in to_markdown(table) and "$\\pm$ n/a" in to_latex(table)
 
 
@@ -271,7 +274,7 @@ def test_latex_booktabs_and_escaping(report_runs: SweepRuns) -> None:
     for line in lines:  # every _ % & # is escaped, also in the comment notes
         text = line.removeprefix("% ").replace(" & ", " ")  # comment marker and cell separators
         assert not re.search(r"(?<!\\)[_&%#]", text), line
-    assert r"\begin{tabular}{llllrrrr}" in tex
+    assert r"\begin{tabular}{llllrrrrr}" in tex  # keys; mean, n, Δ [CI], p, p_adj
 
 
 def test_csv_full_precision_and_markdown_html_shapes(report_runs: SweepRuns) -> None:
@@ -283,7 +286,7 @@ def test_csv_full_precision_and_markdown_html_shapes(report_runs: SweepRuns) -> 
     assert list(back["exact_match.test"]) == list(table.rows["exact_match.test"])
     md = to_markdown(table).splitlines()
     header = next(line for line in md if line.startswith("| family"))
-    assert header.count("|") - 1 == 4 + 2 + 1 + 4  # keys, metrics, n, (Δ, p) x 2
+    assert header.count("|") - 1 == 4 + 2 + 1 + 6  # keys, metrics, n, (Δ [CI], p, p_adj) x 2
     assert sum(line.startswith("| ") for line in md) == 2 + 7
     page = to_html(table, full_document=True)
     assert page.startswith("<!DOCTYPE html>") and page.count("<tr>") == 8
@@ -315,9 +318,16 @@ def test_table_command(cli: typer.Typer, report_store: Store, report_runs: Sweep
     assert res.exit_code == 0, res.output
     assert out.read_text() == to_latex(ablation_table(report_runs, metrics=["exact_match", "mae"]))
 
-    res = runner.invoke(cli, ["table", "--all-runs", "--by", "family", "--format", "csv"])
-    assert res.exit_code == 0
-    assert pd.read_csv(io.StringIO(res.stdout))["exact_match.n"].tolist() == [4, 3, 16]
+    # --all-runs: the FAILED and KILLED runs (stopped at step 30 of an unknown budget) get rows of
+    # their own at the step they reached, never averaged with the finished runs, never tested.
+    res = runner.invoke(cli, ["table", "--all-runs", "--by", "family", "--baseline", "loss=hard",
+                              "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(io.StringIO(res.stdout))
+    assert rows["step"].tolist() == ["30", "30 (stopped)", "30", "30", "30 (stopped)"]
+    assert rows["exact_match.n"].tolist() == [3, 1, 3, 15, 1]
+    assert rows["exact_match.p"].isna().tolist() == [True, True, False, False, True]
+    assert not rows["exact_match.best"][rows["step"] == "30 (stopped)"].any()
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -24,7 +24,8 @@ def _write(folder: Path, text: str, name: str = "spec.yaml") -> Path:
 
 def test_builtin_specs_load() -> None:
     assert set(packaged_specs()) == {"default", "counting", "grounding", "chart", "eta_ablation",
-                                     "psi_ablation", "lambda_ablation", "baselines", "grounding_baselines"}
+                                     "psi_ablation", "lambda_ablation", "baselines", "grounding_baselines",
+                                     "baselines_8seeds", "eta_ablation_6seeds"}
     for name in packaged_specs():
         assert load_spec(packaged_spec_path(name)).trial_count > 0
     # Built-in specs named like a built-in space (baselines.yaml) still find the space, not a spec.
@@ -108,7 +109,8 @@ def test_relative_paths_resolve_against_spec_folder(tmp_path: Path) -> None:
 
 
 def test_unknown_builtin_spec_lists_the_builtins() -> None:
-    with pytest.raises(SpecError, match="built-in: baselines, chart, counting, default, eta_ablation, grounding"):
+    with pytest.raises(SpecError, match="built-in: baselines, baselines_8seeds, chart, counting, default, eta_ablation, "
+                       "eta_ablation_6seeds, grounding"):
         packaged_spec_path("nope")
 
 

@@ -51,7 +51,24 @@ RunsDirOpt = Annotated[Path | None, typer.Option(
     "--runs-dir", help="Run folder holding mlflow.db (default ./slsweep-runs or $SLSWEEP_RUNS_DIR).",
     show_default=False)]
 AllRunsOpt = Annotated[bool, typer.Option(
-    "--all-runs", help="Include trial runs that did not finish (RUNNING, KILLED, FAILED).")]
+    "--all-runs", help="Also show runs stopped before their budget (early-stopped, interrupted, "
+    "failed), each at the step it reached: never averaged with full-budget runs.")]
+
+
+class Adjust(str, Enum):
+    holm = "holm"
+    bh = "bh"
+    none = "none"
+
+
+AdjustOpt = Annotated[Adjust, typer.Option(
+    "--adjust", help="Multiple-comparison adjustment of the p-values over every comparison the "
+    "table shows: holm (family-wise), bh (false discovery rate) or none.")]
+PowerOpt = Annotated[bool, typer.Option(
+    "--power", help="Add the seeds each comparison needs for 80% power (from the observed SD).")]
+MdeOpt = Annotated[float | None, typer.Option(
+    "--mde", help="Difference the power column targets (metric units; default: the observed one).",
+    show_default=False)]
 AllSweepsOpt = Annotated[bool, typer.Option(
     "--all-sweeps", help="Use every sweep of EXPERIMENT instead of its most recent one.")]
 NoLogOpt = Annotated[bool, typer.Option(
@@ -81,15 +98,18 @@ def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt 
           baseline: BaselineOpt = None,
           fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = TableFormat.md,
           tracking_uri: TrackingOpt = None, runs_dir: RunsDirOpt = None, all_runs: AllRunsOpt = False,
-          all_sweeps: AllSweepsOpt = False,
+          all_sweeps: AllSweepsOpt = False, adjust: AdjustOpt = Adjust.holm, power: PowerOpt = False,
+          mde: MdeOpt = None,
           output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE instead of "
                                                       "stdout.", show_default=False)] = None) -> None:
-    """Ablation table: mean, 95% CI over seeds and n per group (and per metric)."""
+    """Ablation table: mean, 95% CI over seeds and n per group (and per metric); with --baseline,
+    the difference with its CI, raw and adjusted p-values (and with --power, the seeds needed)."""
     from sweeps.report.tables import ablation_table, render, to_html
 
     def go() -> None:
         runs = _load(experiment, tracking_uri, runs_dir, all_runs, all_sweeps)
-        tab = ablation_table(runs, _by(by), split_names(metric) or None, baseline)
+        tab = ablation_table(runs, _by(by), split_names(metric) or None, baseline,
+                             adjust=adjust.value, power=power or mde is not None, mde=mde)
         text = to_html(tab, full_document=True) if fmt is TableFormat.html else render(tab, fmt.value)
         if output is None:
             sys.stdout.write(text)
@@ -128,6 +148,7 @@ def plot(kind: Annotated[PlotKind, typer.Option("--kind", "-k", help="Figure to 
 def report(experiment: ExperimentArg = None, metric: MetricOpt = None, by: ByOpt = None,
            baseline: BaselineOpt = None, tracking_uri: TrackingOpt = None, runs_dir: RunsDirOpt = None,
            all_runs: AllRunsOpt = False, all_sweeps: AllSweepsOpt = False,
+           adjust: AdjustOpt = Adjust.holm, mde: MdeOpt = None,
            output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path(
                "report.html"),
            no_log: NoLogOpt = False) -> None:
@@ -136,7 +157,8 @@ def report(experiment: ExperimentArg = None, metric: MetricOpt = None, by: ByOpt
 
     def go() -> None:
         runs = _load(experiment, tracking_uri, runs_dir, all_runs, all_sweeps)
-        page = build_report(runs, metrics=split_names(metric) or None, by=_by(by), baseline=baseline)
+        page = build_report(runs, metrics=split_names(metric) or None, by=_by(by), baseline=baseline,
+                            adjust=adjust.value, mde=mde)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(page, encoding="utf-8")
         typer.echo(f"wrote {output} ({len(page) // 1024} KiB)")

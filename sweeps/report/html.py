@@ -14,6 +14,7 @@ import pandas as pd
 
 from sweeps import __version__
 from sweeps.report import plots
+from sweeps.report.fmt import value_text
 from sweeps.report.runs import ReportError, SweepRuns, param_columns
 from sweeps.report.tables import AblationTable, ablation_table, default_baseline, to_html
 
@@ -30,15 +31,6 @@ pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
 figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.85em}
 """
-
-FIGURE_CAPTIONS = {
-    "eta-curve": "Metric vs eta per psi shape, 95% CI bands over seeds; dashed: runs without eta.",
-    "lambda-curve": "Metric vs lambda, 95% CI bands over seeds.",
-    "psi-bars": "Metric per loss family / psi shape (pooled over the other params), 95% CI.",
-    "parallel": "Parallel coordinates of all trials, coloured by the metric.",
-    "importance": "Parameter importance (Optuna PED-ANOVA).",
-    "learning-curves": "Metric during training per group, 95% CI bands over seeds.",
-}
 
 
 @dataclass
@@ -58,9 +50,7 @@ def _kv_table(rows: Sequence[tuple[str, object]], cls: str = "meta") -> str:
 
 
 def _value(v: object) -> str:
-    if isinstance(v, float):
-        return "—" if math.isnan(v) else f"{v:.6g}"
-    return str(v)
+    return value_text(v)
 
 
 def collect_figures(runs: SweepRuns, metric: str | None = None,
@@ -73,7 +63,7 @@ def collect_figures(runs: SweepRuns, metric: str | None = None,
         except ReportError as err:
             skipped.append(f"{kind}: {err}")
             continue
-        figures.append(ReportFigure(kind, plots.figure_png(fig), FIGURE_CAPTIONS[kind]))
+        figures.append(ReportFigure(kind, plots.figure_png(fig), plots.caption(fig)))
     return figures, skipped
 
 
@@ -106,15 +96,23 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
         parts.append("<p>Configuration shared by its runs:</p>" + _kv_table(shared, "config"))
     elif len(table.rows) > 1:
         parts.append(f"<p>Every group has the same mean {_e(metric)}: no configuration stands out.</p>")
-    ranked = runs.trials[runs.trials[mcol].notna()]
+    ranked = runs.full[runs.full[mcol].notna()]
     if not ranked.empty:
         top = ranked.loc[ranked[mcol].idxmax() if runs.direction(metric) == "max" else ranked[mcol].idxmin()]
         ties = int((ranked[mcol] == top[mcol]).sum()) - 1
         tie_text = f"; {ties} other trial(s) share this value" if ties else ""
-        parts.append(f"<p>Best single trial: run <code>{_e(top['run_id'])}</code> "
+        parts.append(f"<p>Best single full-budget trial: run <code>{_e(top['run_id'])}</code> "
                      f"(trial {_e(top.get('tags.trial_id', '?'))}, seed {_e(_value(top['seed']))}): "
                      f"{_e(metric)} = {_e(_value(top[mcol]))}{_e(tie_text)}</p>")
     return "\n".join(parts)
+
+
+def _confirm_hint(runs: SweepRuns) -> str:
+    """For a search sweep (TPE/random): why its best value is optimistic and how to confirm it."""
+    from sweeps.confirm import confirm_hint
+
+    hint = confirm_hint(runs)
+    return f'<p class="notes">{_e(hint)}</p>' if hint else ""
 
 
 def _search_space_section(runs: SweepRuns) -> str:
@@ -135,7 +133,8 @@ def _search_space_section(runs: SweepRuns) -> str:
 
 
 def build_report(runs: SweepRuns, *, metrics: Sequence[str] | None = None, by: Sequence[str] | None = None,
-                 baseline: str | None = None, figures: Sequence[ReportFigure] | None = None) -> str:
+                 baseline: str | None = None, figures: Sequence[ReportFigure] | None = None,
+                 adjust: str = "holm", mde: float | None = None) -> str:
     """The whole HTML page as a string.
 
     Args:
@@ -145,11 +144,13 @@ def build_report(runs: SweepRuns, *, metrics: Sequence[str] | None = None, by: S
             when several params vary.
         baseline: baseline selector for the tests (default: ``family=hard`` when present).
         figures: pre-drawn figures; None draws every applicable kind.
+        adjust: p-value adjustment of each table (``holm``, ``bh``, ``none``).
+        mde: the difference the power column targets (default: the observed one).
     """
     metric_list = list(metrics) if metrics else [runs.default_metric()]
     metric = metric_list[0]
     baseline = baseline if baseline is not None else default_baseline(runs)
-    main = ablation_table(runs, by, metric_list, baseline)
+    main = ablation_table(runs, by, metric_list, baseline, adjust=adjust, power=True, mde=mde)
     factors = param_columns(runs, by) if by else runs.default_by()
     singles = []
     if len(factors) > 1:
@@ -157,20 +158,23 @@ def build_report(runs: SweepRuns, *, metrics: Sequence[str] | None = None, by: S
         family = [c for c in factors if c == "params.loss.family"]
         for c in factors:
             cols = [c] if c in family else family + [c]
-            singles.append(ablation_table(runs, cols, metric_list, baseline))
+            singles.append(ablation_table(runs, cols, metric_list, baseline, adjust=adjust, power=True,
+                                          mde=mde))
     skipped: list[str] = []
     if figures is None:
         figures, skipped = collect_figures(runs, metric)
 
     info = runs.sweep
-    status_counts = runs.trials["status"].value_counts().to_dict()
+    raw = runs.raw_trials if runs.raw_trials is not None else runs.trials
+    status_counts = raw["status"].value_counts().to_dict()
     status_counts.update(runs.excluded)
     meta = [("experiment", runs.experiment_name), ("sweep", ", ".join(s.sweep_id for s in runs.sweeps)),
             ("parent run", info.run_id), ("spec", info.spec_name or "—"),
             ("started", info.start_time.strftime("%Y-%m-%d %H:%M UTC") if info.start_time else "—"),
             ("tracking URI", runs.tracking_uri),
             ("trial runs", ", ".join(f"{n} {s}" for s, n in sorted(status_counts.items()))),
-            ("in tables", f"{len(runs.trials)} runs ({', '.join(sorted(runs.trials['status'].unique()))})"),
+            ("in tables", f"{len(runs.full)} full-budget observations (seeds) from {int(raw['full_budget'].sum()) if 'full_budget' in raw else len(raw)} runs"
+             + (f"; {len(runs.partial)} stopped early, shown apart" if len(runs.partial) else "")),
             ("metric", f"{metric} ({'higher' if runs.direction(metric) == 'max' else 'lower'} is better)")]
     spec_text = runs.parent_artifact_text("spec.yaml")
     spec_html = (f"<pre>{_e(spec_text)}</pre>" if spec_text is not None else
@@ -178,7 +182,7 @@ def build_report(runs: SweepRuns, *, metrics: Sequence[str] | None = None, by: S
                  + _kv_table(sorted(info.params.items())))
 
     body = [f"<h1>slsweep report: {_e(runs.experiment_name)}</h1>", _kv_table(meta),
-            "<h2>Best configuration</h2>", _best_configuration(runs, main, metric),
+            "<h2>Best configuration</h2>", _best_configuration(runs, main, metric), _confirm_hint(runs),
             "<h2>Ablation tables</h2>", to_html(main)]
     for t in singles:
         body += [f"<h3>By {_e(' and '.join(t.by_names))} (other params pooled)</h3>", to_html(t)]

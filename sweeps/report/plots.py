@@ -1,12 +1,20 @@
 """Figures from a sweep's trial runs (matplotlib, no display: `Figure` objects, Agg canvas).
 
-Every function returns a `matplotlib.figure.Figure`; `save_figure` writes PNG/SVG/PDF and
-`log_figure` stores it as an artifact of the sweep's parent run.
+Every function returns a `matplotlib.figure.Figure` whose caption (`caption`) is written from what
+was drawn; `save_figure` writes PNG/SVG/PDF and `log_figure` stores it as an artifact of the sweep's
+parent run.
+
+Honesty rules every kind follows: group means and intervals come from full-budget observations only
+(runs stopped early, present with --all-runs, are drawn apart as grey crosses or dashed lines at the
+step they reached); a group of one seed shows its value with no interval and says n = 1; group
+values are dots with intervals (no truncated bars); titles are wrapped to the figure's width;
+values print with 4 significant digits.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +28,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from sweeps.paths import optuna_storage_uri
+from sweeps.report.fmt import value_text
 from sweeps.report.runs import ReportError, SweepRuns, sqlite_path, param_columns
 from sweeps.report.stats import summarize
 
@@ -33,9 +42,38 @@ def _figure(width: float = 7.0, height: float = 4.2) -> tuple[Figure, object]:
     return fig, fig.add_subplot()
 
 
+TITLE_FONTSIZE = 9
+CAPTION_ATTR = "slsweep_caption"
+
+
 def _title(ax: object, what: str, runs: SweepRuns) -> None:
-    """What the figure shows, and on a second line which sweep: one line overflows the figure."""
-    ax.set_title(f"{what}\n{runs.label}", fontsize=9)
+    """What the figure shows, then which sweep, each wrapped to the figure's width (a line longer
+    than the figure is clipped)."""
+    fig = ax.get_figure()
+    # ~0.55 em per character of the default sans-serif font; the axes span ~85% of the width.
+    chars = max(20, int(fig.get_figwidth() * 0.85 * 72 / (TITLE_FONTSIZE * 0.55)))
+    lines = textwrap.wrap(what, chars) + textwrap.wrap(runs.label, chars)
+    ax.set_title("\n".join(lines), fontsize=TITLE_FONTSIZE)
+
+
+def _set_caption(fig: Figure, text: str) -> Figure:
+    setattr(fig, CAPTION_ATTR, text)
+    return fig
+
+
+def caption(fig: Figure) -> str:
+    """The caption a plot function wrote for `fig` from what it drew ("" for other figures)."""
+    return getattr(fig, CAPTION_ATTR, "")
+
+
+def _partial_text(runs: SweepRuns) -> str:
+    """A sentence about runs stopped before their budget: drawn apart, or left out."""
+    n = len(runs.partial)
+    if n:
+        return (f" {n} run(s) stopped before their budget are drawn apart (grey, at the step they "
+                "reached), not averaged in.")
+    left = sum(runs.excluded.values())
+    return f" {left} run(s) that did not reach their budget are left out." if left else ""
 
 
 def _metric(runs: SweepRuns, metric: str | None) -> tuple[str, str]:
@@ -45,9 +83,7 @@ def _metric(runs: SweepRuns, metric: str | None) -> tuple[str, str]:
 
 
 def _value_text(value: object) -> str:
-    if isinstance(value, float):
-        return "—" if math.isnan(value) else f"{value:g}"
-    return str(value)
+    return value_text(value)
 
 
 def _key_label(names: Sequence[str], key: tuple) -> str:
@@ -65,103 +101,178 @@ def _arrow(runs: SweepRuns, metric: str) -> str:
     return f"{metric} ({'higher' if runs.direction(metric) == 'max' else 'lower'} is better)"
 
 
+def _stopped_marks(ax: object, xs: Sequence[float], values: Sequence[float], steps: Sequence[str]) -> None:
+    """Grey crosses for runs stopped before their budget, labelled once with their steps."""
+    if not len(xs):
+        return
+    label = f"stopped early (step {', '.join(sorted(set(steps)))}; not averaged)"
+    ax.scatter(xs, values, marker="x", color="0.45", zorder=3, label=label)
+
+
+def _series_default(runs: SweepRuns, frame: pd.DataFrame, x: str) -> list[str]:
+    """The default series of a parameter curve: the psi shape when it varies among the runs."""
+    return [c for c in ("params.loss.psi",) if c != x and c in frame and frame[c].nunique() > 1]
+
+
 def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
                 by: Sequence[str] | None = None) -> Figure:
-    """Metric vs the param `x`, one line per group of `by` with a 95% CI band over seeds.
+    """Metric vs the param `x`: a line per series (default: per psi shape when psi varies) with a
+    95% CI band over seeds; runs without `x` (hard CE has no eta) as horizontal references.
 
-    Runs without `x` (e.g. the hard-label baseline has no eta) are drawn as horizontal reference
-    lines, one per group. Default `by`: the varying loss params other than `x`.
+    When other searched params vary within a series at one `x` (a TPE sweep: every trial its own
+    lam and lr), a line would join unrelated configurations: each observation is then one dot, no
+    line and no band, and the title says which params vary.
     """
     m, mcol = _metric(runs, metric)
     xcol = runs.resolve(x)
     if not pd.api.types.is_numeric_dtype(runs.trials[xcol]):
         raise ReportError(f"'{x}' ({xcol.removeprefix('params.')}) is not numeric; use --kind psi-bars")
-    series = [c for c in (param_columns(runs, by) if by else runs.default_by()) if c != xcol]
-    names = list(runs.display_names(series).values())
-    xname = runs.display_names([xcol])[xcol]
-    df = runs.trials
+    df, stopped = runs.full, runs.partial
     with_x, without_x = df[df[xcol].notna()], df[df[xcol].isna()]
+    xname = runs.display_names([xcol])[xcol]
     if with_x[xcol].nunique() < 2:
         raise ReportError(f"'{xname}' takes fewer than 2 values in {runs.label}: nothing to plot")
-    # Reference groups: drop series columns that are absent on every reference run.
-    ref_cols = [c for c in series if without_x[c].notna().any()]
+    series = [c for c in param_columns(runs, by) if c != xcol] if by else _series_default(runs, with_x, xcol)
+    names = list(runs.display_names(series).values())
+    pooled = runs.pooled(series + [xcol], with_x)
+    pooled_names = list(runs.display_names(pooled).values())
+    scatter = bool(pooled)
+    # Reference groups: the family (and series columns present on reference runs).
+    ref_cols = list(dict.fromkeys(
+        [c for c in ["params.loss.family"] + series if c in without_x and without_x[c].notna().any()]))
     fig, ax = _figure()
     colors = colormaps["tab10"]
+    singles = 0
     for i, (key, g) in enumerate(_groups(with_x, series)):
+        color = colors(i % 10)
+        label = _key_label(names, key) if series else "all runs"
+        if scatter:
+            ax.scatter(g[xcol], g[mcol], color=color, label=label, zorder=2)
+            continue
         pts = [(xv, summarize(gg[mcol])) for xv, gg in g.groupby(xcol, sort=True)]
         xs = np.array([p[0] for p in pts], float)
         mean = np.array([p[1].mean for p in pts])
         lo, hi = np.array([p[1].ci_low for p in pts]), np.array([p[1].ci_high for p in pts])
-        color = colors(i % 10)
-        ax.plot(xs, mean, marker="o", color=color, label=_key_label(names, key))
+        ax.plot(xs, mean, marker="o", color=color, label=label)
         ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
+        for (xv, sm) in pts:
+            if sm.n == 1:
+                singles += 1
+                ax.annotate("n=1", (xv, sm.mean), xytext=(3, 4), textcoords="offset points", fontsize=7,
+                            color=color)
     for j, (key, g) in enumerate(_groups(without_x, ref_cols)):
-        s = summarize(g[mcol])
+        sm = summarize(g[mcol])
         color = colormaps["Greys"](0.5 + 0.4 * (j % 2))
         label = _key_label([runs.display_names(ref_cols)[c] for c in ref_cols], key)
-        ax.axhline(s.mean, color=color, linestyle="--", label=f"{label} (no {xname})")
-        if math.isfinite(s.ci_low):
-            ax.axhspan(s.ci_low, s.ci_high, color=color, alpha=0.12, linewidth=0)
+        n_text = ", n=1: no interval" if sm.n == 1 else f", n={sm.n}"
+        ax.axhline(sm.mean, color=color, linestyle="--", label=f"{label} (no {xname}{n_text})")
+        if math.isfinite(sm.ci_low):
+            ax.axhspan(sm.ci_low, sm.ci_high, color=color, alpha=0.12, linewidth=0)
+    st = stopped[stopped[xcol].notna()] if len(stopped) else stopped
+    _stopped_marks(ax, st[xcol].to_numpy(float), st[mcol].to_numpy(float), list(st.get("at_step", [])))
     positive = with_x[xcol][with_x[xcol] > 0]
     if len(positive) == len(with_x) and positive.max() / positive.min() > 20:
         ax.set_xscale("log")
     ax.set_xlabel(xname)
     ax.set_ylabel(_arrow(runs, m))
-    _title(ax, f"{m} vs {xname} (mean, 95% CI over seeds)", runs)
+    per = f" per {' / '.join(names)}" if names else ""
+    if scatter:
+        what = f"{m} vs {xname}{per}: one dot per trial ({', '.join(pooled_names)} also vary)"
+        cap = (f"{m} against {xname}{per}, one dot per full-budget observation (seed); no line or "
+               f"interval because {', '.join(pooled_names)} vary between the dots.")
+    else:
+        what = f"{m} vs {xname}{per} (mean, 95% CI over seeds)"
+        cap = f"Mean {m} against {xname}{per}, with 95% Student-t bands over seeds."
+        if singles:
+            cap += f" {singles} point(s) rest on one seed (n=1): no band there."
+    if len(without_x):
+        cap += f" Dashed: runs without {xname} ({', '.join(sorted(set(without_x['params.loss.family'].astype(str)))) if 'params.loss.family' in without_x else 'reference'}), their mean and 95% CI."
+    cap += _partial_text(runs)
+    _title(ax, what, runs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return fig
+    return _set_caption(fig, cap)
 
 
 def eta_curve(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
-    """Metric vs eta per psi (and other varying params), CI bands; hard-label runs as references."""
+    """Metric vs eta per psi shape (default series), CI bands; runs without eta as references."""
     return param_curve(runs, "eta", metric, by)
 
 
 def lambda_curve(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
-    """Metric vs lambda per group, CI bands (log x axis when lambda spans a wide range)."""
+    """Metric vs lambda per psi shape (default series), CI bands (log x axis over wide ranges)."""
     return param_curve(runs, "lam", metric, by)
 
 
 def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
-    """One bar per group (default: the varying family and psi) with 95% CI error bars.
+    """One dot with its 95% CI per group (default: the psi shape, and the loss family when it
+    varies); a dot-and-interval plot, because a bar's length from a non-zero axis misleads.
 
-    Runs of a group that differ in other params (eta, lambda) are pooled.
+    A group of one seed shows a hollow dot and "n=1" (no interval). Runs of a group that differ in
+    other params (eta, lambda) are pooled, and the title says so.
+
+    Raises:
+        ReportError: neither psi nor the loss family varies and no `by` was given.
     """
     m, mcol = _metric(runs, metric)
     if by:
         cols = param_columns(runs, by)
     else:
-        cols = runs.varying(["params.loss.family", "params.loss.psi"]) or runs.default_by()
+        cols = runs.varying(["params.loss.family", "params.loss.psi"])
+        if not cols:
+            raise ReportError(f"neither loss.family nor loss.psi varies in {runs.label}: "
+                              "pass --by to choose the groups")
     names = list(runs.display_names(cols).values())
-    groups = _groups(runs.trials, cols)
-    fig, ax = _figure(max(5.0, 0.7 * len(groups) + 2.5), 4.2)
+    df, stopped = runs.full, runs.partial
+    groups = _groups(df, cols)
+    if not groups:
+        raise ReportError(f"no full-budget runs in {runs.label} to draw")
+    fig, ax = _figure(max(5.0, 0.8 * len(groups) + 2.5), 4.2)
     summaries = [summarize(g[mcol]) for _, g in groups]
-    means = np.array([s.mean for s in summaries])
-    err = np.array([s.half_width if math.isfinite(s.half_width) else 0.0 for s in summaries])
-    labels = ["\n".join([_value_text(v) for v in k] + [f"n={s.n}"]) for (k, _), s in zip(groups, summaries)]
+    means = np.array([sm.mean for sm in summaries])
     best = np.nanargmax(means) if runs.direction(m) == "max" else np.nanargmin(means)
-    colors = ["tab:orange" if i == best else "tab:blue" for i in range(len(groups))]
-    pos = np.arange(len(groups))
-    ax.bar(pos, means, yerr=err, capsize=4, color=colors, alpha=0.85)
-    ax.set_xticks(pos, labels, fontsize=8)
-    finite = means[np.isfinite(means)]
-    if finite.size:  # zoom on the differences: bars starting at 0 hide them
-        top = np.nanmax(means + err)
-        low = np.nanmin(means - err)
-        pad = 0.15 * (top - low or abs(top) or 1.0)
-        ax.set_ylim(low - pad, top + pad)
-    pooled = [c for c in runs.default_by() if c not in cols]
-    extra = f"; pooled over {', '.join(runs.display_names(pooled).values())}" if pooled else ""
+    for i, sm in enumerate(summaries):
+        color = "tab:orange" if i == best else "tab:blue"
+        if sm.n >= 2 and math.isfinite(sm.half_width):
+            ax.errorbar([i], [sm.mean], yerr=[[sm.half_width]], fmt="o", color=color, capsize=5,
+                        markersize=7)
+        else:
+            ax.plot([i], [sm.mean], "o", markerfacecolor="white", markeredgecolor=color, markersize=7)
+            ax.annotate("n=1", (i, sm.mean), xytext=(6, 0), textcoords="offset points", fontsize=7,
+                        va="center", color=color)
+    labels = ["\n".join([_value_text(v) for v in k] + [f"n={sm.n}"]) for (k, _), sm in zip(groups, summaries)]
+    if len(stopped):
+        pos = {k: i for i, (k, _) in enumerate(groups)}
+        xs, ys, steps = [], [], []
+        for k, g in _groups(stopped, cols):
+            if k in pos:
+                xs += [pos[k] + 0.15] * len(g)
+                ys += list(g[mcol])
+                steps += list(g["at_step"])
+        _stopped_marks(ax, xs, ys, steps)
+        if xs:
+            ax.legend(fontsize=7)
+    ax.set_xticks(np.arange(len(groups)), labels, fontsize=8)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.margins(y=0.15)
+    pooled = runs.pooled(cols, df)
+    pooled_names = list(runs.display_names(pooled).values())
+    extra = f"; pooled over {', '.join(pooled_names)}" if pooled else ""
     ax.set_ylabel(_arrow(runs, m))
     ax.set_xlabel(" / ".join(names))
-    _title(ax, f"{m} per group (mean, 95% CI{extra})", runs)
+    _title(ax, f"{m} per {' / '.join(names)} (dot: mean, bar: 95% CI over seeds{extra})", runs)
     ax.grid(axis="y", alpha=0.3)
-    return fig
+    singles = sum(sm.n == 1 for sm in summaries)
+    cap = (f"Mean {m} per {' / '.join(names)} with its 95% Student-t interval over seeds "
+           f"(orange: best mean, not a test)")
+    cap += f"; runs differing in {', '.join(pooled_names)} are pooled." if pooled else "."
+    if singles:
+        cap += f" {singles} group(s) have one seed (hollow dot, n=1): no interval."
+    return _set_caption(fig, cap + _partial_text(runs))
 
 
 def psi_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
-    """Bars per psi shape (and loss family when it varies) with 95% CI error bars."""
+    """Dot-and-interval per psi shape (and loss family when it varies); see `group_bars`."""
     return group_bars(runs, metric, by)
 
 
@@ -177,6 +288,7 @@ def parallel(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | Non
         raise ReportError(f"no parameter varies across the trials of {runs.label}")
     names = runs.display_names(cols)
     df = runs.trials[runs.trials[mcol].notna()]
+    full = df["full_budget"].astype(bool).to_numpy() if "full_budget" in df else np.ones(len(df), bool)
     axes_vals: list[np.ndarray] = []
     ticks: list[tuple[list[float], list[str]]] = []
     for c in cols + [mcol]:
@@ -188,7 +300,7 @@ def parallel(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | Non
             if hi == lo:
                 scaled = np.where(v.notna(), 0.5, -0.12)
             tk = [0.0, 1.0] if hi != lo else [0.5]
-            tl = [f"{lo:.4g}", f"{hi:.4g}"] if hi != lo else [f"{lo:.4g}"]
+            tl = [value_text(float(lo)), value_text(float(hi))] if hi != lo else [value_text(float(lo))]
         else:
             cats = sorted(v.dropna().astype(str).unique())
             pos = {c_: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c_ in enumerate(cats)}
@@ -204,8 +316,11 @@ def parallel(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | Non
     cmap = colormaps["viridis" if runs.direction(m) == "max" else "viridis_r"]
     xs = np.arange(data.shape[1])
     jitter = np.random.default_rng(0).uniform(-0.012, 0.012, size=data.shape)  # separate seeds
-    for row, jit, val in zip(data, jitter, df[mcol].to_numpy(float)):
-        ax.plot(xs, row + jit, color=cmap(norm(val)), alpha=0.7, linewidth=1.2)
+    for row, jit, val, ok in zip(data, jitter, df[mcol].to_numpy(float), full):
+        if ok:
+            ax.plot(xs, row + jit, color=cmap(norm(val)), alpha=0.7, linewidth=1.2)
+        else:  # stopped before its budget: its value is from another budget, drawn apart
+            ax.plot(xs, row + jit, color="0.55", alpha=0.8, linewidth=1.0, linestyle="--")
     for x, (tk, tl) in zip(xs, ticks):
         ax.axvline(x, color="black", linewidth=0.8)
         for t, label in zip(tk, tl):
@@ -217,8 +332,16 @@ def parallel(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | Non
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=m)
-    _title(ax, f"all {len(df)} trials", runs)
-    return fig
+    n_stopped = int((~full).sum())
+    stopped = f" + {n_stopped} stopped early (grey dashed)" if n_stopped else ""
+    _title(ax, f"{int(full.sum())} full-budget trials{stopped}", runs)
+    cap = (f"Parallel coordinates of {int(full.sum())} full-budget observations over "
+           f"{', '.join(names[c] for c in cols)}, coloured by {m}; a param absent on a trial sits at —.")
+    if n_stopped:
+        cap += f" {n_stopped} run(s) stopped before their budget: grey dashed, their {m} from that step."
+    elif runs.excluded:
+        cap += _partial_text(runs)
+    return _set_caption(fig, cap)
 
 
 def _distribution(values: pd.Series) -> object:
@@ -233,6 +356,13 @@ def _distribution(values: pd.Series) -> object:
     return CategoricalDistribution(sorted(present.astype(str).unique()))
 
 
+def stopped_trials(runs: SweepRuns) -> int:
+    """Trial runs of the selected sweeps that were stopped (KILLED) before their budget."""
+    loaded = runs.raw_trials if runs.raw_trials is not None else runs.trials
+    killed = int((loaded["status"] == "KILLED").sum()) if "status" in loaded else 0
+    return killed + (runs.excluded.get("KILLED", 0) if runs.excluded else 0)
+
+
 def _persisted_study(runs: SweepRuns) -> object | None:
     """The sweep's Optuna study beside a SQLite MLflow store, when it exists and has trials.
 
@@ -240,6 +370,10 @@ def _persisted_study(runs: SweepRuns) -> object | None:
     """
     import optuna
 
+    # ASHA-stopped trials are COMPLETE in Optuna with the value of the step they reached (KILLED in
+    # MLflow): such a study mixes budgets, so the full-budget MLflow runs are used instead.
+    if stopped_trials(runs):
+        return None
     db = sqlite_path(runs.tracking_uri)
     if db is None:
         return None
@@ -259,7 +393,7 @@ def _persisted_study(runs: SweepRuns) -> object | None:
 
 
 def mlflow_study(runs: SweepRuns, metric: str, columns: Sequence[str]) -> object:
-    """An in-memory Optuna study holding one complete trial per run with a value of `metric`.
+    """An in-memory Optuna study: one complete trial per full-budget observation with `metric`.
 
     Distributions are inferred from the observed values (categorical for strings, int/float
     ranges for numbers); a param absent on a run is a conditional param of that trial.
@@ -272,7 +406,7 @@ def mlflow_study(runs: SweepRuns, metric: str, columns: Sequence[str]) -> object
     direction = "maximize" if runs.direction(metric) == "max" else "minimize"
     study = optuna.create_study(direction=direction, study_name=f"{runs.sweep.sweep_id}-{metric}")
     trials = []
-    for _, row in runs.trials[runs.trials[mcol].notna()].iterrows():
+    for _, row in runs.full[runs.full[mcol].notna()].iterrows():
         params, used = {}, {}
         for c in columns:
             v = row[c]
@@ -292,9 +426,11 @@ def param_importances(runs: SweepRuns, metric: str | None = None,
     """Optuna PED-ANOVA importances (normalised to sum 1) and a description of their source.
 
     PED-ANOVA is Optuna's default evaluator and needs only numpy (fANOVA and mean-decrease-impurity
-    need scikit-learn). Source: the persisted study when it exists and no explicit `by` is given
-    (its objective is the sweep's metric), else a study built from the MLflow runs over `by`
-    (default: the searched params, plus ``seed`` as a noise reference when seeds vary).
+    need scikit-learn). Source: the persisted study when it exists, no explicit `by` is given (its
+    objective is the sweep's metric) and no trial was stopped early (Optuna records an ASHA-stopped
+    trial as COMPLETE with its partial value); else a study built from the full-budget MLflow
+    observations over `by` (default: the searched params, plus ``seed`` as a noise reference when
+    seeds vary).
     """
     import optuna
 
@@ -314,7 +450,9 @@ def _importances(runs: SweepRuns, m: str, metric: str | None,
     study = None
     if not by and (metric is None or metric == runs.sweep_metric[0]):
         study = _persisted_study(runs)
-    source = f"Optuna study '{getattr(study, 'study_name', '')}'" if study is not None else "MLflow runs"
+    stopped = stopped_trials(runs)
+    source = (f"Optuna study '{getattr(study, 'study_name', '')}'" if study is not None else
+              "full-budget MLflow runs" + (f", {stopped} early-stopped trial(s) left out" if stopped else ""))
     if study is None:
         cols = param_columns(runs, by) if by else runs.searched_params()
         if not cols:
@@ -355,7 +493,10 @@ def importance(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     ax.set_xlim(0, max([v for _, v in items] + [0.1]) * 1.15)
     ax.set_xlabel(f"importance for {m}")
     _title(ax, f"parameter importance: {source}", runs)
-    return fig
+    cap = f"Share of the PED-ANOVA importance of each parameter for {m} ({source})."
+    if "seed" in values:
+        cap += " seed is a noise reference: a parameter below it is indistinguishable from noise."
+    return _set_caption(fig, cap)
 
 
 def learning_curves(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
@@ -366,24 +507,43 @@ def learning_curves(runs: SweepRuns, metric: str | None = None, by: Sequence[str
     hist = runs.histories([m])
     if hist.empty:
         raise ReportError(f"no per-step history of '{m}' in {runs.label}")
-    keys = runs.trials[["run_id"] + cols]
+    keys = runs.trials[["run_id"] + cols + (["full_budget"] if "full_budget" in runs.trials else [])]
     hist = hist.merge(keys, on="run_id")
+    full = hist[hist["full_budget"].astype(bool)] if "full_budget" in hist else hist
     fig, ax = _figure()
     colors = colormaps["tab10"]
-    for i, (key, g) in enumerate(_groups(hist, cols)):
+    sizes = []
+    for i, (key, g) in enumerate(_groups(full, cols)):
         pts = [(step, summarize(gg["value"])) for step, gg in g.groupby("step", sort=True)]
         steps = np.array([p[0] for p in pts], float)
         mean = np.array([p[1].mean for p in pts])
+        n = g["run_id"].nunique()
+        sizes.append(n)
         color = colors(i % 10)
-        ax.plot(steps, mean, marker=".", color=color, label=_key_label(names, key))
+        ax.plot(steps, mean, marker=".", color=color,
+                label=_key_label(names, key) + (" (n=1: no band)" if n == 1 else f" (n={n})"))
         ax.fill_between(steps, [p[1].ci_low for p in pts], [p[1].ci_high for p in pts],
                         color=color, alpha=0.15, linewidth=0)
+    stopped = hist[~hist["full_budget"].astype(bool)] if "full_budget" in hist else hist.iloc[:0]
+    for j, (_, g) in enumerate(stopped.groupby("run_id", sort=False)):
+        g = g.sort_values("step")
+        ax.plot(g["step"], g["value"], color="0.55", linestyle="--", linewidth=0.9,
+                label="stopped early (one run each; not averaged)" if j == 0 else None)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(_arrow(runs, m))
     _title(ax, f"{m} during training (mean, 95% CI over seeds)", runs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return fig
+    per = f" per {' / '.join(names)}" if names else ""
+    cap = f"Mean {m} at each evaluation{per}, 95% Student-t bands over the full-budget seeds."
+    if any(n == 1 for n in sizes):
+        cap += " Groups of one seed (n=1) have no band."
+    if stopped["run_id"].nunique():
+        cap += (f" Grey dashed: {stopped['run_id'].nunique()} run(s) stopped before their budget, "
+                "each on its own.")
+    elif runs.excluded:
+        cap += _partial_text(runs)
+    return _set_caption(fig, cap)
 
 
 PLOTTERS: dict[str, Callable[..., Figure]] = {

@@ -6,11 +6,23 @@ Follows the MLflow layout of docs/architecture.md: one parent run per sweep (tag
 ``space.<name>``; per-step metrics). The trial table has one row per run and the columns
 ``run_id, run_name, experiment_id, sweep_id, parent_run_id, status, start_time, end_time, seed``
 plus ``params.<key>`` (numeric where every value parses), ``metrics.<key>`` (the last logged value)
-and ``tags.<key>``.
+and ``tags.<key>``, and the budget columns ``budget`` (``train.steps``), ``final_step`` (the last
+reported ``step``), ``full_budget`` (FINISHED and, when both are known, ``final_step >= budget``)
+and ``at_step`` (a label: the step, plus `` (stopped)`` for a run that did not reach its budget).
+
+Two trust rules apply when runs are loaded (docs/architecture.md "Trust rules"):
+- **Replicates are not seeds.** Runs with the same resolved configuration, the same seed and the
+  same budget (re-runs of a spec, two sweeps of one experiment) are one observation: `trials`
+  holds one row per observation (metric values averaged over its replicates, ``replicates`` =
+  how many runs it stands for) and `replicates` describes each replicated observation (whether
+  the replicates agree, and by how much they differ).
+- **One budget per comparison.** By default only full-budget runs are loaded; runs stopped early
+  (ASHA, Ctrl-C, a lost driver) come in only when asked for and keep their own ``at_step``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -21,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from sweeps.errors import SlsweepError
@@ -187,7 +200,78 @@ def _trial_frame(runs: Sequence[Any]) -> pd.DataFrame:
     frame = _numeric_params(pd.DataFrame(rows))
     seed = frame["params.seed"] if "params.seed" in frame else frame.get("tags.seed")
     frame.insert(8, "seed", pd.to_numeric(seed, errors="coerce") if seed is not None else float("nan"))
+    frame = _budget_columns(frame)
     return frame.sort_values(["start_time", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def _budget_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``budget``, ``final_step``, ``full_budget`` and ``at_step`` (see the module docstring)."""
+    nan = pd.Series(float("nan"), index=frame.index)
+    budget = pd.to_numeric(frame["params.train.steps"], errors="coerce") if "params.train.steps" in frame else nan
+    final = pd.to_numeric(frame["metrics.step"], errors="coerce") if "metrics.step" in frame else nan
+    reached = (final >= budget) | budget.isna() | final.isna()
+    full = (frame["status"] == "FINISHED") & reached
+    step = final.where(final.notna(), budget)
+    label = [("final" if math.isnan(s) else f"{s:g}") if ok else
+             ("stopped" if math.isnan(s) else f"{s:g} (stopped)") for s, ok in zip(step, full)]
+    return frame.assign(budget=budget, final_step=final, full_budget=full.astype(bool), at_step=label)
+
+
+# Params that describe a run, not its configuration (never part of a replicate key).
+_NOT_CONFIG = ("params.name",)
+
+
+def config_key(row: pd.Series, *, with_seed: bool = True) -> str:
+    """A canonical text of a trial's resolved configuration (``params.*`` except the ``space.*``
+    copies and the run name), optionally with its seed; equal keys = the same configuration."""
+    items = []
+    for col, value in row.items():
+        if not isinstance(col, str) or not col.startswith("params.") or col.startswith("params.space."):
+            continue
+        if col in _NOT_CONFIG or (not with_seed and col == "params.seed"):
+            continue
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        items.append(f"{col[7:]}={value:.12g}" if isinstance(value, (float, np.floating)) else f"{col[7:]}={value}")
+    return "|".join(sorted(items))
+
+
+def collapse_replicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per observation: runs with the same configuration, seed and ``at_step`` are merged.
+
+    Args:
+        frame: [R, ...] trial table (one row per run, `_trial_frame` columns).
+
+    Returns:
+        ``(observations, replicates)``: observations [O, ...] with the earliest run's columns,
+        ``metrics.*`` replaced by the mean over its replicates and columns ``replicates`` (runs
+        merged) and ``replicate_runs`` (their run ids, comma-separated); replicates [G, ...] one row
+        per observation with more than one run: ``run_ids``, ``seed``, ``runs``, ``config`` and
+        ``<metric>.spread`` (max - min over the replicates) for every metric.
+    """
+    if frame.empty:
+        empty = frame.assign(replicates=pd.Series(dtype=int), replicate_runs=pd.Series(dtype=object))
+        return empty, pd.DataFrame(columns=["run_ids", "seed", "runs", "config"])
+    keys = [config_key(r) + f"|@{r['at_step']}" for _, r in frame.iterrows()]
+    metric_cols = [c for c in frame.columns if c.startswith("metrics.")]
+    rows, reps = [], []
+    for _, group in frame.groupby(pd.Series(keys, index=frame.index), sort=False):
+        first = group.iloc[0].copy()
+        first["replicates"] = len(group)
+        first["replicate_runs"] = ",".join(group["run_id"])
+        if len(group) > 1:
+            values = group[metric_cols].apply(pd.to_numeric, errors="coerce")
+            for c in metric_cols:
+                first[c] = values[c].mean()
+            rep = {"run_ids": ",".join(group["run_id"]), "seed": first["seed"], "runs": len(group),
+                   "config": config_key(first, with_seed=False)}
+            rep.update({f"{c[8:]}.spread": float(values[c].max() - values[c].min()) for c in metric_cols
+                        if values[c].notna().any()})
+            reps.append(rep)
+        rows.append(first)
+    observations = pd.DataFrame(rows).reset_index(drop=True)
+    observations["replicates"] = observations["replicates"].astype(int)
+    return observations, pd.DataFrame(reps, columns=None if reps else ["run_ids", "seed", "runs", "config"])
 
 
 def _short_names(keys: Iterable[str]) -> dict[str, str]:
@@ -205,8 +289,10 @@ class SweepRuns:
         tracking_uri: the store they were read from.
         experiment_id / experiment_name: the MLflow experiment.
         sweeps: the parent runs, newest first.
-        trials: one row per selected trial run (columns in the module docstring).
-        excluded: counts of trial runs left out by status (e.g. ``{"KILLED": 2}``).
+        trials: one row per observation (columns in the module docstring; replicates merged).
+        excluded: counts of trial runs left out, by status (e.g. ``{"KILLED": 2}``).
+        replicates: one row per observation that several runs replicate (`collapse_replicates`).
+        raw_trials: one row per selected run before replicates were merged (None: same as trials).
     """
 
     tracking_uri: str
@@ -215,6 +301,42 @@ class SweepRuns:
     sweeps: list[ParentRun]
     trials: pd.DataFrame
     excluded: dict[str, int] = field(default_factory=dict)
+    replicates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    raw_trials: pd.DataFrame | None = None
+
+    @property
+    def partial(self) -> pd.DataFrame:
+        """The observations of runs that stopped before their budget (only with --all-runs)."""
+        if "full_budget" not in self.trials:
+            return self.trials.iloc[:0]
+        return self.trials[~self.trials["full_budget"].astype(bool)]
+
+    @property
+    def full(self) -> pd.DataFrame:
+        """The observations at full budget (all of them unless --all-runs was given)."""
+        if "full_budget" not in self.trials:
+            return self.trials
+        return self.trials[self.trials["full_budget"].astype(bool)]
+
+    def replicate_note(self, metrics: Sequence[str] | None = None) -> str | None:
+        """One sentence about replicated runs (None when every observation is one run).
+
+        Says how many runs were merged into how many observations and whether the replicates agree
+        on `metrics` (default: every metric), giving the largest spread when they do not.
+        """
+        reps = self.replicates
+        if reps is None or reps.empty:
+            return None
+        runs = int(reps["runs"].sum())
+        text = (f"{runs} runs repeat the same configuration and seed as another ({len(reps)} "
+                "observation(s)): each counted once (replicates are not seeds), value = their mean")
+        spreads = [c for c in reps.columns if c.endswith(".spread")
+                   and (metrics is None or c.removesuffix(".spread") in metrics)]
+        worst = {c.removesuffix(".spread"): float(reps[c].max()) for c in spreads if reps[c].notna().any()}
+        if worst and all(v == 0 for v in worst.values()):
+            return text + "; reproducibility check: replicates identical"
+        differ = ", ".join(f"{m} by up to {v:.3g}" for m, v in worst.items() if v > 0)
+        return text + (f"; reproducibility check: replicates differ ({differ})" if differ else "")
 
     @property
     def sweep(self) -> ParentRun:
@@ -287,6 +409,27 @@ class SweepRuns:
         takes several values: its presence alone is explained by another column (the family).
         """
         return [c for c in columns if c in self.trials and self.trials[c].nunique(dropna=True) > 1]
+
+    def config_columns(self) -> list[str]:
+        """The ``params.*`` columns that vary and describe a configuration (not the ``space.*``
+        copies, the seed or the run name)."""
+        return self.varying(c for c in self.trials.columns if c.startswith("params.")
+                            and not c.startswith("params.space.") and c not in ("params.seed", *_NOT_CONFIG))
+
+    def pooled(self, keys: Sequence[str], frame: pd.DataFrame | None = None) -> list[str]:
+        """Configuration columns (`config_columns`) not in `keys` that take several values inside
+        one group of `keys`: the configurations a group of `keys` pools together."""
+        frame = self.trials if frame is None else frame
+        keys = [k for k in keys if k in frame]
+        out = []
+        for c in self.config_columns():
+            if c in keys or c not in frame:
+                continue
+            counts = (frame.groupby(keys, dropna=False)[c].nunique() if keys
+                      else pd.Series([frame[c].nunique()]))
+            if (counts > 1).any():
+                out.append(c)
+        return out
 
     def default_by(self) -> list[str]:
         """Params among loss.family/psi/eta/lam that vary across the trials (full column names)."""
@@ -458,7 +601,8 @@ def load_sweep(experiment: str | None = None, *, sweep_id: str | None = None,
         tracking_uri: MLflow tracking URI; default the run folder's SQLite store.
         runs_dir: run folder whose ``mlflow.db`` to read when `tracking_uri` is not given.
         all_sweeps: take every sweep of the experiment instead of its most recent one.
-        include_unfinished: keep RUNNING, KILLED and FAILED trials (default: FINISHED only).
+        include_unfinished: also keep runs that stopped before their budget (KILLED, FAILED,
+            RUNNING); each keeps its own ``at_step`` (default: full-budget runs only).
 
     Raises:
         NoSweepError: the store, experiment or sweep does not exist, or holds no selected trials.
@@ -479,18 +623,26 @@ def load_sweep(experiment: str | None = None, *, sweep_id: str | None = None,
     for info in sweeps:
         runs += _search_all(client, [exp.experiment_id], f"tags.`{KIND_TAG}` = 'trial' and "
                             f"tags.`{SWEEP_ID_TAG}` = '{info.sweep_id}'")
-    statuses = pd.Series([r.info.status for r in runs], dtype=object)
-    kept = runs if include_unfinished else [r for r in runs if r.info.status == "FINISHED"]
-    excluded = {} if include_unfinished else statuses[statuses != "FINISHED"].value_counts().to_dict()
     label = f"{exp.name} (sweep {', '.join(s.sweep_id for s in sweeps)})"
-    if not kept:
-        if runs:
+    if not runs:
+        raise NoSweepError(f"{label} has no trial runs")
+    frame = _trial_frame(runs)
+    excluded: dict[str, int] = {}
+    if not include_unfinished:
+        left = frame[~frame["full_budget"]]
+        excluded = {str(k): int(v) for k, v in left["status"].value_counts().items()}
+        if (left["status"] == "FINISHED").any():  # finished below its budget (e.g. an older spec)
+            excluded.pop("FINISHED", None)
+            excluded["FINISHED below budget"] = int((left["status"] == "FINISHED").sum())
+        frame = frame[frame["full_budget"]].reset_index(drop=True)
+        if frame.empty:
             other = ", ".join(f"{n} {s}" for s, n in excluded.items())
             raise NoSweepError(f"{label} has no finished trial runs ({other}); "
                                "pass --all-runs to include them")
-        raise NoSweepError(f"{label} has no trial runs")
+    observations, replicates = collapse_replicates(frame)
     return SweepRuns(tracking_uri=uri, experiment_id=exp.experiment_id, experiment_name=exp.name,
-                     sweeps=sweeps, trials=_trial_frame(kept), excluded=excluded)
+                     sweeps=sweeps, trials=observations, excluded=excluded, replicates=replicates,
+                     raw_trials=frame)
 
 
 def param_columns(runs: SweepRuns, names: Sequence[str] | None) -> list[str]:
@@ -511,3 +663,43 @@ def load_trials(tracking_uri: str, *, sweep_id: str | None = None, experiment: s
     """`load_sweep` for callers that hold a tracking URI and a sweep id (the sweep summary)."""
     return load_sweep(experiment, sweep_id=sweep_id, tracking_uri=tracking_uri,
                       include_unfinished=include_unfinished)
+
+
+def full_budget_best(client: Any, parents: Sequence[Any]) -> dict[str, str]:
+    """Each sweep's best metric value over its trial runs that finished at full budget.
+
+    The sweep's metric and mode come from the parent run's ``metric.name``/``metric.mode`` tags; a
+    trial counts when it is FINISHED and its last ``step`` reached its ``train.steps`` (runs stopped
+    by ASHA or an interrupt hold values from another budget and never count).
+
+    Args:
+        client: an `MlflowClient`.
+        parents: the parent (sweep) runs.
+
+    Returns:
+        sweep id -> text such as ``exact_match=0.462 (8 full-budget trials)``; "—" when none.
+    """
+    by_sweep: dict[str, list[Any]] = {}
+    exp_ids = sorted({p.info.experiment_id for p in parents})
+    if exp_ids:
+        for run in _search_all(client, exp_ids, f"tags.`{KIND_TAG}` = 'trial' and "
+                               "attributes.status = 'FINISHED'"):
+            by_sweep.setdefault(run.data.tags.get(SWEEP_ID_TAG, ""), []).append(run)
+    out: dict[str, str] = {}
+    for parent in parents:
+        sweep_id = parent.data.tags.get(SWEEP_ID_TAG, parent.info.run_id)
+        metric = parent.data.tags.get("metric.name") or parent.data.params.get("metric.name")
+        mode = parent.data.tags.get("metric.mode") or parent.data.params.get("metric.mode") or "max"
+        values = []
+        for run in by_sweep.get(sweep_id, []):
+            m, p = run.data.metrics, run.data.params
+            budget = float(p.get("train.steps", "nan"))
+            step = m.get("step", math.nan)
+            if metric in m and math.isfinite(m[metric]) and not (step < budget):
+                values.append(m[metric])
+        if not metric or not values:
+            out[sweep_id] = "—"
+            continue
+        best = max(values) if mode == "max" else min(values)
+        out[sweep_id] = f"{metric}={best:.4g} ({len(values)} full-budget trial{'s' if len(values) > 1 else ''})"
+    return out

@@ -1,4 +1,9 @@
-"""Group statistics over seeds: mean, Student-t confidence interval, tests against a baseline."""
+"""Group statistics over seeds: mean, Student-t confidence interval, tests against a baseline,
+multiple-comparison adjustment and the seeds a comparison needs for a given power.
+
+Tests and intervals are scipy's (`ttest_rel`, `ttest_ind`); adjustment is statsmodels'
+`multipletests`; power is statsmodels' `TTestPower` (paired) and `TTestIndPower` (unpaired).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ import pandas as pd
 from scipy import stats
 
 TestKind = Literal["paired", "welch", "baseline", "none"]
+AdjustMethod = Literal["holm", "bh", "none"]
+# --adjust name -> statsmodels.stats.multitest.multipletests method (None: raw p-values).
+ADJUST_METHODS: dict[str, str | None] = {"holm": "holm", "bh": "fdr_bh", "none": None}
+ADJUST_LABELS = {"holm": "Holm", "bh": "Benjamini-Hochberg (FDR)", "none": "none"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,11 @@ class Comparison:
             equal_var=False), ``baseline`` (this is the baseline group) or ``none``.
         n_pairs: number of matched seeds for a paired test, else 0.
         note: why Welch or no test was used, empty otherwise.
+        ci_low / ci_high: confidence interval of `diff` (paired: of the mean per-seed difference;
+            welch: Welch's interval of the difference of means); NaN when no test was run.
+        sd: the SD the power analysis uses: paired: SD of the per-seed differences; welch: the
+            root mean square of the two groups' SDs; NaN when no test was run.
+        n_group / n_base: runs in the group and in the baseline that entered the test.
     """
 
     diff: float
@@ -74,6 +88,11 @@ class Comparison:
     test: TestKind
     n_pairs: int = 0
     note: str = ""
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    sd: float = math.nan
+    n_group: int = 0
+    n_base: int = 0
 
 
 def _by_seed(values: pd.Series) -> pd.Series | None:
@@ -84,13 +103,15 @@ def _by_seed(values: pd.Series) -> pd.Series | None:
     return clean
 
 
-def compare_to_baseline(values: pd.Series, baseline: pd.Series, *, min_pairs: int = 2) -> Comparison:
+def compare_to_baseline(values: pd.Series, baseline: pd.Series, *, min_pairs: int = 2,
+                        confidence: float = 0.95) -> Comparison:
     """Test one group against the baseline, paired by seed when the seeds match.
 
     Args:
         values: [N] the group's metric values indexed by seed.
         baseline: [M] the baseline's metric values indexed by seed.
         min_pairs: fewest matching seeds for a paired test; with fewer, Welch's test is used.
+        confidence: level of the interval of the difference (scipy's ``confidence_interval``).
     """
     a, b = values.dropna(), baseline.dropna()
     pa, pb = _by_seed(values), _by_seed(baseline)
@@ -101,10 +122,13 @@ def compare_to_baseline(values: pd.Series, baseline: pd.Series, *, min_pairs: in
             common = pa.index.intersection(pb.index).sort_values()
             if len(common) >= min_pairs:
                 x, y = pa.loc[common].to_numpy(float), pb.loc[common].to_numpy(float)
-                p = float(stats.ttest_rel(x, y).pvalue)
+                res = stats.ttest_rel(x, y)
+                ci = res.confidence_interval(confidence)
                 note = "" if len(common) == len(pa) == len(pb) else (
                     f"paired over {len(common)} matching seeds of {len(pa)} and {len(pb)}")
-                return Comparison(float(np.mean(x - y)), p, "paired", len(common), note)
+                return Comparison(float(np.mean(x - y)), float(res.pvalue), "paired", len(common), note,
+                                  float(ci.low), float(ci.high), float(np.std(x - y, ddof=1)),
+                                  len(common), len(common))
             reason = ("no seed matches the baseline's" if len(common) == 0
                       else f"only {len(common)} seed matches the baseline's")
         else:
@@ -112,8 +136,89 @@ def compare_to_baseline(values: pd.Series, baseline: pd.Series, *, min_pairs: in
         diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
         if len(a) < 2 or len(b) < 2:
             return Comparison(diff, float("nan"), "none", 0, "fewer than 2 runs in a group: no test")
-        p = float(stats.ttest_ind(a.to_numpy(float), b.to_numpy(float), equal_var=False).pvalue)
-    return Comparison(diff, p, "welch", 0, f"Welch's t-test ({reason})")
+        xa, xb = a.to_numpy(float), b.to_numpy(float)
+        res = stats.ttest_ind(xa, xb, equal_var=False)
+        ci = res.confidence_interval(confidence)
+        sd = math.sqrt((xa.var(ddof=1) + xb.var(ddof=1)) / 2)
+    return Comparison(diff, float(res.pvalue), "welch", 0, f"Welch's t-test ({reason})",
+                      float(ci.low), float(ci.high), sd, len(xa), len(xb))
+
+
+def adjust_pvalues(p_values: Sequence[float] | np.ndarray, method: str = "holm",
+                   alpha: float = 0.05) -> np.ndarray:
+    """p-values adjusted for multiple comparisons over all finite entries of `p_values`.
+
+    Args:
+        p_values: [K] raw p-values; NaN entries (no test) are left NaN and not counted.
+        method: ``holm`` (Holm-Bonferroni, family-wise error), ``bh`` (Benjamini-Hochberg,
+            false discovery rate) or ``none`` (raw p-values returned).
+        alpha: the family-wise / FDR level passed to statsmodels (does not change the values).
+
+    Returns:
+        [K] float array (statsmodels.stats.multitest.multipletests, ``pvals_corrected``).
+
+    Raises:
+        ValueError: unknown `method`.
+    """
+    if method not in ADJUST_METHODS:
+        raise ValueError(f"unknown adjustment '{method}' (choose {', '.join(ADJUST_METHODS)})")
+    p = np.asarray(p_values, dtype=float)
+    out = p.copy()
+    finite = np.isfinite(p)
+    sm_method = ADJUST_METHODS[method]
+    if sm_method is None or not finite.any():
+        return out
+    from statsmodels.stats.multitest import multipletests
+
+    out[finite] = multipletests(p[finite], alpha=alpha, method=sm_method)[1]
+    return out
+
+
+MAX_SEEDS = 100_000  # beyond this a difference is, in practice, undetectable
+
+
+def seeds_for_power(comparison: Comparison, *, alpha: float = 0.05, power: float = 0.8,
+                    mde: float | None = None) -> float:
+    """Seeds per group needed to detect a difference with a two-sided t-test at `alpha`.
+
+    The effect size is ``d = delta / sd`` with ``delta = |mde|`` (default: the observed
+    ``|comparison.diff|``) and the comparison's SD (paired: SD of per-seed differences; welch:
+    root mean square of the group SDs). Paired comparisons use statsmodels ``TTestPower``
+    (a one-sample test of the differences; the result counts seed pairs), unpaired ones
+    ``TTestIndPower`` with equal group sizes (the result counts runs per group).
+
+    Returns:
+        The smallest whole number of seeds (>= 2) reaching `power`; ``inf`` when the difference is
+        0 or more than `MAX_SEEDS` seeds would be needed; NaN when no SD is known (no test, or
+        fewer than 2 runs).
+    """
+    if comparison.test not in ("paired", "welch") or not math.isfinite(comparison.sd):
+        return math.nan
+    delta = abs(mde) if mde is not None else abs(comparison.diff)
+    if not math.isfinite(delta):
+        return math.nan
+    if delta == 0:
+        return math.inf
+    if comparison.sd == 0:
+        return 2.0  # no spread: any nonzero difference shows with the fewest seeds a t-test takes
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    d = delta / comparison.sd
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter for effects far from detectable
+        try:
+            if comparison.test == "paired":
+                n = TTestPower().solve_power(effect_size=d, alpha=alpha, power=power,
+                                             alternative="two-sided")
+            else:
+                n = TTestIndPower().solve_power(effect_size=d, alpha=alpha, power=power, ratio=1.0,
+                                                alternative="two-sided")
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            return math.inf
+    n = float(np.asarray(n).item())
+    if not math.isfinite(n) or n > MAX_SEEDS:
+        return math.inf
+    return float(max(2, math.ceil(n - 1e-9)))
 
 
 def significance_marker(p_value: float) -> str:

@@ -11,13 +11,26 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from sweeps.report.fmt import distinct_texts, value_text
 from sweeps.report.runs import Direction, ReportError, SweepRuns, UnknownColumnError, param_columns
-from sweeps.report.stats import Comparison, compare_to_baseline, significance_marker, summarize
+from sweeps.report.stats import (
+    ADJUST_LABELS,
+    ADJUST_METHODS,
+    Comparison,
+    adjust_pvalues,
+    compare_to_baseline,
+    seeds_for_power,
+    significance_marker,
+    summarize,
+)
 
 Format = Literal["md", "latex", "csv", "html"]
 FORMATS: tuple[str, ...] = ("md", "latex", "csv", "html")
 STAT_FIELDS = ("mean", "ci_low", "ci_high", "sd", "n")
-TEST_FIELDS = ("diff", "p", "test", "pairs")
+# p stays the raw p-value (the CSV column scheme); p_adj is the adjusted one.
+TEST_FIELDS = ("diff", "diff_ci_low", "diff_ci_high", "p", "p_adj", "test", "pairs")
+POWER_FIELDS = ("n_needed", "n_needed_adj")
+STEP_COLUMN = "at_step"  # the budget a row's runs reached (added to the keys when budgets differ)
 
 
 @dataclass
@@ -35,6 +48,11 @@ class AblationTable:
         baseline: the baseline selector (``loss=hard``) or None.
         notes: sentences printed under the table (CI method, tests used, left-out runs).
         confidence: CI level.
+        adjust: multiple-comparison adjustment of the p-values (``holm``, ``bh``, ``none``).
+        alpha: significance level of the power analysis (markers: * p_adj < 0.05, ...).
+        power: whether the rows carry `POWER_FIELDS` (seeds needed for 80% power).
+        mde: the difference the power analysis targets (None: the observed one).
+        partial_rows: positions of rows holding runs stopped before their budget.
     """
 
     title: str
@@ -46,11 +64,17 @@ class AblationTable:
     baseline: str | None = None
     notes: list[str] = field(default_factory=list)
     confidence: float = 0.95
+    adjust: str = "holm"
+    alpha: float = 0.05
+    power: bool = False
+    mde: float | None = None
+    partial_rows: set[int] = field(default_factory=set)
 
     def best_rows(self, metric: str) -> set[int]:
-        """Row positions holding the best mean of `metric` (ties all count; none when every
-        group ties, since then nothing stands out)."""
-        means = self.rows[f"{metric}.mean"].to_numpy(dtype=float)
+        """Row positions holding the best mean of `metric` among full-budget rows (ties all count;
+        none when every group ties, since then nothing stands out)."""
+        means = self.rows[f"{metric}.mean"].to_numpy(dtype=float).copy()
+        means[list(self.partial_rows)] = np.nan  # a stopped run's value is from another budget
         finite = means[~np.isnan(means)]
         all_tie = len(means) > 1 and finite.size == len(means) and bool(np.all(finite == finite[0]))
         if finite.size == 0 or all_tie:
@@ -101,8 +125,15 @@ def _seed_indexed(frame: pd.DataFrame, metric_col: str) -> pd.Series:
 
 
 def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
-                   baseline: str | None = None, confidence: float = 0.95) -> AblationTable:
-    """Group the trial runs by `by` and summarise each metric over the runs (seeds) of a group.
+                   baseline: str | None = None, confidence: float = 0.95, *, adjust: str = "holm",
+                   power: bool = False, mde: float | None = None, alpha: float = 0.05,
+                   power_target: float = 0.8) -> AblationTable:
+    """Group the observations by `by` and summarise each metric over the seeds of a group.
+
+    Observations are `runs.trials` (replicates already merged). Runs stopped before their budget
+    (present only when loaded with ``include_unfinished``) and runs of different budgets get rows
+    of their own (an ``at_step`` key column); they are never averaged with full-budget runs, never
+    tested and never marked best.
 
     Args:
         runs: the loaded sweep.
@@ -111,27 +142,56 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
         metrics: metric names; None = the sweep's metric.
         baseline: ``col=value[,...]`` selecting the baseline runs; each group is compared with it
             (paired t-test over matching seeds, Welch's test otherwise).
-        confidence: CI level.
+        confidence: level of the group intervals and of the intervals of the differences.
+        adjust: ``holm`` (default), ``bh`` or ``none``: p-values adjusted over every comparison
+            the table shows (all groups x metrics), `stats.adjust_pvalues`.
+        power: add the seeds each comparison needs for `power_target` power (`stats.seeds_for_power`).
+        mde: the difference the power analysis targets (default: the observed one).
+        alpha: significance level of the power analysis.
+        power_target: the power (default 0.8).
 
     Raises:
         UnknownColumnError / UnknownMetricError: a name does not resolve.
+        ReportError: unknown `adjust` or a non-positive `mde`.
     """
+    if adjust not in ADJUST_METHODS:
+        raise ReportError(f"--adjust '{adjust}': choose one of {', '.join(ADJUST_METHODS)}")
+    if mde is not None and not (math.isfinite(mde) and mde > 0):
+        raise ReportError(f"--mde {mde}: give a positive difference in the metric's units")
     by_cols = param_columns(runs, by)
     names = list(metrics) if metrics else [runs.default_metric()]
     metric_cols = [runs.resolve_metric(m) for m in names]
     metric_names = [c.removeprefix("metrics.") for c in metric_cols]
-    shown = runs.display_names(by_cols)
-    by_names = [shown[c] for c in by_cols]
     df = runs.trials
-    base = df[parse_baseline(runs, baseline)] if baseline else None
+    steps_vary = STEP_COLUMN in df and df[STEP_COLUMN].nunique() > 1
+    key_cols = by_cols + ([STEP_COLUMN] if steps_vary else [])
+    shown = runs.display_names(by_cols)
+    by_names = [shown[c] for c in by_cols] + (["step"] if steps_vary else [])
+    full = df["full_budget"].astype(bool) if "full_budget" in df else pd.Series(True, index=df.index)
+    base = None
+    if baseline:
+        mask = parse_baseline(runs, baseline) & full
+        if not mask.any():
+            raise UnknownColumnError(f"--baseline '{baseline}': no full-budget run matches "
+                                     "(stopped runs are never a baseline)")
+        base = df[mask]
+        base_steps = set(base[STEP_COLUMN]) if STEP_COLUMN in base else set()
+        if len(base_steps) > 1:  # baselines of several budgets: compare at the most common one
+            common = base[STEP_COLUMN].value_counts().index[0]
+            base = base[base[STEP_COLUMN] == common]
     base_ids = set(base["run_id"]) if base is not None else set()
-    groups = list(df.groupby(by_cols, dropna=False, sort=True)) if by_cols else [((), df)]
+    base_step = base[STEP_COLUMN].iloc[0] if base is not None and STEP_COLUMN in base else None
+    groups = list(df.groupby(key_cols, dropna=False, sort=True)) if key_cols else [((), df)]
 
     records = []
-    comparisons: list[Comparison] = []
-    for key, frame in groups:
+    cells: list[tuple[int, str, Comparison]] = []
+    partial_rows: set[int] = set()
+    for i, (key, frame) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
         rec: dict[str, object] = dict(zip(by_names, key))
+        is_full = bool(full.loc[frame.index].all())
+        if not is_full:
+            partial_rows.add(i)
         for col, m in zip(metric_cols, metric_names):
             s = summarize(frame[col], confidence)
             rec.update({f"{m}.mean": s.mean, f"{m}.ci_low": s.ci_low, f"{m}.ci_high": s.ci_high,
@@ -139,78 +199,108 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
             if base is not None:
                 if set(frame["run_id"]) == base_ids:
                     c = Comparison(0.0, math.nan, "baseline")
+                elif not is_full:
+                    c = Comparison(math.nan, math.nan, "none", note="stopped before its budget: not tested")
+                elif base_step is not None and STEP_COLUMN in frame and set(frame[STEP_COLUMN]) != {base_step}:
+                    c = Comparison(math.nan, math.nan, "none", note="another budget than the baseline's: not tested")
                 else:
-                    c = compare_to_baseline(_seed_indexed(frame, col), _seed_indexed(base, col))
-                comparisons.append(c)
-                rec.update({f"{m}.diff": c.diff, f"{m}.p": c.p_value, f"{m}.test": c.test,
-                            f"{m}.pairs": c.n_pairs})
+                    c = compare_to_baseline(_seed_indexed(frame, col), _seed_indexed(base, col),
+                                            confidence=confidence)
+                cells.append((i, m, c))
         records.append(rec)
-    rows = pd.DataFrame.from_records(records, columns=by_names + [
-        f"{m}.{f}" for m in metric_names for f in STAT_FIELDS + (TEST_FIELDS if base is not None else ())])
 
-    table = AblationTable(title=runs.label, by=by_cols, by_names=by_names, metrics=metric_names,
+    p_adj = adjust_pvalues([c.p_value for _, _, c in cells], adjust, alpha)
+    tested = int(np.isfinite([c.p_value for _, _, c in cells]).sum()) if cells else 0
+    for (i, m, c), pa in zip(cells, p_adj):
+        records[i].update({f"{m}.diff": c.diff, f"{m}.diff_ci_low": c.ci_low, f"{m}.diff_ci_high": c.ci_high,
+                           f"{m}.p": c.p_value, f"{m}.p_adj": float(pa), f"{m}.test": c.test,
+                           f"{m}.pairs": c.n_pairs})
+        if power:
+            adj_alpha = alpha / tested if adjust != "none" and tested > 1 else alpha
+            records[i].update({
+                f"{m}.n_needed": seeds_for_power(c, alpha=alpha, power=power_target, mde=mde),
+                f"{m}.n_needed_adj": seeds_for_power(c, alpha=adj_alpha, power=power_target, mde=mde)})
+    fields = STAT_FIELDS + ((TEST_FIELDS + (POWER_FIELDS if power else ())) if base is not None else ())
+    rows = pd.DataFrame.from_records(records, columns=by_names + [f"{m}.{f}" for m in metric_names
+                                                                  for f in fields])
+
+    table = AblationTable(title=runs.label, by=key_cols, by_names=by_names, metrics=metric_names,
                           directions={m: runs.direction(m) for m in metric_names}, rows=rows,
-                          baseline=baseline, confidence=confidence)
-    table.notes = _notes(table, runs, comparisons, len(base) if base is not None else 0)
+                          baseline=baseline, confidence=confidence, adjust=adjust, alpha=alpha,
+                          power=power and base is not None, mde=mde, partial_rows=partial_rows)
+    table.notes = _notes(table, runs, [c for _, _, c in cells], len(base) if base is not None else 0,
+                         tested, power_target)
     return table
 
 
-def _pooled_columns(runs: SweepRuns, by: list[str]) -> list[str]:
-    """Default --by columns not in `by` whose value differs between runs of one group."""
-    out = []
-    for c in runs.default_by():
-        if c in by:
-            continue
-        counts = (runs.trials.groupby(by, dropna=False)[c].nunique(dropna=False) if by
-                  else pd.Series([runs.trials[c].nunique(dropna=False)]))
-        if (counts > 1).any():
-            out.append(c)
-    return out
-
-
-def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison], n_base: int) -> list[str]:
+def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison], n_base: int,
+           tested: int, power_target: float) -> list[str]:
     notes = [f"mean ± half-width of the {table.confidence:.0%} Student-t confidence interval over "
-             "the runs (seeds) of each group; n = runs"]
+             "the seeds of each group; n = seeds (observations)"]
     singles = int(sum((table.rows[f"{m}.n"] == 1).sum() for m in table.metrics))
     if singles:
-        notes.append(f"{singles} group cell(s) have a single run: CI n/a")
+        notes.append(f"{singles} group cell(s) have n = 1: no interval (± n/a), no test")
+    rep = runs.replicate_note(table.metrics)
+    if rep:
+        notes.append(rep)
     best = "; ".join(f"{m}: {'higher' if table.directions[m] == 'max' else 'lower'} is better"
                      for m in table.metrics)
-    notes.append(f"best mean per metric in bold ({best})")
+    notes.append(f"best mean per metric in bold ({best}); bold describes, it does not test")
     ties = [m for m in table.metrics if not table.best_rows(m) and len(table.rows) > 1]
     if ties:
         notes.append(f"every group has the same mean {', '.join(ties)}: nothing marked")
+    if table.partial_rows:
+        notes.append("rows whose step says '(stopped)' hold runs stopped before their budget (early "
+                     "stopping or an interrupted sweep), at the step they reached: never averaged with "
+                     "full-budget runs, not tested, not marked best")
+    elif "step" in table.by_names:
+        notes.append("runs of different budgets (steps) have rows of their own; only rows at the "
+                     "baseline's budget are tested")
     if table.baseline:
-        notes.append(f"Δ = group − baseline ({table.baseline}, {n_base} runs); p: paired t-test over "
-                     "matching seeds (scipy ttest_rel); * p<0.05, ** p<0.01, *** p<0.001")
+        adj = ADJUST_LABELS[table.adjust]
+        notes.append(f"Δ [{table.confidence:.0%} CI] = group − baseline ({table.baseline}, {n_base} runs); "
+                     "p: paired t-test over matching seeds (scipy ttest_rel), raw")
+        if table.adjust != "none":
+            notes.append(f"p_adj: {adj}-adjusted over the {tested} comparisons this table shows "
+                         "(statsmodels multipletests); * p_adj<0.05, ** p_adj<0.01, *** p_adj<0.001")
+        else:
+            notes.append(f"no multiple-comparison adjustment (--adjust none) over {tested} comparisons: "
+                         "* p<0.05, ** p<0.01, *** p<0.001 on raw p, expect about 1 false positive "
+                         "in 20 tests")
+        if table.power:
+            target = f"--mde {table.mde:g}" if table.mde is not None else "the observed |Δ|"
+            adj_text = (f"; in parentheses at α/{tested} (what {adj} demands of the smallest p)"
+                        if table.adjust != "none" and tested > 1 else "")
+            notes.append(f"seeds {power_target:.0%}: seeds per group (paired: seed pairs) for "
+                         f"{power_target:.0%} power to detect {target} with a two-sided t-test at "
+                         f"α={table.alpha:g}, from the observed SD (statsmodels TTestPower / "
+                         f"TTestIndPower){adj_text}; ∞: no difference to detect")
         welch = sorted({c.note for c in comparisons if c.test == "welch"})
         if welch:
             notes.append("† unpaired: " + "; ".join(welch) + " (scipy ttest_ind, equal_var=False)")
         partial = sorted({c.note for c in comparisons if c.test == "paired" and c.note})
         if partial:
             notes.append("; ".join(partial))
-        if any(c.test == "none" for c in comparisons):
-            notes.append("p n/a: fewer than 2 runs in a group")
+        untested = sorted({c.note for c in comparisons if c.test == "none" and c.note})
+        if untested:
+            notes.append("p n/a: " + "; ".join(untested))
         if any(c.test in ("paired", "welch") and math.isnan(c.p_value) for c in comparisons):
             notes.append("p n/a: the values (or paired differences) do not vary, so t is undefined")
-    pooled = _pooled_columns(runs, table.by)
+    pooled = runs.pooled(table.by)
     if pooled:
         names = ", ".join(runs.display_names(pooled).values())
         notes.append(f"runs that differ in {names} share a row (pooled); add them to --by to separate")
     if runs.excluded:
         left = ", ".join(f"{n} {s}" for s, n in sorted(runs.excluded.items()))
-        notes.append(f"left out {left} trial run(s) (--all-runs includes them)")
+        notes.append(f"left out {left} trial run(s) that did not reach their budget (--all-runs shows "
+                     "them at the step they reached)")
     return notes
 
 
 # -- rendering ---------------------------------------------------------------------------------
 
 def _key_text(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, float | np.floating):
-        return f"{float(value):g}"
-    return str(value)
+    return value_text(value)
 
 
 def _decimals(values: np.ndarray) -> int:
@@ -233,21 +323,37 @@ class _Cell:
     numeric: bool = False
 
 
+def _p_text(p: float) -> str:
+    return "n/a" if not math.isfinite(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
+def _seeds_text(n: float) -> str:
+    return "n/a" if math.isnan(n) else ("∞" if math.isinf(n) else f"{int(n)}")
+
+
 def _grid(table: AblationTable) -> tuple[list[str], list[list[_Cell]]]:
     """Header and cells as plain text; each renderer escapes and styles them."""
     r = table.rows
     one_n = table.single_n()
+    one_m = len(table.metrics) == 1
     arrows = {"max": "↑", "min": "↓"}
     header = list(table.by_names) + [f"{m} {arrows[table.directions[m]]}" for m in table.metrics]
     header += ["n"] if one_n else [f"n ({m})" for m in table.metrics]
+    adjusted = table.adjust != "none"
     if table.baseline:
         for m in table.metrics:
-            header += [f"Δ {m}", "p" if len(table.metrics) == 1 else f"p ({m})"]
+            suffix = "" if one_m else f" ({m})"
+            header += [f"Δ {m} [{table.confidence:.0%} CI]", f"p{suffix}"]
+            if adjusted:
+                header += [f"p_adj{suffix}"]
+            if table.power:
+                header += [f"seeds 80%{suffix}"]
     best = {m: table.best_rows(m) for m in table.metrics}
     dec = {m: _decimals(r[f"{m}.mean"].to_numpy(float)) for m in table.metrics}
+    keys = {name: distinct_texts(r[name]) for name in table.by_names}
     cells: list[list[_Cell]] = []
     for i in range(len(r)):
-        row = [_Cell(_key_text(r.iloc[i][name])) for name in table.by_names]
+        row = [_Cell(keys[name][i]) for name in table.by_names]
         for m in table.metrics:
             mean, lo, hi = (float(r.iloc[i][f"{m}.{f}"]) for f in ("mean", "ci_low", "ci_high"))
             row.append(_Cell(f"{_num(mean, dec[m])} ± {_num((hi - lo) / 2, dec[m])}", i in best[m], True))
@@ -256,14 +362,27 @@ def _grid(table: AblationTable) -> tuple[list[str], list[list[_Cell]]]:
         if table.baseline:
             for m in table.metrics:
                 test = r.iloc[i][f"{m}.test"]
+                width = 2 + adjusted + table.power
                 if test == "baseline":
-                    row += [_Cell("baseline", numeric=True), _Cell("—", numeric=True)]
+                    row += [_Cell("baseline", numeric=True)] + [_Cell("—", numeric=True)] * (width - 1)
                     continue
-                p = float(r.iloc[i][f"{m}.p"])
-                p_text = "n/a" if not math.isfinite(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
-                p_text += significance_marker(p) + ("†" if test == "welch" else "")
-                row += [_Cell(_num(float(r.iloc[i][f"{m}.diff"]), dec[m], signed=True), numeric=True),
-                        _Cell(p_text, numeric=True)]
+                diff, lo, hi = (float(r.iloc[i][f"{m}.{f}"]) for f in ("diff", "diff_ci_low", "diff_ci_high"))
+                p, pa = float(r.iloc[i][f"{m}.p"]), float(r.iloc[i][f"{m}.p_adj"])
+                dagger = "†" if test == "welch" else ""
+                ci = f" [{_num(lo, dec[m], signed=True)}, {_num(hi, dec[m], signed=True)}]" \
+                    if math.isfinite(lo) and math.isfinite(hi) else ""
+                row.append(_Cell(_num(diff, dec[m], signed=True) + ci, numeric=True))
+                if adjusted:
+                    row += [_Cell(_p_text(p) + dagger, numeric=True),
+                            _Cell(_p_text(pa) + significance_marker(pa), numeric=True)]
+                else:
+                    row.append(_Cell(_p_text(p) + significance_marker(p) + dagger, numeric=True))
+                if table.power:
+                    n, n_adj = float(r.iloc[i][f"{m}.n_needed"]), float(r.iloc[i][f"{m}.n_needed_adj"])
+                    text = _seeds_text(n)
+                    if adjusted and not math.isnan(n_adj) and n_adj != n:
+                        text += f" ({_seeds_text(n_adj)})"
+                    row.append(_Cell(text, numeric=True))
         cells.append(row)
     return header, cells
 
@@ -359,12 +478,13 @@ def default_baseline(runs: SweepRuns) -> str | None:
 
 
 def ablation_table_text(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None,
-                        baseline: str | None = None, fmt: str = "md") -> str:
+                        baseline: str | None = None, fmt: str = "md", *, power: bool = False) -> str:
     """The default ablation table as text (the summary printed after `slsweep run`).
 
     Baseline: `baseline`, else ``family=hard`` when hard-label runs sit beside other families.
     """
-    table = ablation_table(runs, by, [metric] if metric else None, baseline or default_baseline(runs))
+    table = ablation_table(runs, by, [metric] if metric else None, baseline or default_baseline(runs),
+                           power=power)
     return render(table, fmt)
 
 

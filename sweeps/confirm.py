@@ -1,0 +1,366 @@
+"""Search, then confirm: rerun the best configurations of a search sweep on fresh seeds.
+
+A TPE/random sweep picks its best configurations on the very seeds it measured them on, so their
+values are optimistic (the winner's curse) and usually rest on one seed. `plan_confirm` takes the
+`top` best configurations of a sweep (full-budget observations, mean over seeds), adds a baseline,
+and writes a grid spec that runs exactly those configurations (search-space `points`) with `seeds`
+new seeds each (``search.first_seed`` after the seeds the search used), full budget, no early
+stopping, in the same MLflow experiment. `run_confirm` runs it, links the two sweeps with MLflow
+tags (`CONFIRMS_TAG` on the new parent run, `CONFIRMED_BY_TAG` on the searched one) and returns the
+adjusted ablation table of the new sweep.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sweeps.errors import SlsweepError
+from sweeps.report.runs import SweepRuns, config_key
+from sweeps.yamlio import dump_yaml, load_yaml
+
+CONFIRMS_TAG = "slsweep.confirms"          # on the confirm sweep: the id of the sweep it confirms
+CONFIRMED_BY_TAG = "slsweep.confirmed_by"  # on the searched sweep: the id(s) of its confirm sweeps
+SEARCH_ALGORITHMS = ("tpe", "random")
+# Config keys that name where a trial's inputs are: relative values in the original spec text are
+# relative to a spec file the confirm spec does not sit beside, so the resolved value is used.
+_PATH_KEYS = (("task", "data_path"), ("task", "eval_data_path"), ("model", "path"))
+
+
+class ConfirmError(SlsweepError):
+    """A confirmation cannot be planned from what was asked or what the store holds."""
+
+
+@dataclass
+class Candidate:
+    """One configuration to confirm.
+
+    Attributes:
+        label: ``top1``, ``top2``, ... or ``baseline``.
+        params: dotted resolved-config keys -> values (no seed, no run name).
+        mean: mean of the metric over the sweep's full-budget seeds (NaN for a new baseline).
+        n: seeds behind `mean`.
+    """
+
+    label: str
+    params: dict[str, Any]
+    mean: float
+    n: int
+
+
+@dataclass
+class ConfirmPlan:
+    spec: dict[str, Any]
+    candidates: list[Candidate]
+    first_seed: int
+    seeds: int
+    source_sweep: str
+    baseline: str | None
+    fresh_seeds: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def _plain(value: Any) -> Any:
+    """A YAML/pydantic-friendly scalar: integral floats become ints (MLflow params are text, read
+    back as floats), numpy scalars become Python ones."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _config_params(row: pd.Series) -> dict[str, Any]:
+    out = {}
+    for col, value in row.items():
+        if not isinstance(col, str) or not col.startswith("params.") or col.startswith("params.space."):
+            continue
+        key = col.removeprefix("params.")
+        if key in ("seed", "name") or value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        out[key] = _plain(value)
+    return out
+
+
+def rank_configurations(runs: SweepRuns, metric: str) -> pd.DataFrame:
+    """Configurations of the full-budget observations, best first.
+
+    Returns:
+        [C, 4] frame: ``key`` (`config_key` without the seed), ``mean``, ``n`` (seeds) and
+        ``row`` (the index of one observation of that configuration in `runs.trials`).
+    """
+    mcol = runs.resolve_metric(metric)
+    df = runs.full[runs.full[mcol].notna()]
+    if df.empty:
+        raise ConfirmError(f"{runs.label}: no full-budget run has '{metric}': nothing to confirm")
+    keys = pd.Series([config_key(r, with_seed=False) for _, r in df.iterrows()], index=df.index)
+    grouped = df.groupby(keys, sort=False)
+    table = pd.DataFrame({"mean": grouped[mcol].mean(), "n": grouped[mcol].size(),
+                          "row": grouped.apply(lambda g: g.index[0], include_groups=False)})
+    table = table.rename_axis("key").reset_index()
+    ascending = runs.direction(metric) == "min"
+    return table.sort_values(["mean", "key"], ascending=[ascending, True], kind="stable").reset_index(drop=True)
+
+
+def _baseline_params(runs: SweepRuns, selector: str, ranked: pd.DataFrame,
+                     metric: str) -> tuple[dict[str, Any], float, int, str]:
+    """The baseline configuration: the sweep's best one matching `selector`, else the best
+    configuration with the selector's values applied (a new family drops the old family's
+    parameters). Returns (params, mean, n, how it was chosen)."""
+    from sweeps.report.tables import parse_baseline
+
+    wanted: dict[str, Any] = {}
+    for part in [p.strip() for p in selector.split(",") if p.strip()]:
+        if "=" not in part:
+            raise ConfirmError(f"--baseline '{selector}': expected column=value, e.g. loss=hard")
+        name, value = (x.strip() for x in part.split("=", 1))
+        try:
+            col = runs.resolve(name)
+        except SlsweepError:
+            col = f"params.{name}" if "." in name else ""
+        key = "loss.family" if col == "tags.loss" else col.removeprefix("params.")
+        if not key or key.startswith(("tags.", "metrics.")):
+            raise ConfirmError(f"--baseline '{part}': '{name}' is not a configuration field")
+        wanted[key] = value
+    try:
+        mask = parse_baseline(runs, selector) & runs.trials["full_budget"].astype(bool)
+    except SlsweepError:
+        mask = pd.Series(False, index=runs.trials.index)
+    if mask.any():
+        matching = {config_key(r, with_seed=False) for _, r in runs.trials[mask].iterrows()}
+        for _, r in ranked.iterrows():  # best first
+            if r["key"] in matching:
+                return (_config_params(runs.trials.loc[r["row"]]), float(r["mean"]), int(r["n"]),
+                        "the sweep's best configuration matching it")
+    best = _config_params(runs.trials.loc[ranked.iloc[0]["row"]])
+    params = dict(best)
+    if "loss.family" in wanted and str(wanted["loss.family"]) != str(best.get("loss.family")):
+        params = {k: v for k, v in params.items() if not k.startswith("loss.")}
+    for key, value in wanted.items():
+        params[key] = value if key == "loss.family" else _plain(_number_or_text(value))
+    return params, math.nan, 0, "the best configuration with it applied (not in the sweep)"
+
+
+def _seeds_used(runs: SweepRuns) -> int:
+    """The first seed no run of the searched sweep used."""
+    info = runs.sweep.params
+    first = int(float(info.get("search.first_seed", 0) or 0))
+    count = int(float(info.get("search.seeds", 1) or 1))
+    raw = runs.raw_trials if runs.raw_trials is not None else runs.trials
+    seen = pd.to_numeric(raw["seed"], errors="coerce").dropna()
+    return max(first + count, int(seen.max()) + 1 if len(seen) else 0)
+
+
+def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str | None = None,
+                 metric: str | None = None, first_seed: int | None = None,
+                 spec_text: str | None = None) -> ConfirmPlan:
+    """The confirm spec (a mapping) for the `top` best configurations of `runs` plus `baseline`.
+
+    Args:
+        runs: the searched sweep (full-budget observations are ranked).
+        top: how many configurations to confirm (>= 1).
+        seeds: seeds per configuration (>= 2: one seed has no spread to test).
+        baseline: ``col=value[,...]`` (``loss=hard``): a configuration every candidate is compared
+            with on the same seeds; None = no baseline.
+        metric: the metric to rank by (default: the sweep's).
+        first_seed: the first new seed (default: after every seed the search used).
+        spec_text: the searched sweep's spec YAML (default: its parent run's ``spec.yaml``).
+
+    Raises:
+        ConfirmError: bad `top`/`seeds`, no spec artifact, no full-budget runs.
+    """
+    if top < 1:
+        raise ConfirmError(f"--top {top}: confirm at least 1 configuration")
+    if seeds < 2:
+        raise ConfirmError(f"--seeds {seeds}: give at least 2 seeds (one seed has no spread to test)")
+    metric = metric or runs.default_metric()
+    text = spec_text if spec_text is not None else runs.parent_artifact_text("spec.yaml")
+    if not text:
+        raise ConfirmError(f"{runs.label}: its parent run has no spec.yaml artifact to rerun from")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # load_yaml reads files (line numbers for errors)
+        path = Path(tmp) / "spec.yaml"
+        path.write_text(text, encoding="utf-8")
+        spec = load_yaml(path, what="spec").data
+    if not isinstance(spec, dict):
+        raise ConfirmError(f"{runs.label}: its spec.yaml artifact is not a mapping")
+    ranked = rank_configurations(runs, metric)
+    chosen = ranked.head(top)
+    candidates = [Candidate(f"top{i + 1}", _config_params(runs.trials.loc[r["row"]]), float(r["mean"]),
+                            int(r["n"])) for i, (_, r) in enumerate(chosen.iterrows())]
+    notes = []
+    if len(chosen) < top:
+        notes.append(f"the sweep has only {len(chosen)} full-budget configuration(s); confirming all")
+    if baseline:
+        params, mean, n, how = _baseline_params(runs, baseline, ranked, metric)
+        same = [c.label for c in candidates if c.params == params]
+        if same:
+            notes.append(f"baseline {baseline} is {same[0]} itself")
+        else:
+            candidates.append(Candidate("baseline", params, mean, n))
+        notes.append(f"baseline {baseline}: {how}")
+    used = _seeds_used(runs)
+    start = used if first_seed is None else int(first_seed)
+    if start < used:
+        notes.append(f"seeds from {start} overlap the search's (0..{used - 1}): the values of those "
+                     "seeds are the ones the configurations were chosen on (optimistic)")
+
+    # Points name every resolved-config key that differs between candidates or from the base spec.
+    keys = sorted({k for c in candidates for k in c.params})
+    varying = [k for k in keys if len({repr(c.params.get(k)) for c in candidates}) > 1
+               or k.startswith(("loss.", "train."))]
+    params: dict[str, Any] = {}
+    for k in varying:
+        values = []
+        for c in candidates:
+            if k in c.params and not any(repr(v) == repr(c.params[k]) for v in values):
+                values.append(c.params[k])
+        params[k] = {"type": "categorical", "choices": values}
+    points = [{k: c.params[k] for k in varying if k in c.params} for c in candidates]
+
+    source = runs.sweep.sweep_id
+    spec["name"] = f"{spec.get('name', 'sweep')}-confirm"
+    spec["description"] = (f"Confirmation of sweep {source}: {', '.join(c.label for c in candidates)} "
+                           f"with seeds {start}..{start + seeds - 1} at full budget")
+    spec["search_space"] = {"name": f"confirm-{source}", "description": spec["description"],
+                            "params": params, "points": points}
+    search = dict(spec.get("search") or {})
+    search.update({"algorithm": "grid", "seeds": seeds, "first_seed": start,
+                   "num_samples": len(candidates)})
+    search.setdefault("max_concurrent", 1)
+    spec["search"] = search
+    spec["scheduler"] = {"type": "fifo"}
+    spec["metric"] = {"name": metric, "mode": runs.direction(metric)}
+    spec["tracking"] = {**(spec.get("tracking") or {}), "experiment": runs.experiment_name}
+    spec.pop("storage", None)
+    top_params = candidates[0].params
+    for section, key in _PATH_KEYS:
+        value = top_params.get(f"{section}.{key}")
+        if value is not None and isinstance(spec.get(section), dict):
+            spec[section][key] = value
+    return ConfirmPlan(spec=spec, candidates=candidates, first_seed=start, seeds=seeds,
+                       source_sweep=source, baseline=baseline, fresh_seeds=start >= used, notes=notes)
+
+
+def write_confirm_spec(plan: ConfirmPlan, folder: Path) -> Path:
+    """Write the confirm spec as ``<folder>/confirm/<source sweep>-confirm.yaml``."""
+    out = folder / "confirm" / f"{plan.source_sweep}-confirm.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = "".join(f"# {c.label}: {c.params}\n" for c in plan.candidates)
+    out.write_text(f"# slsweep confirm of sweep {plan.source_sweep}\n{header}" + dump_yaml(plan.spec),
+                   encoding="utf-8")
+    return out
+
+
+def confirm_hint(runs: SweepRuns) -> str | None:
+    """For a TPE/random sweep: why its best values are optimistic and the command that confirms
+    them; None for grid sweeps (their cells are designed, not selected)."""
+    algo = runs.sweep.params.get("search.algorithm")
+    if algo not in SEARCH_ALGORITHMS:
+        return None
+    seeds = runs.sweep.params.get("search.seeds", "1")
+    return (f"This {algo} sweep chose its best configurations on the same seed(s) it measured them "
+            f"on ({seeds} per configuration), so their values are optimistic and untested. Confirm "
+            f"them on fresh seeds at full budget: slsweep confirm {runs.sweep.sweep_id} --top 3 "
+            "--seeds 5 --baseline loss=hard")
+
+
+def _number_or_text(value: str) -> Any:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def label_candidates(runs: SweepRuns, plan: ConfirmPlan) -> list[str]:
+    """The candidate label of each observation of the confirm sweep (matched on its point's
+    values; floats to 1e-9 relative), ``?`` for a run that matches none."""
+    points = plan.spec["search_space"]["points"]
+    labels = []
+    for _, row in runs.trials.iterrows():
+        label = "?"
+        for cand, point in zip(plan.candidates, points):
+            if all(_same_value(row.get(f"params.{k}"), v) for k, v in point.items()):
+                label = cand.label
+                break
+        labels.append(label)
+    return labels
+
+
+def _same_value(got: Any, want: Any) -> bool:
+    if isinstance(want, bool) or isinstance(want, str):
+        return str(got) == str(want)
+    try:
+        return bool(np.isclose(float(got), float(want), rtol=1e-9, atol=0.0))
+    except (TypeError, ValueError):
+        return False
+
+
+def legend(plan: ConfirmPlan) -> list[str]:
+    """One line per candidate: its label, the values that set it apart, its search result."""
+    points = plan.spec["search_space"]["points"]
+    keys = [k for k in dict.fromkeys(k for p in points for k in p)
+            if len({repr(p.get(k)) for p in points}) > 1]
+    from sweeps.report.fmt import value_text
+
+    lines = []
+    for cand, point in zip(plan.candidates, points):
+        values = ", ".join(f"{k}={value_text(point[k])}" for k in keys if k in point)
+        found = (f"search: {value_text(cand.mean)} over {cand.n} seed{'s' if cand.n != 1 else ''}"
+                 if cand.n else "not in the search")
+        lines.append(f"{cand.label}: {values or 'the same configuration'} ({found})")
+    return lines
+
+
+def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
+                baseline: str | None = None, metric: str | None = None, first_seed: int | None = None,
+                runs_dir: Path | str | None = None, tracking_uri: str | None = None,
+                adjust: str = "holm", verbose: int = 1) -> tuple[str, Any]:
+    """Plan, run and tabulate a confirmation of a search sweep (`slsweep confirm`).
+
+    Returns:
+        ``(text, summary)``: the confirm sweep's adjusted ablation table (Markdown) with the
+        candidates' legend, and the `RunSummary` of the confirm sweep.
+
+    Raises:
+        ConfirmError / SlsweepError: bad arguments or a store without the sweep.
+    """
+    from sweeps import paths
+    from sweeps.report.runs import load_sweep
+    from sweeps.report.tables import ablation_table, render
+    from sweeps.service import run_sweep
+
+    runs = load_sweep(experiment, tracking_uri=tracking_uri, runs_dir=runs_dir)
+    plan = plan_confirm(runs, top=top, seeds=seeds, baseline=baseline, metric=metric,
+                        first_seed=first_seed)
+    folder = Path(runs_dir).expanduser().resolve() if runs_dir else paths.default_runs_dir().resolve()
+    spec_path = write_confirm_spec(plan, folder)
+    summary = run_sweep(spec_path, tracking_uri=tracking_uri, runs_dir=folder, verbose=verbose,
+                        print_summary=False)
+    outcome = summary.outcome
+    new_id = outcome.plan.sweep_id
+    client = runs.client
+    if outcome.parent_run_id:
+        client.set_tag(outcome.parent_run_id, CONFIRMS_TAG, plan.source_sweep)
+    earlier = runs.sweep.tags.get(CONFIRMED_BY_TAG)
+    client.set_tag(runs.sweep.run_id, CONFIRMED_BY_TAG, ",".join(filter(None, [earlier, new_id])))
+    if summary.interrupted or summary.failed_all:  # the CLI says why and exits non-zero
+        return "", summary
+    confirmed = load_sweep(sweep_id=new_id, tracking_uri=outcome.plan.tracking_uri)
+    confirmed.trials["tags.candidate"] = label_candidates(confirmed, plan)
+    has_base = any(c.label == "baseline" for c in plan.candidates)
+    table = ablation_table(confirmed, ["candidate"], [plan.spec["metric"]["name"]],
+                           "candidate=baseline" if has_base else None, adjust=adjust, power=True)
+    fresh = "none of them used by the search" if plan.fresh_seeds else "some also used by the search"
+    lines = [render(table, "md"),
+             f"Candidates (seeds {plan.first_seed}..{plan.first_seed + seeds - 1}, {fresh}):"]
+    lines += [f"- {line}" for line in legend(plan)] + [f"- {n}" for n in plan.notes]
+    lines.append(f"\nConfirm sweep {new_id} (experiment {confirmed.experiment_name!r}, spec {spec_path}); "
+                 f"its parent run is tagged {CONFIRMS_TAG}={plan.source_sweep}.")
+    return "\n".join(lines) + "\n", summary
