@@ -11,6 +11,8 @@ RUNS_DIR_ENV = "SLSWEEP_RUNS_DIR"
 CACHE_DIR_ENV = "SLSWEEP_CACHE_DIR"
 STORE_LOCK = ".stores.lock"  # held while the run folder's SQLite stores are created
 PLANS = "sweeps"  # sub-folder of the run folder: one record (and lock) per sweep, for resume
+RESERVE = ".space-reserve"  # freed when the disk fills, so the driver can still close its runs
+RESERVE_BYTES = 4 << 20
 
 
 def default_runs_dir() -> Path:
@@ -80,3 +82,31 @@ def relocate_store(runs_dir: Path) -> int:
     except sqlite3.Error:
         return 0  # not ours to repair here: the commands that open the store report it
     return changed
+
+
+def keep_reserve(runs_dir: Path) -> None:
+    """Set aside `RESERVE_BYTES` in the run folder (a file of zeros), if not already there.
+
+    When the disk fills mid-sweep the driver deletes it (`free_reserve`) and uses the room to
+    close its MLflow runs (SQLite needs space for its journal): the store then tells the truth
+    instead of keeping runs RUNNING that nothing will end.
+    """
+    path = runs_dir / RESERVE
+    if path.is_file() and path.stat().st_size >= RESERVE_BYTES:
+        return
+    try:
+        with open(path, "wb") as out:
+            out.write(b"\0" * RESERVE_BYTES)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError:
+        path.unlink(missing_ok=True)  # already short of space: the sweep will say so
+
+
+def free_reserve(runs_dir: Path) -> bool:
+    """Delete the reserve file; True if there was one."""
+    try:
+        (runs_dir / RESERVE).unlink()
+        return True
+    except OSError:
+        return False

@@ -639,6 +639,7 @@ def _create_stores(plan: SweepPlan) -> None:
         return
     with FileLock(str(plan.runs_dir / paths.STORE_LOCK), timeout=120):
         paths.relocate_store(plan.runs_dir)  # a moved or copied folder writes only itself
+        paths.keep_reserve(plan.runs_dir)
         prepare_experiment(MlflowClient(plan.tracking_uri), info.experiment, info.artifact_location)
         if plan.spec.search.algorithm != "grid":
             optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir))
@@ -665,7 +666,7 @@ def failure_line(exc: BaseException) -> str:
             "fix the cause, then `slsweep resume` continues the sweep from its last saved state")
 
 
-def _fit(tuner: Any, tracker: SweepTracker) -> tuple[Any, int | None]:
+def _fit(tuner: Any, tracker: SweepTracker, runs_dir: Path) -> tuple[Any, int | None]:
     """`tuner.fit()` with the sweep's signal handling; returns (results, signal or None).
 
     First SIGINT/SIGTERM: Tune stops gracefully (state saved, trials stopped, resumable) and the
@@ -684,6 +685,8 @@ def _fit(tuner: Any, tracker: SweepTracker) -> tuple[Any, int | None]:
         except Exception as exc:  # noqa: BLE001 - every crash ends as one line and a true record
             line = failure_line(exc)
             log.debug("sweep failed", exc_info=True)
+            if line.startswith(("disk full", "database or disk is full")):
+                paths.free_reserve(runs_dir)  # room to close the runs
             problems = tracker.abort("driver_error", line)
             if problems:
                 line += f" (could not close {len(problems)} MLflow run(s): {problems[0]})"
@@ -769,7 +772,7 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
 
 def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
                ray_seconds: float) -> SweepOutcome:
-    results, signum = _fit(tuner, tracker)
+    results, signum = _fit(tuner, tracker, plan.runs_dir)
     # Optuna trials of an interrupted sweep stay open: `slsweep resume` finishes them.
     close_orphan_study_trials(plan, all_trials_ended=signum is None and _all_ended(results))
     return SweepOutcome(plan=plan, results=results, parent_run_id=tracker.parent_run_id,
