@@ -8,7 +8,8 @@ Follows the MLflow layout of docs/architecture.md: one parent run per sweep (tag
 plus ``params.<key>`` (numeric where every value parses), ``metrics.<key>`` (the last logged value)
 and ``tags.<key>``, and the budget columns ``budget`` (``train.steps``), ``final_step`` (the last
 reported ``step``), ``full_budget`` (FINISHED and, when both are known, ``final_step >= budget``)
-and ``at_step`` (a label: the step, plus `` (stopped)`` for a run that did not reach its budget).
+and ``at_step`` (a label: the step reached, plus `` (stopped)``, `` (failed)`` or `` (running)`` for a
+run that did not reach its budget).
 
 Two trust rules apply when runs are loaded (docs/architecture.md "Trust rules"):
 - **Replicates are not seeds.** Runs with the same resolved configuration, the same seed and the
@@ -211,10 +212,20 @@ def _budget_columns(frame: pd.DataFrame) -> pd.DataFrame:
     final = pd.to_numeric(frame["metrics.step"], errors="coerce") if "metrics.step" in frame else nan
     reached = (final >= budget) | budget.isna() | final.isna()
     full = (frame["status"] == "FINISHED") & reached
-    step = final.where(final.notna(), budget)
-    label = [("final" if math.isnan(s) else f"{s:g}") if ok else
-             ("stopped" if math.isnan(s) else f"{s:g} (stopped)") for s, ok in zip(step, full)]
+    label = []
+    for b, f, ok, status in zip(budget, final, full, frame["status"]):
+        if ok:
+            step = f if not math.isnan(f) else b
+            label.append("final" if math.isnan(step) else f"{step:g}")
+            continue
+        state = _STOP_WORDS.get(status, str(status).lower())
+        label.append(state if math.isnan(f) else f"{f:g} ({state})")
     return frame.assign(budget=budget, final_step=final, full_budget=full.astype(bool), at_step=label)
+
+
+# How a run that did not reach its budget is labelled in a table's step column.
+_STOP_WORDS = {"KILLED": "stopped", "FAILED": "failed", "RUNNING": "running", "SCHEDULED": "running",
+               "FINISHED": "below budget"}
 
 
 # Params that describe a run, not its configuration (never part of a replicate key).

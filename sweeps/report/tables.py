@@ -250,9 +250,9 @@ def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison],
     if ties:
         notes.append(f"every group has the same mean {', '.join(ties)}: nothing marked")
     if table.partial_rows:
-        notes.append("rows whose step says '(stopped)' hold runs stopped before their budget (early "
-                     "stopping or an interrupted sweep), at the step they reached: never averaged with "
-                     "full-budget runs, not tested, not marked best")
+        notes.append("rows whose step says (stopped), (failed) or (running) hold runs that did not "
+                     "reach their budget (early stopping, an interrupted sweep, an error), at the step "
+                     "they reached: never averaged with full-budget runs, not tested, not marked best")
     elif "step" in table.by_names:
         notes.append("runs of different budgets (steps) have rows of their own; only rows at the "
                      "baseline's budget are tested")
