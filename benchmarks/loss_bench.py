@@ -4,13 +4,17 @@
 
 Loss group (input: logits [N, V] float32, labels [N] with ~30% digit targets and ~10% ignored):
   hard        F.cross_entropy (the reference)
-  soft_label  sl_core.soft_label_cross_entropy (eta 0.1, lam 2, triangular)
+  soft_label  sl_core.soft_label_cross_entropy (eta 0.1, lam 2, triangular), backend "auto" (on CUDA with
+              triton installed: the Triton kernel; else the torch path)
+  soft_label_torch  the same with backend="torch" (only where "auto" picks Triton)
   dense_soft  the same soft-label loss with a vocabulary-sized dense target (the common approach)
   ntloss      F.cross_entropy + 0.3 * ntloss.NTLoss (NTL-WAS), when `ntloss` is installed
 Fused group (input: hidden [N, H], lm_head weight [V, H]):
   unfused     F.linear + sl_core.soft_label_cross_entropy (the reference)
-  fused       sl_core.fused_linear_soft_label_cross_entropy
+  fused       sl_core.fused_linear_soft_label_cross_entropy (backend "auto")
+  fused_torch the same with backend="torch" (only where "auto" picks Triton)
   torch_lce   torch.nn.functional.linear_cross_entropy, chunked (hard CE), when this torch has it
+  liger_flce  Liger-Kernel's fused linear cross-entropy (hard CE, Triton), on CUDA when `liger_kernel` imports
 
 Time: contenders run interleaved in rounds after one warm-up round; the median over rounds is
 reported. Memory on CPU: each contender runs once in a fresh subprocess; peak = the process's peak
@@ -19,7 +23,8 @@ inputs exist and a small warm-up ran) minus the resident size just before. On CU
 allocator's peak (torch.cuda.max_memory_allocated) above what was allocated before the step. Both
 include everything the step allocates, the returned gradients too. Ratios are ours / reference.
 Before timing, the script checks on the chosen device that the soft-label loss and the fused path
-match a dense float64 autograd reference (value and gradients) at a small size ("verified").
+(each backend that runs there) match a dense float64 autograd reference (value and gradients) at a
+small size ("verified").
 """
 
 from __future__ import annotations
@@ -44,9 +49,9 @@ import sl_core  # noqa: E402
 
 DIGITS = list(range(15, 25))  # where Qwen2's tokenizer keeps "0".."9"
 ETA, LAM, PSI = 0.1, 2.0, "triangular"
-LOSS_GROUP = ("hard", "soft_label", "dense_soft", "ntloss")
+LOSS_GROUP = ("hard", "soft_label", "soft_label_torch", "dense_soft", "ntloss")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-FUSED_GROUP = ("unfused", "fused", "torch_lce")
+FUSED_GROUP = ("unfused", "fused", "fused_torch", "torch_lce", "liger_flce")
 
 
 def has_ntloss() -> bool:
@@ -55,6 +60,31 @@ def has_ntloss() -> bool:
     except ImportError:
         return False
     return True
+
+
+def has_liger(device: str) -> bool:
+    if not device.startswith("cuda"):
+        return False
+    try:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def auto_is_triton(device: str, dtype: torch.dtype) -> bool:
+    """Whether backend="auto" runs the Triton kernels here (then the torch path is a separate contender)."""
+    from sl_core.backend import resolve_backend
+
+    return resolve_backend("auto", torch.device(device), dtype) == "triton"
+
+
+def available(names: tuple[str, ...], args: argparse.Namespace) -> list[str]:
+    """The contenders of a group that run here."""
+    triton_auto = auto_is_triton(args.device, DTYPES[args.dtype])
+    runs = {"ntloss": has_ntloss(), "torch_lce": has_torch_lce(), "liger_flce": has_liger(args.device),
+            "soft_label_torch": triton_auto, "fused_torch": triton_auto}
+    return [n for n in names if runs.get(n, True)]
 
 
 def has_torch_lce() -> bool:
@@ -123,8 +153,10 @@ def contender(name: str, vocab: int) -> Callable[[dict[str, torch.Tensor]], dict
     if name in LOSS_GROUP:
         if name == "hard":
             loss = lambda z, y: F.cross_entropy(z, y)  # noqa: E731
-        elif name == "soft_label":
-            loss = lambda z, y: sl_core.soft_label_cross_entropy(z, y, DIGITS, eta=ETA, lam=LAM, psi=PSI)  # noqa: E731
+        elif name in ("soft_label", "soft_label_torch"):
+            backend = "torch" if name == "soft_label_torch" else "auto"
+            loss = lambda z, y: sl_core.soft_label_cross_entropy(z, y, DIGITS, eta=ETA, lam=LAM, psi=PSI,  # noqa: E731
+                                                                 backend=backend)
         elif name == "dense_soft":
             loss = dense_soft_label
         else:
@@ -137,14 +169,23 @@ def contender(name: str, vocab: int) -> Callable[[dict[str, torch.Tensor]], dict
             return {"logits": z.grad, "loss": out.detach()}
         return run_loss
 
+    liger = None
+    if name == "liger_flce":
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        liger = LigerFusedLinearCrossEntropyLoss()
+
     def run_fused(inp):
         h = inp["hidden"].detach().requires_grad_()
         w = inp["weight"].detach().requires_grad_()
         y = inp["labels"]
         if name == "unfused":
             out = sl_core.soft_label_cross_entropy(F.linear(h, w), y, DIGITS, eta=ETA, lam=LAM, psi=PSI)
-        elif name == "fused":
-            out = sl_core.fused_linear_soft_label_cross_entropy(h, w, y, DIGITS, eta=ETA, lam=LAM, psi=PSI)
+        elif name in ("fused", "fused_torch"):
+            out = sl_core.fused_linear_soft_label_cross_entropy(h, w, y, DIGITS, eta=ETA, lam=LAM, psi=PSI,
+                                                                backend="torch" if name == "fused_torch" else "auto")
+        elif name == "liger_flce":
+            out = liger(w, h, y)
         else:
             out = F.linear_cross_entropy(h, w, y, options=torch.nn.LinearCrossEntropyOptions())
         out.backward()
@@ -230,19 +271,22 @@ def time_group(names: list[str], group: str, args: argparse.Namespace, repeats: 
 
 
 def verify(device: str) -> bool:
-    """Soft-label loss and fused path on `device` (float32 and bfloat16) vs a dense float64 CPU reference."""
+    """Soft-label loss and fused path on `device` (float32 and bfloat16, every backend that runs there)
+    vs a dense float64 CPU reference."""
     ok = True
     n, vocab, hidden = 96, 1000, 32
-    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
+    cases = [(dtype, tol, backend) for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2))
+             for backend in (("torch", "triton") if auto_is_triton(device, dtype) else ("torch",))]
+    for dtype, tol, backend in cases:
         inp = make_inputs("fused", n, vocab, hidden, seed=3, device=device, dtype=dtype)
         h = inp["hidden"].detach().requires_grad_()
         w = inp["weight"].detach().requires_grad_()
         y = inp["labels"]
         fused = sl_core.fused_linear_soft_label_cross_entropy(h, w, y, DIGITS, eta=ETA, lam=LAM, psi=PSI,
-                                                              chunk_size=40)
+                                                              chunk_size=40, backend=backend)
         fused.backward()
         z = F.linear(h.detach(), w.detach()).requires_grad_()
-        plain = sl_core.soft_label_cross_entropy(z, y, DIGITS, eta=ETA, lam=LAM, psi=PSI)
+        plain = sl_core.soft_label_cross_entropy(z, y, DIGITS, eta=ETA, lam=LAM, psi=PSI, backend=backend)
         plain.backward()
         ref_h = h.detach().double().cpu().requires_grad_()
         ref_w = w.detach().double().cpu().requires_grad_()
@@ -253,7 +297,7 @@ def verify(device: str) -> bool:
         for got, want in pairs:
             got, want = got.detach().double().cpu(), want.detach()
             ok &= bool(torch.allclose(got, want, rtol=tol, atol=tol * max(1.0, float(want.abs().max()))))
-        hard = sl_core.soft_label_cross_entropy(z.detach(), y, DIGITS, eta=0.0)
+        hard = sl_core.soft_label_cross_entropy(z.detach(), y, DIGITS, eta=0.0, backend=backend)
         ok &= bool(torch.allclose(hard.double().cpu(), F.cross_entropy(z.detach().double(), y).cpu(),
                                   rtol=tol, atol=tol))
     return ok
@@ -286,8 +330,8 @@ def main() -> None:
 
     load_before = os.getloadavg()
     verified = verify(args.device)
-    loss_names = [] if args.skip_loss else [n for n in LOSS_GROUP if n != "ntloss" or has_ntloss()]
-    fused_names = [] if args.skip_fused else [n for n in FUSED_GROUP if n != "torch_lce" or has_torch_lce()]
+    loss_names = [] if args.skip_loss else available(LOSS_GROUP, args)
+    fused_names = [] if args.skip_fused else available(FUSED_GROUP, args)
     results = time_group(loss_names, "loss", args, args.repeats) if loss_names else {}
     if fused_names:
         results.update(time_group(fused_names, "fused", args, args.fused_repeats))
@@ -308,9 +352,10 @@ def main() -> None:
         "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in load_after],
         "contenders": results,
     }
-    for ours, ref in (("soft_label", "hard"), ("dense_soft", "hard"), ("ntloss", "hard"), ("fused", "unfused"),
-                      ("fused", "torch_lce")):
-        name = {"soft_label": "soft", "dense_soft": "dense"}.get(ours, ours)
+    for ours, ref in (("soft_label", "hard"), ("soft_label_torch", "hard"), ("dense_soft", "hard"),
+                      ("ntloss", "hard"), ("fused", "unfused"), ("fused_torch", "unfused"), ("fused", "torch_lce"),
+                      ("fused", "liger_flce")):
+        name = {"soft_label": "soft", "soft_label_torch": "soft_torch", "dense_soft": "dense"}.get(ours, ours)
         report[f"{name}_vs_{ref}_time"] = r(ours, ref, "time_s")
         report[f"{name}_vs_{ref}_mem"] = r(ours, ref, "peak_bytes")
     if report["fused_vs_unfused_mem"] is not None:
@@ -330,9 +375,10 @@ def main() -> None:
     for n, res in results.items():
         mem = "-" if res["peak_bytes"] is None else f"{res['peak_bytes'] / 2**20:.0f}"
         print(f"{n:<12} {res['time_s']:>9.3f} {mem:>11}  {res['times_s']}")
-    for key in ("soft_vs_hard_time", "soft_vs_hard_mem", "dense_vs_hard_time", "ntloss_vs_hard_time",
-                "fused_vs_unfused_time", "fused_vs_unfused_mem", "fused_vs_unfused_mem_excl_weight_grad",
-                "fused_vs_torch_lce_time", "fused_vs_torch_lce_mem"):
+    for key in ("soft_vs_hard_time", "soft_vs_hard_mem", "soft_torch_vs_hard_time", "soft_torch_vs_hard_mem",
+                "dense_vs_hard_time", "ntloss_vs_hard_time", "fused_vs_unfused_time", "fused_vs_unfused_mem",
+                "fused_vs_unfused_mem_excl_weight_grad", "fused_torch_vs_unfused_time", "fused_vs_torch_lce_time",
+                "fused_vs_torch_lce_mem", "fused_vs_liger_flce_time", "fused_vs_liger_flce_mem"):
         if report.get(key) is not None:
             print(f"{key:<40} {report[key]:.3f}")
 

@@ -168,6 +168,10 @@ def build_tiny_model(
     text_intermediate: int = 768,
     num_heads: int = 4,
     vocab_size: int = 512,
+    vision_heads: int | None = None,
+    kv_heads: int | None = None,
+    scale_factor: int = 2,
+    model_vocab_size: int | None = None,
 ) -> Path:
     """Build a tiny randomly initialised image-text-to-text model and its processor into `path`.
 
@@ -183,8 +187,13 @@ def build_tiny_model(
             qwen2_vl/idefics3 (their 2x2 merge / pixel shuffle gives 9 image tokens at 48 px).
         vision_hidden, vision_layers: vision tower width and depth.
         text_hidden, text_layers, text_intermediate: text model width, depth and MLP width.
-        num_heads: attention heads in both towers.
+        num_heads: attention heads in both towers (the text model's when vision_heads is given).
         vocab_size: tokenizer vocabulary size (bytes + specials + BPE merges).
+        vision_heads: the vision tower's attention heads (default: num_heads).
+        kv_heads: the text model's key/value heads (default: num_heads // 2, at least 1).
+        scale_factor: idefics3's pixel-shuffle factor (image tokens = patches / scale_factor**2).
+        model_vocab_size: rows of the text model's embedding and lm_head, >= the tokenizer's size
+            (real models pad their vocabulary; default: the tokenizer's size).
 
     Returns:
         The folder, as a `Path`.
@@ -194,8 +203,10 @@ def build_tiny_model(
         patch_size = 12 if arch == "llava" else 8
     if image_size % patch_size:
         raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
-    if arch != "llava" and (image_size // patch_size) % 2:
-        raise ValueError(f"{arch} merges 2x2 patches: image_size/patch_size must be even, got {image_size}/{patch_size}")
+    merge = scale_factor if arch == "idefics3" else 2
+    if arch != "llava" and (image_size // patch_size) % merge:
+        raise ValueError(f"{arch} merges {merge}x{merge} patches: image_size/patch_size must be a multiple of "
+                         f"{merge}, got {image_size}/{patch_size}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
 
@@ -210,7 +221,12 @@ def build_tiny_model(
         text_layers=text_layers,
         text_intermediate=text_intermediate,
         num_heads=num_heads,
+        vision_heads=vision_heads or num_heads,
+        kv_heads=kv_heads or max(1, num_heads // 2),
+        model_vocab_size=max(model_vocab_size or 0, len(tokenizer)),
     )
+    if arch == "idefics3":
+        sizes["scale_factor"] = scale_factor
     # Seed a forked CPU generator so building does not disturb the caller's random stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -278,14 +294,15 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"unknown tiny model arch {arch!r}; choose one of {', '.join(TINY_ARCHS)}")
 
 
-def _text_kwargs(tokenizer, text_hidden: int, text_layers: int, text_intermediate: int, num_heads: int) -> dict:
+def _text_kwargs(tokenizer, text_hidden: int, text_layers: int, text_intermediate: int, num_heads: int,
+                 kv_heads: int, model_vocab_size: int) -> dict:
     return dict(
-        vocab_size=len(tokenizer),
+        vocab_size=model_vocab_size,
         hidden_size=text_hidden,
         intermediate_size=text_intermediate,
         num_hidden_layers=text_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=max(1, num_heads // 2),
+        num_key_value_heads=kv_heads,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
@@ -295,19 +312,19 @@ def _text_kwargs(tokenizer, text_hidden: int, text_layers: int, text_intermediat
 
 
 def _build_llava(tokenizer, *, image_size, patch_size, vision_hidden, vision_layers, text_hidden, text_layers,
-                 text_intermediate, num_heads):
+                 text_intermediate, num_heads, vision_heads, kv_heads, model_vocab_size):
     n_image_tokens = (image_size // patch_size) ** 2
     config = LlavaConfig(
         vision_config=SiglipVisionConfig(
             hidden_size=vision_hidden,
             intermediate_size=4 * vision_hidden,
             num_hidden_layers=vision_layers,
-            num_attention_heads=num_heads,
+            num_attention_heads=vision_heads,
             image_size=image_size,
             patch_size=patch_size,
             vision_use_head=False,  # the pooling head is unused by Llava (it takes patch features)
         ),
-        text_config=Qwen2Config(**_text_kwargs(tokenizer, text_hidden, text_layers, text_intermediate, num_heads)),
+        text_config=Qwen2Config(**_text_kwargs(tokenizer, text_hidden, text_layers, text_intermediate, num_heads, kv_heads, model_vocab_size)),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=n_image_tokens,
         # SigLIP has no CLS token: keep every patch, and use the last layer (not -2) so no layer is wasted.
@@ -328,12 +345,12 @@ def _build_llava(tokenizer, *, image_size, patch_size, vision_hidden, vision_lay
 
 
 def _build_qwen2_vl(tokenizer, *, image_size, patch_size, vision_hidden, vision_layers, text_hidden, text_layers,
-                    text_intermediate, num_heads):
+                 text_intermediate, num_heads, vision_heads, kv_heads, model_vocab_size):
     head_dim = text_hidden // num_heads
     # M-RoPE splits the rotary half-dimension into (temporal, height, width) sections.
     half = head_dim // 2
     mrope = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
-    text = _text_kwargs(tokenizer, text_hidden, text_layers, text_intermediate, num_heads)
+    text = _text_kwargs(tokenizer, text_hidden, text_layers, text_intermediate, num_heads, kv_heads, model_vocab_size)
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}
     config = Qwen2VLConfig(
         text_config=text,
@@ -341,7 +358,7 @@ def _build_qwen2_vl(tokenizer, *, image_size, patch_size, vision_hidden, vision_
             depth=vision_layers,
             embed_dim=vision_hidden,
             hidden_size=text_hidden,
-            num_heads=num_heads,
+            num_heads=vision_heads,
             patch_size=patch_size,
             spatial_merge_size=2,
             temporal_patch_size=2,
@@ -367,19 +384,18 @@ def _build_qwen2_vl(tokenizer, *, image_size, patch_size, vision_hidden, vision_
 
 
 def _build_idefics3(tokenizer, *, image_size, patch_size, vision_hidden, vision_layers, text_hidden, text_layers,
-                    text_intermediate, num_heads):
-    scale_factor = 2
+                    text_intermediate, num_heads, vision_heads, kv_heads, model_vocab_size, scale_factor):
     image_seq_len = (image_size // patch_size) ** 2 // scale_factor**2
     config = Idefics3Config(
         vision_config=Idefics3VisionConfig(
             hidden_size=vision_hidden,
             intermediate_size=4 * vision_hidden,
             num_hidden_layers=vision_layers,
-            num_attention_heads=num_heads,
+            num_attention_heads=vision_heads,
             image_size=image_size,
             patch_size=patch_size,
         ),
-        text_config=LlamaConfig(**_text_kwargs(tokenizer, text_hidden, text_layers, text_intermediate, num_heads)),
+        text_config=LlamaConfig(**_text_kwargs(tokenizer, text_hidden, text_layers, text_intermediate, num_heads, kv_heads, model_vocab_size)),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=scale_factor,
         tie_word_embeddings=True,
