@@ -38,6 +38,21 @@ def default_chunk_size(num_tokens: int, vocab: int, device: torch.device | None 
     return max(1, min(num_tokens, max(16, elems // max(1, vocab))))
 
 
+def triton_chunk_size(num_tokens: int, vocab: int, hidden: int) -> int:
+    """Tokens per chunk on the Triton engine: a [C, V] chunk about the size of the [N, H] hidden states
+    (Liger-Kernel's choice: C = next power of two of N / ceil(V / H)), at least 16."""
+    c = -(-num_tokens // max(1, -(-vocab // max(1, hidden))))
+    return max(1, min(num_tokens, max(16, 1 << max(0, (c - 1).bit_length()))))
+
+
+def _add_weight_grad(gw: torch.Tensor, g: torch.Tensor, h: torch.Tensor) -> None:
+    """gw [V, H] += g^T h for a chunk's logits gradient g [C, V] and hidden states h [C, H]."""
+    if g.dtype == gw.dtype:
+        gw.addmm_(g.t(), h)
+    else:  # half-precision chunk, float32 accumulator
+        gw.addmm_(g.t().to(gw.dtype), h.to(gw.dtype))
+
+
 def fused_linear_soft_label_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -68,9 +83,11 @@ def fused_linear_soft_label_cross_entropy(
         eta, lam, psi, psi_param, ignore_index, reduction, num_items_in_batch, place_exponent:
             as in `sl_core.soft_label_cross_entropy` (place-aware runs follow the last dim of labels).
         chunk_size: tokens per chunk (default: about 2**24 / V on CPU, 2**26 / V on an accelerator,
-            at least 16).
+            at least 16; on the Triton engine a chunk about the size of the hidden states,
+            `triton_chunk_size`).
         backend: "auto" (Triton kernels on CUDA when triton imports, else torch), "torch" or "triton"
-            (see `sl_core.backend`).
+            (see `sl_core.backend`). The Triton engine accumulates the weight gradient in the weight's
+            dtype (as Liger-Kernel does); the torch engine in float32.
 
     Returns:
         Scalar loss (float32, float64 for float64 inputs) or [...] per-token losses for "none".
@@ -106,7 +123,8 @@ def fused_linear_soft_label_cross_entropy(
     target, valid = soft_target(labels, cols, psi_k, eta=eta_f, lam=lam_f,
                                 ignore_index=ignore_index, cdt=cdt, place_exponent=place_exponent)
     h2 = hidden.reshape(-1, h)
-    chunk = chunk_size or default_chunk_size(h2.shape[0], vocab, weight.device)
+    chunk = chunk_size or (triton_chunk_size(h2.shape[0], vocab, h) if engine == "triton"
+                           else default_chunk_size(h2.shape[0], vocab, weight.device))
     args = (target.labels, target.onehot, target.weight, target.soft_rows, target.soft_cols, target.soft_vals)
     if reduction == "none":
         rows = _FusedRecompute.apply(h2, weight, bias, chunk, engine, *args)
@@ -133,6 +151,12 @@ def _active_chunks(active: torch.Tensor, n: int, chunk: int) -> list[tuple[int, 
     return list(zip(starts, ends, flags))
 
 
+def _weight_grad_dtype(engine: str, weight: torch.Tensor, cdt: torch.dtype) -> torch.dtype:
+    """The weight gradient's accumulator: float32 on the torch engine; the weight's own dtype on the
+    Triton engine (as Liger-Kernel: half the memory, bf16/fp16 tensor-core products, rounding per chunk)."""
+    return weight.dtype if engine == "triton" else cdt
+
+
 class _FusedEager(torch.autograd.Function):
     """Scalar loss; gradients computed in forward, scaled in backward."""
 
@@ -147,7 +171,8 @@ class _FusedEager(torch.autograd.Function):
             bias is not None and ctx.needs_input_grad[2]
         grads = need_h or need_w or need_b
         gh = torch.zeros_like(hidden) if need_h else None
-        gw = torch.zeros(weight.shape, dtype=cdt, device=weight.device) if need_w else None
+        gw = torch.zeros(weight.shape, dtype=_weight_grad_dtype(engine, weight, cdt), device=weight.device) \
+            if need_w else None
         gb = torch.zeros(weight.shape[0], dtype=cdt, device=weight.device) if need_b else None
         mass = target_mass(t)
         total = torch.zeros((), dtype=cdt, device=weight.device)
@@ -166,10 +191,7 @@ class _FusedEager(torch.autograd.Function):
             if need_h:
                 torch.mm(zc, weight, out=gh[s:e])
             if need_w:
-                if zc.dtype == cdt:
-                    gw.addmm_(zc.t(), hc)
-                else:  # half precision: accumulate the weight gradient in float32
-                    gw.addmm_(zc.t().to(cdt), hc.to(cdt))
+                _add_weight_grad(gw, zc, hc)
             if need_b:
                 gb += zc.sum(0, dtype=cdt)
             del zc
@@ -220,6 +242,7 @@ class _FusedRecompute(torch.autograd.Function):
         ctx.has_bias = bias is not None
         ctx.chunk = chunk
         ctx.eng = eng
+        ctx.engine = engine
         return rows
 
     @staticmethod
@@ -232,7 +255,8 @@ class _FusedRecompute(torch.autograd.Function):
         need_b = bias is not None and ctx.needs_input_grad[2]
         scale = row_w * grad_rows.to(cdt)
         gh = torch.zeros_like(hidden) if need_h else None
-        gw = torch.zeros(weight.shape, dtype=cdt, device=weight.device) if need_w else None
+        gw = torch.zeros(weight.shape, dtype=_weight_grad_dtype(ctx.engine, weight, cdt), device=weight.device) \
+            if need_w else None
         gb = torch.zeros(weight.shape[0], dtype=cdt, device=weight.device) if need_b else None
         for s, e, on in _active_chunks(scale != 0, hidden.shape[0], ctx.chunk):
             if not on:
@@ -243,7 +267,7 @@ class _FusedRecompute(torch.autograd.Function):
             if need_h:
                 torch.mm(zc, weight, out=gh[s:e])
             if need_w:
-                gw.addmm_(zc.t().to(cdt), hc.to(cdt))
+                _add_weight_grad(gw, zc, hc)
             if need_b:
                 gb += zc.sum(0, dtype=cdt)
         gw = gw.to(weight.dtype) if gw is not None else None
