@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -146,6 +147,8 @@ def main() -> None:
     p.add_argument("--backend", choices=["auto", "torch", "triton"], default="auto", help="the loss engine")
     p.add_argument("--family", default=None, help="loss family (default: the counting config's, hard)")
     p.add_argument("--eval-size", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="runs per workers value, interleaved (a shared machine's load then hits all alike)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak, for MFU")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, help="also write the JSON here")
@@ -168,6 +171,7 @@ def main() -> None:
     else:
         workers = [int(w) for w in args.workers.split(",")]
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     cache = Path(tempfile.mkdtemp(prefix="slsweep-throughput-"))
     base = TrialConfig.from_yaml(BASE_CONFIG)
     overrides: dict[str, Any] = {
@@ -181,11 +185,18 @@ def main() -> None:
             overrides.update({"loss.eta": 0.1, "loss.lam": 2.0})
     cfg = base.with_overrides(overrides, source="trial_throughput")
 
-    runs = [run_one(cfg.with_overrides({"train.data_workers": w}), device) for w in workers]
+    runs = [run_one(cfg.with_overrides({"train.data_workers": w}), device) | {"round": r}
+            for r in range(args.rounds) for w in workers]
     flops = step_flops(cfg, device)
     for r in runs:
         r["tflops_per_s"] = flops * r["steps_per_s"] / 1e12
         r["mfu"] = r["tflops_per_s"] / args.peak_tflops if device.type == "cuda" else None
+    summary = {}
+    for w in workers:
+        mine = [r for r in runs if r["workers"] == w]
+        summary[str(w)] = {k: statistics.median(r[k] for r in mine)
+                           for k in ("steps_per_s", "samples_per_s", "data_wait_share", "peak_bytes", "tflops_per_s")}
+        summary[str(w)]["mfu"] = mine[0]["mfu"] and statistics.median(r["mfu"] for r in mine)
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     from sweeps.models import resolve_model_path
@@ -199,7 +210,8 @@ def main() -> None:
         "cpu_count": os.cpu_count(), "batch_size": batch, "steps": steps, "loss_family": cfg.loss.family,
         "loss_backend": args.backend, "mixed_precision": args.mixed_precision, "step_flops": flops,
         "peak_tflops": args.peak_tflops if device.type == "cuda" else None, "torch": torch.__version__,
-        "load_avg": [round(x, 2) for x in os.getloadavg()], "runs": runs,
+        "load_avg_before": load_before, "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "median_by_workers": summary, "runs": runs,
     }
     text = json.dumps(report, indent=2)
     if args.out:
@@ -208,13 +220,15 @@ def main() -> None:
         print(text)
         return
     print(f"{args.model} ({n_params or '?'} parameters) on {report['device']}, batch {batch}, {steps} steps, "
-          f"{report['torch_threads']} torch threads, load avg {report['load_avg']}, "
+          f"{report['torch_threads']} torch threads, load avg {load_before} -> {report['load_avg_after']}, "
           f"{flops / 1e9:.1f} GFLOP per step")
-    print(f"{'workers':>7} {'steps/s':>8} {'samples/s':>10} {'data wait':>10} {'peak MiB':>9} {'TFLOP/s':>8} {'MFU':>6}")
-    for r in runs:
+    print(f"{'round':>5} {'workers':>7} {'steps/s':>8} {'samples/s':>10} {'data wait':>10} {'peak MiB':>9} "
+          f"{'TFLOP/s':>8} {'MFU':>6}")
+    rows = runs + [{**v, "workers": int(w), "round": "median"} for w, v in summary.items()] if args.rounds > 1 else runs
+    for r in rows:
         mfu = "-" if r["mfu"] is None else f"{r['mfu']:.3f}"
-        print(f"{r['workers']:>7} {r['steps_per_s']:>8.2f} {r['samples_per_s']:>10.1f} {r['data_wait_share']:>10.1%} "
-              f"{r['peak_bytes'] / 2**20:>9.0f} {r['tflops_per_s']:>8.3f} {mfu:>6}")
+        print(f"{r['round']:>5} {r['workers']:>7} {r['steps_per_s']:>8.2f} {r['samples_per_s']:>10.1f} "
+              f"{r['data_wait_share']:>10.1%} {r['peak_bytes'] / 2**20:>9.0f} {r['tflops_per_s']:>8.3f} {mfu:>6}")
 
 
 if __name__ == "__main__":
