@@ -572,6 +572,9 @@ def init_ray(plan: SweepPlan) -> float:
 class TrialTimeoutError(RuntimeError):
     """A trial ran longer than the spec's `limits.trial_seconds` (the driver ended it)."""
 
+    def __str__(self) -> str:  # Tune's error file holds str(exc): keep the kind in it
+        return f"{type(self).__name__}: {super().__str__()}"
+
 
 class _TimeLimits:
     """Mixin for a Tune scheduler: the driver-side trial wall-clock limit.
@@ -773,6 +776,10 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
 def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
                ray_seconds: float) -> SweepOutcome:
     results, signum = _fit(tuner, tracker, plan.runs_dir)
+    if signum is not None and plan.address in (None, "", "local"):
+        # Stop this driver's local Ray now: a trial worker still finishing a step must not write
+        # into the run folder after the driver has said the sweep stopped.
+        ray.shutdown()
     # Optuna trials of an interrupted sweep stay open: `slsweep resume` finishes them.
     close_orphan_study_trials(plan, all_trials_ended=signum is None and _all_ended(results))
     return SweepOutcome(plan=plan, results=results, parent_run_id=tracker.parent_run_id,
