@@ -26,7 +26,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from cluster_utils import kill_leftovers, short_tmp, stop_session, wait_until
+from cluster_utils import kill_leftovers, pids_mentioning, short_tmp, stop_session, wait_until
 from sweeps import paths
 from sweeps.errors import SweepFailed
 from sweeps.service import ensure_tiny_model
@@ -114,7 +114,8 @@ def _wait_mid_trial(driver: Driver, runs: Path, experiment: str, step: int, done
         client = client or _client(runs)
         trials = _runs(client, experiment)
         finished = [r for r in trials if r.info.status == "FINISHED"]
-        live = [r for r in trials if r.info.status == "RUNNING" and r.data.metrics.get("step", 0) >= step]
+        live = [r for r in trials if r.info.status == "RUNNING"
+                and int(r.data.tags.get("last_step", 0)) >= step]
         return live[0] if len(finished) >= done and live else None
 
     return wait_until(ready, 480, f"{done} finished trial(s) and one at step {step}", every=0.2)
@@ -133,11 +134,14 @@ def _study(runs: Path, sweep_id: str) -> optuna.Study:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_r6_signal_then_resume_finishes_every_configuration_once(signum: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum,forced", [(signal.SIGINT, False), (signal.SIGTERM, True)],
+                         ids=["ctrl-c", "sigterm-then-ctrl-c"])
+def test_r6_signal_then_resume_finishes_every_configuration_once(signum: int, forced: bool,
+                                                                 tmp_path: Path) -> None:
     """Ctrl-C / SIGTERM mid-trial: a clean stop within seconds, a true record, and `resume`
-    finishes every configuration exactly once. For Ctrl-C the same sweep also drills an edited
-    spec before `resume` (R7) and a resume in a copy of the run folder (R8)."""
+    finishes every configuration exactly once. SIGTERM is followed by a Ctrl-C (the forced stop).
+    For Ctrl-C the same sweep also drills an edited spec before `resume` (R7) and a resume in a
+    copy of the run folder (R8)."""
     spec = tmp_path / "stop3.yaml"
     spec.write_text(SPEC)
     runs = tmp_path / "runs"
@@ -148,10 +152,16 @@ def test_r6_signal_then_resume_finishes_every_configuration_once(signum: int, tm
         live = _wait_mid_trial(driver, runs, "stop3", step=6, done=1)
         t0 = time.perf_counter()
         driver.signal(signum)
+        if forced:
+            time.sleep(0.5)
+            driver.signal(signal.SIGINT)  # a second signal: stop at once
         rc = driver.wait(120)
         stop_s = time.perf_counter() - t0
         out = driver.text()
         assert rc == 128 + signum, out[-3000:]
+        # Nothing of the stopped driver's Ray writes on: its processes are gone.
+        wait_until(lambda: not pids_mentioning(str(driver.ray_tmp)), 60, "the driver's Ray to exit")
+        ray_gone_s = time.perf_counter() - t0
         assert "interrupted" in out and "slsweep resume" in out and "Traceback" not in out, out[-3000:]
 
         client = _client(runs)
@@ -165,6 +175,8 @@ def test_r6_signal_then_resume_finishes_every_configuration_once(signum: int, tm
         states = [t.state for t in _study(runs, sweep_id).trials]
         assert optuna.trial.TrialState.FAIL not in states      # nothing closed for good
         assert optuna.trial.TrialState.RUNNING in states       # the cut trial stays resumable
+        if not forced:
+            assert "again to stop at once" in out
 
         target = runs
         if signum == signal.SIGINT:
@@ -197,7 +209,8 @@ def test_r6_signal_then_resume_finishes_every_configuration_once(signum: int, tm
     if original is not None:
         assert _tree_digest(runs) == original  # the original folder was not touched
         _reports_in_the_copy(target, runs)
-    print(f"\nR6 {signal.Signals(signum).name}: stopped in {stop_s:.1f} s (exit {128 + signum}); "
+    print(f"\nR6 {signal.Signals(signum).name}{' + SIGINT' if forced else ''}: driver exited "
+          f"{stop_s:.1f} s after the signal (exit {128 + signum}), its Ray gone at {ray_gone_s:.1f} s; "
           f"resume finished {resume_s:.0f} s after the signal; redone evaluations "
           f"{len(steps) - len(EVALS)}")
 
@@ -235,8 +248,8 @@ def _reports_in_the_copy(copy: Path, original: Path) -> None:
         assert res.exit_code == 0, (args, res.output)
     exp = _client(copy).get_experiment_by_name("stop3")
     assert exp.artifact_location.startswith(paths.artifacts_root(copy))
-    assert list((copy / "artifacts").rglob("eta.png"))            # the figure went into the copy
-    assert not list((original / "artifacts").rglob("eta.png"))    # not into the original
+    assert list((copy / "artifacts").rglob("eta-curve-*.png"))         # the figure went into the copy
+    assert not list((original / "artifacts").rglob("eta-curve-*.png"))  # not into the original
 
 
 # --------------------------------------------------------------------------- R9: two drivers
