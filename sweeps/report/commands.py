@@ -137,6 +137,7 @@ def plot(kind: Annotated[PlotKind, typer.Option("--kind", "-k", help="Figure to 
         fig = plots.plot(runs, kind.value, metric, _by(by))
         path = plots.save_figure(fig, output or Path(f"{kind.value}.png"))
         typer.echo(f"wrote {path}")
+        typer.echo(f"caption: {plots.caption(fig)}")
         if not no_log:
             name = f"figures/{kind.value}-{metric or runs.default_metric()}{path.suffix.lower()}"
             plots.log_figure(runs, fig, name)
