@@ -213,9 +213,9 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
         _record_plan(plan, spec_path)
         try:
             outcome = execute(plan, verbose=verbose)
-        except SlsweepError:
-            # Refused before Tune saved anything (Ray could not start, resources no node has):
-            # leave no record a later `resume` would trip over.
+        except BaseException:
+            # Stopped before Tune saved anything (Ray could not start, resources no node has, a
+            # Ctrl-C during start-up): leave no record a later `resume` would trip over.
             from ray import tune
 
             if not tune.Tuner.can_restore(str(plan.storage_dir / plan.sweep_id)):

@@ -664,6 +664,11 @@ def failure_line(exc: BaseException) -> str:
         if text in str(err):
             return (f"{text} (the MLflow/Optuna store): free space, then `slsweep resume` continues "
                     "the sweep from its last saved state")
+    for err in chain:
+        said = _one_line(str(err))
+        if isinstance(err, ConnectionError) or "Max retries exceeded" in said or "Connection refused" in said:
+            return (f"the tracking store stopped answering ({type(err).__name__}: {said[:200]}); bring it "
+                    "back, then `slsweep resume` continues the sweep from its last saved state")
     root = chain[-1]
     return (f"the sweep's driver failed: {type(root).__name__}: {_one_line(root)[:300]}; "
             "fix the cause, then `slsweep resume` continues the sweep from its last saved state")
