@@ -68,6 +68,7 @@ def test_mlflow_holds_parent_and_four_children(sweep) -> None:
         history = client.get_metric_history(child.info.run_id, "exact_match")
         assert [m.step for m in history] == [2, 4]
         assert {"train_loss", "mae", "off_by_one", "unparseable"} <= set(child.data.metrics)
+        assert child.data.metrics["soft_target_coverage"] == 1.0  # the soft labels reached the answers
         arts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"config.yaml", "predictions.csv"} <= arts
 

@@ -108,8 +108,9 @@ class Batcher:
             raise ValueError("empty batch")
         texts = [self.prompt_text(p) for p in prompts]
         # One image per example; processors that accept nested lists get [[img], [img], ...].
+        # A rendered chat template already holds its special tokens (Gemma's "<bos>"): add none twice.
         return self.processor(images=list(images), text=texts, padding=True, padding_side=side,
-                              return_tensors="pt")
+                              return_tensors="pt", add_special_tokens=not self.uses_chat_template)
 
     # ------------------------------------------------------------------------------------ batches
     def train_batch(self, images: Sequence[Image.Image], prompts: Sequence[str],
