@@ -52,6 +52,10 @@ def test_page_holds_tables_images_spec_and_best_config(cli_report: tuple, report
     best = table.rows.loc[table.rows["exact_match.mean"].idxmax()]
     assert f"<strong>{best['exact_match.mean']:.4f} ±" in page
     assert "family=soft_label, psi=laplace, eta=0.2, lam=1" in page  # best group
+    # ... with its test against the baseline, adjusted (Holm) over the table's comparisons, and the
+    # power column in every table.
+    assert f"adjusted p = {best['exact_match.p_adj']:.4g}" in page and "after holm" in page
+    assert "<th>seeds 80%</th>" in page and "<th>p_adj</th>" in page
     # Figures: one embedded PNG per kind; nothing is fetched from elsewhere.
     images = IMG_RE.findall(page)
     assert [kind for kind, _ in images] == ["eta-curve", "psi-bars", "lambda-curve", "parallel",

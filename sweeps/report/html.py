@@ -93,6 +93,17 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
                      f"{_e(_value(row[f'{metric}.mean']))} ± {_e(_value(ci))} "
                      f"(n={int(row[f'{metric}.n'])}, seeds {_e(', '.join(_value(s) for s in group['seed']))})"
                      "</p>")
+        test = row.get(f"{metric}.test") if table.baseline else None
+        if test in ("paired", "welch"):
+            pa = row[f"{metric}.p_adj"]
+            verdict = ("significant" if pa < 0.05 else "not significant") if pa == pa else "untested"
+            parts.append(f"<p>Against the baseline ({_e(table.baseline)}): Δ = "
+                         f"{_e(_value(row[f'{metric}.diff']))}, 95% CI [{_e(_value(row[f'{metric}.diff_ci_low']))}, "
+                         f"{_e(_value(row[f'{metric}.diff_ci_high']))}], adjusted p = {_e(_value(pa))} "
+                         f"({verdict} at 0.05 after {_e(table.adjust)}).</p>")
+        else:
+            parts.append("<p>The best mean is descriptive: whether it differs from the others is what "
+                         "the tables' adjusted p-values (with a baseline) say.</p>")
         parts.append("<p>Configuration shared by its runs:</p>" + _kv_table(shared, "config"))
     elif len(table.rows) > 1:
         parts.append(f"<p>Every group has the same mean {_e(metric)}: no configuration stands out.</p>")
