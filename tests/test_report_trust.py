@@ -437,3 +437,22 @@ def test_search_space_points_are_validated() -> None:
                     "points": [{"loss.eta": 0.3}]})
     with pytest.raises(SpecError, match=r"points\[0\]\.zeta: not a parameter"):
         load_space({"params": {"eta": {"type": "float", "low": 0.0, "high": 0.3}}, "points": [{"zeta": 1}]})
+
+
+@pytest.mark.parametrize("kind", ["eta-curve", "lambda-curve", "psi-bars", "learning-curves"])
+def test_y_range_holds_every_mean_and_interval(report_store: Store, kind: str) -> None:
+    """No cut axis: every plotted mean, band and whisker lies inside the y-limits."""
+    runs = load_sweep(tracking_uri=report_store.uri)
+    ax = plots.plot(runs, kind, by=["psi", "lam"] if kind.endswith("curve") else None).axes[0]
+    ys = [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), float)]
+    from matplotlib.collections import PathCollection
+
+    for coll in ax.collections:  # dots (scatter), CI bands (fill_between), whiskers (errorbar)
+        if isinstance(coll, PathCollection):  # its paths are marker shapes; offsets are the data
+            ys += list(np.asarray(coll.get_offsets(), float)[:, 1])
+            continue
+        for path in coll.get_paths():
+            ys += list(path.vertices[:, 1])
+    ys = np.asarray([y for y in ys if np.isfinite(y)])
+    lo, hi = ax.get_ylim()
+    assert len(ys) and lo <= ys.min() and ys.max() <= hi
