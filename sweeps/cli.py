@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
@@ -18,7 +15,9 @@ import typer
 from sweeps import paths
 from sweeps.errors import SlsweepError, SweepFailed
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# Plain (click) help: flags show as flags (`-q, --quiet`), not `<bool>`; `-h` works everywhere.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Sweeps and ablations for soft-label losses on numerical tokens.")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,23 +49,36 @@ def user_errors(fn: F) -> F:
 
 
 RunsDir = typer.Option(None, "--runs-dir", help="Run folder (default ./slsweep-runs or $SLSWEEP_RUNS_DIR).")
+TrackingUri = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run folder).")
+Address = typer.Option(None, "--address", help="Ray cluster to join: ray://HOST:10001, HOST:PORT or auto (default: a private local Ray).")
+Quiet = typer.Option(False, "--quiet", "-q", help="Only the progress bars and the summary (no Ray/Tune log lines).")
 
 
 @app.command()
 @user_errors
 def run(
-    spec: Optional[Path] = typer.Argument(None, help="Sweep spec YAML (default: the built-in default.yaml)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join: ray://HOST:10001 or auto."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run folder)."),
+    spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="Sweep spec: a YAML file or a built-in spec's name (`slsweep list`); default: the built-in default."),
+    overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Spec fields to override, e.g. train.steps=50 search.num_samples=4 (validated like the file, recorded with the sweep)."),
+    address: Optional[str] = Address,
+    tracking_uri: Optional[str] = TrackingUri,
     runs_dir: Optional[Path] = RunsDir,
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the spec's)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No Tune progress table."),
+    search_seed: Optional[int] = typer.Option(None, "--search-seed", min=0, help="The sampler's seed (default: the spec's search.seed, else a fresh one per sweep, printed and recorded)."),
+    quiet: bool = Quiet,
 ) -> None:
-    """Run a sweep (no argument: the built-in default on the tiny model)."""
+    """Run a sweep (no argument: the built-in default on the tiny model).
+
+    \b
+    Examples:
+      slsweep run                                   # the built-in default
+      slsweep run counting train.steps=200 search.num_samples=4
+      slsweep run my_spec.yaml --search-seed 7 -q
+    """
     from sweeps.service import run_sweep
 
     outcome = run_sweep(spec, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
-                        experiment=experiment, verbose=0 if quiet else 1)
+                        experiment=experiment, verbose=0 if quiet else 1, overrides=overrides or (),
+                        search_seed=search_seed)
     _exit_for(outcome)
 
 
@@ -86,12 +98,15 @@ def _exit_for(outcome: Any) -> None:  # outcome: sweeps.service.RunSummary
 def resume(
     sweep_id: Optional[str] = typer.Argument(None, help="Sweep to resume (default: the most recent)."),
     runs_dir: Optional[Path] = RunsDir,
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: the one the sweep was started with)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: the one the sweep was started with)."),
+    quiet: bool = Quiet,
 ) -> None:
     """Resume an interrupted sweep: finished trials are kept, unfinished ones continue."""
     from sweeps.service import resume_sweep
 
-    outcome = resume_sweep(sweep_id, runs_dir=runs_dir, verbose=0 if quiet else 1)
+    outcome = resume_sweep(sweep_id, runs_dir=runs_dir, verbose=0 if quiet else 1,
+                           address=address, tracking_uri=tracking_uri)
     _exit_for(outcome)
 
 
@@ -99,7 +114,7 @@ def resume(
 @user_errors
 def status(
     runs_dir: Optional[Path] = RunsDir,
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
+    tracking_uri: Optional[str] = TrackingUri,
 ) -> None:
     """Sweeps recorded in the MLflow store, newest first, with trial counts."""
     from sweeps.service import sweep_status
@@ -119,15 +134,17 @@ def list_builtin() -> None:
 @app.command()
 @user_errors
 def trial(
-    config: Path = typer.Argument(..., help="Trial config YAML (task, model, train, loss, seed)."),
+    config: str = typer.Argument(..., metavar="CONFIG", help="Trial config: a YAML file (task, model, train, loss, seed) or a built-in trial's name (`slsweep list`)."),
+    overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Config fields to override, e.g. train.steps=20 loss.eta=0.2."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Save the state here at each evaluation."),
     resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A checkpoint folder to continue from."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write final metrics and history as JSON."),
 ) -> None:
-    """Run one trial without Ray or MLflow, printing progress (for debugging)."""
+    """Run one trial without Ray or MLflow, with a progress bar (for debugging)."""
     from sweeps.service import run_single_trial
 
-    result = run_single_trial(config, checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+    result = run_single_trial(config, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                              overrides=overrides or ())
     if output:
         output.write_text(json.dumps({"metrics": result.metrics, "history": result.history}, indent=2))
 
@@ -153,16 +170,13 @@ def make_tiny_model(
 def ui(
     runs_dir: Optional[Path] = RunsDir,
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback unless told otherwise)."),
-    port: int = typer.Option(5000, "--port"),
+    port: int = typer.Option(5000, "--port", help="Port to serve on."),
 ) -> None:
-    """Open the MLflow UI on the run folder's store."""
-    folder = (runs_dir or paths.default_runs_dir()).resolve()
-    if not (folder / "mlflow.db").exists():
-        raise SlsweepError(f"{folder}: --runs-dir: no MLflow store here (run `slsweep run` first)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
-           paths.default_tracking_uri(folder), "--host", host, "--port", str(port)]
-    typer.echo(f"MLflow UI on http://{host}:{port} (Ctrl-C to stop)")
-    raise typer.Exit(subprocess.call(cmd, env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}))
+    """Open the MLflow UI on the run folder's store (the URL is printed once it answers; Ctrl-C
+    or SIGTERM stops the server and its workers)."""
+    from sweeps.ui import serve_ui
+
+    raise typer.Exit(serve_ui(runs_dir or paths.default_runs_dir(), host, port, echo=typer.echo))
 
 
 @app.command()

@@ -7,6 +7,7 @@ search-space values plus the seed) and what MLflow records (`flatten()`, dotted 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,16 +199,21 @@ class TrialConfig(_Section):
     seed: int = 0
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TrialConfig:
-        """Load and validate a trial config file; SpecError naming the file and field."""
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrialConfig:
+        """Load and validate a trial config file, with `key=value` overrides applied before
+        validation (`train.steps=20`; see `sweeps.overrides`); SpecError naming the file (or the
+        override) and the field."""
+        from sweeps.overrides import apply_overrides, blame_override, overridden_lines, parse_overrides
+
+        parsed = parse_overrides(overrides)
         doc = load_yaml(path, what="trial config")
-        data = require_mapping(doc, "trial config")
+        data = apply_overrides(require_mapping(doc, "trial config"), parsed, source=doc.source)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise spec_error_from_validation(
-                exc, file=doc.source, model=cls, line_of=doc.line_of
-            ) from None
+            raise blame_override(spec_error_from_validation(
+                exc, file=doc.source, model=cls, line_of=overridden_lines(doc.line_of, parsed)
+            ), parsed) from None
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], *, source: str) -> TrialConfig:

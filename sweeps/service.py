@@ -10,16 +10,21 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sweeps import paths
 from sweeps.config import TrialConfig
 from sweeps.errors import SlsweepError, SweepFailed
 from sweeps.paths import PLANS
 from sweeps.spec import packaged_spec_dir
-from sweeps.tune_runner import SweepOutcome, SweepPlan, execute, plan_sweep, sampled_params
+
+# pandas, Ray, Optuna, MLflow and torch load only in the functions that need them: `slsweep list`
+# and `status` answer in about a second instead of the 7-16 s those imports take.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sweeps.tune_runner import SweepOutcome, SweepPlan
 
 
 @dataclass
@@ -56,7 +61,8 @@ def _record_plan(plan: SweepPlan, spec_path: str | Path | None) -> None:
     kept to refuse a resume after the spec file was edited.
     """
     default_uri = plan.tracking_uri == paths.default_tracking_uri(plan.runs_dir)
-    record = {"sweep_id": plan.sweep_id, "spec": str(Path(spec_path).resolve()) if spec_path else None,
+    record = {"sweep_id": plan.sweep_id, "spec": str(plan.resolved.path.resolve()) if spec_path else None,
+              "overrides": list(plan.resolved.overrides),
               "tracking_uri": None if default_uri else plan.tracking_uri,
               "experiment": plan.experiment, "address": plan.address,
               "spec_params": _jsonable(plan.resolved.flat_params()),
@@ -105,6 +111,10 @@ def sweep_lock(plan: SweepPlan):  # -> filelock.FileLock, held
 
 def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
     """One row per trial: its sampled values, seed, status and final metric, best first."""
+    import pandas as pd
+
+    from sweeps.tune_runner import sampled_params
+
     spec = outcome.plan.spec
     rows = []
     for result in outcome.results:
@@ -156,6 +166,8 @@ def _summarise(outcome: SweepOutcome, print_summary: bool = True) -> RunSummary:
 
 
 def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
+    import pandas as pd
+
     plan, spec = outcome.plan, outcome.plan.spec
     print(f"\nSweep {plan.sweep_id}: {len(table)} trials in {outcome.seconds:.0f} s")
     if not table.empty:
@@ -188,6 +200,11 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
     runs_flag = _runs_flag(plan)
     print(f"\nMLflow:   {plan.tracking_uri} (experiment {plan.experiment!r})")
     print(f"Storage:  {plan.runs_dir}")
+    if spec.search.algorithm != "grid":
+        print(f"Search:   {spec.search.algorithm} sampler seed {spec.search.seed}"
+              f"{' (fresh for this sweep)' if plan.fresh_search_seed else ''}: the same seed "
+              f"proposes the same configurations; repeat with --search-seed {spec.search.seed}, "
+              "vary with another --search-seed")
     if outcome.interrupted:
         import signal
 
@@ -201,18 +218,40 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
               "rerun on fresh seeds; this prints the adjusted table)")
 
 
+def split_spec_args(spec: str | Path | None, overrides: Sequence[str] = ()) -> tuple[str | Path | None, list[str]]:
+    """`slsweep run train.steps=50`: a first word that is `key=value` (and no file) is an override
+    of the default spec, not a spec file."""
+    from sweeps.overrides import looks_like_override
+
+    if isinstance(spec, str) and looks_like_override(spec) and not Path(spec).exists():
+        return None, [spec, *overrides]
+    return spec, list(overrides)
+
+
 def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None,
               tracking_uri: str | None = None, runs_dir: str | Path | None = None,
-              experiment: str | None = None, verbose: int = 1, print_summary: bool = True) -> RunSummary:
-    """Validate, run and summarise a sweep."""
+              experiment: str | None = None, verbose: int = 1, print_summary: bool = True,
+              overrides: Sequence[str] = (), search_seed: int | None = None) -> RunSummary:
+    """Validate, run and summarise a sweep.
+
+    Args:
+        spec_path: a spec file or a built-in spec's name (None = the built-in default).
+        overrides: `key=value` spec overrides (`train.steps=50`), validated like the file.
+        search_seed: the sampler's seed (default: the spec's `search.seed`, else a fresh one).
+    """
+    from sweeps.progress import quiet_output
+    from sweeps.tune_runner import execute, plan_sweep
+
+    spec_path, overrides = split_spec_args(spec_path, overrides)
     plan = plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
-                      experiment=experiment)
+                      experiment=experiment, overrides=overrides, search_seed=search_seed)
     ensure_tiny_model(plan.resolved.base_trial_config())
     lock = sweep_lock(plan)
     try:
         _record_plan(plan, spec_path)
         try:
-            outcome = execute(plan, verbose=verbose)
+            with quiet_output(verbose == 0):  # -q: stores, study and Ray start silently too
+                outcome = execute(plan, verbose=verbose)
         except BaseException:
             # Stopped before Tune saved anything (Ray could not start, resources no node has, a
             # Ctrl-C during start-up): leave no record a later `resume` would trip over.
@@ -227,8 +266,15 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
 
 
 def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = None,
-                 verbose: int = 1) -> RunSummary:
-    """Continue an interrupted sweep from Ray Tune's experiment state."""
+                 verbose: int = 1, address: str | None = None,
+                 tracking_uri: str | None = None) -> RunSummary:
+    """Continue an interrupted sweep from Ray Tune's experiment state.
+
+    `address` and `tracking_uri` replace the Ray cluster and MLflow store the sweep was started
+    with (a new head node, a moved server); by default the recorded ones are used.
+    """
+    from sweeps.progress import quiet_output
+    from sweeps.tune_runner import plan_sweep
     from sweeps.tune_runner import resume as resume_plan
 
     folder = Path(runs_dir or paths.default_runs_dir()).resolve()
@@ -243,8 +289,10 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
         record = json.loads(records[-1].read_text())
     except (OSError, ValueError) as exc:
         raise SlsweepError(f"{records[-1]}: <file>: unreadable sweep record ({exc})") from None
-    plan = plan_sweep(record["spec"], address=record["address"], tracking_uri=record["tracking_uri"],
-                      runs_dir=folder, experiment=record["experiment"])
+    plan = plan_sweep(record["spec"], address=address or record["address"],
+                      tracking_uri=tracking_uri or record["tracking_uri"],
+                      runs_dir=folder, experiment=record["experiment"],
+                      overrides=record.get("overrides") or ())
     plan.sweep_id = record["sweep_id"]
     # Resume runs what was recorded: an edited spec would train one configuration while MLflow
     # records another.
@@ -257,7 +305,8 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     _refuse_finished(plan)
     lock = sweep_lock(plan)
     try:
-        outcome = resume_plan(plan, verbose=verbose)
+        with quiet_output(verbose == 0):
+            outcome = resume_plan(plan, verbose=verbose)
         return _summarise(outcome)
     finally:
         lock.release()
@@ -287,6 +336,7 @@ def _refuse_finished(plan: SweepPlan) -> None:
 def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None = None) -> str:
     """A text table of the sweeps in the store: id, experiment, status, trial counts, best."""
     from mlflow.tracking import MlflowClient
+    import pandas as pd
 
     folder = Path(runs_dir or paths.default_runs_dir()).resolve()
     uri = tracking_uri or paths.default_tracking_uri(folder)
@@ -322,16 +372,27 @@ def builtin_listing() -> str:
 
     specs = sorted(p.name for p in packaged_spec_dir().glob("*.yaml"))
     spaces = sorted(p.name for p in Path(search_spaces.__file__).parent.glob("*.yaml"))
-    return "specs:         " + "  ".join(specs) + "\nsearch spaces: " + "  ".join(spaces)
+    trials = sorted(p.name for p in (packaged_spec_dir() / "trials").glob("*.yaml"))
+    return ("specs:         " + "  ".join(specs) + "\nsearch spaces: " + "  ".join(spaces)
+            + "\ntrials:        " + "  ".join(trials)
+            + "\n(run one by name from anywhere: `slsweep run counting`, `slsweep trial counting`)")
 
 
-def run_single_trial(config_path: Path, *, checkpoint_dir: Path | None = None,
-                     resume_from: Path | None = None):  # -> TrialResult
-    """`slsweep trial`: one trial in this process, printing progress."""
+def run_single_trial(config_path: str | Path, *, checkpoint_dir: Path | None = None,
+                     resume_from: Path | None = None, overrides: Sequence[str] = ()):  # -> TrialResult
+    """`slsweep trial`: one trial in this process, with a progress bar.
+
+    Args:
+        config_path: a trial config file or a built-in trial's name (`slsweep list`).
+        overrides: `key=value` config overrides (`train.steps=20`), validated like the file.
+    """
+    from sweeps.progress import TrialProgress
+    from sweeps.spec import find_trial_config
     from sweeps.trial import run_trial
 
-    cfg = TrialConfig.from_yaml(config_path)
+    cfg = TrialConfig.from_yaml(find_trial_config(config_path), overrides=overrides)
     ensure_tiny_model(cfg)
+    progress = TrialProgress(cfg.train.steps)
 
     def report(metrics: dict[str, Any], ckpt: Path | None) -> None:
         if checkpoint_dir is not None and ckpt is not None:
@@ -340,7 +401,10 @@ def run_single_trial(config_path: Path, *, checkpoint_dir: Path | None = None,
             target = checkpoint_dir / f"step_{int(metrics['step']):06d}"
             shutil.copytree(ckpt, target, dirs_exist_ok=True)
 
-    result = run_trial(cfg, report=report, resume_from=resume_from, log=print,
-                       checkpoint=checkpoint_dir is not None)
+    try:
+        result = run_trial(cfg, report=report, resume_from=resume_from, log=progress.write,
+                           checkpoint=checkpoint_dir is not None, on_step=progress.step)
+    finally:
+        progress.close()
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()}))
     return result

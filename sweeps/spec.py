@@ -23,6 +23,7 @@ defaults: `max_t = train.steps`, `grace_period = train.eval_every`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sweeps.config import TASK_METRICS, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, spec_error_from_validation
+from sweeps.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
 from sweeps.space import SearchSpace, load_space
 from sweeps.yamlio import YamlDoc, dump_yaml, load_yaml, require_mapping
 
@@ -67,7 +69,8 @@ class SearchConfig(_Section):
     seeds: int = Field(1, ge=1, le=MAX_TRIALS)
     first_seed: int = Field(0, ge=0, le=MAX_TRIALS)  # trial seeds are first_seed + 0..seeds-1
     max_concurrent: int = Field(1, ge=1)
-    seed: int = 0
+    # The sampler's seed; None (the default) = a fresh seed per sweep, recorded with the sweep.
+    seed: int | None = Field(None, ge=0)
 
 
 class SchedulerConfig(_Section):
@@ -210,13 +213,16 @@ class ResolvedSpec:
         spec: the validated spec (paths resolved, scheduler/metric defaults filled in).
         space: the validated search space.
         path: the spec file (the packaged default.yaml when `load_spec(None)`).
-        spec_yaml: the spec file's text (for the `spec.yaml` artifact).
+        spec_yaml: the spec file's text (for the `spec.yaml` artifact); with overrides, the
+            resolved spec as YAML under a comment naming the file and the overrides.
+        overrides: the command-line overrides applied, as typed (`train.steps=50`).
     """
 
     spec: SweepSpec
     space: SearchSpace
     path: Path
     spec_yaml: str
+    overrides: tuple[str, ...] = ()
 
     def base_trial_config(self) -> TrialConfig:
         """The config every trial starts from: the spec's task/model/train/loss, seed
@@ -327,20 +333,62 @@ def _resolve_paths(spec: SweepSpec, spec_dir: Path) -> SweepSpec:
     })
 
 
-def load_spec(path: str | Path | None = None) -> ResolvedSpec:
-    """Load, validate and resolve a sweep spec (None = the built-in default.yaml).
+def _file_or_builtin(path: str | Path, folder: Path, what: str) -> Path:
+    """`path` if it exists (or has a folder part), else `folder/<name>.yaml` for a bare name."""
+    candidate = Path(path).expanduser()
+    if candidate.exists() or len(candidate.parts) != 1:
+        return candidate
+    builtin = sorted(p.stem for p in folder.glob("*.yaml"))
+    stem = candidate.name.removesuffix(".yaml")
+    if stem in builtin:
+        return folder / f"{stem}.yaml"
+    raise SpecError(str(path), "<file>", f"no such file, and no built-in {what} of that name "
+                    f"(built-in: {', '.join(builtin)})")
+
+
+def find_spec(path: str | Path | None) -> Path:
+    """The spec file `path` names: the file itself, else the built-in spec of that name
+    (`counting` or `counting.yaml`, as `slsweep list` shows them); None = the built-in default.
 
     Raises:
-        SpecError: naming the spec (or search-space) file and the dotted field of the problem.
+        SpecError: neither a file nor a built-in spec has that name.
     """
-    spec_path = Path(path) if path is not None else packaged_spec_path("default")
+    return packaged_spec_path("default") if path is None else _file_or_builtin(path, packaged_spec_dir(), "spec")
+
+
+def find_trial_config(path: str | Path) -> Path:
+    """The trial config file `path` names: the file itself, else the built-in trial config of that
+    name (`slsweep list`: `counting`). SpecError if neither exists."""
+    return _file_or_builtin(path, packaged_spec_dir() / "trials", "trial config")
+
+
+def load_spec(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ResolvedSpec:
+    """Load, validate and resolve a sweep spec.
+
+    Args:
+        path: a spec file, or a built-in spec's name (None = the built-in default.yaml).
+        overrides: `key=value` words applied to the file's mapping before validation
+            (`train.steps=50`, `search.num_samples=4`; see `sweeps.overrides`).
+
+    Raises:
+        SpecError: naming the spec (or search-space) file, or the override, and the dotted field.
+    """
+    parsed = parse_overrides(overrides)
+    try:
+        return _load_spec(find_spec(path), parsed)
+    except SpecError as err:
+        raise blame_override(err, parsed) from None
+
+
+def _load_spec(spec_path: Path, overrides: list[Override]) -> ResolvedSpec:
     doc: YamlDoc = load_yaml(spec_path, what="sweep spec")
     file = doc.source
-    data = require_mapping(doc, "sweep spec")
+    data = apply_overrides(require_mapping(doc, "sweep spec"), overrides, source=file)
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
-        raise spec_error_from_validation(exc, file=file, model=SweepSpec, line_of=doc.line_of,
+        raise spec_error_from_validation(exc, file=file, model=SweepSpec,
+                                         line_of=overridden_lines(doc.line_of, overrides),
                                          hints=_HINTS) from None
     spec_dir = spec_path.expanduser().resolve().parent
     spec = _resolve_paths(spec, spec_dir)
@@ -369,4 +417,8 @@ def load_spec(path: str | Path | None = None) -> ResolvedSpec:
                 line=doc.line_of(("search", "num_samples")),
             )
     text = doc.text or dump_yaml(data)
-    return ResolvedSpec(spec=spec, space=space, path=spec_path, spec_yaml=text)
+    if overrides:  # the artifact is the spec that ran: the file's values with the overrides set
+        text = (f"# {file} with command-line overrides: {' '.join(o.text for o in overrides)}\n"
+                + dump_yaml(data))
+    return ResolvedSpec(spec=spec, space=space, path=spec_path, spec_yaml=text,
+                        overrides=tuple(o.text for o in overrides))

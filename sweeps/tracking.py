@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,11 +22,22 @@ from ray.tune import Callback
 
 from sweeps.config import TrialConfig
 
-# Keys a trial reports that are bookkeeping, not metrics.
+log = logging.getLogger(__name__)
+
+# Keys a trial reports that are bookkeeping, not metrics. `step` is every metric's x axis (and
+# the tag `last_step`), not a curve of its own.
 _NON_METRIC = {"predictions", "node", "hostname", "pid", "done", "trial_id", "date", "timestamp",
                "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
                "training_iteration", "checkpoint_dir_name", "should_checkpoint", "experiment_tag",
-               "config"}
+               "config", "step", "train_loss_curve"}
+OPTUNA_TRIAL_KEY = "__optuna_trial__"  # a Tune config's Optuna trial number (set by the searcher)
+LAST_STEP_TAG = "last_step"  # the last optimizer step a trial reported (its budget reached, or not)
+LOSS_CURVE = "train_loss_curve"  # a result's [[step, mean train loss], ...] since the last result
+# MLflow 3's UI opens an experiment without this tag on its GenAI (traces) page; this kind opens
+# it as a model-training ("Machine learning") experiment, on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+_MODEL_KINDS = {EXPERIMENT_KIND, "finetuning", "forecasting", "classification", "regression", "automl"}
 
 
 @dataclass
@@ -45,21 +57,49 @@ class SweepInfo:
     spec_params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     artifact_location: str | None = None
+    optuna_storage: str | None = None  # the study (named sweep_id) the trials link to, if persisted
 
 
 def prepare_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """The experiment id for `name`, created when missing."""
+    """The experiment id for `name`, created when missing, marked as a model-training experiment
+    (`mlflow.experimentKind`) unless it already carries a model-training kind."""
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException as exc:  # another driver created it since (a shared tracking server)
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
-            raise
-        return client.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException as exc:  # another driver created it since (a shared tracking server)
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
+                raise
+            exp = client.get_experiment_by_name(name)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) not in _MODEL_KINDS:  # a store from before, or GenAI
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def trial_run_name(trial_number: int | None, cfg: TrialConfig, sampled: dict[str, Any]) -> str:
+    """A run name a person can scan: trial number, loss family, the sampled values, seed.
+
+    `t03 soft_label psi=gaussian eta=0.12 lam=2.6 lr=0.0011 s0` (floats to 2 significant digits;
+    the loss family and a fixed value once, not per sampled name).
+    """
+    parts = [f"t{trial_number:02d}" if trial_number is not None else "t?", cfg.loss.family]
+    for key, value in sampled.items():
+        if key == "loss.family" or key.endswith(".family"):
+            continue
+        shown = f"{value:.2g}" if isinstance(value, float) else str(value)
+        parts.append(f"{key.rsplit('.', 1)[-1]}={shown}")
+    parts.append(f"s{cfg.seed}")
+    return " ".join(parts)
+
+
+def tune_trial_number(trial: Any) -> int | None:
+    """The trial's 1-based number in its sweep (Tune's `experiment_tag` starts `3_...` for the
+    3rd trial its search created), or None."""
+    head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def predictions_csv(rows: list[dict[str, Any]]) -> str:
@@ -121,6 +161,7 @@ class SweepTracker(Callback):
         self.ended: dict[str, str] = {}         # Tune trial id -> final MLflow status
         self._predictions: dict[str, list[dict[str, Any]]] = {}
         self._client: MlflowClient | None = None
+        self._study_storage: Any = None  # optuna RDBStorage of info.optuna_storage, opened on use
         self.logging_seconds = 0.0  # time spent writing to MLflow (the overhead benchmark reads it)
         # Why the sweep is ending early (`interrupted`, `sweep_time_limit`), set by the driver
         # before Tune calls on_experiment_end; None = a normal end.
@@ -130,6 +171,7 @@ class SweepTracker(Callback):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_client"] = None
+        state["_study_storage"] = None
         state["_predictions"] = {}
         return state
 
@@ -190,15 +232,59 @@ class SweepTracker(Callback):
                 "psi": cfg.loss.psi if cfg.loss.family == "soft_label" else "none",
                 "search_space": self.info.space_source, "search_space_hash": self.info.space_hash,
                 "status": "running"}
-        run = self.client.create_run(self.experiment_id, run_name=str(trial), tags=tags)
+        sampled = self.sampled(trial.config)
+        number = tune_trial_number(trial)
+        if number is not None:
+            tags["trial_number"] = str(number)
+        study_trial = trial.config.get(OPTUNA_TRIAL_KEY)
+        if study_trial is not None:
+            tags["optuna.trial_number"] = str(study_trial)
+        run = self.client.create_run(self.experiment_id, run_name=self.run_name(trial), tags=tags)
         run_id = run.info.run_id
+        self._link_study_trial(trial, run_id, cfg.seed)
         params = [Param(k, _param_value(v)) for k, v in cfg.flatten().items()]
-        params += [Param(f"space.{k}", _param_value(v)) for k, v in self.sampled(trial.config).items()]
+        params += [Param(f"space.{k}", _param_value(v)) for k, v in sampled.items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i:i + 100])
         self.client.log_text(run_id, cfg.to_yaml(), "config.yaml")
         self.runs[trial.trial_id] = run_id
         return run_id
+
+    def run_name(self, trial: Any) -> str:
+        """The trial's MLflow run name (`trial_run_name`)."""
+        return trial_run_name(tune_trial_number(trial), self.resolve(trial.config),
+                              self.sampled(trial.config))
+
+    def _link_study_trial(self, trial: Any, run_id: str, seed: int) -> None:
+        """Cross-reference the Optuna trial that proposed `trial` and its MLflow run.
+
+        The Optuna trial gets the user attributes `mlflow_run_id` and `tune_trial_id` (suffixed
+        `.seed<i>` for the i-th repeat of a configuration, i > 0), the study `mlflow_experiment_id`
+        and `mlflow_parent_run_id`; the run has the tag `optuna.trial_number`. optuna-dashboard
+        and the MLflow UI then point at each other. Linking is best effort: a missing study (a
+        store other than the run folder's) is skipped.
+        """
+        number = trial.config.get(OPTUNA_TRIAL_KEY)
+        if number is None or not self.info.optuna_storage:
+            return
+        import optuna
+        from ray.tune.search.repeater import TRIAL_INDEX
+
+        try:
+            if getattr(self, "_study_storage", None) is None:  # (absent on trackers pickled before)
+                self._study_storage = optuna.storages.RDBStorage(self.info.optuna_storage)
+            storage = self._study_storage
+            study_id = storage.get_study_id_from_name(self.info.sweep_id)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
+            index = int(trial.config.get(TRIAL_INDEX, 0) or 0)
+            suffix = f".seed{index}" if index else ""
+            storage.set_trial_user_attr(trial_id, f"mlflow_run_id{suffix}", run_id)
+            storage.set_trial_user_attr(trial_id, f"tune_trial_id{suffix}", trial.trial_id)
+            if "mlflow_parent_run_id" not in storage.get_study_user_attrs(study_id):
+                storage.set_study_user_attr(study_id, "mlflow_experiment_id", self.experiment_id)
+                storage.set_study_user_attr(study_id, "mlflow_parent_run_id", self.parent_run_id)
+        except (KeyError, RuntimeError, ValueError) as exc:  # includes UpdateFinishedTrialError
+            log.info("could not link Optuna trial %s to MLflow run %s: %s", number, run_id, exc)
 
     def _reopen(self, run_id: str) -> None:
         """Mark a run RUNNING again (a resumed sweep or trial), dropping its earlier stop reason."""
@@ -220,9 +306,17 @@ class SweepTracker(Callback):
             self._predictions[trial.trial_id] = result["predictions"]
         step = int(result.get("step") or result.get("training_iteration") or 0)
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]
-        tags = [RunTag("node", str(result["node"]))] if "node" in result else []
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        values = numeric_metrics(result)
+        curve = result.get(LOSS_CURVE) or []
+        if curve:  # the loss every few steps, batched into the evaluation's one call
+            values.pop("train_loss", None)
+        metrics = [Metric("train_loss", float(v), now, int(s)) for s, v in curve if math.isfinite(v)]
+        metrics += [Metric(k, v, now, step) for k, v in values.items()]
+        tags = [RunTag(LAST_STEP_TAG, str(step))]
+        if "node" in result:
+            tags.append(RunTag("node", str(result["node"])))
+        for i in range(0, len(metrics), 1000):  # MLflow's log_batch takes at most 1000 metrics
+            self.client.log_batch(run_id, metrics=metrics[i:i + 1000], tags=tags if i == 0 else [])
 
     @_timed
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -236,7 +330,15 @@ class SweepTracker(Callback):
         if last_step >= self.info.max_steps:
             self._end(trial, "FINISHED", {"status": "finished"})
         else:
-            self._end(trial, "KILLED", {"status": "stopped", "slsweep.stop_reason": "early_stopping"})
+            # Stopped by the scheduler, not crashed: FINISHED (the UI's red icon is for FAILED and
+            # KILLED), told apart by its tags and description (`full_budget` in reports: no).
+            value = (trial.last_result or {}).get(self.info.metric)
+            shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
+            self._end(trial, "FINISHED", {
+                "status": "stopped_early", "slsweep.stop_reason": "early_stopping",
+                "mlflow.note.content": f"Stopped early by the scheduler at step {last_step} of "
+                f"{self.info.max_steps} ({self.info.metric} {shown} there did not make the cut); "
+                "its values are from that step, not the full budget."})
 
     @_timed
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -279,6 +381,8 @@ class SweepTracker(Callback):
                     RunTag("status", "stopped"), RunTag("slsweep.stop_reason", "driver_lost")])
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 child_status = "KILLED"
+            elif run.data.tags.get("slsweep.stop_reason") == "early_stopping":
+                child_status = "KILLED"  # FINISHED in the UI, but a stopped trial in the counts
             counts[child_status] = counts.get(child_status, 0) + 1
         now = int(time.time() * 1000)
         metrics = [Metric("trials_total", float(len(children)), now, 0),

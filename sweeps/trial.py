@@ -30,6 +30,7 @@ from sweeps.models import Batcher, load_model_and_processor
 from sweeps.tasks import Example, Task, get_task
 
 EVAL_BATCH = 64
+LOSS_LOG_EVERY = 10  # steps per point of the training-loss curve sent with each report
 SAMPLE_PREDICTIONS = 50
 
 
@@ -131,7 +132,8 @@ def _prediction_rows(examples: list[Example], predictions: list[str], task: Task
 
 def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: Path | None = None,
               checkpoint: bool = True, log: Callable[[str], None] | None = None,
-              device: torch.device | None = None) -> TrialResult:
+              device: torch.device | None = None,
+              on_step: Callable[[int, float], None] | None = None) -> TrialResult:
     """Fine-tune and evaluate one configuration.
 
     Args:
@@ -141,6 +143,11 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
         resume_from: a folder written by an earlier report to continue from.
         log: progress lines (None = quiet).
         device: where to train (default: CUDA if visible, else CPU).
+        on_step: called after every optimizer step with (step, that step's training loss).
+
+    Each report also carries `train_loss_curve`: `[[step, mean loss], ...]` every
+    `LOSS_LOG_EVERY` steps since the previous report (the driver logs it as the `train_loss`
+    curve; the report's own `train_loss` is the mean since the previous evaluation).
     Returns:
         The final metrics, the evaluation history and sample predictions.
     """
@@ -150,10 +157,15 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     seed_everything(cfg.seed)
     task = get_task(cfg.task.name)
 
+    say(f"loading model {cfg.model.path} on {device} ...")
+    t_load = time.perf_counter()
     model, processor = load_model_and_processor(cfg.model.path, device=device, dtype=_load_dtype(cfg),
                                                 freeze_vision=cfg.model.freeze_vision,
                                                 gradient_checkpointing=cfg.model.gradient_checkpointing,
                                                 lora=cfg.model.lora)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model loaded in {time.perf_counter() - t_load:.1f} s ({n_params / 1e6:.2f}M parameters); "
+        f"training {cfg.train.steps} steps, evaluating every {cfg.train.eval_every}")
     batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
     tokens = loss_tokens(cfg.loss.family, processor.tokenizer, model=cfg.model.path)
     loss_fn = sl_core.build_loss(cfg.loss.family, tokens.tokens, backend=cfg.loss.backend, **cfg.loss.loss_kwargs())
@@ -179,6 +191,8 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     model.train()
     ckpt_every = cfg.train.checkpoint_every or cfg.train.eval_every
     losses: list[float] = []
+    curve: list[list[float]] = []    # [step, mean loss over the window] since the last report
+    window: list[float] = []
     predictions: list[str] = []
     steps = StepBatches(data, batcher, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
                         steps=cfg.train.steps)
@@ -205,8 +219,15 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         losses.append(step_loss)
+        window.append(step_loss)
+        if on_step is not None:
+            on_step(state.step, step_loss)
+        evaluating = state.step % cfg.train.eval_every == 0 or state.step == cfg.train.steps
+        if state.step % LOSS_LOG_EVERY == 0 or evaluating:
+            curve.append([state.step, float(np.mean(window))])
+            window.clear()
 
-        if state.step % cfg.train.eval_every == 0 or state.step == cfg.train.steps:
+        if evaluating:
             t_eval = time.perf_counter()
             metrics, predictions = evaluate(model, batcher, task, held_out, device, cfg)
             eval_s += time.perf_counter() - t_eval
@@ -219,7 +240,8 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
             state.history.append(dict(metrics))
             say(_progress_line(task, state.step, cfg.train.steps, metrics))
             if report is not None:
-                payload = {**metrics, "predictions": _prediction_rows(held_out, predictions, task)}
+                payload = {**metrics, "train_loss_curve": list(curve),
+                           "predictions": _prediction_rows(held_out, predictions, task)}
                 due = checkpoint and (state.step % ckpt_every == 0 or state.step == cfg.train.steps)
                 if due:
                     with tempfile.TemporaryDirectory(prefix="slsweep-ckpt-") as tmp:
@@ -227,6 +249,7 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
                         report(payload, Path(tmp))
                 else:
                     report(payload, None)
+            curve.clear()
 
     final = state.history[-1] if state.history else {}
     return TrialResult(metrics=dict(final), history=state.history,

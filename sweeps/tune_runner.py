@@ -24,7 +24,7 @@ import warnings
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import optuna
@@ -39,9 +39,10 @@ from sweeps import paths
 from sweeps.config import TrialConfig
 from sweeps.errors import SlsweepError, SpecError, SweepFailed
 from sweeps.interrupt import StopSignals, SweepInterrupted
+from sweeps.progress import SweepProgress, quiet_output
 from sweeps.space import SearchSpace
 from sweeps.spec import ResolvedSpec, load_spec
-from sweeps.tracking import SweepInfo, SweepTracker
+from sweeps.tracking import OPTUNA_TRIAL_KEY, SweepInfo, SweepTracker
 from sweeps.trial import run_trial
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,9 @@ def tune_trainable(config: dict[str, Any], *, resolver: _Resolver) -> None:
     """Ray Tune function trainable: resolve, restore if Tune hands a checkpoint, train, report."""
     cfg = resolver(config)
     _limit_threads()
+    # Tune logs "Checkpoint successfully created at: ..." (INFO) in the worker for every report
+    # with a checkpoint; forwarded to the driver's console, that is one line per evaluation.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     # Where the trial runs: the Ray node (an MLflow tag) and the worker process (fault drills
     # and operators find the process to inspect or kill by it).
     node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
@@ -118,6 +122,7 @@ class SweepPlan:
     experiment: str
     address: str | None
     sweep_id: str
+    fresh_search_seed: bool = False  # the sampler seed was drawn for this sweep (none was given)
 
     @property
     def spec(self):  # noqa: ANN201 - the pydantic SweepSpec
@@ -134,15 +139,27 @@ class SweepPlan:
 
 def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = None,
                tracking_uri: str | None = None, runs_dir: str | Path | None = None,
-               experiment: str | None = None, check: bool = True) -> SweepPlan:
-    """Validate a spec and the places it points to; creates nothing."""
-    resolved = load_spec(spec_path)
+               experiment: str | None = None, check: bool = True, overrides: Sequence[str] = (),
+               search_seed: int | None = None) -> SweepPlan:
+    """Validate a spec and the places it points to; creates nothing.
+
+    `overrides` (`train.steps=50`) are applied to the spec before validation; `search_seed`
+    (`--search-seed`) is the override `search.seed=N`. A spec without a sampler seed gets a fresh
+    one, recorded as the override `search.seed=N`: the sweep's spec artifact, params and resume
+    record then hold the seed that ran, and two sweeps of one spec explore different configurations.
+    """
+    overrides = [*overrides, *([f"search.seed={search_seed}"] if search_seed is not None else [])]
+    resolved = load_spec(spec_path, overrides)
+    fresh = resolved.spec.search.seed is None
+    if fresh:
+        resolved = load_spec(spec_path, [*overrides, f"search.seed={fresh_search_seed()}"])
     spec = resolved.spec
     folder = Path(runs_dir or spec.storage or paths.default_runs_dir()).expanduser().resolve()
     uri = tracking_uri or spec.tracking.uri or paths.default_tracking_uri(folder)
     plan = SweepPlan(resolved=resolved, runs_dir=folder, tracking_uri=uri,
                      experiment=experiment or spec.tracking.experiment or spec.name,
-                     address=address or spec.ray.address, sweep_id=new_sweep_id(spec.name))
+                     address=address or spec.ray.address, sweep_id=new_sweep_id(spec.name),
+                     fresh_search_seed=fresh)
     if check:
         spec_file = str(resolved.path)
         # Each problem names where the value came from: a command-line flag, or the spec's field.
@@ -225,6 +242,11 @@ def check_cluster_resources(plan: SweepPlan) -> None:
     raise SpecError(str(plan.resolved.path), field,
                     f"{want[key]:g} {key}s per trial, but no Ray node has that many{waited} "
                     f"(largest: {best[key]:g}); no trial could ever start")
+
+
+def fresh_search_seed() -> int:
+    """A new sampler seed (0 .. 2**31-1) for a sweep whose spec does not fix one."""
+    return secrets.randbelow(2**31)
 
 
 def new_sweep_id(name: str) -> str:
@@ -515,7 +537,9 @@ def sweep_info(plan: SweepPlan) -> SweepInfo:
         spec_params=plan.resolved.flat_params(),
         tags={"git_commit": git_commit(), "slsweep.version": __version__,
               "ray.address": plan.address or "local"},
-        artifact_location=artifacts)
+        artifact_location=artifacts,
+        optuna_storage=paths.optuna_storage_uri(plan.runs_dir)
+        if plan.local_store and spec.search.algorithm != "grid" else None)
 
 
 SHIP_CODE_ENV = "SLSWEEP_SHIP_CODE"
@@ -548,12 +572,13 @@ def reuse_workers(plan: SweepPlan) -> bool:
     return plan.address in (None, "local") if choice is None else choice
 
 
-def init_ray(plan: SweepPlan) -> float:
-    """Start or join Ray; returns the seconds it took."""
+def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
+    """Start or join Ray (`quiet`: its driver-side messages at ERROR only); returns the seconds."""
     t0 = time.perf_counter()
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
-                                  "runtime_env": runtime_env(plan)}
+                                  "runtime_env": runtime_env(plan),
+                                  "logging_level": logging.ERROR if quiet else logging.INFO}
         if plan.address:
             kwargs["address"] = plan.address
         else:
@@ -749,7 +774,7 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
     t0 = time.perf_counter()
     spec, space = plan.spec, plan.resolved.space
     plan.runs_dir.mkdir(parents=True, exist_ok=True)
-    ray_seconds = init_ray(plan)
+    ray_seconds = init_ray(plan, quiet=verbose == 0)
     check_cluster_resources(plan)
     _create_stores(plan)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -775,12 +800,28 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=verbose),
     )
-    return _run_tuner(plan, tuner, tracker, t0, ray_seconds)
+    return _run_tuner(plan, tuner, tracker, t0, ray_seconds, verbose)
 
 
 def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
-               ray_seconds: float) -> SweepOutcome:
-    results, signum = _fit(tuner, tracker, plan.runs_dir)
+               ray_seconds: float, verbose: int = 1) -> SweepOutcome:
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.verbose = verbose  # a restored Tuner would keep the verbosity it started with
+    # CheckpointConfig(num_to_keep=1) bounds the disk a sweep uses, and makes Tune snapshot its
+    # experiment state after each trial checkpoint so the deleted checkpoint is never referenced.
+    # Tune then warns, at every evaluation of short trials, that snapshots are frequent: they are
+    # meant to be, and the warning has its own Tune setting.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Progress (overall bar, a line per trial event) is a display: added for this fit only.
+    progress = SweepProgress(plan.resolved.trial_count, plan.resolved.base_trial_config().train.steps,
+                             plan.spec.metric.name, name=tracker.run_name)
+    run_config.callbacks.append(progress)
+    try:
+        with quiet_output(verbose == 0):
+            results, signum = _fit(tuner, tracker, plan.runs_dir)
+    finally:
+        run_config.callbacks.remove(progress)
+        progress.on_experiment_end([])
     if signum is not None and plan.address in (None, "", "local"):
         # Stop this driver's local Ray now: a trial worker still finishing a step must not write
         # into the run folder after the driver has said the sweep stopped.
@@ -815,7 +856,7 @@ def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:
     path = plan.storage_dir / plan.sweep_id
     if not tune.Tuner.can_restore(str(path)):
         raise SlsweepError(f"{path}: sweep_id: no Ray Tune experiment state to resume")
-    ray_seconds = init_ray(plan)
+    ray_seconds = init_ray(plan, quiet=verbose == 0)
     check_cluster_resources(plan)
     _create_stores(plan)
     _limit_cleanup_wait(plan)
@@ -824,12 +865,14 @@ def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:
                                resume_unfinished=True, resume_errored=True)
     tracker = _tuner_tracker(tuner)
     tracker.tracking_uri, tracker._client = plan.tracking_uri, None
+    if tracker.info.optuna_storage and plan.local_store:  # the study of this (maybe moved) folder
+        tracker.info.optuna_storage, tracker._study_storage = paths.optuna_storage_uri(plan.runs_dir), None
     searcher = tuner._local_tuner._tune_config.search_alg
     while searcher is not None and not isinstance(searcher, RunFolderOptunaSearch):
         searcher = getattr(searcher, "searcher", None)
     if searcher is not None and plan.local_store:
         searcher.storage_uri = paths.optuna_storage_uri(plan.runs_dir)
-    return _run_tuner(plan, tuner, tracker, t0, ray_seconds)
+    return _run_tuner(plan, tuner, tracker, t0, ray_seconds, verbose)
 
 
 class RunFolderOptunaSearch(OptunaSearch):
@@ -842,6 +885,15 @@ class RunFolderOptunaSearch(OptunaSearch):
     """
 
     storage_uri: str | None = None
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Optuna's suggestion, plus the Optuna trial's number under `OPTUNA_TRIAL_KEY` (the
+        tracker links the MLflow run and the Optuna trial with it; not a search-space value)."""
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if isinstance(config, dict) and ot_trial is not None:
+            config[OPTUNA_TRIAL_KEY] = ot_trial.number
+        return config
 
     def restore(self, checkpoint_path: str) -> None:
         wanted = self.__dict__.get("storage_uri")

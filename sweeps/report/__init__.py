@@ -5,17 +5,26 @@ groups and summarises them; `render` writes md/latex/csv/html; `sweeps.report.pl
 `build_report` assembles the HTML page; `sweeps.report.commands.register` adds the CLI commands.
 """
 
-from sweeps.report.runs import (
-    NoSweepError,
-    ReportError,
-    SweepRuns,
-    UnknownColumnError,
-    UnknownMetricError,
-    load_sweep,
-    load_trials,
-)
-from sweeps.report.stats import Comparison, Summary, compare_to_baseline, summarize
-from sweeps.report.tables import AblationTable, ablation_table, ablation_table_text, render
+import importlib
+from typing import Any
+
+# Names -> the submodule defining them, imported on first use: the CLI registers the report commands
+# on every `slsweep` call and must not pay for pandas/scipy then.
+_LAZY = {
+    **dict.fromkeys(("NoSweepError", "ReportError", "SweepRuns", "UnknownColumnError",
+                     "UnknownMetricError", "load_sweep", "load_trials"), "runs"),
+    **dict.fromkeys(("Comparison", "Summary", "compare_to_baseline", "summarize"), "stats"),
+    **dict.fromkeys(("AblationTable", "ablation_table", "ablation_table_text", "render"), "tables"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AblationTable",

@@ -6,12 +6,14 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from sweeps.errors import SlsweepError
-from sweeps.report.runs import SweepRuns, load_sweep, split_names
+
+if TYPE_CHECKING:  # pandas/scipy load with the command that runs, not with every `slsweep` call
+    from sweeps.report.runs import SweepRuns
 
 T = TypeVar("T")
 
@@ -86,8 +88,16 @@ def _guard(fn: Callable[[], T]) -> T:
 
 def _load(experiment: str | None, tracking_uri: str | None, runs_dir: Path | None,
           all_runs: bool, all_sweeps: bool) -> SweepRuns:
+    from sweeps.report.runs import load_sweep
+
     return load_sweep(experiment, tracking_uri=tracking_uri, runs_dir=runs_dir,
                       all_sweeps=all_sweeps, include_unfinished=all_runs)
+
+
+def split_names(values: list[str] | None) -> list[str]:
+    from sweeps.report.runs import split_names as split
+
+    return split(values)
 
 
 def _by(by: str | None) -> list[str] | None:

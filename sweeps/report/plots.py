@@ -357,10 +357,14 @@ def _distribution(values: pd.Series) -> object:
 
 
 def stopped_trials(runs: SweepRuns) -> int:
-    """Trial runs of the selected sweeps that were stopped (KILLED) before their budget."""
+    """Trial runs of the selected sweeps that were stopped before their budget: KILLED, or
+    FINISHED below it (ASHA's early stops are FINISHED with `slsweep.stop_reason=early_stopping`)."""
     loaded = runs.raw_trials if runs.raw_trials is not None else runs.trials
     killed = int((loaded["status"] == "KILLED").sum()) if "status" in loaded else 0
-    return killed + (runs.excluded.get("KILLED", 0) if runs.excluded else 0)
+    if "full_budget" in loaded and "status" in loaded:
+        killed += int(((loaded["status"] == "FINISHED") & ~loaded["full_budget"].astype(bool)).sum())
+    excluded = runs.excluded or {}
+    return killed + excluded.get("KILLED", 0) + excluded.get("FINISHED below budget", 0)
 
 
 def _persisted_study(runs: SweepRuns) -> object | None:

@@ -209,7 +209,11 @@ def _budget_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``budget``, ``final_step``, ``full_budget`` and ``at_step`` (see the module docstring)."""
     nan = pd.Series(float("nan"), index=frame.index)
     budget = pd.to_numeric(frame["params.train.steps"], errors="coerce") if "params.train.steps" in frame else nan
-    final = pd.to_numeric(frame["metrics.step"], errors="coerce") if "metrics.step" in frame else nan
+    # The step a run reached: the tag `last_step` (the tracker's), else a `step` metric (stores
+    # written before the tag existed).
+    final = pd.to_numeric(frame["tags.last_step"], errors="coerce") if "tags.last_step" in frame else nan
+    if "metrics.step" in frame:
+        final = final.fillna(pd.to_numeric(frame["metrics.step"], errors="coerce"))
     reached = (final >= budget) | budget.isna() | final.isna()
     full = (frame["status"] == "FINISHED") & reached
     label = []
@@ -705,7 +709,7 @@ def full_budget_best(client: Any, parents: Sequence[Any]) -> dict[str, str]:
         for run in by_sweep.get(sweep_id, []):
             m, p = run.data.metrics, run.data.params
             budget = float(p.get("train.steps", "nan"))
-            step = m.get("step", math.nan)
+            step = float(run.data.tags.get("last_step", m.get("step", math.nan)))
             if metric in m and math.isfinite(m[metric]) and not (step < budget):
                 values.append(m[metric])
         if not metric or not values:

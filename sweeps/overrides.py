@@ -1,0 +1,116 @@
+"""Command-line overrides of a YAML file: `train.steps=50 search.num_samples=4`.
+
+As in torchtune and Hydra, each override is a dotted key and a YAML value (`lr=1.0e-3` is a float,
+`psi=gaussian` a string, `params.eta.choices=[0.1,0.2]` a list, `x=null` None). Overrides are
+applied to the file's mapping *before* validation, so an override is checked exactly like the same
+value written in the file (unknown keys, ranges, cross-field rules), and an error names the
+override instead of a line of the file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sweeps.errors import SpecError
+from sweeps.yamlio import parse_yaml
+
+__all__ = ["Override", "apply_overrides", "blame_override", "looks_like_override", "overridden_lines",
+           "parse_overrides"]
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Override:
+    """One `key=value` override.
+
+    Attributes:
+        key: the dotted key (`train.steps`).
+        value: the value parsed as YAML (int, float, str, list, dict, bool or None).
+        text: the override as typed (`train.steps=50`), for messages and the record.
+    """
+
+    key: str
+    value: Any
+    text: str
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.key.split("."))
+
+
+def looks_like_override(arg: str) -> bool:
+    """Whether a command-line word is `key=value` (a file name never needs an `=` before a dot)."""
+    key, sep, _ = arg.partition("=")
+    return bool(sep) and bool(key) and "/" not in key
+
+
+def parse_overrides(items: Sequence[str]) -> list[Override]:
+    """Parse `key=value` words; SpecError (file `command line`) for a malformed one."""
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not all(p.strip() for p in key.split(".")):
+            raise SpecError("command line", key or "<override>",
+                            f"'{item}': expected KEY=VALUE with a dotted key, e.g. train.steps=50")
+        value = parse_yaml(raw, f"command line (override {item})").data if raw.strip() else None
+        out.append(Override(key=key, value=value, text=item))
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[Override], *, source: str) -> dict[str, Any]:
+    """A deep copy of `data` with each override set (missing sections are created, so an unknown
+    key is reported by validation like the same key in the file).
+
+    Raises:
+        SpecError: an override descends into a value that is not a mapping (`search_space.x=1`
+            when `search_space` is a file name).
+    """
+    out = copy.deepcopy(data)
+    for ov in overrides:
+        node: dict[str, Any] = out
+        for depth, part in enumerate(ov.parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(ov.parts[: depth + 1])
+                raise SpecError(source, ov.key,
+                                f"'{where}' is {child!r}, not a section with sub-keys")
+            node = child
+        node[ov.parts[-1]] = copy.deepcopy(ov.value)
+    return out
+
+
+def _covers(key: str, field: str) -> bool:
+    """Whether an override of `key` set (part of) the value at dotted `field`, or a parent of it."""
+    return (field == key or field.startswith(key + ".") or field.startswith(key + "[")
+            or key.startswith(field + "."))
+
+
+def overridden_lines(line_of: Callable[[Loc], int | None], overrides: Sequence[Override]
+                     ) -> Callable[[Loc], int | None]:
+    """`line_of` that knows no line for a location an override set (its line in the file would
+    point at the value the override replaced)."""
+    keys = [ov.key for ov in overrides]
+
+    def lookup(loc: Loc) -> int | None:
+        field = ".".join(str(p) for p in loc)
+        return None if any(_covers(k, field) for k in keys) else line_of(loc)
+
+    return lookup
+
+
+def blame_override(err: SpecError, overrides: Sequence[Override]) -> SpecError:
+    """`err` re-attributed to the override that set its field, if one did (else `err`)."""
+    for ov in reversed(overrides):
+        if _covers(ov.key, err.field):
+            message = err.message
+            if err.line is not None:  # the file's line holds the value the override replaced
+                message = message.removesuffix(f" (line {err.line})")
+            return SpecError(f"{err.file} (override {ov.text})", err.field, message)
+    return err

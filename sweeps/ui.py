@@ -1,0 +1,110 @@
+"""`slsweep ui`: the MLflow UI on a run folder's store, as a process group this command owns.
+
+`mlflow ui` starts uvicorn, which starts worker processes; stopping only the first process (what a
+plain `subprocess.call` does on SIGTERM) leaves the workers serving. Here the server runs in its own
+session (process group) and every way this command ends (Ctrl-C, SIGTERM, the server exiting)
+stops the whole group: SIGTERM, then SIGKILL after `STOP_GRACE_S`. The URL is printed only once the
+server answers `/health`, so it can be clicked as soon as it appears.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from sweeps import paths
+from sweeps.errors import SlsweepError
+
+READY_TIMEOUT_S = 180.0  # MLflow's first start on a busy 2-core machine takes tens of seconds
+STOP_GRACE_S = 10.0
+
+__all__ = ["serve_ui", "ui_command", "wait_until_serving"]
+
+
+def ui_command(folder: Path, host: str, port: int, workers: int = 1) -> list[str]:
+    """The `mlflow ui` command line for the run folder's store (artifacts stay in the folder)."""
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", paths.default_tracking_uri(folder),
+            "--artifacts-destination", (folder / "artifacts").as_uri(),
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, timeout_s: float = READY_TIMEOUT_S) -> bool:
+    """Poll `url`/health until it answers 200 (True), the process exits or time runs out (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it has not ended after the grace."""
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; workers in the group may not be.
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+
+
+def serve_ui(folder: Path, host: str = "127.0.0.1", port: int = 5000, *,
+             echo: Callable[[str], None] = print, ready_timeout_s: float = READY_TIMEOUT_S) -> int:
+    """Serve the MLflow UI for `folder`'s store until Ctrl-C/SIGTERM; returns the exit status.
+
+    Returns 0 after a Ctrl-C or SIGTERM (the server group is stopped), else the server's own
+    status when it exits by itself.
+
+    Raises:
+        SlsweepError: no MLflow store in `folder`, or the server exits before it answers.
+    """
+    folder = folder.resolve()
+    if not (folder / "mlflow.db").exists():
+        raise SlsweepError(f"{folder}: --runs-dir: no MLflow store here (run `slsweep run` first)")
+    paths.relocate_store(folder)  # a moved or copied folder shows its own artifacts
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    proc = subprocess.Popen(ui_command(folder, host, port), start_new_session=True,
+                            env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"})
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        echo(f"starting the MLflow UI for {folder} ...")
+        if not wait_until_serving(url, proc, ready_timeout_s):
+            if proc.poll() is not None:
+                raise SlsweepError(f"--port: the MLflow UI exited with status {proc.returncode} before it "
+                                   f"answered on {url} (port {port} in use? try --port)")
+            raise SlsweepError(f"--port: the MLflow UI did not answer on {url} within {ready_timeout_s:.0f} s")
+        echo(f"MLflow UI on {url} (Ctrl-C to stop)")
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop_group(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
