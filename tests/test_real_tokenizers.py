@@ -177,3 +177,50 @@ def test_slsweep_trial_on_a_marked_tokenizer_reaches_the_answers(tmp_path: Path)
         import json
         return json.loads(proc.stdout.strip().splitlines()[-1])["train_loss"]
     assert final_loss(soft) != final_loss(hard)
+
+
+VA_SPEC = """
+name: va
+task: {{name: counting, eval_size: 8, train_size: 64}}
+model: {{path: {model}}}
+train: {{steps: 2, batch_size: 4, warmup_steps: 0, eval_every: 2, max_new_tokens: 4}}
+loss: {{family: {family}, eta: 0.1, lam: 2.0}}
+search_space: {space}
+search: {{algorithm: tpe, num_samples: 2, seeds: 1, max_concurrent: 1, seed: 1}}
+scheduler: {{type: fifo}}
+resources: {{cpu: 1, gpu: 0}}
+metric: {{name: exact_match, mode: max}}
+"""
+
+
+def test_value_aware_sweep_runs_on_the_llama3_tokenizer(tmp_path: Path, llama3_model: Path) -> None:
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import paths
+    from sweeps.service import run_sweep
+
+    spec = tmp_path / "va.yaml"
+    spec.write_text(VA_SPEC.format(model=llama3_model, family="value_aware", space="paper_value_aware.yaml"))
+    try:
+        run_sweep(spec, runs_dir=tmp_path / "runs", verbose=0, print_summary=False)
+    finally:
+        ray.shutdown()
+    client = MlflowClient(paths.default_tracking_uri(tmp_path / "runs"))
+    exp = client.get_experiment_by_name("va")
+    children = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'")
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.params["loss.family"] == "value_aware"
+        assert child.data.metrics["soft_target_coverage"] == 1.0
+
+
+def test_a_soft_label_sweep_on_llama3_is_refused_before_anything_is_created(tmp_path: Path,
+                                                                          llama3_model: Path) -> None:
+    spec = tmp_path / "sl.yaml"
+    spec.write_text(VA_SPEC.format(model=llama3_model, family="soft_label", space="paper.yaml"))
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "soft_label" in proc.stderr and "value_aware" in proc.stderr and "paper.yaml" in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
