@@ -34,12 +34,15 @@ def _logits_of(outputs: Any) -> torch.Tensor:
 
 
 def make_compute_loss_func(
-    digit_ids: Sequence[int] | torch.Tensor | NumericTokens, family: str = "soft_label", **params: Any,
+    digit_ids: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | NumericTokens | None,
+    family: str = "soft_label", **params: Any,
 ) -> Callable[..., torch.Tensor]:
     """A `compute_loss_func(outputs, labels, num_items_in_batch=None)` for `transformers.Trainer`.
 
     Args:
-        digit_ids: ten digit ids (`sl_core.digit_token_ids(tokenizer)`), or NumericTokens for value_aware.
+        digit_ids: what the family needs from the tokenizer: `sl_core.family_tokens(family, tokenizer)`
+            (digit groups for digit families, NumericTokens for value_aware, None for hard /
+            label_smoothing); ten digit ids also work for digit families.
         family: a loss family (`sl_core.families.LOSS_FAMILIES`), default the paper's soft labels.
         **params: the family's parameters, e.g. eta=0.08, lam=2.0, psi="triangular".
 
