@@ -41,10 +41,10 @@ scheduler: {type: fifo}
 resources: {cpu: 1, gpu: 0}
 metric: {name: exact_match, mode: max}
 """
-# Three TPE trials one at a time, long enough (6 evaluations) to be caught mid-way.
-EVALS = list(range(3, 19, 3))
+# Three TPE trials one at a time, long enough (12 evaluations, ~15 s) to be caught mid-way.
+EVALS = list(range(3, 37, 3))
 SPEC = "name: stop3" + TINY + """
-train: {steps: 18, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, eval_every: 3, max_new_tokens: 4}
+train: {steps: 36, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, eval_every: 3, max_new_tokens: 4}
 search_space: {name: eta-only, params: {eta: {type: float, low: 0.0, high: 0.3}}}
 search: {algorithm: tpe, num_samples: 3, seeds: 1, max_concurrent: 1, seed: 5}
 """
@@ -219,14 +219,14 @@ def _edited_spec_is_refused_then_copy(spec: Path, runs: Path, tmp_path: Path) ->
     """R7: `resume` after the spec was edited is refused (exit 2, the changed fields, nothing
     touched); R8: the interrupted folder is copied, the original made read-only."""
     text = spec.read_text()
-    spec.write_text(text.replace("steps: 18, batch_size: 8", "steps: 9, batch_size: 16"))
+    spec.write_text(text.replace("steps: 36, batch_size: 8", "steps: 9, batch_size: 16"))
     before = _tree_digest(runs)
     proc = subprocess.run([str(BIN / "slsweep"), "resume", "--runs-dir", str(runs), "-q"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and "Traceback" not in err, err
-    assert "stop3.yaml" in err and "train.steps: 18 -> 9" in err and "train.batch_size: 8 -> 16" in err
+    assert "stop3.yaml" in err and "train.steps: 36 -> 9" in err and "train.batch_size: 8 -> 16" in err
     assert _tree_digest(runs) == before
     spec.write_text(text)
 
