@@ -25,14 +25,40 @@ from sweeps.errors import SlsweepError
 READY_TIMEOUT_S = 180.0  # MLflow's first start on a busy 2-core machine takes tens of seconds
 STOP_GRACE_S = 10.0
 
-__all__ = ["serve_ui", "ui_command", "wait_until_serving"]
+__all__ = ["latest_sweep_url", "serve_ui", "ui_command", "wait_until_serving"]
 
 
 def ui_command(folder: Path, host: str, port: int, workers: int = 1) -> list[str]:
     """The `mlflow ui` command line for the run folder's store (artifacts stay in the folder)."""
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", paths.default_tracking_uri(folder),
             "--artifacts-destination", (folder / "artifacts").as_uri(),
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+            "--host", host, "--port", str(port), "--workers", str(workers),
+            "--uvicorn-opts", "--log-level warning --no-access-log"]  # no line per HTTP request
+
+
+def latest_sweep_url(url: str) -> str | None:
+    """The runs table of the experiment holding the newest sweep, opened in MLflow's "Model
+    training" view (`workflowType=machine_learning`; MLflow 3.17's UI otherwise opens every
+    experiment on its GenAI pages, whatever the experiment's `mlflow.experimentKind`), or None."""
+    import json
+
+    def call(path: str, body: dict) -> dict:
+        req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    try:
+        ids = [e["experiment_id"] for e in call("experiments/search", {"max_results": 1000})
+               .get("experiments", [])]
+        runs = call("runs/search", {"experiment_ids": ids, "max_results": 1,
+                                    "filter": "tags.`slsweep.kind` = 'sweep'",
+                                    "order_by": ["attributes.start_time DESC"]}).get("runs", []) if ids else []
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    if not runs:
+        return None
+    return f"{url}/#/experiments/{runs[0]['info']['experiment_id']}/runs?workflowType=machine_learning"
 
 
 def wait_until_serving(url: str, proc: subprocess.Popen, timeout_s: float = READY_TIMEOUT_S) -> bool:
@@ -101,6 +127,9 @@ def serve_ui(folder: Path, host: str = "127.0.0.1", port: int = 5000, *,
                                    f"answered on {url} (port {port} in use? try --port)")
             raise SlsweepError(f"--port: the MLflow UI did not answer on {url} within {ready_timeout_s:.0f} s")
         echo(f"MLflow UI on {url} (Ctrl-C to stop)")
+        sweep_url = latest_sweep_url(url)
+        if sweep_url:
+            echo(f"latest sweep's runs: {sweep_url}")
         return proc.wait()
     except KeyboardInterrupt:
         return 0

@@ -1,0 +1,225 @@
+"""Everyday use (issue 13): the CLI's help and overrides, built-in specs by name, light commands,
+search seeds, trial progress and the loss curve, run names, the MLflow experiment kind.
+
+The end-to-end checks (a real sweep through the CLI with -q, the MLflow UI in Chromium) are in
+tests/test_everyday_sweep.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sweeps.cli import app
+from sweeps.errors import SpecError
+from sweeps.spec import find_trial_config, load_spec, packaged_spec_dir
+from trial_helpers import tiny_trial_config
+
+SPEC = """
+name: everyday
+task: {name: counting, eval_size: 8, train_size: 64}
+model: {path: tiny}
+train: {steps: 20, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, eval_every: 10, max_new_tokens: 4}
+loss: {family: soft_label, eta: 0.1, lam: 2.0, psi: triangular}
+search_space: paper.yaml
+search: {algorithm: tpe, num_samples: 2}
+scheduler: {type: fifo}
+"""
+HEAVY = ("torch", "ray", "mlflow", "transformers", "optuna", "pandas", "scipy", "sl_core.loss")
+
+
+def _commands() -> dict[str, click.Command]:
+    return typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+
+def test_every_command_has_short_help_flags_and_documented_options() -> None:
+    runner = CliRunner()
+    top = runner.invoke(app, ["-h"])
+    assert top.exit_code == 0 and "Usage: " in top.output and "Commands:" in top.output
+    for name, command in _commands().items():
+        res = runner.invoke(app, [name, "-h"])
+        assert res.exit_code == 0, (name, res.output)
+        assert "Usage:" in res.output and "<bool>" not in res.output, (name, res.output)
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert (param.help or "").strip(), f"slsweep {name} {param.opts[0]}: no help text"
+
+
+def test_resume_takes_tracking_uri_and_address_like_run() -> None:
+    commands = _commands()
+    for flag in ("--tracking-uri", "--address", "--runs-dir", "--quiet"):
+        for name in ("run", "resume"):
+            assert any(flag in p.opts for p in commands[name].params), (name, flag)
+
+
+def _imported_after(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    code = ("import sys\nfrom sweeps.cli import app\n"
+            f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
+            f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
+                         env={**os.environ, **(env or {})}, timeout=300)
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY"))
+    return eval(line[len("HEAVY "):]), out.stdout  # noqa: S307 - our own printed list
+
+
+def test_list_and_help_import_no_heavy_library(tmp_path: Path) -> None:
+    for args in (["list"], ["-h"], ["run", "-h"], ["table", "-h"]):
+        heavy, out = _imported_after(args, tmp_path)
+        assert heavy == [], (args, heavy)
+    assert "counting.yaml" in out or "Usage" in out
+
+
+def test_status_imports_mlflow_but_not_torch_ray_or_transformers(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import paths
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    client = MlflowClient(paths.default_tracking_uri(runs))
+    exp = client.create_experiment("e")
+    run = client.create_run(exp, tags={"slsweep.kind": "sweep", "slsweep.sweep_id": "e-1"})
+    client.set_terminated(run.info.run_id)
+    heavy, out = _imported_after(["status", "--runs-dir", str(runs)], tmp_path)
+    assert "e-1" in out
+    assert not {"torch", "ray", "transformers", "optuna", "sl_core.loss"} & set(heavy), heavy
+
+
+def test_overrides_are_validated_like_the_file_and_recorded(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    resolved = load_spec(spec, ["train.steps=40", "search.num_samples=3", "loss.psi=gaussian",
+                                "train.lr=3e-4"])
+    s = resolved.spec
+    assert (s.train.steps, s.search.num_samples, s.loss.psi, s.train.lr) == (40, 3, "gaussian", 3e-4)
+    assert resolved.overrides == ("train.steps=40", "search.num_samples=3", "loss.psi=gaussian",
+                                  "train.lr=3e-4")
+    # The spec artifact MLflow gets is the spec that ran, and the parent run's params follow it.
+    assert resolved.spec_yaml.startswith(f"# {spec} with command-line overrides: train.steps=40")
+    assert "steps: 40" in resolved.spec_yaml and resolved.flat_params()["train.steps"] == 40
+    cases = {
+        "train.steps=abc": ("train.steps", "valid integer"),
+        "trian.steps=5": ("trian", "did you mean 'train'"),
+        "train.eval_every=99": ("train.eval_every", "must be <= train.steps"),
+        "search.algorithm=bayes": ("search.algorithm", "tpe"),
+        "search_space.x=1": ("search_space.x", "not a section"),
+    }
+    for override, (field, message) in cases.items():
+        with pytest.raises(SpecError) as err:
+            load_spec(spec, [override])
+        assert err.value.file == f"{spec} (override {override})" and err.value.field == field
+        assert message in err.value.message and "(line" not in err.value.message
+    with pytest.raises(SpecError, match="expected KEY=VALUE"):
+        load_spec(spec, ["train.steps"])
+
+
+def test_cli_override_error_is_one_line_exit_2_and_creates_nothing(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    runs = tmp_path / "runs"
+    res = CliRunner().invoke(app, ["run", str(spec), "train.steps=-3", "--runs-dir", str(runs)])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().count("\n") == 0
+    assert res.output.startswith(f"error: {spec} (override train.steps=-3): train.steps:")
+    assert not runs.exists()
+
+
+def test_builtin_specs_and_trials_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("counting", "counting.yaml"):
+        assert load_spec(name).path == packaged_spec_dir() / "counting.yaml"
+    assert find_trial_config("counting") == packaged_spec_dir() / "trials" / "counting.yaml"
+    with pytest.raises(SpecError, match=r"no built-in spec of that name \(built-in: .*counting"):
+        load_spec("countin")
+    (tmp_path / "counting.yaml").write_text(SPEC)  # a file of that name wins over the built-in
+    assert load_spec("counting.yaml").spec.name == "everyday"
+    listing = CliRunner().invoke(app, ["list"])
+    assert listing.exit_code == 0
+    assert "counting.yaml" in listing.output and "trials:" in listing.output
+
+
+def test_sampler_seed_is_fresh_per_sweep_unless_given(tmp_path: Path) -> None:
+    from sweeps.tune_runner import plan_sweep
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    plans = [plan_sweep(spec, runs_dir=tmp_path / "r", check=False) for _ in range(3)]
+    seeds = [p.spec.search.seed for p in plans]
+    assert len(set(seeds)) == 3 and all(p.fresh_search_seed for p in plans)
+    for plan in plans:  # recorded with the sweep: spec artifact, params, resume record
+        assert plan.resolved.overrides[-1] == f"search.seed={plan.spec.search.seed}"
+        assert plan.resolved.flat_params()["search.seed"] == plan.spec.search.seed
+    given = plan_sweep(spec, runs_dir=tmp_path / "r", check=False, search_seed=7)
+    assert given.spec.search.seed == 7 and not given.fresh_search_seed
+    pinned = plan_sweep(spec, runs_dir=tmp_path / "r", check=False, overrides=["search.seed=3"])
+    assert pinned.spec.search.seed == 3 and not pinned.fresh_search_seed
+
+
+def test_run_names_a_person_can_scan() -> None:
+    from sweeps.tracking import trial_run_name
+
+    cfg = tiny_trial_config(overrides={"seed": 2})
+    name = trial_run_name(3, cfg, {"loss.family": "soft_label", "eta": 0.123456, "lam": 2.5,
+                                   "psi": "gaussian", "lr": 0.00112})
+    assert name == "t03 soft_label eta=0.12 lam=2.5 psi=gaussian lr=0.0011 s2"
+
+
+def test_prepare_experiment_marks_new_and_existing_experiments_as_model_training(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, prepare_experiment
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    new = prepare_experiment(client, "fresh", None)
+    old = client.create_experiment("old")  # a store from before: no kind
+    genai = client.create_experiment("genai", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    tuned = client.create_experiment("tuned", tags={EXPERIMENT_KIND_TAG: "finetuning"})
+    for name, exp_id in (("old", old), ("genai", genai), ("tuned", tuned)):
+        assert prepare_experiment(client, name, None) == exp_id
+    kinds = {e.name: e.tags.get(EXPERIMENT_KIND_TAG) for e in client.search_experiments()}
+    assert kinds["fresh"] == kinds["old"] == kinds["genai"] == EXPERIMENT_KIND == "custom_model_development"
+    assert kinds["tuned"] == "finetuning"  # a model-training kind a user chose stays
+    assert client.get_experiment(new).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
+@pytest.mark.slow
+def test_trial_progress_from_step_one_and_loss_curve_between_evaluations() -> None:
+    from sweeps.trial import LOSS_LOG_EVERY, run_trial
+
+    assert LOSS_LOG_EVERY == 10
+    steps, reports, lines = [], [], []
+    cfg = tiny_trial_config(steps=12, eval_every=6, eval_size=8)
+    result = run_trial(cfg, report=lambda m, _c: reports.append(m), checkpoint=False,
+                       log=lines.append, on_step=lambda s, loss: steps.append((s, loss)))
+    assert [s for s, _ in steps] == list(range(1, 13))
+    assert lines[0].startswith("loading model tiny") and "parameters" in lines[1]
+    curves = [[p[0] for p in r["train_loss_curve"]] for r in reports]
+    assert curves == [[6], [10, 12]]  # every 10 steps and at each evaluation
+    # each point is the mean of the steps since the previous point
+    losses = dict(steps)
+    last = reports[1]["train_loss_curve"]
+    assert last[0][1] == pytest.approx(sum(losses[s] for s in range(7, 11)) / 4)
+    assert last[1][1] == pytest.approx((losses[11] + losses[12]) / 2)
+    assert result.metrics["step"] == 12
+
+
+@pytest.mark.slow
+def test_cli_trial_by_name_with_overrides_shows_loading_and_a_progress_bar(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "trial", "counting", "train.steps=4",
+                           "train.eval_every=4", "train.warmup_steps=1", "train.batch_size=8",
+                           "task.eval_size=8", "-o", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("loading model tiny") and "step     4/4" in proc.stdout
+    bar = proc.stderr.replace("\r", "\n")
+    assert "train: 100%" in bar and "4/4" in bar and "loss=" in bar
+    assert json.loads(out.read_text())["metrics"]["step"] == 4
