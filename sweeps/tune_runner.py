@@ -364,7 +364,7 @@ def _one_line(text: str) -> str:
 
 def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answers: list[str]) -> None:
     """Every family the sweep can choose: its required parameters, its tokens, its coverage of `answers`."""
-    from transformers import AutoProcessor
+    from transformers import AutoProcessor, AutoTokenizer
 
     from sweeps.coverage import coverage_warning, loss_tokens, measure_coverage
     from sweeps.models import Batcher
@@ -383,16 +383,29 @@ def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answer
     except ModelLoadError as exc:
         raise SpecError(spec_file, "model.path", _one_line(str(exc)).removeprefix("model.path: ")) from None
     try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # hub misses, unknown tokenizer classes, broken files: all user-caused
+        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: cannot load its tokenizer "
+                        f"({_one_line(str(exc))[:300] or type(exc).__name__})") from None
+    tokens = {}
+    for family, field in families.items():  # the tokens each family needs, before the processor
+        try:
+            tokens[family] = loss_tokens(family, tokenizer, model=cfg.model.path)
+        except SlsweepError as exc:
+            # the spec's own loss.family: blame the model; a family a search space chooses: that param
+            raise SpecError(spec_file, "model.path" if field == "loss.family" else field,
+                            _one_line(str(exc))) from None
+    try:
         processor = AutoProcessor.from_pretrained(source)
         batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
-    except Exception as exc:  # hub misses, unknown tokenizer classes, broken files: all user-caused
+    except Exception as exc:  # noqa: BLE001 - a broken processor folder is user-caused too
         raise SpecError(spec_file, "model.path", f"{cfg.model.path}: cannot load its processor "
                         f"({_one_line(str(exc))[:300] or type(exc).__name__})") from None
     try:
         batcher.prompt_text("How many?")  # a chat template that cannot render an image prompt fails here
         answer_ids = [batcher.answer_ids(a) for a in answers]
         for family, field in families.items():
-            lt = loss_tokens(family, processor.tokenizer, model=cfg.model.path)
+            lt = tokens[family]
             warning = coverage_warning(lt, measure_coverage(lt, processor.tokenizer, answer_ids))
             if warning:
                 print(f"warning: {spec_file}: {field}: {warning}", file=sys.stderr)
