@@ -600,10 +600,19 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
             kwargs["address"] = "local"
             if os.environ.get("SLSWEEP_RAY_TMP"):
                 kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
+        # Ray starts its own processes (GCS, raylet, and through the raylet the trial workers)
+        # with SIGINT blocked, so that a terminal's Ctrl-C reaches the driver only; SIGTERM sent to
+        # the process group (`kill -TERM -PGID`, a scheduler's stop) would still kill them under
+        # the driver's graceful stop. A local Ray's processes inherit SIGTERM blocked too.
+        local = kwargs["address"] == "local"
+        saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if local else None
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SlsweepError(f"--address: {plan.address or 'local'}: could not start or join Ray ({exc})") from None
+        finally:
+            if saved is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, saved)
     return time.perf_counter() - t0
 
 
@@ -839,11 +848,46 @@ def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
         # Stop this driver's local Ray now: a trial worker still finishing a step must not write
         # into the run folder after the driver has said the sweep stopped.
         ray.shutdown()
+        _end_trial_workers(results)
     # Optuna trials of an interrupted sweep stay open: `slsweep resume` finishes them.
     close_orphan_study_trials(plan, all_trials_ended=signum is None and _all_ended(results))
     return SweepOutcome(plan=plan, results=results, parent_run_id=tracker.parent_run_id,
                         seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds,
                         logging_seconds=tracker.logging_seconds, interrupted=signum)
+
+
+def _end_trial_workers(results: Any, wait_s: float = 10.0) -> list[int]:
+    """After a local Ray was shut down: wait for the trial worker processes (their pids are in
+    every result) to exit, SIGKILL those still alive after `wait_s`; returns the pids killed.
+
+    A worker busy in a training step notices its raylet is gone only after that step, and could
+    still write a checkpoint into the run folder after the driver reported the sweep stopped.
+    """
+    pids = {int(r.metrics["pid"]) for r in results if isinstance((r.metrics or {}).get("pid"), int)}
+    pids.discard(os.getpid())
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        try:  # a zombie is gone for our purpose
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    killed = []
+    for pid in pids:
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                pass
+    return killed
 
 
 def _limit_cleanup_wait(plan: SweepPlan) -> None:
