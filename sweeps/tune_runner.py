@@ -392,9 +392,9 @@ def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answer
         try:
             tokens[family] = loss_tokens(family, tokenizer, model=cfg.model.path)
         except SlsweepError as exc:
-            # the spec's own loss.family: blame the model; a family a search space chooses: that param
-            raise SpecError(spec_file, "model.path" if field == "loss.family" else field,
-                            _one_line(str(exc))) from None
+            origin = "" if field == "loss.family" else f" (chosen by {field})"
+            raise SpecError(spec_file, "model.path", _one_line(str(exc)).replace(
+                f"loss family {family!r}", f"loss family {family!r}{origin}", 1)) from None
     try:
         processor = AutoProcessor.from_pretrained(source)
         batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
