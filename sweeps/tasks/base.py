@@ -49,16 +49,36 @@ class DataError(SlsweepError, ValueError):
 
 
 class Task(ABC):
-    """A numerical task: synthetic data, a real-format loader, answer parsing and metrics."""
+    """A numerical task: synthetic data, a real-format loader, answer parsing and metrics.
+
+    A task supplies its metadata (`name`, `primary_metric`, `metric_modes`: the one task registry
+    `sweeps.tasks.TASKS` reads them, and config, spec and reports read the registry), one example
+    generator (`example`), a per-example score (`score`), a parser (`parse`), a loader for its
+    public format (`load`) and, for Hugging Face datasets, `from_record`. The base class owns
+    `synthetic` and `metrics`.
+    """
 
     name: ClassVar[str]
     primary_metric: ClassVar[str]
     metric_modes: ClassVar[dict[str, str]]
+    # Subclasses name their synthetic parameter dataclass here.
+    _params_cls: ClassVar[Any]
 
-    @abstractmethod
     def synthetic(self, n: int, seed: int, **params: Any) -> list[Example]:
         """`n` generated examples, identical for the same (`n`, `seed`, params); example i does
         not depend on `n` (a longer set extends a shorter one). Unknown params raise ValueError."""
+        check_synthetic_args(n, seed)
+        p = build_params(self._params_cls, params, self.name)
+        context = self.synthetic_context(p)
+        return [self.example(p, seed, i, context) for i in range(n)]
+
+    def synthetic_context(self, params: Any) -> Any:
+        """Shared state for generating many examples with the same params (e.g. a renderer)."""
+        return None
+
+    @abstractmethod
+    def example(self, params: Any, seed: int, index: int, context: Any) -> Example:
+        """Synthetic example `index` for `seed` (a function of (params, seed, index) only)."""
 
     @abstractmethod
     def load(
@@ -73,21 +93,40 @@ class Task(ABC):
         """Examples from a dataset in its public format; images resized to a square
         `image_size` when given; the first `limit` records when given."""
 
+    def from_record(self, image: Image.Image, question: str, answer: Any, loc: str,
+                    **params: Any) -> Example:
+        """An example from one Hugging Face dataset row (see `sweeps.tasks.hf`).
+
+        Args:
+            image: the row's image (RGB, resized already).
+            question: the row's question text.
+            answer: the row's answer as stored (number, list of numbers or text).
+            loc: "dataset: split S: row R" for DataError messages.
+            **params: the task's params from the spec (e.g. coord_max).
+
+        Raises:
+            DataError: the answer does not fit the task (names `loc` and the answer column).
+        """
+        raise DataError(f"{loc}: task {self.name!r} does not read Hugging Face datasets")
+
     @abstractmethod
     def parse(self, text: str) -> Any | None:
         """The structured answer in generated `text`, or None when there is none."""
 
     @abstractmethod
+    def score(self, text: str, example: Example) -> dict[str, float]:
+        """Every metric of `metric_modes` for one generated `text`; `unparseable` is 1.0 when no
+        answer could be parsed (which then scores as wrong)."""
+
     def metrics(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
-        """Task metrics of generated texts against examples; always includes `unparseable`
-        (the fraction of predictions with no parseable answer; those count as wrong)."""
+        """The mean of each per-example score over the examples (`metric_modes` order)."""
+        check_lengths(predictions, examples)
+        rows = [self.score(text, ex) for text, ex in zip(predictions, examples)]
+        return {k: float(sum(r[k] for r in rows) / len(rows)) for k in self.metric_modes}
 
     def default_params(self) -> dict[str, Any]:
         """The synthetic generator's parameters with their defaults (for logging a resolved config)."""
         return dataclasses.asdict(self._params_cls())
-
-    # Subclasses name their synthetic parameter dataclass here.
-    _params_cls: ClassVar[Any]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -30,10 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import PathPatch
-from matplotlib.path import Path as MplPath
 from PIL import Image
 
 from .base import (
@@ -42,13 +38,10 @@ from .base import (
     ImageCache,
     Rand,
     Task,
-    build_params,
     check_choices,
     check_fraction,
     check_int,
-    check_lengths,
     check_load_args,
-    check_synthetic_args,
     nonempty,
     read_records,
     take_options,
@@ -108,6 +101,10 @@ class _Renderer:
 
     def __init__(self, p: ChartParams) -> None:
         s = p.image_size
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib only where charts are drawn
+        from matplotlib.figure import Figure
+        from matplotlib.patches import PathPatch
+
         self.fig = Figure(figsize=(1, 1), dpi=s)  # 1 inch at dpi=s: exactly s x s pixels
         self.canvas = FigureCanvasAgg(self.fig)
         self.ax = self.fig.add_axes(AXES_RECT)
@@ -184,8 +181,10 @@ def _renderer(p: ChartParams) -> _Renderer:
     return cache[key]
 
 
-def _bars_path(xs: Sequence[float], heights: Sequence[float], width: float) -> MplPath:
-    """One path of rectangles [x - width/2, x + width/2] x [0, height]."""
+def _bars_path(xs: Sequence[float], heights: Sequence[float], width: float) -> Any:
+    """One path of rectangles [x - width/2, x + width/2] x [0, height] (a matplotlib Path)."""
+    from matplotlib.path import Path as MplPath
+
     verts, codes = [], []
     for x, h in zip(xs, heights):
         x0, x1 = x - width / 2, x + width / 2
@@ -202,14 +201,12 @@ class ChartTask(Task):
     metric_modes = {"relaxed_accuracy": "max", "exact_match": "max", "unparseable": "min"}
     _params_cls = ChartParams
 
-    def synthetic(self, n: int, seed: int, **params: Any) -> list[Example]:
-        """`n` chart examples; example i depends only on (seed, i, params)."""
-        check_synthetic_args(n, seed)
-        p = build_params(ChartParams, params, "chart")
-        renderer = _renderer(p)
-        return [self._one(p, renderer, seed, i) for i in range(n)]
+    def synthetic_context(self, params: ChartParams) -> _Renderer:
+        """The renderer shared by all examples drawn with these params."""
+        return _renderer(params)
 
-    def _one(self, p: ChartParams, renderer: _Renderer, seed: int, index: int) -> Example:
+    def example(self, p: ChartParams, seed: int, index: int, renderer: _Renderer | None = None) -> Example:
+        renderer = renderer or _renderer(p)
         rand = Rand(_SALT, seed, index)
         kind = rand.choice(p.kinds)
         n = rand.integer(p.min_categories, p.max_categories)
@@ -295,29 +292,31 @@ class ChartTask(Task):
         t = normalize_text(text)
         return t or None
 
-    def metrics(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
-        """relaxed_accuracy, exact_match, unparseable over the examples."""
-        check_lengths(predictions, examples)
-        relaxed = exact = bad = 0
-        for text, ex in zip(predictions, examples):
-            truth = ex.target
-            if isinstance(truth, str):
-                pred_text = normalize_text(text)
-                if not pred_text:
-                    bad += 1
-                same = bool(pred_text) and pred_text == normalize_text(truth)
-                relaxed += same
-                exact += same
-                continue
-            pred = parse_number(text)
-            if pred is None:
-                bad += 1
-                continue
-            t = float(truth)
-            exact += abs(pred - t) <= 1e-9 * max(1.0, abs(t))
-            relaxed += abs(pred - t) <= 0.05 * abs(t) if t != 0 else pred == 0
-        n = len(examples)
-        return {"relaxed_accuracy": relaxed / n, "exact_match": exact / n, "unparseable": bad / n}
+    def score(self, text: str, example: Example) -> dict[str, float]:
+        """relaxed_accuracy (within 5% of a numeric truth; exact for text), exact_match, unparseable."""
+        truth = example.target
+        if isinstance(truth, str):
+            pred_text = normalize_text(text)
+            same = float(bool(pred_text) and pred_text == normalize_text(truth))
+            return {"relaxed_accuracy": same, "exact_match": same, "unparseable": float(not pred_text)}
+        pred = parse_number(text)
+        if pred is None:
+            return {"relaxed_accuracy": 0.0, "exact_match": 0.0, "unparseable": 1.0}
+        t = float(truth)
+        relaxed = abs(pred - t) <= 0.05 * abs(t) if t != 0 else pred == 0
+        return {"relaxed_accuracy": float(relaxed), "exact_match": float(abs(pred - t) <= 1e-9 * max(1.0, abs(t))),
+                "unparseable": 0.0}
+
+    def from_record(self, image: Image.Image, question: str, answer: Any, loc: str, **params: Any) -> Example:
+        """A number or a text label as the answer (written as ChartQA labels are)."""
+        if isinstance(answer, bool) or not isinstance(answer, (int, float, str)):
+            raise DataError(f"{loc}: column 'answer' must be a number or a text, got {answer!r}")
+        label = format_number(float(answer), 6).rstrip("0").rstrip(".") if not isinstance(answer, str) \
+            else answer.strip()
+        if not label:
+            raise DataError(f"{loc}: column 'answer' is empty")
+        return Example(image=image, prompt=question, answer=label, target=label_target(label),
+                       meta={"source": loc})
 
 
 def label_target(label: str) -> float | str:

@@ -22,7 +22,6 @@ digits is a tokenizer artefact, see `sweeps.tasks.parsing`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,10 @@ from .base import (
     ImageCache,
     Rand,
     Task,
-    build_params,
     check_choices,
     check_fraction,
     check_int,
-    check_lengths,
     check_load_args,
-    check_synthetic_args,
     check_template,
     scaled_size,
     field_value,
@@ -119,13 +115,7 @@ class CountingTask(Task):
 
     # ------------------------------------------------------------------ synthetic
 
-    def synthetic(self, n: int, seed: int, **params: Any) -> list[Example]:
-        """`n` counting examples; example i depends only on (seed, i, params)."""
-        check_synthetic_args(n, seed)
-        p = build_params(CountingParams, params, "counting")
-        return [self._one(p, seed, i) for i in range(n)]
-
-    def _one(self, p: CountingParams, seed: int, index: int) -> Example:
+    def example(self, p: CountingParams, seed: int, index: int, context: Any = None) -> Example:
         rand = Rand(_SALT, seed, index)
         count = rand.integer(p.min_count, p.max_count)
         kind, color = rand.choice(p.kinds), rand.choice(p.colors)
@@ -240,24 +230,19 @@ class CountingTask(Task):
         """The first number (or number word) in `text` as an int, or None."""
         return parse_count(text)
 
-    def metrics(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
-        """exact_match, mae, off_by_one, unparseable over the examples."""
-        check_lengths(predictions, examples)
-        exact = near = bad = 0
-        abs_err = 0.0
-        for text, ex in zip(predictions, examples):
-            truth = int(ex.target)
-            pred = self.parse(text)
-            if pred is None:
-                bad += 1
-                abs_err += max(abs(truth), 1)
-                continue
-            err = abs(pred - truth)
-            abs_err += err
-            exact += err == 0
-            near += err <= 1
-        n = len(examples)
-        return {"exact_match": exact / n, "mae": abs_err / n, "off_by_one": near / n, "unparseable": bad / n}
+    def score(self, text: str, example: Example) -> dict[str, float]:
+        """exact_match, mae (an unparseable answer costs max(|truth|, 1)), off_by_one, unparseable."""
+        truth = int(example.target)
+        pred = self.parse(text)
+        if pred is None:
+            return {"exact_match": 0.0, "mae": float(max(abs(truth), 1)), "off_by_one": 0.0, "unparseable": 1.0}
+        err = abs(pred - truth)
+        return {"exact_match": float(err == 0), "mae": float(err), "off_by_one": float(err <= 1), "unparseable": 0.0}
+
+    def from_record(self, image: Image.Image, question: str, answer: Any, loc: str, **params: Any) -> Example:
+        """A count (int, "3" or 3.0) as the answer."""
+        count = int_value(answer, loc, "answer")
+        return Example(image=image, prompt=question, answer=str(count), target=count, meta={"source": loc})
 
 
 def _question(query: str, kind: str, color: str) -> str:

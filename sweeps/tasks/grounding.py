@@ -50,9 +50,7 @@ from .base import (
     check_choices,
     check_fraction,
     check_int,
-    check_lengths,
     check_load_args,
-    check_synthetic_args,
     check_template,
     scaled_size,
     nonempty,
@@ -228,13 +226,7 @@ class GroundingTask(Task):
     metric_modes = {"acc_iou50": "max", "mean_iou": "max", "unparseable": "min"}
     _params_cls = GroundingParams
 
-    def synthetic(self, n: int, seed: int, **params: Any) -> list[Example]:
-        """`n` grounding examples; example i depends only on (seed, i, params)."""
-        check_synthetic_args(n, seed)
-        p = build_params(GroundingParams, params, "grounding")
-        return [self._one(p, seed, i) for i in range(n)]
-
-    def _one(self, p: GroundingParams, seed: int, index: int) -> Example:
+    def example(self, p: GroundingParams, seed: int, index: int, context: Any = None) -> Example:
         rand = Rand(_SALT, seed, index)
         margin = max(1.0, p.image_size / 16)
         for _ in range(100):  # redraw scenes until one has an expression of an allowed type
@@ -370,21 +362,31 @@ class GroundingTask(Task):
         """The box in `text` (see `parsing.parse_box`); fractions are scaled when `coord_max` is given."""
         return parse_box(text, coord_max)
 
-    def metrics(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
-        """acc_iou50, mean_iou, unparseable over the examples."""
-        check_lengths(predictions, examples)
-        hits = bad = 0
-        total = 0.0
-        for text, ex in zip(predictions, examples):
-            pred = self.parse(text, coord_max=ex.meta.get("coord_max"))
-            if pred is None:
-                bad += 1
-                continue
-            v = iou(pred, ex.target)
-            total += v
-            hits += v >= 0.5
-        n = len(examples)
-        return {"acc_iou50": hits / n, "mean_iou": total / n, "unparseable": bad / n}
+    def score(self, text: str, example: Example) -> dict[str, float]:
+        """acc_iou50 (IoU >= 0.5), mean_iou, unparseable."""
+        pred = self.parse(text, coord_max=example.meta.get("coord_max"))
+        if pred is None:
+            return {"acc_iou50": 0.0, "mean_iou": 0.0, "unparseable": 1.0}
+        v = iou(pred, example.target)
+        return {"acc_iou50": float(v >= 0.5), "mean_iou": float(v), "unparseable": 0.0}
+
+    def from_record(self, image: Image.Image, question: str, answer: Any, loc: str, **params: Any) -> Example:
+        """A box [x0, y0, x1, y1] in pixels of the stored image as the answer; written on the
+        `coord_max` grid (task param, default as for synthetic data) like the loaders do."""
+        p = build_params(GroundingParams, params, "grounding")
+        if isinstance(answer, str):
+            answer = answer.replace(",", " ").strip("[]() ").split()
+        try:
+            box = tuple(float(v) for v in answer)
+        except (TypeError, ValueError):
+            raise DataError(f"{loc}: column 'answer' must be a box [x0, y0, x1, y1], got {answer!r}") from None
+        width, height = image.size  # the stored image: the box is in its pixels
+        if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+            raise DataError(f"{loc}: column 'answer' must be a box [x0, y0, x1, y1] with x0 < x1, y0 < y1, "
+                            f"got {answer!r}")
+        coords = to_coords(box, width, height, p.coord_max)  # type: ignore[arg-type]
+        return Example(image=image, prompt=question, answer=format_box(coords, p.coord_max), target=coords,
+                       meta={"source": loc, "coord_max": p.coord_max})
 
 
 # --------------------------------------------------------------------------- RefCOCO files
