@@ -39,14 +39,20 @@ def quiet_output(quiet: bool) -> Iterator[None]:
     if not quiet:
         yield
         return
+    from transformers.utils import logging as hf_logging
+
     saved_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
     saved_levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    bars = hf_logging.is_progress_bar_enabled()
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)  # failures: the progress lines, the summary
+    hf_logging.disable_progress_bar()  # "Writing model shards" when the tiny model is built
     try:
         yield
     finally:
+        if bars:
+            hf_logging.enable_progress_bar()
         if saved_env is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:

@@ -245,7 +245,8 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
     spec_path, overrides = split_spec_args(spec_path, overrides)
     plan = plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
                       experiment=experiment, overrides=overrides, search_seed=search_seed)
-    ensure_tiny_model(plan.resolved.base_trial_config())
+    with quiet_output(verbose == 0):
+        ensure_tiny_model(plan.resolved.base_trial_config())
     lock = sweep_lock(plan)
     try:
         _record_plan(plan, spec_path)

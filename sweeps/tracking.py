@@ -233,7 +233,7 @@ class SweepTracker(Callback):
                 "search_space": self.info.space_source, "search_space_hash": self.info.space_hash,
                 "status": "running"}
         sampled = self.sampled(trial.config)
-        number = tune_trial_number(trial)
+        number = self.trial_number(trial)
         if number is not None:
             tags["trial_number"] = str(number)
         study_trial = trial.config.get(OPTUNA_TRIAL_KEY)
@@ -250,10 +250,16 @@ class SweepTracker(Callback):
         self.runs[trial.trial_id] = run_id
         return run_id
 
+    def trial_number(self, trial: Any) -> int | None:
+        """The trial's 1-based number in the sweep (tag `trial_number`, the run name's `tNN`)."""
+        number = tune_trial_number(trial)
+        if number is not None and self.info.spec_params.get("search.algorithm") == "grid":
+            number += 1  # Tune numbers grid trials from 0, searcher-made ones from 1
+        return number
+
     def run_name(self, trial: Any) -> str:
         """The trial's MLflow run name (`trial_run_name`)."""
-        return trial_run_name(tune_trial_number(trial), self.resolve(trial.config),
-                              self.sampled(trial.config))
+        return trial_run_name(self.trial_number(trial), self.resolve(trial.config), self.sampled(trial.config))
 
     def _link_study_trial(self, trial: Any, run_id: str, seed: int) -> None:
         """Cross-reference the Optuna trial that proposed `trial` and its MLflow run.

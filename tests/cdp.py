@@ -81,7 +81,10 @@ class Browser:
         """Poll `expression` until it is truthy; returns its value (TimeoutError otherwise)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except RuntimeError:  # e.g. the page is still loading: no document.body yet
+                value = None
             if value:
                 return value
             time.sleep(0.5)

@@ -1,0 +1,177 @@
+"""Everyday use, end to end: `slsweep run -q` on a real 2-trial sweep (local Ray, ASHA, MLflow in
+SQLite), what the MLflow store then holds, the MLflow UI served by `slsweep ui` as headless
+Chromium renders it, and `slsweep ui` stopping its whole server on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from cdp import CHROMIUM, Browser
+from sweeps import paths
+
+pytestmark = pytest.mark.slow
+
+# Grid order is the choices' order and one trial runs at a time: the lr 1e-3 trial reaches step 30;
+# the lr 1e-7 one barely trains, so ASHA stops it at its first rung (step 15): its train_loss there
+# is worse than the first trial's.
+SPEC = """
+name: everyday-e2e
+task: {name: counting, eval_size: 8, train_size: 64}
+model: {path: tiny}
+train: {steps: 30, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, eval_every: 15, max_new_tokens: 4}
+loss: {family: soft_label, eta: 0.1, lam: 2.0, psi: triangular}
+search_space:
+  name: lr_pair
+  params:
+    lr: {type: categorical, choices: [1.0e-3, 1.0e-7], target: train.lr}
+search: {algorithm: grid, max_concurrent: 1}
+scheduler: {type: asha, grace_period: 15, reduction_factor: 2, max_t: 30}
+metric: {name: train_loss, mode: min}
+resources: {cpu: 1, gpu: 0}
+"""
+NOISE = ("WARNING", " INFO ", "Checkpoint successfully created", "snapshotting",
+         "Configuration for experiment", "View detailed results", "Traceback", "A new study created",
+         "Creating initial MLflow database tables", "Started a local Ray instance")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("everyday")
+    (tmp / "spec.yaml").write_text(SPEC)
+    runs = tmp / "runs"
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", "spec.yaml", "-q", "--runs-dir", str(runs),
+                           "task.train_size=96"], cwd=tmp, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(paths.default_tracking_uri(runs))
+    exp = client.get_experiment_by_name("everyday-e2e")
+    parent = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'sweep'")[0]
+    children = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'",
+                                  order_by=["attributes.start_time ASC"])
+    return proc, runs, client, exp, parent, children
+
+
+def test_quiet_run_prints_progress_and_the_summary_only(sweep) -> None:
+    proc = sweep[0]
+    text = proc.stdout + proc.stderr.replace("\r", "\n")
+    for noise in NOISE:
+        assert noise not in text, (noise, text[-4000:])
+    assert "sweep: 2/2 trials done" in proc.stderr  # the overall bar
+    assert "t01 soft_label lr=0.001 s0: step 15/30" in proc.stderr  # per-trial progress
+    assert "t02 soft_label lr=1e-07 s0: stopped early at step 15" in proc.stderr
+    assert proc.stdout.lstrip().startswith("Sweep everyday-e2e-") and "MLflow:" in proc.stdout
+
+
+def test_run_names_loss_curve_and_no_step_metric(sweep) -> None:
+    _, _, client, exp, parent, children = sweep
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert [c.info.run_name for c in children] == ["t01 soft_label lr=0.001 s0", "t02 soft_label lr=1e-07 s0"]
+    assert parent.data.params["task.train_size"] == "96"  # the override, recorded
+    first = children[0]
+    assert "step" not in first.data.metrics and first.data.tags["last_step"] == "30"
+    curve = [(m.step, m.value) for m in client.get_metric_history(first.info.run_id, "train_loss")]
+    assert [s for s, _ in curve] == [10, 15, 20, 30]  # every 10 steps and at both evaluations
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "exact_match")] == [15, 30]
+    assert curve[-1][1] < curve[0][1]
+
+
+def test_early_stopped_trial_is_finished_and_says_so(sweep) -> None:
+    _, _, _, _, parent, children = sweep
+    done, stopped = children
+    assert done.info.status == "FINISHED" and done.data.tags["status"] == "finished"
+    assert "slsweep.stop_reason" not in done.data.tags
+    # Not the red icon of a crash: FINISHED, told apart by tags and the run's description.
+    assert stopped.info.status == "FINISHED" and stopped.data.tags["status"] == "stopped_early"
+    assert stopped.data.tags["slsweep.stop_reason"] == "early_stopping"
+    assert stopped.data.tags["last_step"] == "15"
+    assert stopped.data.tags["mlflow.note.content"].startswith("Stopped early by the scheduler at step 15 of 30")
+    m = parent.data.metrics
+    assert (m["trials_total"], m["trials_finished"], m["trials_stopped"], m["trials_failed"]) == (2, 1, 1, 0)
+
+
+def test_resume_takes_tracking_uri_and_address(sweep) -> None:
+    runs = sweep[1]
+    for flag, value in (("--tracking-uri", "http://127.0.0.1:9"), ("--address", "127.0.0.1:9")):
+        proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "resume", "--runs-dir", str(runs), flag, value],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {flag}: {value}"), proc.stderr[-2000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (Debian package chromium)")
+def test_ui_shows_the_sweep_with_its_named_trials_and_stops_on_sigterm(sweep, tmp_path: Path) -> None:
+    _, runs, _, exp, parent, children = sweep
+    port = _free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "ui", "--runs-dir", str(runs), "--port", str(port)],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    server_pgid = None
+    try:
+        lines = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not any(ln.startswith("latest sweep") for ln in lines):
+            line = ui.stdout.readline()
+            assert line, f"slsweep ui ended: {lines}"
+            lines.append(line.strip())
+            if line.startswith("MLflow UI on"):  # printed only once the server answers
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+                    assert resp.status == 200
+        runs_url = lines[-1].split(": ", 1)[1]
+        assert runs_url == (f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs"
+                            "?workflowType=machine_learning")
+        # The server's processes: the group slsweep started (uvicorn and its worker).
+        server_pgid = int(subprocess.run(["pgrep", "-P", str(ui.pid)], capture_output=True, text=True).stdout.split()[0])
+
+        browser = Browser(tmp_path / "profile")
+        try:
+            browser.goto(runs_url)
+            browser.wait_for(f"document.body.innerText.includes({parent.info.run_name!r})")
+            assert browser.js("document.title").startswith("Runs")  # the runs table, not GenAI pages
+            # Expand the sweep's row: its trials are nested under it.
+            browser.js("[...document.querySelectorAll('button[data-component-id$=\"runnamecellrenderer.tsx_46\"]')]"
+                       ".forEach(b => b.click())")
+            names = browser.wait_for(
+                "(() => { const n = [...document.querySelectorAll('a[href*=\"/runs/\"]')].map(a => a.innerText.trim());"
+                f" return n.length >= {1 + len(children)} && n; }})()")
+            browser.screenshot(tmp_path / "runs.png")
+        finally:
+            browser.close()
+        assert names[0] == parent.info.run_name
+        assert sorted(names[1:1 + len(children)]) == sorted(c.info.run_name for c in children)
+        assert (tmp_path / "runs.png").stat().st_size > 10_000
+
+        ui.send_signal(signal.SIGTERM)  # to slsweep only, as a service manager would
+        assert ui.wait(timeout=60) == 0
+        deadline = time.monotonic() + 30
+        while _group_alive(server_pgid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _group_alive(server_pgid), "the MLflow server's processes outlived slsweep ui"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3)
+    finally:
+        for pgid in (ui.pid, server_pgid):
+            if pgid is not None and _group_alive(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+        if ui.poll() is None:
+            ui.wait(timeout=30)
