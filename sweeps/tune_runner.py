@@ -7,6 +7,7 @@ Ray address) before anything is created, so bad input leaves no experiment, run 
 
 from __future__ import annotations
 
+import copy
 import errno
 import importlib.util
 import logging
@@ -31,7 +32,7 @@ import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-from ray.tune.search import Repeater
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater, SearchGenerator
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
@@ -484,6 +485,46 @@ class SweepOutcome:
     interrupted: int | None = None  # the signal that stopped the sweep (resumable), or None
 
 
+class _FollowRunFolder:
+    """Mixin for a Tune search algorithm: trials it creates after a restore live in this run folder.
+
+    Ray 2.60 re-roots the restored trials when an experiment was moved (`TuneController.
+    _restore_trials` calls `trial.set_storage`), but a search algorithm restores the `Experiment`
+    it was given, with the storage path the sweep started in: trials created after a resume in a
+    moved or copied folder would write their checkpoints into the old one. `resume` sets
+    `storage_fs_path` before Tune restores; each new trial is re-rooted the way Tune does it.
+    """
+
+    storage_fs_path: str | None = None
+
+    def next_trial(self):  # noqa: ANN201 - Tune's signature
+        trial = super().next_trial()  # type: ignore[misc]
+        wanted = self.__dict__.get("storage_fs_path")
+        if trial is not None and wanted and trial.storage.storage_fs_path != wanted:
+            storage = copy.copy(trial.storage)
+            storage.storage_fs_path = wanted
+            trial.set_storage(storage)
+        return trial
+
+
+class _Grid(_FollowRunFolder, BasicVariantGenerator):
+    pass
+
+
+class _Search(_FollowRunFolder, SearchGenerator):
+    pass
+
+
+def _search_alg(plan: SweepPlan, space: SearchSpace):
+    """The Tune search algorithm: Tune's own grid generator or a SearchGenerator around the
+    Optuna searcher (with Tune's ConcurrencyLimiter), both following a moved run folder."""
+    limit = plan.spec.search.max_concurrent
+    searcher = _searcher(plan, space)
+    if searcher is None:
+        return _Grid(max_concurrent=limit)
+    return _Search(ConcurrencyLimiter(searcher, max_concurrent=limit))
+
+
 def _searcher(plan: SweepPlan, space: SearchSpace):
     spec = plan.spec
     algo = spec.search.algorithm
@@ -808,9 +849,9 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
     tuner = tune.Tuner(
         trainable,
         param_space=_param_space(plan, space),
-        tune_config=tune.TuneConfig(search_alg=_searcher(plan, space), scheduler=_scheduler(plan),
+        tune_config=tune.TuneConfig(search_alg=_search_alg(plan, space), scheduler=_scheduler(plan),
                                     num_samples=num, metric=spec.metric.name, mode=spec.metric.mode,
-                                    max_concurrent_trials=spec.search.max_concurrent,
+                                    # the limit is inside the search algorithm (_search_alg)
                                     reuse_actors=reuse_workers(plan),
                                     time_budget_s=spec.limits.sweep_seconds),
         run_config=tune.RunConfig(
@@ -925,6 +966,8 @@ def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:
     if tracker.info.optuna_storage and plan.local_store:  # the study of this (maybe moved) folder
         tracker.info.optuna_storage, tracker._study_storage = paths.optuna_storage_uri(plan.runs_dir), None
     searcher = tuner._local_tuner._tune_config.search_alg
+    if isinstance(searcher, _FollowRunFolder):
+        searcher.storage_fs_path = str(plan.storage_dir)
     while searcher is not None and not isinstance(searcher, RunFolderOptunaSearch):
         searcher = getattr(searcher, "searcher", None)
     if searcher is not None and plan.local_store:
