@@ -28,8 +28,9 @@ metric: {name: exact_match, mode: max}
 """
 
 
-def test_confirm_reruns_the_best_configurations_on_fresh_seeds(tmp_path) -> None:
+def test_confirm_reruns_the_best_configurations_on_fresh_seeds(tmp_path, capsys) -> None:
     from sweeps.cli import app
+    from sweeps.service import _print_summary, sweep_status
 
     spec = tmp_path / "c3.yaml"
     spec.write_text(SPEC)
@@ -37,6 +38,12 @@ def test_confirm_reruns_the_best_configurations_on_fresh_seeds(tmp_path) -> None
     searched = run_sweep(spec, runs_dir=runs_dir, verbose=0, print_summary=False)
     ray.shutdown()
     source = searched.outcome.plan.sweep_id
+    # The search's summary: the best at full budget, and how to confirm it.
+    _print_summary(searched.outcome, searched.table)
+    printed = capsys.readouterr().out
+    assert "Best at full budget (4 steps): exact_match=" in printed
+    assert f"Confirm:  slsweep confirm {source} --top 3 --seeds 5 --baseline loss=hard" in printed
+    assert "(3 full-budget trials)" in sweep_status(runs_dir=runs_dir)
 
     res = CliRunner().invoke(app, ["confirm", source, "--top", "2", "--seeds", "2", "--baseline",
                                    "loss=hard", "--runs-dir", str(runs_dir), "-q"])
