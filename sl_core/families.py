@@ -26,11 +26,11 @@ from sl_core.peers import (
     gaussian_soft_cross_entropy, hard_cross_entropy, label_smoothing_cross_entropy, ntil_emd, ntl_mse, ntl_was,
 )
 from sl_core.psi import psi_matrix
-from sl_core.registry import LOSS_FAMILY_SPECS, check_family_params, family_spec
+from sl_core.registry import LOSS_FAMILY_SPECS, _register_spec, check_family_params, family_spec
 from sl_core.value_aware import value_aware_soft_label_cross_entropy, value_psi_matrix
 
 __all__ = ["LossFn", "LOSS_FAMILIES", "FAMILY_PARAMS", "FAMILY_DEFAULTS", "build_loss", "family_tokens",
-           "soft_columns"]
+           "register_loss_family", "soft_columns"]
 
 IGNORE_INDEX = -100
 
@@ -113,10 +113,32 @@ def build_loss(family: str, digit_ids: Tokens = None, *, backend: str = "auto", 
     if spec.tokens == "numeric":
         numeric = digit_ids if isinstance(digit_ids, NumericTokens) else \
             NumericTokens.from_digit_ids(V.check_digit_groups(digit_ids))
-        return _value_aware(numeric, p)
+        return _BUILDERS[family](numeric, p)
     if isinstance(digit_ids, NumericTokens):
         raise ValueError(f"loss family {family!r} takes digit ids, not NumericTokens (that is for value_aware)")
     return _BUILDERS[family](V.check_digit_groups(digit_ids), p)
+
+
+def register_loss_family(builder: Callable[..., LossFn]) -> str:
+    """Add a user loss family declared with `sl_core.registry.loss_family`; returns its name.
+
+    The builder is called as `builder(tokens, **params)` (params validated, defaults filled in).
+
+    Raises:
+        ValueError: `builder` was not declared with `loss_family`, or its name is a built-in's or is
+            registered with other parameters.
+    """
+    spec = getattr(builder, "family_spec", None)
+    if spec is None or not callable(builder):
+        raise ValueError("a loss family plug-in must be a builder decorated with @sl_core.registry.loss_family(...)")
+    if spec.name in _BUILTIN_NAMES:
+        raise ValueError(f"loss family {spec.name!r} is built in")
+    _register_spec(spec)
+
+    def plugin(tokens: Any, p: dict[str, Any]) -> LossFn:
+        return builder(tokens, **{k: v for k, v in p.items() if k != "backend"})
+    _BUILDERS[spec.name] = plugin
+    return spec.name
 
 
 def _hard(ids: list[list[int]] | None, p: dict[str, Any]) -> LossFn:
@@ -203,6 +225,8 @@ _BUILDERS: dict[str, Callable[[list[list[int]] | None, dict[str, Any]], LossFn]]
     "ntl_mse": _ntl(ntl_mse),
     "ntil": _ntil,
     "soft_label": _soft_label,
+    "value_aware": _value_aware,
 }
+_BUILTIN_NAMES = frozenset(_BUILDERS)
 
-assert set(_BUILDERS) | {"value_aware"} == set(LOSS_FAMILY_SPECS), "every registered family needs a builder"
+assert set(_BUILDERS) == set(LOSS_FAMILY_SPECS), "every registered family needs a builder"

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 __all__ = [
     "REQUIRED", "VALUE_KERNELS", "LossFamilySpec", "ParamSpec", "LOSS_FAMILY_SPECS", "family_spec",
-    "check_family_params",
+    "check_family_params", "loss_family",
 ]
 
 
@@ -219,3 +219,38 @@ def check_family_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
         else:
             out[p.name] = p.check(value, family)
     return out
+
+
+def loss_family(*, params: tuple[ParamSpec, ...] | dict[str, Any] = (), tokens: str = "digits",
+                name: str | None = None, doc: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a user loss family: decorate its builder `builder(tokens, **params) -> LossFn`.
+
+    The builder receives what `tokens` asks for (None, the [G, 10] digit groups or NumericTokens,
+    see the module docstring) and the family's parameters validated with defaults filled in, and
+    returns `fn(logits [..., V], labels [...] shifted, *, num_items_in_batch=None) -> scalar`.
+    `sl_core.families.register_loss_family(builder)` (or a sweep's `loss.family: pkg.mod:builder`)
+    adds it to LOSS_FAMILY_SPECS.
+
+    Args:
+        params: ParamSpecs, or a mapping name -> default (an unbounded real parameter each).
+        tokens: "none", "digits" or "numeric".
+        name: the family's name (default: "module:function", the dotted path sweeps use).
+        doc: one line for tables and help.
+    """
+    if tokens not in ("none", "digits", "numeric"):
+        raise ValueError(f"tokens must be 'none', 'digits' or 'numeric', got {tokens!r}")
+    specs = tuple(ParamSpec(k, v) for k, v in params.items()) if isinstance(params, dict) else tuple(params)
+
+    def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
+        family = name or f"{builder.__module__}:{builder.__name__}"
+        builder.family_spec = LossFamilySpec(family, specs, tokens, doc or (builder.__doc__ or "").strip()[:80])
+        return builder
+    return wrap
+
+
+def _register_spec(spec: LossFamilySpec) -> None:
+    """Add `spec` (used by `sl_core.families.register_loss_family`, which owns the builders)."""
+    old = LOSS_FAMILY_SPECS.get(spec.name)
+    if old is not None and old != spec:
+        raise ValueError(f"loss family {spec.name!r} is already registered with other parameters")
+    LOSS_FAMILY_SPECS[spec.name] = spec

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from sl_core.registry import LOSS_FAMILY_SPECS, ParamSpec, check_family_params
 
@@ -20,7 +20,6 @@ from sweeps.yamlio import load_yaml, require_mapping
 
 __all__ = [
     "LOSS_FAMILIES",
-    "TASK_METRICS",
     "LossConfig",
     "ModelConfig",
     "TaskConfig",
@@ -28,17 +27,9 @@ __all__ = [
     "TrialConfig",
 ]
 
-TaskName = Literal["counting", "grounding", "chart"]
-# The loss families come from sl_core's registry (torch-free): never restated here.
+# The loss families come from sl_core's registry (torch-free), the tasks from sweeps.tasks (imported
+# when a config is validated): neither list is restated here.
 LOSS_FAMILIES: tuple[str, ...] = tuple(LOSS_FAMILY_SPECS)
-LossFamily = Literal[LOSS_FAMILIES]  # type: ignore[valid-type]
-
-# Metrics each task reports at every evaluation (besides `train_loss`), and whether higher is better.
-TASK_METRICS: dict[str, dict[str, Literal["max", "min"]]] = {
-    "counting": {"exact_match": "max", "mae": "min", "off_by_one": "max", "unparseable": "min"},
-    "grounding": {"acc_iou50": "max", "mean_iou": "max", "unparseable": "min"},
-    "chart": {"relaxed_accuracy": "max", "exact_match": "max", "unparseable": "min"},
-}
 
 
 class _Section(BaseModel):
@@ -46,10 +37,36 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
 
 
-class TaskConfig(_Section):
-    """Which task, its generator parameters, and where real-format data lives (None = synthetic)."""
+class HFColumns(_Section):
+    """Which dataset column holds each part of an example."""
 
-    name: TaskName
+    image: str = Field("image", min_length=1)
+    question: str = Field("question", min_length=1)
+    answer: str = Field("answer", min_length=1)
+
+
+class HFDataConfig(_Section):
+    """A Hugging Face dataset as a task's data (`datasets.load_dataset` / `load_from_disk`).
+
+    `hf` is a local folder saved with `save_to_disk`, a parquet / arrow / json / csv file or a
+    folder of them (or an `imagefolder`), or a hub id when the machine is online (`HF_HUB_OFFLINE`
+    is honoured). Training examples come from `split`; held-out ones from `eval_split`, else the
+    last `task.eval_size` rows of `split`.
+    """
+
+    hf: str = Field(..., min_length=1)
+    split: str = Field("train", min_length=1)
+    eval_split: str | None = None
+    config: str | None = None
+    columns: HFColumns = Field(default_factory=HFColumns)
+    streaming: bool = False
+
+
+class TaskConfig(_Section):
+    """Which task, its generator parameters, and where real data lives (None = synthetic)."""
+
+    name: str = Field(..., min_length=1, description="a task of sweeps.tasks.TASKS, or a plug-in "
+                      "'package.module:TaskClass'")
     params: dict[str, Any] = Field(default_factory=dict)
     data_path: str | None = None
     eval_data_path: str | None = None
@@ -61,6 +78,22 @@ class TaskConfig(_Section):
     train_size: int = Field(20000, gt=0)
     eval_size: int = Field(500, gt=0)
     image_size: int = Field(48, gt=0)
+    # A Hugging Face dataset (instead of data_path): see HFDataConfig.
+    data: HFDataConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from sweeps.tasks import get_task  # the task registry (plug-ins are imported here)
+
+        get_task(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> TaskConfig:
+        if self.data is not None and (self.data_path or self.eval_data_path):
+            raise FieldValueError("data", "give either data (a Hugging Face dataset) or data_path, not both")
+        return self
 
 
 class ModelConfig(_Section):
@@ -127,9 +160,27 @@ class _LossBase(_Section):
     # the engine of the soft-label families (sl_core.backend): results are the same, speed differs
     backend: Literal["auto", "torch", "triton"] = "auto"
 
+    # parameters of a plug-in loss family (`family: pkg.module:builder`), by the names it declares
+    options: dict[str, Any] = Field(default_factory=dict)
+
     @model_validator(mode="after")
     def _params_fit_family(self) -> _LossBase:
+        _resolve_plugins(self)
         family = LOSS_FAMILY_SPECS[self.family]
+        builtin = self.family in LOSS_FAMILIES
+        if builtin and self.options:
+            raise FieldValueError("options", f"only plug-in loss families take options; {self.family!r} "
+                                  f"takes {', '.join(family.param_map) or 'no parameters'} as loss fields")
+        for key, value in ({} if builtin else self.options).items():
+            spec = family.param_map.get(key)
+            if spec is None:
+                raise FieldValueError("options", f"loss family {self.family!r} does not take {key!r} "
+                                      f"(accepts: {', '.join(family.param_map) or 'no parameters'})")
+            if value is not None:
+                try:
+                    spec.check(value, self.family)
+                except ValueError as exc:
+                    raise FieldValueError(f"options.{key}", str(exc).removeprefix(f"{key} ")) from None
         for name, spec in _LOSS_PARAMS.items():
             value = getattr(self, name)
             if value is None:
@@ -148,9 +199,16 @@ class _LossBase(_Section):
                 raise FieldValueError("psi_param", f"psi shape {self.psi!r} takes no parameter; leave psi_param unset")
         return self
 
+    def _given(self) -> dict[str, Any]:
+        """The chosen family's parameters as set (None: unset): loss fields, or `options` for a plug-in."""
+        params = LOSS_FAMILY_SPECS[self.family].params
+        if self.family in LOSS_FAMILIES:
+            return {p.name: getattr(self, p.name) for p in params}
+        return {p.name: self.options.get(p.name) for p in params}
+
     def missing_required(self) -> list[str]:
         """The family's required parameters (eta) that are not set."""
-        return [p.name for p in LOSS_FAMILY_SPECS[self.family].params if p.required and getattr(self, p.name) is None]
+        return [k for k, v in self._given().items() if v is None and LOSS_FAMILY_SPECS[self.family].param_map[k].required]
 
     def loss_kwargs(self, *, strict: bool = True) -> dict[str, Any]:
         """Keyword arguments for `sl_core.build_loss(self.family, tokens, **kwargs)`, defaults filled in.
@@ -162,7 +220,7 @@ class _LossBase(_Section):
         Raises:
             FieldValueError: a required parameter (eta) is not set (strict only).
         """
-        given = {p.name: getattr(self, p.name) for p in LOSS_FAMILY_SPECS[self.family].params}
+        given = self._given()
         if not strict:
             missing = self.missing_required()
             defaults = check_family_params(self.family, {**given, **{m: 0.0 for m in missing}})
@@ -174,6 +232,32 @@ class _LossBase(_Section):
             raise FieldValueError(missing[0] if missing else "family", str(exc)) from None
 
 
+def _resolve_plugins(loss: Any) -> None:
+    """Import and register a plug-in loss family or psi shape named by dotted path (see sweeps.plugins)."""
+    from sweeps.plugins import is_dotted, load_object
+
+    if loss.family not in LOSS_FAMILY_SPECS:
+        if not is_dotted(loss.family):
+            raise FieldValueError("family", f"unknown {loss.family!r}; choose one of {', '.join(LOSS_FAMILIES)} "
+                                  "or a plug-in 'package.module:builder'")
+        try:
+            from sl_core.families import register_loss_family
+
+            register_loss_family(load_object(loss.family, what="loss family"))
+        except ValueError as exc:
+            raise FieldValueError("family", str(exc)) from None
+    if is_dotted(loss.psi):
+        from sl_core.psi import available_psi, register_psi
+
+        if loss.psi not in available_psi():
+            try:
+                fn = load_object(loss.psi, what="psi shape")
+                register_psi(loss.psi, fn, default_param=getattr(fn, "default_param", None),
+                             takes_param=getattr(fn, "takes_param", True))
+            except ValueError as exc:
+                raise FieldValueError("psi", str(exc)) from None
+
+
 def _param_field(spec: ParamSpec) -> tuple[Any, Any]:
     kind = str if spec.kind == "choice" else float
     return (kind | None, Field(None, description=spec.doc))
@@ -183,7 +267,8 @@ LossConfig = create_model(
     "LossConfig",
     __base__=_LossBase,
     __module__=__name__,
-    family=(LossFamily, Field(..., description="the loss family (sl_core.registry.LOSS_FAMILY_SPECS)")),
+    family=(str, Field(..., min_length=1, description="a loss family of sl_core.registry.LOSS_FAMILY_SPECS, "
+                       "or a plug-in 'package.module:builder'")),
     **{name: _param_field(spec) for name, spec in _LOSS_PARAMS.items()},
 )
 
@@ -278,4 +363,4 @@ class TrialConfig(_Section):
 
 def _free_form(parts: list[str]) -> bool:
     """Whether the section at `parts` is a free-form mapping (new keys allowed)."""
-    return parts[:2] in (["task", "params"], ["task", "loader"], ["model", "lora"])
+    return parts[:2] in (["task", "params"], ["task", "loader"], ["model", "lora"], ["loss", "options"])

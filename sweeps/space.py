@@ -183,7 +183,7 @@ class _SpaceFile(BaseModel):
 _SECTIONS: dict[str, type[BaseModel]] = {
     "loss": LossConfig, "train": TrainConfig, "model": ModelConfig, "task": TaskConfig,
 }
-_FREE_FORM = {("task", "params"), ("model", "lora")}
+_FREE_FORM = {("task", "params"), ("model", "lora"), ("loss", "options")}
 
 
 def _target_problem(target: str) -> str | None:

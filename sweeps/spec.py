@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sweeps.config import TASK_METRICS, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
+from sweeps.config import LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, spec_error_from_validation
 from sweeps.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
 from sweeps.space import SearchSpace, load_space
@@ -136,7 +136,6 @@ class FailureConfig(_Section):
     max_failures: int = Field(0, ge=0)
 
 
-_MAIN_METRIC = {"counting": "exact_match", "grounding": "acc_iou50", "chart": "relaxed_accuracy"}
 
 
 class SweepSpec(_Section):
@@ -177,8 +176,10 @@ class SweepSpec(_Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> SweepSpec:
         task = self.task.name
-        known = {**TASK_METRICS[task], "train_loss": "min"}
-        metric = self.metric.name or _MAIN_METRIC[task]
+        from sweeps.tasks import get_task  # the one task registry
+
+        known = {**get_task(task).metric_modes, "train_loss": "min"}
+        metric = self.metric.name or get_task(task).primary_metric
         if metric not in known:
             raise FieldValueError(
                 "metric.name", f"'{metric}' is not a metric of task {task} (one of: {', '.join(known)})"

@@ -50,7 +50,7 @@ def _check_paper_sample(space: SearchSpace, sample: dict) -> None:
 
 
 def test_packaged_spaces_load() -> None:
-    assert set(packaged_spaces()) == {"paper", "eta_grid", "psi_grid", "lambda_grid", "baselines"}
+    assert set(packaged_spaces()) == {"paper", "eta_grid", "psi_grid", "lambda_grid", "baselines", "paper_value_aware"}
     for name in packaged_spaces():
         space = load_space(packaged_space_path(name))
         assert space.name == name and space.source == f"{name}.yaml" and len(space.hash) == 12

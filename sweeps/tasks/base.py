@@ -119,10 +119,11 @@ class Task(ABC):
         answer could be parsed (which then scores as wrong)."""
 
     def metrics(self, predictions: Sequence[str], examples: Sequence[Example]) -> dict[str, float]:
-        """The mean of each per-example score over the examples (`metric_modes` order)."""
+        """The mean of each per-example score over the examples (`metric_modes` order; a task whose
+        metrics are chosen per dataset, such as numeric_vqa, scores only those)."""
         check_lengths(predictions, examples)
         rows = [self.score(text, ex) for text, ex in zip(predictions, examples)]
-        return {k: float(sum(r[k] for r in rows) / len(rows)) for k in self.metric_modes}
+        return {k: float(sum(r[k] for r in rows) / len(rows)) for k in self.metric_modes if k in rows[0]}
 
     def default_params(self) -> dict[str, Any]:
         """The synthetic generator's parameters with their defaults (for logging a resolved config)."""
