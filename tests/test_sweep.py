@@ -86,6 +86,24 @@ def test_optuna_study_holds_the_same_trials(sweep) -> None:
     assert sorted(t.params["eta"] for t in done) == pytest.approx(etas)
 
 
+def test_optuna_trials_and_mlflow_runs_point_at_each_other(sweep) -> None:
+    summary, runs = sweep
+    study = optuna.load_study(study_name=summary.outcome.plan.sweep_id,
+                              storage=paths.optuna_storage_uri(runs))
+    client = MlflowClient(paths.default_tracking_uri(runs))
+    exp = client.get_experiment_by_name("t4")
+    children = {r.info.run_id: r for r in
+                client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'")}
+    assert study.user_attrs == {"mlflow_experiment_id": exp.experiment_id,
+                                "mlflow_parent_run_id": summary.outcome.parent_run_id}
+    assert sorted(t.user_attrs["mlflow_run_id"] for t in study.trials) == sorted(children)
+    for t in study.trials:
+        run = children[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["trial_id"] == t.user_attrs["tune_trial_id"]
+        assert run.data.tags["optuna.trial_number"] == str(t.number)
+        assert float(run.data.params["loss.eta"]) == pytest.approx(t.params["eta"])
+
+
 def test_summary_ranks_trials(sweep) -> None:
     summary, _ = sweep
     table = summary.table
