@@ -229,7 +229,8 @@ def test_r2_killed_driver_then_resume(tmp_path: Path) -> None:
             done = [r for r in children if r.info.status == "FINISHED"]
             # Its second evaluation logged means Tune had already saved its experiment state with
             # the first checkpoint (a checkpoint forces that save before the trial is asked for more).
-            live = [r for r in children if r.info.status == "RUNNING" and r.data.metrics.get("step", 0) >= 6]
+            live = [r for r in children if r.info.status == "RUNNING"
+                    and int(r.data.tags.get("last_step") or r.data.metrics.get("step") or 0) >= 6]
             return (done, live) if done and live else None
 
         done, live = wait_until(second_trial_checkpointed, 480, "one finished trial and one checkpointed",
