@@ -38,6 +38,23 @@ def _load(task: Task, cfg: TaskConfig, path: str, split: str | None, limit: int 
     return examples
 
 
+def _hf_split(task: Task, cfg: TaskConfig) -> tuple[list[Example], list[Example]]:
+    """(training pool, held-out set) from a Hugging Face dataset (`cfg.data`)."""
+    from sweeps.tasks.hf import load_hf
+
+    data = cfg.data
+
+    def load(split: str, limit: int | None) -> list[Example]:
+        return load_hf(data, task, split=split, limit=limit, image_size=cfg.image_size, params=cfg.params)
+    if data.eval_split:
+        return load(data.split, cfg.train_size), load(data.eval_split, cfg.eval_size)
+    pool = load(data.split, None if not data.streaming else cfg.train_size + cfg.eval_size)
+    if len(pool) <= cfg.eval_size:
+        raise DataError(f"{data.hf}: split {data.split}: task.eval_size: {cfg.eval_size} held-out rows requested "
+                        f"but the split has only {len(pool)}; name task.data.eval_split")
+    return pool[:-cfg.eval_size][:cfg.train_size], pool[-cfg.eval_size:]
+
+
 class TaskData:
     """The training stream and the held-out set of one trial.
 
@@ -50,6 +67,9 @@ class TaskData:
     def __init__(self, task: Task, cfg: TaskConfig, seed: int) -> None:
         self.task, self.cfg, self.seed = task, cfg, seed
         self._pool: list[Example] | None = None
+        if cfg.data is not None:
+            self._pool, self.held_out = _hf_split(task, cfg)
+            return
         if not cfg.data_path:
             self.held_out = task.synthetic(cfg.eval_size, seed=_derived_seed(_EVAL_TAG),
                                            **synthetic_params(cfg))

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sweeps.config import LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, spec_error_from_validation
 from sweeps.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
+from sweeps.plugins import add_search_dir
 from sweeps.space import SearchSpace, load_space
 from sweeps.yamlio import YamlDoc, dump_yaml, load_yaml, require_mapping
 
@@ -384,6 +385,7 @@ def load_spec(path: str | Path | None = None, overrides: Sequence[str] = ()) -> 
 def _load_spec(spec_path: Path, overrides: list[Override]) -> ResolvedSpec:
     doc: YamlDoc = load_yaml(spec_path, what="sweep spec")
     file = doc.source
+    add_search_dir(spec_path.expanduser().resolve().parent)  # plug-in packages beside the spec
     data = apply_overrides(require_mapping(doc, "sweep spec"), overrides, source=file)
     try:
         spec = SweepSpec.model_validate(data)

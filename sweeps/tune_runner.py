@@ -39,6 +39,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sweeps import paths
 from sweeps.config import TrialConfig
 from sweeps.errors import SlsweepError, SpecError, SweepFailed
+from sweeps.plugins import plugin_roots
 from sweeps.interrupt import StopSignals, SweepInterrupted
 from sweeps.progress import SweepProgress, quiet_output
 from sweeps.space import SearchSpace
@@ -438,6 +439,25 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
 
     task_cfg = cfg.task
     task = get_task(task_cfg.name)
+    if task_cfg.data is not None:  # a Hugging Face dataset: the first rows of each split it reads
+        from sweeps.tasks.hf import load_hf
+
+        data, answers = task_cfg.data, []
+        for field, split in (("task.data.split", data.split), ("task.data.eval_split", data.eval_split)):
+            if split is None:
+                continue
+            try:
+                rows = load_hf(data, task, split=split, limit=PREFLIGHT_RECORDS, image_size=task_cfg.image_size,
+                               params=task_cfg.params)
+            except DataError as exc:
+                text = _one_line(str(exc))
+                blame = next((f"task.data.columns.{r}" for r in ("image", "question", "answer")
+                              if f"task.data.columns.{r}" in text), field if "split" in text else "task.data.hf")
+                raise SpecError(spec_file, blame, text) from None
+            except (ValueError, TypeError) as exc:  # the task's params do not fit
+                raise SpecError(spec_file, "task.params", _one_line(str(exc))) from None
+            answers += [e.answer for e in rows]
+        return answers
     if not task_cfg.data_path:  # synthetic data: draw one example with the trials' parameters
         from sweeps.datasets import synthetic_params
 
@@ -616,7 +636,24 @@ def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
 
         env["py_modules"] = [str(Path(m.__file__).resolve().parent) for m in (sweeps, sl_core)]
         env.setdefault("excludes", ["__pycache__", "*.pyc"])
+    plugins = plugin_roots(_plugin_names(plan))
+    if plugins:  # user plug-ins travel like the project's own code, on local Ray too
+        env["py_modules"] = [*env.get("py_modules", []), *(p for p in plugins if p not in env.get("py_modules", []))]
+        env.setdefault("excludes", ["__pycache__", "*.pyc"])
     return env or None
+
+
+def _plugin_names(plan: SweepPlan) -> list[Any]:
+    """Every value the spec or its search space may give a task name, loss family or psi shape."""
+    from sweeps.space import CategoricalParam, FixedParam
+
+    spec, space = plan.spec, plan.resolved.space
+    names: list[Any] = [spec.task.name, spec.loss.family, spec.loss.psi]
+    for name, param in space.params.items():
+        if space.targets[name] in ("task.name", "loss.family", "loss.psi"):
+            names += param.choices if isinstance(param, CategoricalParam) else \
+                [param.value] if isinstance(param, FixedParam) else []
+    return names
 
 
 def reuse_workers(plan: SweepPlan) -> bool:

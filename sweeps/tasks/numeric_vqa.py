@@ -1,9 +1,10 @@
 """numeric_vqa: any image + question + numeric answer, for a user's own dataset with no code.
 
 The answer is one number or a fixed-length list of numbers (`length`, e.g. 4 for a box). It is
-written as the numbers separated by spaces (`decimals` fixed decimals, else integers as integers
-and other values with up to 6 significant digits); a generated text is parsed for its first
-`length` numbers (`sweeps.tasks.parsing.find_numbers`).
+written as the numbers separated by ", " (`decimals` fixed decimals, else integers as integers
+and other values with up to 6 significant digits; a comma, since digits separated only by spaces
+are read as one number, as single-digit tokenizers decode "2 4" for "24"); a generated text is
+parsed for its first `length` numbers (`sweeps.tasks.parsing.find_numbers`).
 
 Metrics (`metrics` param, any of; `unparseable` always):
 
@@ -78,8 +79,8 @@ class NumericVQAParams:
 
 def _text(values: tuple[float, ...], decimals: int | None) -> str:
     if decimals is not None:
-        return " ".join(format_number(v, decimals) for v in values)
-    return " ".join(str(int(v)) if float(v).is_integer() else f"{v:.6g}" for v in values)
+        return ", ".join(format_number(v, decimals) for v in values)
+    return ", ".join(str(int(v)) if float(v).is_integer() else f"{v:.6g}" for v in values)
 
 
 class NumericVQATask(Task):
