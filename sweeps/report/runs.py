@@ -48,8 +48,7 @@ PARENT_TAG = "mlflow.parentRunId"
 # Columns searched for a default --by: the loss knobs an ablation varies.
 DEFAULT_BY_KEYS = ("loss.family", "loss.psi", "loss.eta", "loss.lam")
 # Primary task metrics in the order they are preferred when the sweep names none.
-TASK_METRICS = ("exact_match", "acc_iou50", "relaxed_accuracy", "mean_iou", "mae", "off_by_one")
-LOWER_IS_BETTER = frozenset({"mae", "mse", "rmse", "unparseable", "train_loss", "eval_loss", "loss"})
+LOWER_IS_BETTER = frozenset({"mse", "rmse", "train_loss", "eval_loss", "loss"})  # besides the tasks' own "min" metrics
 
 Direction = Literal["max", "min"]
 
@@ -477,7 +476,9 @@ class SweepRuns:
         available = self.metric_keys
         if name and name in available:
             return name
-        for candidate in (*TASK_METRICS, *available):
+        from sweeps.tasks import all_metric_names  # the one task registry
+
+        for candidate in (*all_metric_names(), *available):
             if candidate in available and candidate != "train_loss":
                 return candidate
         if available:
@@ -489,6 +490,11 @@ class SweepRuns:
         name, mode = self.sweep_metric
         if metric == name and mode:
             return mode
+        from sweeps.tasks import TASKS
+
+        for task in TASKS.values():  # a task metric's direction is the task's (the one registry)
+            if metric in task.metric_modes:
+                return task.metric_modes[metric]  # type: ignore[return-value]
         low = metric.lower()
         if low in LOWER_IS_BETTER or "loss" in low or "error" in low:
             return "min"
