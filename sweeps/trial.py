@@ -112,11 +112,8 @@ def evaluate(model: torch.nn.Module, batcher: Batcher, task: Task, examples: lis
     predictions: list[str] = []
     for start in range(0, len(examples), EVAL_BATCH):
         chunk = examples[start:start + EVAL_BATCH]
-        batch = _to_device(batcher.generation_batch([e.image for e in chunk],
-                                                    [e.prompt for e in chunk]), device)
         with _autocast(cfg, device):
-            out = model.generate(**batch, max_new_tokens=cfg.train.max_new_tokens, do_sample=False)
-        predictions.extend(batcher.decode(out, batch["input_ids"].shape[1]))
+            predictions.extend(batcher.generate(model, [e.image for e in chunk], [e.prompt for e in chunk]))
     model.train()
     return task.metrics(predictions, examples), predictions
 

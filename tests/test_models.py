@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+import sl_core
 from sweeps.errors import SlsweepError
 from sweeps.models import (
     IGNORE_INDEX,
@@ -64,7 +65,7 @@ def test_auto_classes_load_every_tiny_arch(tiny_dirs: dict[str, Path]) -> None:
 def test_digits_are_single_tokens_and_never_merged(loaded) -> None:
     arch, _, processor = loaded
     tok = processor.tokenizer
-    ids = Batcher(processor).digit_ids
+    ids = sl_core.digit_token_ids(tok)
     assert [tok.convert_ids_to_tokens(i) for i in ids] == list("0123456789")
     assert len(tok("2025 13", add_special_tokens=False)["input_ids"]) == 7  # 4 digits, space, 2 digits
     for token in tok.get_vocab():

@@ -172,14 +172,3 @@ class Batcher:
         out = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
                              pad_token_id=self.pad_id)
         return self.decode(out, batch["input_ids"].shape[1])
-
-    @property
-    def digit_ids(self) -> list[int]:
-        """Token ids of "0".."9" (each must be a single token), in digit order."""
-        ids = []
-        for d in "0123456789":
-            enc = self.tokenizer(d, add_special_tokens=False)["input_ids"]
-            if len(enc) != 1:
-                raise ValueError(f"the tokenizer splits digit {d!r} into {len(enc)} tokens; need single-digit tokens")
-            ids.append(int(enc[0]))
-        return ids
