@@ -67,7 +67,7 @@ def test_page_holds_tables_images_spec_and_best_config(cli_report: tuple, report
     # Spec and search space come from the parent run's artifacts.
     assert "metric:\n  name: exact_match\n  mode: max" in page
     assert "psi: {type: categorical, choices: [gaussian, laplace]}" in page
-    assert "1 FAILED, 21 FINISHED, 1 KILLED" in page
+    assert "21 FINISHED at full budget, 1 left out: failed, 1 left out: stopped" in page
 
 
 def test_report_falls_back_when_artifacts_and_params_are_missing(report_store: Store) -> None:

@@ -93,7 +93,7 @@ def test_importance_from_mlflow_runs_and_from_a_persisted_study(report_store: St
     # COMPLETE with its partial value, so the study mixes budgets; full-budget MLflow runs are used.
     values, source = plots.param_importances(load_sweep(runs_dir=runs_dir))
     assert "eta" in values and "noise" not in values
-    assert source.endswith("on full-budget MLflow runs, 1 early-stopped trial(s) left out")
+    assert source.endswith("on full-budget MLflow runs, 2 run(s) below the full budget left out")
     from mlflow.tracking import MlflowClient
 
     copy = MlflowClient(f"sqlite:///{runs_dir / 'mlflow.db'}")

@@ -61,7 +61,7 @@ def test_load_newest_sweep_finished_only(report_store: Store, report_runs: Sweep
     assert runs.sweep.run_id == report_store.parent_run_id
     assert len(runs.trials) == len(report_store.finished()) == 21
     assert set(runs.trials["status"]) == {"FINISHED"}
-    assert runs.excluded == {"KILLED": 1, "FAILED": 1}
+    assert runs.excluded == {"stopped": 1, "failed": 1}  # KILLED (reason "asha": not the tracker's word), FAILED
     assert (runs.trials["tags.mlflow.parentRunId"] == report_store.parent_run_id).all()
     # Params are numeric where they parse; metrics are the last logged values (step 30).
     assert runs.trials["params.loss.eta"].dtype.kind == "f"
@@ -105,7 +105,7 @@ def test_load_errors_empty_store(report_store: Store, tmp_path) -> None:
     killed = client.create_run(exp, tags={"slsweep.kind": "trial", "slsweep.sweep_id": "s",
                                           "mlflow.parentRunId": parent}).info.run_id
     client.set_terminated(killed, "KILLED")
-    with pytest.raises(NoSweepError, match=r"no finished trial runs \(1 KILLED\); pass --all-runs"):
+    with pytest.raises(NoSweepError, match=r"no finished trial runs \(1 stopped\); pass --all-runs"):
         load_sweep("e", tracking_uri=uri)
     assert len(load_sweep("e", tracking_uri=uri, include_unfinished=True).trials) == 1
 

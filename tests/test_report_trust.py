@@ -151,13 +151,13 @@ def test_replicates_are_one_observation_with_a_reproducibility_check(trust_store
 def test_stopped_and_short_runs_are_left_out_by_default(trust_store) -> None:
     uri, _ = trust_store
     runs = load_sweep("s1", tracking_uri=uri)
-    assert runs.excluded == {"KILLED": 2, "FINISHED below budget": 1}
+    assert runs.excluded == {"below budget": 1, "interrupted": 1, "stopped early": 1}
     assert set(runs.trials["final_step"]) == {BUDGET} and runs.trials["full_budget"].all()
     table = ablation_table(runs, ["family"], ["exact_match"], "family=hard")
     assert "step" not in table.by_names
     best = table.rows.iloc[sorted(table.best_rows("exact_match"))[0]]
     assert best["family"] == "gaussian"  # not the step-100 0.90, the step-10 0.95 or the 200-step 0.99
-    assert any("left out 1 FINISHED below budget, 2 KILLED" in n for n in table.notes)
+    assert any("left out 1 below budget, 1 interrupted, 1 stopped early trial run(s)" in n for n in table.notes)
 
 
 def test_all_runs_shows_stopped_runs_at_their_step_never_averaged(trust_store) -> None:
@@ -165,8 +165,8 @@ def test_all_runs_shows_stopped_runs_at_their_step_never_averaged(trust_store) -
     runs = load_sweep("s1", tracking_uri=uri, include_unfinished=True)
     table = ablation_table(runs, ["family"], ["exact_match"], "family=hard")
     steps = dict(zip(zip(table.rows["family"], table.rows["step"]), table.rows["exact_match.n"]))
-    assert steps == {("gaussian", "100 (stopped)"): 1, ("gaussian", "300"): 8, ("hard", "200 (below budget)"): 1,
-                     ("hard", "300"): 8, ("label_smoothing", "300"): 8, ("ntil", "10 (stopped)"): 1,
+    assert steps == {("gaussian", "100 (stopped early)"): 1, ("gaussian", "300"): 8, ("hard", "200 (below budget)"): 1,
+                     ("hard", "300"): 8, ("label_smoothing", "300"): 8, ("ntil", "10 (interrupted)"): 1,
                      ("ntil", "300"): 8}
     assert _row(table, family="gaussian", step="300")["exact_match.mean"] == pytest.approx(
         np.mean(VALUES["gaussian"]))  # the stopped 0.90 is not in the mean
@@ -175,7 +175,7 @@ def test_all_runs_shows_stopped_runs_at_their_step_never_averaged(trust_store) -
     assert {table.rows.iloc[i]["family"] for i in table.best_rows("exact_match")} == {"gaussian"}
     assert _row(table, family="gaussian", step="300").name in table.best_rows("exact_match")
     md = to_markdown(table)
-    assert "| ntil | 10 (stopped) | 0.9500 ± n/a | 1 | n/a |" in md
+    assert "| ntil | 10 (interrupted) | 0.9500 ± n/a | 1 | n/a |" in md
 
 
 def test_status_best_is_a_full_budget_value(trust_store) -> None:
@@ -193,7 +193,7 @@ def test_importance_uses_full_budget_trials_only(trust_store) -> None:
     study = plots.mlflow_study(runs, "exact_match", ["params.loss.family"])
     assert len(study.trials) == 32 and max(t.value for t in study.trials) == pytest.approx(0.47)
     _, source = plots.param_importances(runs, by=["family"])
-    assert "full-budget MLflow runs, 2 early-stopped trial(s) left out" in source
+    assert "full-budget MLflow runs, 3 run(s) below the full budget left out" in source
 
 
 # -- multiple comparisons, effect sizes, power -----------------------------------------------------

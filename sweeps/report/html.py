@@ -177,8 +177,10 @@ def build_report(runs: SweepRuns, *, metrics: Sequence[str] | None = None, by: S
 
     info = runs.sweep
     raw = runs.raw_trials if runs.raw_trials is not None else runs.trials
-    status_counts = raw["status"].value_counts().to_dict()
-    status_counts.update(runs.excluded)
+    status_counts = {f"{s} at full budget" if s == "FINISHED" else s: n
+                     for s, n in raw["full_budget"].map({True: "FINISHED"}).fillna(raw["status"])
+                     .value_counts().items()} if "full_budget" in raw else raw["status"].value_counts().to_dict()
+    status_counts.update({f"left out: {w}": n for w, n in runs.excluded.items()})
     meta = [("experiment", runs.experiment_name), ("sweep", ", ".join(s.sweep_id for s in runs.sweeps)),
             ("parent run", info.run_id), ("spec", info.spec_name or "—"),
             ("started", info.start_time.strftime("%Y-%m-%d %H:%M UTC") if info.start_time else "—"),

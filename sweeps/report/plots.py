@@ -356,15 +356,22 @@ def _distribution(values: pd.Series) -> object:
     return CategoricalDistribution(sorted(present.astype(str).unique()))
 
 
-def stopped_trials(runs: SweepRuns) -> int:
-    """Trial runs of the selected sweeps that were stopped before their budget: KILLED, or
-    FINISHED below it (ASHA's early stops are FINISHED with `slsweep.stop_reason=early_stopping`)."""
+def stopped_trials(runs: SweepRuns, *, with_values_only: bool = False) -> int:
+    """Trial runs of the selected sweeps below their budget (stopped early by ASHA or an interrupt,
+    failed, running, or of a shorter budget): loaded with --all-runs, or counted as left out.
+    `with_values_only`: only those that end with a value (not failed, not running)."""
+    from sweeps.report.runs import stop_word
+
     loaded = runs.raw_trials if runs.raw_trials is not None else runs.trials
-    killed = int((loaded["status"] == "KILLED").sum()) if "status" in loaded else 0
-    if "full_budget" in loaded and "status" in loaded:
-        killed += int(((loaded["status"] == "FINISHED") & ~loaded["full_budget"].astype(bool)).sum())
-    excluded = runs.excluded or {}
-    return killed + excluded.get("KILLED", 0) + excluded.get("FINISHED below budget", 0)
+    words = []
+    if "full_budget" in loaded:
+        below = loaded[~loaded["full_budget"].astype(bool)]
+        reasons = below.get("tags.slsweep.stop_reason", pd.Series([None] * len(below), index=below.index))
+        words = [stop_word(st, r) for st, r in zip(below["status"], reasons)]
+    words += [w for w, n in (runs.excluded or {}).items() for _ in range(n)]
+    if with_values_only:
+        words = [w for w in words if w not in ("failed", "running")]
+    return len(words)
 
 
 def _persisted_study(runs: SweepRuns) -> object | None:
@@ -374,9 +381,10 @@ def _persisted_study(runs: SweepRuns) -> object | None:
     """
     import optuna
 
-    # ASHA-stopped trials are COMPLETE in Optuna with the value of the step they reached (KILLED in
-    # MLflow): such a study mixes budgets, so the full-budget MLflow runs are used instead.
-    if stopped_trials(runs):
+    # ASHA-stopped trials are COMPLETE in Optuna with the value of the step they reached: such a
+    # study mixes budgets, so the full-budget MLflow runs are used instead. (Failed trials are FAIL
+    # in Optuna and carry no value: they do not mix budgets.)
+    if stopped_trials(runs, with_values_only=True):
         return None
     db = sqlite_path(runs.tracking_uri)
     if db is None:
@@ -456,7 +464,7 @@ def _importances(runs: SweepRuns, m: str, metric: str | None,
         study = _persisted_study(runs)
     stopped = stopped_trials(runs)
     source = (f"Optuna study '{getattr(study, 'study_name', '')}'" if study is not None else
-              "full-budget MLflow runs" + (f", {stopped} early-stopped trial(s) left out" if stopped else ""))
+              "full-budget MLflow runs" + (f", {stopped} run(s) below the full budget left out" if stopped else ""))
     if study is None:
         cols = param_columns(runs, by) if by else runs.searched_params()
         if not cols:

@@ -216,12 +216,13 @@ def _budget_columns(frame: pd.DataFrame) -> pd.DataFrame:
     reached = (final >= budget) | budget.isna() | final.isna()
     full = (frame["status"] == "FINISHED") & reached
     label = []
-    for b, f, ok, status in zip(budget, final, full, frame["status"]):
+    reasons = frame["tags.slsweep.stop_reason"] if "tags.slsweep.stop_reason" in frame else nan
+    for b, f, ok, status, reason in zip(budget, final, full, frame["status"], reasons):
         if ok:
             step = f if not math.isnan(f) else b
             label.append("final" if math.isnan(step) else f"{step:g}")
             continue
-        state = _STOP_WORDS.get(status, str(status).lower())
+        state = stop_word(status, reason)
         label.append(state if math.isnan(f) else f"{f:g} ({state})")
     return frame.assign(budget=budget, final_step=final, full_budget=full.astype(bool), at_step=label)
 
@@ -229,6 +230,16 @@ def _budget_columns(frame: pd.DataFrame) -> pd.DataFrame:
 # How a run that did not reach its budget is labelled in a table's step column.
 _STOP_WORDS = {"KILLED": "stopped", "FAILED": "failed", "RUNNING": "running", "SCHEDULED": "running",
                "FINISHED": "below budget"}
+_REASON_WORDS = {"early_stopping": "stopped early", "interrupted": "interrupted"}
+
+
+def stop_word(status: str, reason: object = None) -> str:
+    """Why a run is below its budget, in a word or two: the tracker's ``slsweep.stop_reason``
+    (``early_stopping`` -> ``stopped early``: ASHA, FINISHED or KILLED by tracker version), else
+    the status (KILLED -> ``stopped``, FAILED -> ``failed``, RUNNING -> ``running``)."""
+    if isinstance(reason, str) and reason in _REASON_WORDS:
+        return _REASON_WORDS[reason]
+    return _STOP_WORDS.get(status, str(status).lower())
 
 
 # Params that describe a run, not its configuration (never part of a replicate key).
@@ -304,7 +315,8 @@ class SweepRuns:
         experiment_id / experiment_name: the MLflow experiment.
         sweeps: the parent runs, newest first.
         trials: one row per observation (columns in the module docstring; replicates merged).
-        excluded: counts of trial runs left out, by status (e.g. ``{"KILLED": 2}``).
+        excluded: counts of trial runs left out for being below their budget, by `stop_word`
+            (e.g. ``{"stopped early": 2, "failed": 1}``).
         replicates: one row per observation that several runs replicate (`collapse_replicates`).
         raw_trials: one row per selected run before replicates were merged (None: same as trials).
     """
@@ -651,10 +663,9 @@ def load_sweep(experiment: str | None = None, *, sweep_id: str | None = None,
     excluded: dict[str, int] = {}
     if not include_unfinished:
         left = frame[~frame["full_budget"]]
-        excluded = {str(k): int(v) for k, v in left["status"].value_counts().items()}
-        if (left["status"] == "FINISHED").any():  # finished below its budget (e.g. an older spec)
-            excluded.pop("FINISHED", None)
-            excluded["FINISHED below budget"] = int((left["status"] == "FINISHED").sum())
+        reasons = left["tags.slsweep.stop_reason"] if "tags.slsweep.stop_reason" in left else [None] * len(left)
+        words = pd.Series([stop_word(st, r) for st, r in zip(left["status"], reasons)], dtype=object)
+        excluded = {str(k): int(v) for k, v in words.value_counts().sort_index().items()}
         frame = frame[frame["full_budget"]].reset_index(drop=True)
         if frame.empty:
             other = ", ".join(f"{n} {s}" for s, n in excluded.items())

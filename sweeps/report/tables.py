@@ -250,8 +250,8 @@ def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison],
     if ties:
         notes.append(f"every group has the same mean {', '.join(ties)}: nothing marked")
     if table.partial_rows:
-        notes.append("rows whose step says (stopped), (failed) or (running) hold runs that did not "
-                     "reach their budget (early stopping, an interrupted sweep, an error), at the step "
+        notes.append("rows whose step has a note in parentheses (stopped early, interrupted, failed, "
+                     "running, below budget) hold runs that did not reach their budget, at the step "
                      "they reached: never averaged with full-budget runs, not tested, not marked best")
     elif "step" in table.by_names:
         notes.append("runs of different budgets (steps) have rows of their own; only rows at the "
