@@ -179,3 +179,17 @@ def test_bad_trial_configs(name: str) -> None:
     assert Path(err.file).name == want.get("file", name)
     assert err.field == want["field"] and want["message"] in err.message
     assert str(err).startswith(f"{err.file}: {want['field']}: ")
+
+
+def test_registries_import_without_torch() -> None:
+    """The loss families, psi shapes and the sweep config are read without importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sl_core.registry, sl_core.psi, sweeps.config\n"
+            "from sweeps.config import LossConfig\n"
+            "LossConfig(family='value_aware', eta=0.1, psi='gaussian')\n"
+            "assert sorted(sl_core.registry.LOSS_FAMILY_SPECS) == sorted(sweeps.config.LOSS_FAMILIES)\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
