@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import numpy as np
@@ -120,13 +119,6 @@ def test_bad_params_are_named():
 def test_default_params_are_the_generator_defaults():
     d = TASK.default_params()
     assert d["max_count"] == 9 and d["image_size"] == 48 and d["query"] == "all"
-
-
-def test_generation_is_fast():
-    t0 = time.perf_counter()
-    TASK.synthetic(2000, seed=5)
-    rate = 2000 / (time.perf_counter() - t0)
-    assert rate > 400, f"{rate:.0f} examples/s"  # measured ~7000/s on 2 shared cores
 
 
 @pytest.mark.parametrize(
