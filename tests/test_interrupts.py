@@ -391,14 +391,14 @@ def test_r11_every_trial_failing_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 def _can_mount_tmpfs(where: Path) -> bool:
     where.mkdir(parents=True, exist_ok=True)
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)],
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(where)],
                         capture_output=True).returncode == 0
     return ok
 
 
 @pytest.mark.slow
 def test_r11_disk_full_mid_sweep_then_resume(tmp_path: Path) -> None:
-    """The run folder on a 64 MB tmpfs; once a trial has evaluated, a filler file takes the rest
+    """The run folder on a 256 MB tmpfs; once a trial has evaluated, a filler file takes the rest
     of the space. One line and exit 1, no RUNNING run left; after freeing space, resume finishes."""
     mnt = tmp_path / "small"
     if not _can_mount_tmpfs(mnt):
@@ -439,3 +439,11 @@ def test_r11_disk_full_mid_sweep_then_resume(tmp_path: Path) -> None:
             if d is not None:
                 d.stop()
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_sweep_ids_started_together_differ() -> None:
+    """Two sweeps of one spec started in the same second get different ids (random suffix)."""
+    from sweeps.tune_runner import new_sweep_id
+
+    ids = {new_sweep_id("same") for _ in range(2000)}
+    assert len(ids) == 2000 and all(i.startswith("same-") for i in ids)
