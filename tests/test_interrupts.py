@@ -447,3 +447,49 @@ def test_sweep_ids_started_together_differ() -> None:
 
     ids = {new_sweep_id("same") for _ in range(2000)}
     assert len(ids) == 2000 and all(i.startswith("same-") for i in ids)
+
+
+BUDGET = SPEC.replace("name: stop3", "name: budget").replace(
+    "scheduler: {type: fifo}", "scheduler: {type: fifo}\nlimits: {sweep_seconds: 30}")
+
+
+@pytest.mark.slow
+def test_r10_sweep_time_limit_ends_the_sweep_for_good(tmp_path: Path) -> None:
+    """`limits.sweep_seconds` (Tune's time_budget_s): running trials end KILLED
+    `sweep_time_limit`, the parent FINISHED with that reason, no Optuna trial left open, and
+    `resume` says there is nothing to resume."""
+    from typer.testing import CliRunner
+
+    from sweeps.cli import app
+
+    spec = tmp_path / "budget.yaml"
+    spec.write_text(BUDGET)
+    plan = plan_sweep(spec, runs_dir=tmp_path / "runs")
+    ensure_tiny_model(plan.resolved.base_trial_config())
+    ray_tmp, saved = short_tmp("sli10b-"), os.environ.get("SLSWEEP_RAY_TMP")
+    os.environ["SLSWEEP_RAY_TMP"] = str(ray_tmp)
+    t0 = time.monotonic()
+    try:
+        execute(plan, verbose=0)
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("SLSWEEP_RAY_TMP")
+        else:
+            os.environ["SLSWEEP_RAY_TMP"] = saved
+        kill_leftovers(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    took = time.monotonic() - t0
+    client = _client(tmp_path / "runs")
+    parent = _runs(client, "budget", "sweep")[0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["slsweep.stop_reason"] == "sweep_time_limit"
+    trials = _runs(client, "budget")
+    assert not [r for r in trials if r.info.status == "RUNNING"]
+    cut = [r for r in trials if r.info.status == "KILLED"]
+    assert cut and all(r.data.tags["slsweep.stop_reason"] == "sweep_time_limit" for r in cut)
+    states = [t.state.name for t in _study(tmp_path / "runs", plan.sweep_id).trials]
+    assert "RUNNING" not in states
+    res = CliRunner().invoke(app, ["resume", "--runs-dir", str(tmp_path / "runs"), "-q"])
+    assert res.exit_code == 2 and "already finished (sweep_time_limit)" in res.output, res.output
+    print(f"\nR10 budget: sweep_seconds 30 -> ended after {took:.0f} s; trials "
+          f"{sorted(r.info.status for r in trials)}")
