@@ -127,11 +127,128 @@ def _prediction_rows(examples: list[Example], predictions: list[str], task: Task
     return rows
 
 
+@dataclass
+class TrialSetup:
+    """Everything a trial trains with, built once by `setup_trial` (and restored from a checkpoint)."""
+
+    cfg: TrialConfig
+    device: torch.device
+    task: Task
+    model: torch.nn.Module
+    batcher: Batcher
+    loss_fn: sl_core.families.LossFn
+    data: TaskData
+    coverage: float | None          # soft_target_coverage (None: the family needs no soft target)
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    state: TrainState
+
+
+def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | None = None,
+                say: Callable[[str], None] = lambda _msg: None) -> TrialSetup:
+    """Seed, load the model, build the loss and the data, measure soft-target coverage, create the
+    optimizer and schedule, and restore a checkpoint when `resume_from` is given.
+
+    Raises:
+        SlsweepError: the tokenizer cannot serve the loss family, or its soft targets reach no
+            numeric answer token (CoverageError); data and model errors as their loaders raise them.
+    """
+    seed_everything(cfg.seed)
+    task = get_task(cfg.task.name)
+    say(f"loading model {cfg.model.path} on {device} ...")
+    t_load = time.perf_counter()
+    model, processor = load_model_and_processor(cfg.model.path, device=device, dtype=_load_dtype(cfg),
+                                                freeze_vision=cfg.model.freeze_vision,
+                                                gradient_checkpointing=cfg.model.gradient_checkpointing,
+                                                lora=cfg.model.lora)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"model loaded in {time.perf_counter() - t_load:.1f} s ({n_params / 1e6:.2f}M parameters); "
+        f"training {cfg.train.steps} steps, evaluating every {cfg.train.eval_every}")
+    batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
+    tokens = loss_tokens(cfg.loss.family, processor.tokenizer, model=cfg.model.path)
+    loss_fn = sl_core.build_loss(cfg.loss.family, tokens.tokens, backend=cfg.loss.backend, **cfg.loss.loss_kwargs())
+
+    data = TaskData(task, cfg.task, cfg.seed)
+    # The loss provably reaches the answers: the share of their numeric tokens with a soft target.
+    coverage = measure_coverage(tokens, processor.tokenizer,
+                                [batcher.answer_ids(e.answer)
+                                 for e in data.held_out + data.batch(0, 0, cfg.train.batch_size)])
+    if coverage is not None:
+        say(f"{COVERAGE_METRIC}={coverage:.4g} ({cfg.loss.family} on the answers' numeric tokens)")
+        if (warning := coverage_warning(tokens, coverage)) is not None:
+            say(f"warning: {warning}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
+    state = TrainState()
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer, scheduler)
+        state.restarts += 1
+        say(f"resumed from step {state.step} (restart {state.restarts})")
+    model.train()
+    return TrialSetup(cfg, device, task, model, batcher, loss_fn, data, coverage, params, optimizer, scheduler,
+                      state)
+
+
+def train_step(s: TrialSetup, micro_batches: list[dict[str, torch.Tensor]]) -> float:
+    """One optimizer step over `micro_batches` (gradient accumulation); returns the step's loss.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite.
+    """
+    cfg = s.cfg
+    # Normalise by the supervised tokens of the whole step, as HF does under accumulation.
+    num_items = int(sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches))
+    step_loss = 0.0
+    for enc in micro_batches:
+        labels = enc.pop("labels")
+        with _autocast(cfg, s.device):
+            loss = answer_loss(s.model, enc, labels, s.loss_fn, num_items)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at step {s.state.step} (lr={cfg.train.lr:g}); training diverged")
+        loss.backward()
+        step_loss += float(loss.detach())
+    torch.nn.utils.clip_grad_norm_(s.params, cfg.train.max_grad_norm)
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.state.step += 1
+    return step_loss
+
+
+def evaluation_metrics(s: TrialSetup, train_losses: list[float], t0: float) -> tuple[dict[str, float], list[str]]:
+    """Evaluate on the held-out set; the task's metrics plus coverage, train_loss (mean of
+    `train_losses`), step, lr, restarts and elapsed_s (since `t0`), and the raw predictions."""
+    metrics, predictions = evaluate(s.model, s.batcher, s.task, s.data.held_out, s.device, s.cfg)
+    if s.coverage is not None:
+        metrics[COVERAGE_METRIC] = s.coverage
+    metrics.update(train_loss=float(np.mean(train_losses)), step=s.state.step, lr=s.scheduler.get_last_lr()[0],
+                   restarts=s.state.restarts, elapsed_s=time.perf_counter() - t0)
+    s.state.history.append(dict(metrics))
+    return metrics, predictions
+
+
+def report_evaluation(s: TrialSetup, report: Reporter, payload: dict[str, Any], *, checkpoint: bool) -> None:
+    """Hand `payload` to `report`, with a checkpoint folder when one is due (every
+    `train.checkpoint_every` steps, default `eval_every`, and at the last step)."""
+    every = s.cfg.train.checkpoint_every or s.cfg.train.eval_every
+    step = s.state.step
+    if checkpoint and (step % every == 0 or step == s.cfg.train.steps):
+        with tempfile.TemporaryDirectory(prefix="slsweep-ckpt-") as tmp:
+            save_checkpoint(Path(tmp), s.model, s.optimizer, s.scheduler, s.state)
+            report(payload, Path(tmp))
+    else:
+        report(payload, None)
+
+
 def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: Path | None = None,
               checkpoint: bool = True, log: Callable[[str], None] | None = None,
               device: torch.device | None = None,
               on_step: Callable[[int, float], None] | None = None) -> TrialResult:
-    """Fine-tune and evaluate one configuration.
+    """Fine-tune and evaluate one configuration: `setup_trial`, then `train_step` per optimizer step,
+    `evaluation_metrics` every `eval_every` steps and at the end, `report_evaluation` after each.
 
     Args:
         cfg: the resolved trial config.
@@ -150,108 +267,41 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     """
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
-    device = device or pick_device()
-    seed_everything(cfg.seed)
-    task = get_task(cfg.task.name)
-
-    say(f"loading model {cfg.model.path} on {device} ...")
-    t_load = time.perf_counter()
-    model, processor = load_model_and_processor(cfg.model.path, device=device, dtype=_load_dtype(cfg),
-                                                freeze_vision=cfg.model.freeze_vision,
-                                                gradient_checkpointing=cfg.model.gradient_checkpointing,
-                                                lora=cfg.model.lora)
-    n_params = sum(p.numel() for p in model.parameters())
-    say(f"model loaded in {time.perf_counter() - t_load:.1f} s ({n_params / 1e6:.2f}M parameters); "
-        f"training {cfg.train.steps} steps, evaluating every {cfg.train.eval_every}")
-    batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
-    tokens = loss_tokens(cfg.loss.family, processor.tokenizer, model=cfg.model.path)
-    loss_fn = sl_core.build_loss(cfg.loss.family, tokens.tokens, backend=cfg.loss.backend, **cfg.loss.loss_kwargs())
-
-    data = TaskData(task, cfg.task, cfg.seed)
-    held_out = data.held_out
-    # The loss provably reaches the answers: the share of their numeric tokens with a soft target.
-    coverage = measure_coverage(tokens, processor.tokenizer,
-                                [batcher.answer_ids(e.answer) for e in held_out + data.batch(0, 0, cfg.train.batch_size)])
-    if coverage is not None:
-        say(f"{COVERAGE_METRIC}={coverage:.4g} ({cfg.loss.family} on the answers' numeric tokens)")
-        if (warning := coverage_warning(tokens, coverage)) is not None:
-            say(f"warning: {warning}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
-    state = TrainState()
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, model, optimizer, scheduler)
-        state.restarts += 1
-        say(f"resumed from step {state.step} (restart {state.restarts})")
-
-    model.train()
-    ckpt_every = cfg.train.checkpoint_every or cfg.train.eval_every
+    s = setup_trial(cfg, device=device or pick_device(), resume_from=resume_from, say=say)
     losses: list[float] = []
     curve: list[list[float]] = []    # [step, mean loss over the window] since the last report
     window: list[float] = []
     predictions: list[str] = []
-    steps = StepBatches(data, batcher, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
+    steps = StepBatches(s.data, s.batcher, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
                         steps=cfg.train.steps)
-    batches = TrainBatches(steps, start=state.step, device=device, workers=cfg.train.data_workers)
+    batches = TrainBatches(steps, start=s.state.step, device=s.device, workers=cfg.train.data_workers)
     t_loop, eval_s = time.perf_counter(), 0.0
-    while state.step < cfg.train.steps:
-        micro_batches = next(batches)
-        # Normalise by the supervised tokens of the whole step, as HF does under accumulation.
-        num_items = int(sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches))
-        step_loss = 0.0
-        for enc in micro_batches:
-            labels = enc.pop("labels")
-            with _autocast(cfg, device):
-                loss = answer_loss(model, enc, labels, loss_fn, num_items)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at step {state.step} (lr={cfg.train.lr:g}); "
-                    "training diverged")
-            loss.backward()
-            step_loss += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
+    while s.state.step < cfg.train.steps:
+        step_loss = train_step(s, next(batches))
         losses.append(step_loss)
         window.append(step_loss)
         if on_step is not None:
-            on_step(state.step, step_loss)
-        evaluating = state.step % cfg.train.eval_every == 0 or state.step == cfg.train.steps
-        if state.step % LOSS_LOG_EVERY == 0 or evaluating:
-            curve.append([state.step, float(np.mean(window))])
+            on_step(s.state.step, step_loss)
+        evaluating = s.state.step % cfg.train.eval_every == 0 or s.state.step == cfg.train.steps
+        if s.state.step % LOSS_LOG_EVERY == 0 or evaluating:
+            curve.append([s.state.step, float(np.mean(window))])
             window.clear()
-
         if evaluating:
             t_eval = time.perf_counter()
-            metrics, predictions = evaluate(model, batcher, task, held_out, device, cfg)
+            metrics, predictions = evaluation_metrics(s, losses, t0)
             eval_s += time.perf_counter() - t_eval
-            if coverage is not None:
-                metrics[COVERAGE_METRIC] = coverage
-            metrics.update(train_loss=float(np.mean(losses)), step=state.step,
-                           lr=scheduler.get_last_lr()[0], restarts=state.restarts,
-                           elapsed_s=time.perf_counter() - t0)
             losses.clear()
-            state.history.append(dict(metrics))
-            say(_progress_line(task, state.step, cfg.train.steps, metrics))
+            say(_progress_line(s.task, s.state.step, cfg.train.steps, metrics))
             if report is not None:
                 payload = {**metrics, "train_loss_curve": list(curve),
-                           "predictions": _prediction_rows(held_out, predictions, task)}
-                due = checkpoint and (state.step % ckpt_every == 0 or state.step == cfg.train.steps)
-                if due:
-                    with tempfile.TemporaryDirectory(prefix="slsweep-ckpt-") as tmp:
-                        save_checkpoint(Path(tmp), model, optimizer, scheduler, state)
-                        report(payload, Path(tmp))
-                else:
-                    report(payload, None)
+                           "predictions": _prediction_rows(s.data.held_out, predictions, s.task)}
+                report_evaluation(s, report, payload, checkpoint=checkpoint)
             curve.clear()
 
-    final = state.history[-1] if state.history else {}
-    return TrialResult(metrics=dict(final), history=state.history,
-                       predictions=_prediction_rows(held_out, predictions, task),
-                       steps=state.step, seconds=time.perf_counter() - t0, restarts=state.restarts,
+    final = s.state.history[-1] if s.state.history else {}
+    return TrialResult(metrics=dict(final), history=s.state.history,
+                       predictions=_prediction_rows(s.data.held_out, predictions, s.task),
+                       steps=s.state.step, seconds=time.perf_counter() - t0, restarts=s.state.restarts,
                        train_s=time.perf_counter() - t_loop - eval_s, data_wait_s=batches.wait_s,
                        train_tokens=batches.tokens)
 

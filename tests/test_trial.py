@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.trial import NonFiniteLossError, run_trial
+import torch
+
+from sweeps.loader import StepBatches
+from sweeps.trial import (
+    NonFiniteLossError, evaluation_metrics, report_evaluation, run_trial, setup_trial, train_step,
+)
 from tests.trial_helpers import tiny_trial_config
 
 pytestmark = pytest.mark.slow
@@ -17,6 +22,7 @@ TASK_METRICS = {
     "counting": {"exact_match", "mae", "off_by_one", "unparseable"},
     "grounding": {"acc_iou50", "mean_iou", "unparseable"},
     "chart": {"relaxed_accuracy", "exact_match", "unparseable"},
+    "numeric_vqa": {"exact_match", "relaxed_accuracy", "mae", "unparseable"},
 }
 
 
@@ -81,3 +87,26 @@ def test_cli_trial_runs_and_writes_json(tmp_path: Path) -> None:
     assert "step     2/2" in res.output
     assert json.loads(out.read_text())["metrics"]["step"] == 2
     assert (tmp_path / "ck" / "step_000002" / "trial_state.pt").exists()
+
+
+def test_the_trial_pieces_each_alone(tmp_path: Path) -> None:
+    """setup -> one optimizer step -> evaluation -> checkpointed report, as run_trial chains them."""
+    cfg = tiny_trial_config(steps=4, eval_every=2, eval_size=8)
+    s = setup_trial(cfg, device=torch.device("cpu"))
+    assert s.state.step == 0 and s.coverage == 1.0
+    before = [p.detach().clone() for p in s.params]
+    batches = StepBatches(s.data, s.batcher, batch_size=cfg.train.batch_size, grad_accum=1, steps=cfg.train.steps)
+    loss = train_step(s, batches[0])   # warm-up: the first step runs at lr 0
+    assert loss > 0 and s.state.step == 1
+    train_step(s, batches[1])
+    assert any(not torch.equal(a, b) for a, b in zip(before, s.params))
+    metrics, predictions = evaluation_metrics(s, [loss], 0.0)
+    assert len(predictions) == 8 and metrics["step"] == 2 and metrics["soft_target_coverage"] == 1.0
+    assert s.state.history == [metrics]
+    seen: list = []
+
+    def report(payload, folder):
+        seen.append((payload, folder is not None and any(folder.iterdir())))
+    report_evaluation(s, report, {"step": 2}, checkpoint=True)   # step 2 = eval_every: a checkpoint is due
+    report_evaluation(s, report, {"step": 2}, checkpoint=False)
+    assert seen == [({"step": 2}, True), ({"step": 2}, False)]
