@@ -187,8 +187,9 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
                                      and math.isnan(best[spec.metric.name])):
             params = {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in table.columns
                       if k not in ("trial", "status", "step", spec.metric.name) and pd.notna(best[k])}
+            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
             print(f"\nBest at full budget ({budget} steps): {spec.metric.name}="
-                  f"{best[spec.metric.name]:.4g} with {params}")
+                  f"{best[spec.metric.name]:.4g} with {shown}")
     try:
         from sweeps.report.runs import load_trials
         from sweeps.report.tables import ablation_table_text

@@ -95,6 +95,16 @@ def _stop_group(proc: subprocess.Popen) -> None:
             return
 
 
+def _reachable(host: str) -> str:
+    """The address to print for a bind address: loopback for a wildcard (all interfaces)."""
+    import ipaddress
+
+    try:
+        return "127.0.0.1" if not host or ipaddress.ip_address(host).is_unspecified else host
+    except ValueError:  # a host name
+        return host
+
+
 def serve_ui(folder: Path, host: str = "127.0.0.1", port: int = 5000, *,
              echo: Callable[[str], None] = print, ready_timeout_s: float = READY_TIMEOUT_S) -> int:
     """Serve the MLflow UI for `folder`'s store until Ctrl-C/SIGTERM; returns the exit status.
@@ -109,8 +119,9 @@ def serve_ui(folder: Path, host: str = "127.0.0.1", port: int = 5000, *,
     if not (folder / "mlflow.db").exists():
         raise SlsweepError(f"{folder}: --runs-dir: no MLflow store here (run `slsweep run` first)")
     paths.relocate_store(folder)  # a moved or copied folder shows its own artifacts
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-    proc = subprocess.Popen(ui_command(folder, host, port), start_new_session=True,
+    url = f"http://{_reachable(host)}:{port}"
+    cmd = ui_command(folder, host, port)
+    proc = subprocess.Popen(cmd, start_new_session=True,
                             env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"})
     stopping: list[int] = []
 
