@@ -233,12 +233,6 @@ class ResolvedSpec:
         return TrialConfig(name=s.name, task=s.task, model=s.model, train=s.train, loss=s.loss,
                            seed=s.search.first_seed)
 
-    def trial_config(self, params: dict[str, Any], seed: int = 0) -> TrialConfig:
-        """The base config with sampled search-space `params` and `seed` applied."""
-        overrides = self.space.to_overrides(params)
-        overrides["seed"] = seed
-        return self.base_trial_config().with_overrides(overrides, source=self.space.source)
-
     @property
     def trial_count(self) -> int:
         """How many trials the sweep runs (configurations x seeds)."""

@@ -70,9 +70,12 @@ def test_resolved_spec_pickles() -> None:
 
 
 def test_trial_config_applies_sample_and_seed() -> None:
+    from sweeps.tune_runner import resolve_trial_config  # what each Tune trial runs
+
     r = load_spec(None)
-    cfg = r.trial_config({"loss.family": "soft_label", "eta": 0.05, "lam": 3.0, "psi": "gaussian",
-                          "gaussian_sigma": 0.9, "lr": 5e-4}, seed=2)
+    cfg = resolve_trial_config(r.base_trial_config(), r.space,
+                               {"loss.family": "soft_label", "eta": 0.05, "lam": 3.0, "psi": "gaussian",
+                                "gaussian_sigma": 0.9, "lr": 5e-4, "seed": 2})
     assert (cfg.loss.eta, cfg.loss.lam, cfg.loss.psi, cfg.loss.psi_param) == (0.05, 3.0, "gaussian", 0.9)
     assert cfg.train.lr == 5e-4 and cfg.seed == 2 and cfg.train.steps == 300
 
