@@ -297,7 +297,7 @@ class SweepTracker(Callback):
         run = self.client.get_run(run_id)
         if run.data.tags.get("slsweep.stop_reason"):
             self.client.delete_tag(run_id, "slsweep.stop_reason")
-        if run.data.tags.get("status") not in (None, "running"):
+        if run.data.tags.get("status") not in (None, "running") and run_id != self.parent_run_id:
             self.client.set_tag(run_id, "status", "running")
         self.client.update_run(run_id, status="RUNNING")
 
@@ -421,7 +421,8 @@ class SweepTracker(Callback):
             run_ids.append(self.parent_run_id)
         for run_id in run_ids:
             try:
-                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+                own = {k: v for k, v in tags.items() if k != "status" or run_id != self.parent_run_id}
+                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in own.items()])
                 self.client.set_terminated(run_id, status="KILLED")
             except Exception as exc:  # noqa: BLE001 - keep closing the others
                 problems.append(f"{run_id}: {' '.join(str(exc).split())[:200]}")
