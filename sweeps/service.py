@@ -24,7 +24,8 @@ from sweeps.spec import packaged_spec_dir
 if TYPE_CHECKING:
     import pandas as pd
 
-    from sweeps.tune_runner import SweepOutcome, SweepPlan
+    from sweeps.preflight import SweepPlan
+    from sweeps.tune_runner import SweepOutcome
 
 
 @dataclass
@@ -241,7 +242,8 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
         search_seed: the sampler's seed (default: the spec's `search.seed`, else a fresh one).
     """
     from sweeps.progress import quiet_output
-    from sweeps.tune_runner import execute, plan_sweep
+    from sweeps.preflight import plan_sweep
+    from sweeps.tune_runner import execute
 
     spec_path, overrides = split_spec_args(spec_path, overrides)
     plan = plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
@@ -276,7 +278,7 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     with (a new head node, a moved server); by default the recorded ones are used.
     """
     from sweeps.progress import quiet_output
-    from sweeps.tune_runner import plan_sweep
+    from sweeps.preflight import plan_sweep
     from sweeps.tune_runner import resume as resume_plan
 
     folder = Path(runs_dir or paths.default_runs_dir()).resolve()

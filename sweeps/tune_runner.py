@@ -1,49 +1,41 @@
 """Run a sweep: Ray Tune Tuner + OptunaSearch (or a grid) + ASHA/FIFO + the MLflow tracker.
 
-`plan_sweep` resolves and checks everything a user can get wrong (spec, search space, tracking URI,
-Ray address) before anything is created, so bad input leaves no experiment, run or folder behind.
-`execute` then starts Ray, runs the Tuner and returns the outcome.
+Planning and its checks live in `sweeps.preflight` (`plan_sweep`: bad input leaves no experiment,
+run or folder behind), the Ray environment in `sweeps.ray_env`; this module assembles the Tuner
+(trainable, search algorithm, scheduler, time limits, tracker), runs or resumes it (`execute`,
+`resume`) and keeps the Optuna study truthful afterwards.
 """
 
 from __future__ import annotations
 
 import copy
 import errno
-import importlib.util
 import logging
 import os
-import secrets
 import signal
-import socket
-import sqlite3
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
-from urllib.parse import urlparse
+from typing import Any
 
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater, SearchGenerator
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import paths
 from sweeps.config import TrialConfig
-from sweeps.errors import SlsweepError, SpecError, SweepFailed
-from sweeps.plugins import plugin_roots
+from sweeps.errors import SlsweepError, SweepFailed
+from sweeps.preflight import SweepPlan, one_line
+from sweeps.ray_env import check_cluster_resources, init_ray, reuse_workers
 from sweeps.interrupt import StopSignals, SweepInterrupted
 from sweeps.progress import SweepProgress, quiet_output
 from sweeps.space import SearchSpace
-from sweeps.spec import ResolvedSpec, load_spec
 from sweeps.tracking import OPTUNA_TRIAL_KEY, SweepInfo, SweepTracker
 from sweeps.trial import run_trial
 
@@ -111,384 +103,6 @@ def tune_trainable(config: dict[str, Any], *, resolver: _Resolver) -> None:
         return
     with checkpoint.as_directory() as folder:
         run_trial(cfg, report=report, resume_from=Path(folder))
-
-
-# -- planning: every user error surfaces here, before side effects --------------------------------
-@dataclass
-class SweepPlan:
-    """A validated sweep, ready to run."""
-
-    resolved: ResolvedSpec
-    runs_dir: Path
-    tracking_uri: str
-    experiment: str
-    address: str | None
-    sweep_id: str
-    fresh_search_seed: bool = False  # the sampler seed was drawn for this sweep (none was given)
-
-    @property
-    def spec(self):  # noqa: ANN201 - the pydantic SweepSpec
-        return self.resolved.spec
-
-    @property
-    def storage_dir(self) -> Path:
-        return paths.ray_storage_dir(self.runs_dir)
-
-    @property
-    def local_store(self) -> bool:
-        return self.tracking_uri.startswith("sqlite:") or urlparse(self.tracking_uri).scheme in ("", "file")
-
-
-def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = None,
-               tracking_uri: str | None = None, runs_dir: str | Path | None = None,
-               experiment: str | None = None, check: bool = True, overrides: Sequence[str] = (),
-               search_seed: int | None = None) -> SweepPlan:
-    """Validate a spec and the places it points to; creates nothing.
-
-    `overrides` (`train.steps=50`) are applied to the spec before validation; `search_seed`
-    (`--search-seed`) is the override `search.seed=N`. A spec without a sampler seed gets a fresh
-    one, recorded as the override `search.seed=N`: the sweep's spec artifact, params and resume
-    record then hold the seed that ran, and two sweeps of one spec explore different configurations.
-    """
-    overrides = [*overrides, *([f"search.seed={search_seed}"] if search_seed is not None else [])]
-    resolved = load_spec(spec_path, overrides)
-    fresh = resolved.spec.search.seed is None
-    if fresh:
-        resolved = load_spec(spec_path, [*overrides, f"search.seed={fresh_search_seed()}"])
-    spec = resolved.spec
-    folder = Path(runs_dir or spec.storage or paths.default_runs_dir()).expanduser().resolve()
-    uri = tracking_uri or spec.tracking.uri or paths.default_tracking_uri(folder)
-    plan = SweepPlan(resolved=resolved, runs_dir=folder, tracking_uri=uri,
-                     experiment=experiment or spec.tracking.experiment or spec.name,
-                     address=address or spec.ray.address, sweep_id=new_sweep_id(spec.name),
-                     fresh_search_seed=fresh)
-    if check:
-        spec_file = str(resolved.path)
-        # Each problem names where the value came from: a command-line flag, or the spec's field.
-        where_folder = "--runs-dir" if runs_dir or not spec.storage else "storage"
-        _blame(runs_dir_problem(folder), spec_file, where_folder)
-        _blame(tracking_uri_problem(plan.tracking_uri), spec_file,
-               "--tracking-uri" if tracking_uri else "tracking.uri" if spec.tracking.uri else where_folder)
-        where_address = "--address" if address else "ray.address"
-        _blame(ray_client_problem(plan), spec_file, where_address)
-        _blame(ray_address_problem(plan.address), spec_file, where_address)
-        if plan.address in (None, "", "local"):
-            field, problem = local_resources_problem(spec.resources.cpu, spec.resources.gpu)
-            _blame(problem, spec_file, field)
-        preflight(plan)
-    return plan
-
-
-def runs_dir_problem(folder: Path) -> str | None:
-    """Why `folder` cannot be a run folder (a file, an unreadable or foreign store in it), or None."""
-    if folder.exists() and not folder.is_dir():
-        return f"{folder}: not a folder (a file of that name exists)"
-    for name, table in (("mlflow.db", "experiments"), ("optuna.db", "studies")):
-        db = folder / name
-        if not db.exists():
-            continue
-        if not db.is_file():
-            return f"{db}: not a file"
-        try:
-            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
-                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                check = con.execute("PRAGMA quick_check(1)").fetchone()[0]
-        except sqlite3.Error as exc:
-            return f"{db}: unreadable SQLite store ({exc}); move it away or choose another run folder"
-        if check != "ok":
-            return f"{db}: damaged SQLite store ({check}); move it away or choose another run folder"
-        if tables and table not in tables:
-            return f"{db}: not an {'MLflow' if table == 'experiments' else 'Optuna'} store"
-    return None
-
-
-def local_resources_problem(cpu: float, gpu: float) -> tuple[str, str | None]:
-    """(field, why) when one trial asks more CPUs/GPUs than this machine has (a local Ray never
-    schedules it), else (field, None)."""
-    from ray._private.utils import get_num_cpus
-
-    cpus = get_num_cpus()
-    if cpu > cpus:
-        return "resources.cpu", (f"{cpu:g} CPUs per trial, but the local Ray has {cpus}: no trial "
-                                 "could ever start (lower it, or join a cluster with --address)")
-    if gpu > 0:
-        import torch
-
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if gpu > gpus:
-            return "resources.gpu", (f"{gpu:g} GPUs per trial, but this machine has {gpus}: no "
-                                     "trial could ever start (lower it, or join a cluster with --address)")
-    return "resources.cpu", None
-
-
-def check_cluster_resources(plan: SweepPlan) -> None:
-    """After joining Ray: refuse a trial size no node can ever hold.
-
-    A local Ray is checked against its own totals at once. On a cluster an autoscaler may still
-    add nodes, so the driver waits up to `limits.resources_wait_seconds` for one alive node that
-    can hold a trial before refusing (SpecError naming `resources.cpu`/`resources.gpu`).
-    """
-    want = {"CPU": plan.spec.resources.cpu, "GPU": plan.spec.resources.gpu}
-    deadline = time.monotonic() + (plan.spec.limits.resources_wait_seconds if plan.address else 0)
-    while True:
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        if any(all(res.get(k, 0.0) >= v for k, v in want.items() if v > 0) for res in nodes):
-            return
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(5)
-    best = {k: max((res.get(k, 0.0) for res in nodes), default=0.0) for k in want}
-    field = "resources.gpu" if want["GPU"] > best["GPU"] else "resources.cpu"
-    key = field.split(".")[1].upper()
-    waited = f" after waiting {plan.spec.limits.resources_wait_seconds:g} s" if plan.address else ""
-    raise SpecError(str(plan.resolved.path), field,
-                    f"{want[key]:g} {key}s per trial, but no Ray node has that many{waited} "
-                    f"(largest: {best[key]:g}); no trial could ever start")
-
-
-def fresh_search_seed() -> int:
-    """A new sampler seed (0 .. 2**31-1) for a sweep whose spec does not fix one."""
-    return secrets.randbelow(2**31)
-
-
-def new_sweep_id(name: str) -> str:
-    """`NAME-YYYYmmdd-HHMMSS-xxxxxx`: readable and ordered by start time; the 24 random bits keep
-    two sweeps started in the same second apart (they share no run, study or Ray folder)."""
-    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-def _blame(problem: str | None, spec_file: str, where: str) -> None:
-    if problem is None:
-        return
-    if where.startswith("--"):
-        raise SlsweepError(f"{where}: {problem}")
-    raise SpecError(spec_file, where, problem)
-
-
-def tracking_uri_problem(uri: str) -> str | None:
-    """Why the MLflow store at `uri` cannot be used (unreachable, unwritable, unknown kind), or None."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as resp:
-                if resp.status != 200:
-                    return f"{uri}: MLflow server answered {resp.status}"
-        except (urllib.error.URLError, OSError) as exc:
-            return f"{uri}: MLflow server unreachable ({exc})"
-    elif parsed.scheme == "sqlite":
-        parent = Path(parsed.path).parent
-        existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
-        if existing is None or not os.access(existing, os.W_OK):
-            return f"{uri}: cannot create the SQLite file there"
-    elif parsed.scheme not in ("file", "", "databricks", "postgresql", "mysql", "mssql"):
-        return f"{uri}: unsupported scheme {parsed.scheme!r}"
-    return None
-
-
-def ray_address_problem(address: str | None) -> str | None:
-    """Why the Ray address cannot be joined (malformed, nothing listening), or None."""
-    if address in (None, "", "local"):
-        return None
-    if address == "auto":
-        from ray._private.services import canonicalize_bootstrap_address
-
-        try:
-            found = canonicalize_bootstrap_address("auto", os.environ.get("SLSWEEP_RAY_TMP"))
-        except (ConnectionError, ValueError) as exc:
-            return (f"auto: no running Ray cluster found ({_one_line(str(exc))[:200]}); start one "
-                    "with `ray start --head`, or leave the address out for a local Ray")
-        return None if found is None else ray_address_problem(found)
-    parsed = urlparse(address if "://" in address else f"ray://{address}")
-    try:
-        port = parsed.port
-    except ValueError:  # a port that is not a number
-        port = None
-    if parsed.scheme != "ray" or not parsed.hostname or not port:
-        return f"{address}: expected ray://HOST:PORT, HOST:PORT or auto"
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=5):
-            pass
-    except OSError as exc:
-        return f"{address}: Ray cluster unreachable ({exc})"
-    return None
-
-
-def ray_client_problem(plan: SweepPlan) -> str | None:
-    """Why a `ray://` (Ray Client) address cannot work for this plan, or None.
-
-    Under Ray Client, `Tuner.fit` runs the sweep's driver loop (and so the MLflow writer and the
-    Optuna study) on the cluster's head node: a store on this machine's disk is out of its reach.
-    """
-    if not (plan.address or "").startswith("ray://"):
-        return None
-    if plan.local_store:
-        return (f"{plan.address}: with Ray Client the sweep's driver loop runs on the head node, which "
-                f"cannot write the local MLflow store {plan.tracking_uri}; give an MLflow server "
-                "(--tracking-uri http://HOST:PORT) or join with HOST:PORT / auto")
-    if importlib.util.find_spec("grpc") is None:
-        return f"{plan.address}: ray:// addresses need the Ray Client: pip install 'ray[client]'"
-    return None
-
-
-def check_tracking_uri(uri: str) -> None:
-    """Fail fast (SlsweepError naming --tracking-uri) when the MLflow store cannot be used."""
-    _blame(tracking_uri_problem(uri), "", "--tracking-uri")
-
-
-def check_ray_address(address: str | None) -> None:
-    """Fail fast (SlsweepError naming --address) when the Ray address cannot be joined."""
-    _blame(ray_address_problem(address), "", "--address")
-
-
-# -- preflight: what every trial loads first, loaded once on the driver ----------------------------
-PREFLIGHT_RECORDS = 64  # records per data file read up front (trials report later bad records)
-
-
-def preflight(plan: SweepPlan) -> None:
-    """Load the model's tokenizer and the first records of the task's data files on the driver.
-
-    A tokenizer that cannot serve a loss family the sweep may choose (no digit tokens, merged digits,
-    answers whose numeric tokens no soft target reaches), a chat template that cannot render an image
-    prompt, a missing or empty data file or an unreadable image would otherwise fail every trial
-    after Ray started and MLflow runs exist; here it is one SpecError naming the spec file and the
-    field, and nothing has been created yet (a tiny model is built into the model cache, never into
-    the run folder). Partial soft-target coverage is printed as a warning.
-    """
-    cfg = plan.resolved.base_trial_config()
-    spec_file = str(plan.resolved.path)
-    answers = _check_data(cfg, spec_file)
-    _check_loss_tokens(plan, cfg, spec_file, answers)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answers: list[str]) -> None:
-    """Every family the sweep can choose: its required parameters, its tokens, its coverage of `answers`."""
-    from transformers import AutoProcessor, AutoTokenizer
-
-    from sweeps.coverage import coverage_warning, loss_tokens, measure_coverage
-    from sweeps.models import Batcher
-    from sweeps.models.loading import ModelLoadError, resolve_model_path
-
-    families = reachable_families(plan.resolved)
-    searched = set(plan.resolved.space.targets.values())
-    for family in families:
-        missing = [m for m in cfg.loss.model_copy(update={"family": family}).missing_required()
-                   if f"loss.{m}" not in searched]
-        if missing:
-            raise SpecError(spec_file, f"loss.{missing[0]}", f"loss family {family!r} needs {missing[0]}: "
-                            f"set loss.{missing[0]} or put it in the search space")
-    try:
-        source = resolve_model_path(cfg.model.path)
-    except ModelLoadError as exc:
-        raise SpecError(spec_file, "model.path", _one_line(str(exc)).removeprefix("model.path: ")) from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except Exception as exc:  # hub misses, unknown tokenizer classes, broken files: all user-caused
-        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: cannot load its tokenizer "
-                        f"({_one_line(str(exc))[:300] or type(exc).__name__})") from None
-    tokens = {}
-    for family, field in families.items():  # the tokens each family needs, before the processor
-        try:
-            tokens[family] = loss_tokens(family, tokenizer, model=cfg.model.path)
-        except SlsweepError as exc:
-            origin = "" if field == "loss.family" else f" (chosen by {field})"
-            raise SpecError(spec_file, "model.path", _one_line(str(exc)).replace(
-                f"loss family {family!r}", f"loss family {family!r}{origin}", 1)) from None
-    try:
-        processor = AutoProcessor.from_pretrained(source)
-        batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
-    except Exception as exc:  # noqa: BLE001 - a broken processor folder is user-caused too
-        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: cannot load its processor "
-                        f"({_one_line(str(exc))[:300] or type(exc).__name__})") from None
-    try:
-        batcher.prompt_text("How many?")  # a chat template that cannot render an image prompt fails here
-        answer_ids = [batcher.answer_ids(a) for a in answers]
-        for family, field in families.items():
-            lt = tokens[family]
-            warning = coverage_warning(lt, measure_coverage(lt, processor.tokenizer, answer_ids))
-            if warning:
-                print(f"warning: {spec_file}: {field}: {warning}", file=sys.stderr)
-    except SlsweepError as exc:
-        field = next((f for fam, f in families.items() if f"family {fam!r}" in str(exc)), "model.path")
-        raise SpecError(spec_file, field, _one_line(str(exc))) from None
-
-
-def reachable_families(resolved: ResolvedSpec) -> dict[str, str]:
-    """Loss family -> the spec or search-space field that can choose it (the space's fixed value or
-    categorical choices for `loss.family`, else the spec's `loss.family`)."""
-    from sweeps.space import CategoricalParam, FixedParam
-
-    space = resolved.space
-    for name, param in space.params.items():
-        if space.targets[name] != "loss.family":
-            continue
-        where = f"{space.source} params.{name}"
-        if isinstance(param, FixedParam):
-            return {param.value: where}
-        if isinstance(param, CategoricalParam):
-            return {c: where for c in param.choices}
-    return {resolved.spec.loss.family: "loss.family"}
-
-
-def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
-    """Read the first records of each data file (or draw synthetic ones); returns their answers."""
-    from sweeps.tasks import DataError, get_task
-
-    task_cfg = cfg.task
-    task = get_task(task_cfg.name)
-    if task_cfg.data is not None:  # a Hugging Face dataset: the first rows of each split it reads
-        from sweeps.tasks.hf import load_hf
-
-        data, answers = task_cfg.data, []
-        for field, split in (("task.data.split", data.split), ("task.data.eval_split", data.eval_split)):
-            if split is None:
-                continue
-            try:
-                rows = load_hf(data, task, split=split, limit=PREFLIGHT_RECORDS, image_size=task_cfg.image_size,
-                               params=task_cfg.params)
-            except DataError as exc:
-                text = _one_line(str(exc))
-                blame = next((f"task.data.columns.{r}" for r in ("image", "question", "answer")
-                              if f"task.data.columns.{r}" in text), field if "split" in text else "task.data.hf")
-                raise SpecError(spec_file, blame, text) from None
-            except (ValueError, TypeError) as exc:  # the task's params do not fit
-                raise SpecError(spec_file, "task.params", _one_line(str(exc))) from None
-            answers += [e.answer for e in rows]
-        return answers
-    if not task_cfg.data_path:  # synthetic data: draw one example with the trials' parameters
-        from sweeps.datasets import synthetic_params
-
-        try:
-            drawn = task.synthetic(PREFLIGHT_RECORDS, seed=0, **synthetic_params(task_cfg))
-        except (ValueError, TypeError) as exc:
-            text = _one_line(str(exc))
-            field = "task.image_size" if "image_size" in text else "task.params"
-            raise SpecError(spec_file, field, text) from None
-        return [e.answer for e in drawn]
-    answers: list[str] = []
-    loads = [("task.data_path", task_cfg.data_path, task_cfg.train_split)]
-    if task_cfg.eval_data_path or task_cfg.eval_split:
-        field = "task.eval_data_path" if task_cfg.eval_data_path else "task.eval_split"
-        loads.append((field, task_cfg.eval_data_path or task_cfg.data_path, task_cfg.eval_split))
-    for field, path, split in loads:
-        if not Path(path).exists():
-            raise SpecError(spec_file, field, f"{path}: file or folder not found")
-        if not (Path(path).is_file() or Path(path).is_dir()):  # a FIFO or device would block reads
-            raise SpecError(spec_file, field, f"{path}: not a regular file or folder")
-        try:
-            examples = task.load(path, split=split, limit=PREFLIGHT_RECORDS,
-                                 image_size=task_cfg.image_size, **task_cfg.loader)
-        except DataError as exc:
-            raise SpecError(spec_file, field, _one_line(str(exc))) from None
-        except (ValueError, TypeError) as exc:  # unknown loader option and the like
-            raise SpecError(spec_file, "task.loader", _one_line(str(exc))) from None
-        if not examples:
-            raise SpecError(spec_file, field, f"{path}: no examples")
-        answers += [e.answer for e in examples]
-    return answers
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -616,84 +230,6 @@ def sweep_info(plan: SweepPlan) -> SweepInfo:
         if plan.local_store and spec.search.algorithm != "grid" else None)
 
 
-SHIP_CODE_ENV = "SLSWEEP_SHIP_CODE"
-
-
-def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
-    """The Ray runtime environment of the sweep's workers.
-
-    The spec's `ray.runtime_env` as given; when joining a cluster (`--address`) and it says
-    nothing about code (`py_modules`, `working_dir`), the driver's own `sweeps` and `sl_core`
-    packages are shipped as `py_modules`, so workers run the driver's code whether or not they
-    have slsweep installed ($SLSWEEP_SHIP_CODE=0 turns this off). Third-party packages (torch,
-    transformers, ...) must be on the workers already or come from the spec's `pip`/`uv` entry.
-    """
-    env = dict(plan.spec.ray.runtime_env or {})
-    ship = os.environ.get(SHIP_CODE_ENV, "1") not in ("0", "false", "no")
-    if plan.address and ship and not {"py_modules", "working_dir"} & env.keys():
-        import sl_core
-        import sweeps
-
-        env["py_modules"] = [str(Path(m.__file__).resolve().parent) for m in (sweeps, sl_core)]
-        env.setdefault("excludes", ["__pycache__", "*.pyc"])
-    plugins = plugin_roots(_plugin_names(plan))
-    if plugins:  # user plug-ins travel like the project's own code, on local Ray too
-        env["py_modules"] = [*env.get("py_modules", []), *(p for p in plugins if p not in env.get("py_modules", []))]
-        env.setdefault("excludes", ["__pycache__", "*.pyc"])
-    return env or None
-
-
-def _plugin_names(plan: SweepPlan) -> list[Any]:
-    """Every value the spec or its search space may give a task name, loss family or psi shape."""
-    from sweeps.space import CategoricalParam, FixedParam
-
-    spec, space = plan.spec, plan.resolved.space
-    names: list[Any] = [spec.task.name, spec.loss.family, spec.loss.psi]
-    for name, param in space.params.items():
-        if space.targets[name] in ("task.name", "loss.family", "loss.psi"):
-            names += param.choices if isinstance(param, CategoricalParam) else \
-                [param.value] if isinstance(param, FixedParam) else []
-    return names
-
-
-def reuse_workers(plan: SweepPlan) -> bool:
-    """Whether Tune keeps trial workers between trials: the spec's `ray.reuse_workers`, else
-    only on local Ray (where every trial runs on the one node anyway)."""
-    choice = plan.spec.ray.reuse_workers
-    return plan.address in (None, "local") if choice is None else choice
-
-
-def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
-    """Start or join Ray (`quiet`: its driver-side messages at ERROR only); returns the seconds."""
-    t0 = time.perf_counter()
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
-                                  "runtime_env": runtime_env(plan),
-                                  "logging_level": logging.ERROR if quiet else logging.INFO}
-        if plan.address:
-            kwargs["address"] = plan.address
-        else:
-            # Always a private local instance: never join a `ray start` cluster by accident
-            # (`--address auto` does that on purpose).
-            kwargs["address"] = "local"
-            if os.environ.get("SLSWEEP_RAY_TMP"):
-                kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
-        # Ray starts its own processes (GCS, raylet, and through the raylet the trial workers)
-        # with SIGINT blocked, so that a terminal's Ctrl-C reaches the driver only; SIGTERM sent to
-        # the process group (`kill -TERM -PGID`, a scheduler's stop) would still kill them under
-        # the driver's graceful stop. A local Ray's processes inherit SIGTERM blocked too.
-        local = kwargs["address"] == "local"
-        saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if local else None
-        try:
-            ray.init(**kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise SlsweepError(f"--address: {plan.address or 'local'}: could not start or join Ray ({exc})") from None
-        finally:
-            if saved is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, saved)
-    return time.perf_counter() - t0
-
-
 class TrialTimeoutError(RuntimeError):
     """A trial ran longer than the spec's `limits.trial_seconds` (the driver ended it)."""
 
@@ -790,12 +326,12 @@ def failure_line(exc: BaseException) -> str:
             return (f"{text} (the MLflow/Optuna store): free space, then `slsweep resume` continues "
                     "the sweep from its last saved state")
     for err in chain:
-        said = _one_line(str(err))
+        said = one_line(str(err))
         if isinstance(err, ConnectionError) or "Max retries exceeded" in said or "Connection refused" in said:
             return (f"the tracking store stopped answering ({type(err).__name__}: {said[:200]}); bring it "
                     "back, then `slsweep resume` continues the sweep from its last saved state")
     root = chain[-1]
-    return (f"the sweep's driver failed: {type(root).__name__}: {_one_line(root)[:300]}; "
+    return (f"the sweep's driver failed: {type(root).__name__}: {one_line(root)[:300]}; "
             "fix the cause, then `slsweep resume` continues the sweep from its last saved state")
 
 

@@ -147,7 +147,7 @@ def test_builtin_specs_and_trials_by_name_from_any_folder(tmp_path: Path, monkey
 
 
 def test_sampler_seed_is_fresh_per_sweep_unless_given(tmp_path: Path) -> None:
-    from sweeps.tune_runner import plan_sweep
+    from sweeps.preflight import plan_sweep
 
     spec = tmp_path / "s.yaml"
     spec.write_text(SPEC)

@@ -38,7 +38,8 @@ from sweeps.errors import SpecError
 from sweeps.service import ensure_tiny_model
 from sweeps.spec import load_spec
 from sweeps.tracking import SweepTracker
-from sweeps.tune_runner import close_orphan_study_trials, execute, plan_sweep, sweep_info
+from sweeps.preflight import plan_sweep
+from sweeps.tune_runner import close_orphan_study_trials, execute, sweep_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).parent / "bad_inputs"
@@ -495,5 +496,5 @@ def test_r5_servers_bind_loopback_by_default() -> None:
     host = next(p for p in ui.params if p.name == "host")
     assert host.default == "127.0.0.1"
     # `slsweep run` starts no web server of its own: the local Ray instance runs without its dashboard.
-    source = (ROOT / "sweeps" / "tune_runner.py").read_text()
+    source = (ROOT / "sweeps" / "ray_env.py").read_text()
     assert re.search(r"""["']?include_dashboard["']?\s*[:=]\s*False""", source)

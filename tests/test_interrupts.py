@@ -30,7 +30,8 @@ from cluster_utils import kill_leftovers, pids_mentioning, short_tmp, stop_sessi
 from sweeps import paths
 from sweeps.errors import SweepFailed
 from sweeps.service import ensure_tiny_model
-from sweeps.tune_runner import execute, plan_sweep
+from sweeps.preflight import plan_sweep
+from sweeps.tune_runner import execute
 
 BIN = Path(sys.executable).parent
 TINY = """
@@ -443,7 +444,7 @@ def test_r11_disk_full_mid_sweep_then_resume(tmp_path: Path) -> None:
 
 def test_sweep_ids_started_together_differ() -> None:
     """Two sweeps of one spec started in the same second get different ids (random suffix)."""
-    from sweeps.tune_runner import new_sweep_id
+    from sweeps.preflight import new_sweep_id
 
     ids = {new_sweep_id("same") for _ in range(2000)}
     assert len(ids) == 2000 and all(i.startswith("same-") for i in ids)

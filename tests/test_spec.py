@@ -147,7 +147,8 @@ def test_worker_reuse_defaults_to_local_ray_only(tmp_path: Path, address: str | 
                                                   setting: bool | None, expected: bool) -> None:
     """Reused trial workers skip re-importing torch, but on a cluster they would pin every later
     trial to the first trials' nodes, so reuse is on for local Ray only unless the spec says."""
-    from sweeps.tune_runner import plan_sweep, reuse_workers
+    from sweeps.preflight import plan_sweep
+    from sweeps.ray_env import reuse_workers
 
     ray_line = "" if setting is None else f"ray: {{reuse_workers: {str(setting).lower()}}}\n"
     plan = plan_sweep(_write(tmp_path, MINIMAL + "search_space: paper.yaml\n" + ray_line), address=address,

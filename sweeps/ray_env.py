@@ -1,0 +1,124 @@
+"""The Ray side of a sweep: joining or starting Ray, the workers' runtime environment, worker reuse,
+and the resources check against the nodes Ray reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from sweeps.errors import SlsweepError, SpecError
+from sweeps.plugins import plugin_roots
+
+from sweeps.preflight import SweepPlan
+
+log = logging.getLogger(__name__)
+
+
+def check_cluster_resources(plan: SweepPlan) -> None:
+    """After joining Ray: refuse a trial size no node can ever hold.
+
+    A local Ray is checked against its own totals at once. On a cluster an autoscaler may still
+    add nodes, so the driver waits up to `limits.resources_wait_seconds` for one alive node that
+    can hold a trial before refusing (SpecError naming `resources.cpu`/`resources.gpu`).
+    """
+    want = {"CPU": plan.spec.resources.cpu, "GPU": plan.spec.resources.gpu}
+    deadline = time.monotonic() + (plan.spec.limits.resources_wait_seconds if plan.address else 0)
+    while True:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if any(all(res.get(k, 0.0) >= v for k, v in want.items() if v > 0) for res in nodes):
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(5)
+    best = {k: max((res.get(k, 0.0) for res in nodes), default=0.0) for k in want}
+    field = "resources.gpu" if want["GPU"] > best["GPU"] else "resources.cpu"
+    key = field.split(".")[1].upper()
+    waited = f" after waiting {plan.spec.limits.resources_wait_seconds:g} s" if plan.address else ""
+    raise SpecError(str(plan.resolved.path), field,
+                    f"{want[key]:g} {key}s per trial, but no Ray node has that many{waited} "
+                    f"(largest: {best[key]:g}); no trial could ever start")
+
+
+SHIP_CODE_ENV = "SLSWEEP_SHIP_CODE"
+
+
+def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
+    """The Ray runtime environment of the sweep's workers.
+
+    The spec's `ray.runtime_env` as given; when joining a cluster (`--address`) and it says
+    nothing about code (`py_modules`, `working_dir`), the driver's own `sweeps` and `sl_core`
+    packages are shipped as `py_modules`, so workers run the driver's code whether or not they
+    have slsweep installed ($SLSWEEP_SHIP_CODE=0 turns this off). Third-party packages (torch,
+    transformers, ...) must be on the workers already or come from the spec's `pip`/`uv` entry.
+    """
+    env = dict(plan.spec.ray.runtime_env or {})
+    ship = os.environ.get(SHIP_CODE_ENV, "1") not in ("0", "false", "no")
+    if plan.address and ship and not {"py_modules", "working_dir"} & env.keys():
+        import sl_core
+        import sweeps
+
+        env["py_modules"] = [str(Path(m.__file__).resolve().parent) for m in (sweeps, sl_core)]
+        env.setdefault("excludes", ["__pycache__", "*.pyc"])
+    plugins = plugin_roots(_plugin_names(plan))
+    if plugins:  # user plug-ins travel like the project's own code, on local Ray too
+        env["py_modules"] = [*env.get("py_modules", []), *(p for p in plugins if p not in env.get("py_modules", []))]
+        env.setdefault("excludes", ["__pycache__", "*.pyc"])
+    return env or None
+
+
+def _plugin_names(plan: SweepPlan) -> list[Any]:
+    """Every value the spec or its search space may give a task name, loss family or psi shape."""
+    from sweeps.space import CategoricalParam, FixedParam
+
+    spec, space = plan.spec, plan.resolved.space
+    names: list[Any] = [spec.task.name, spec.loss.family, spec.loss.psi]
+    for name, param in space.params.items():
+        if space.targets[name] in ("task.name", "loss.family", "loss.psi"):
+            names += param.choices if isinstance(param, CategoricalParam) else \
+                [param.value] if isinstance(param, FixedParam) else []
+    return names
+
+
+def reuse_workers(plan: SweepPlan) -> bool:
+    """Whether Tune keeps trial workers between trials: the spec's `ray.reuse_workers`, else
+    only on local Ray (where every trial runs on the one node anyway)."""
+    choice = plan.spec.ray.reuse_workers
+    return plan.address in (None, "local") if choice is None else choice
+
+
+def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
+    """Start or join Ray (`quiet`: its driver-side messages at ERROR only); returns the seconds."""
+    t0 = time.perf_counter()
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+                                  "runtime_env": runtime_env(plan),
+                                  "logging_level": logging.ERROR if quiet else logging.INFO}
+        if plan.address:
+            kwargs["address"] = plan.address
+        else:
+            # Always a private local instance: never join a `ray start` cluster by accident
+            # (`--address auto` does that on purpose).
+            kwargs["address"] = "local"
+            if os.environ.get("SLSWEEP_RAY_TMP"):
+                kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
+        # Ray starts its own processes (GCS, raylet, and through the raylet the trial workers)
+        # with SIGINT blocked, so that a terminal's Ctrl-C reaches the driver only; SIGTERM sent to
+        # the process group (`kill -TERM -PGID`, a scheduler's stop) would still kill them under
+        # the driver's graceful stop. A local Ray's processes inherit SIGTERM blocked too.
+        local = kwargs["address"] == "local"
+        saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if local else None
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SlsweepError(f"--address: {plan.address or 'local'}: could not start or join Ray ({exc})") from None
+        finally:
+            if saved is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+    return time.perf_counter() - t0
