@@ -153,6 +153,13 @@ def _place() -> ParamSpec:
                      doc="place-aware eta: less soft mass on less significant digits (None: off)")
 
 
+def _soft_params(psi: str, choices: Callable[[], tuple[str, ...]], psi_doc: str, shape_param: str,
+                 shape_doc: str) -> tuple[ParamSpec, ...]:
+    """The paper's knobs: eta, lam, a psi choice, that shape's parameter and the place exponent."""
+    return (_eta(), _lam(), ParamSpec("psi", psi, kind="choice", choices=choices, doc=psi_doc),
+            ParamSpec(shape_param, None, low=0.0, low_open=True, doc=shape_doc), _place())
+
+
 def _weight(name: str) -> ParamSpec:
     return ParamSpec(name, 0.3, low=0.0, doc="weight of the auxiliary term added to CE")
 
@@ -169,19 +176,11 @@ _FAMILIES: tuple[LossFamilySpec, ...] = (
     LossFamilySpec("ntil", (_weight("ntil_weight"),
                             ParamSpec("digit_exp", 1.2, low=0.0, low_open=True, doc="place weight base")),
                    "digits", "CE + w * NTIL place-weighted EMD (ACL 2025)"),
-    LossFamilySpec("soft_label", (_eta(), _lam(),
-                                  ParamSpec("psi", "triangular", kind="choice", choices=_digit_shapes,
-                                            doc="psi shape over the digits"),
-                                  ParamSpec("psi_param", None, low=0.0, low_open=True,
-                                            doc="the shape's parameter (None: the shape's default)"),
-                                  _place()),
+    LossFamilySpec("soft_label", _soft_params("triangular", _digit_shapes, "psi shape over the digits",
+                                              "psi_param", "the shape's parameter (None: the shape's default)"),
                    "digits", "soft-label CE on digit tokens (Wang et al., ICCV 2025)"),
-    LossFamilySpec("value_aware", (_eta(), _lam(),
-                                   ParamSpec("psi", "laplace", kind="choice", choices=_value_kernels,
-                                             doc="value kernel over the numeric tokens"),
-                                   ParamSpec("scale", None, low=0.0, low_open=True,
-                                             doc="kernel scale in value units (None: the kernel's default)"),
-                                   _place()),
+    LossFamilySpec("value_aware", _soft_params("laplace", _value_kernels, "value kernel over the numeric tokens",
+                                               "scale", "kernel scale in value units (None: the kernel's default)"),
                    "numeric", "value-aware soft-label CE for merged-digit tokenizers"),
 )
 
