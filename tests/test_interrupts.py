@@ -463,15 +463,15 @@ def test_r10_sweep_time_limit_ends_the_sweep_for_good(tmp_path: Path) -> None:
 
     from sweeps.cli import app
 
+    from sweeps.service import run_sweep
+
     spec = tmp_path / "budget.yaml"
     spec.write_text(BUDGET)
-    plan = plan_sweep(spec, runs_dir=tmp_path / "runs")
-    ensure_tiny_model(plan.resolved.base_trial_config())
     ray_tmp, saved = short_tmp("sli10b-"), os.environ.get("SLSWEEP_RAY_TMP")
     os.environ["SLSWEEP_RAY_TMP"] = str(ray_tmp)
     t0 = time.monotonic()
     try:
-        execute(plan, verbose=0)
+        plan = run_sweep(spec, runs_dir=tmp_path / "runs", verbose=0).outcome.plan  # with its record
     finally:
         ray.shutdown()
         if saved is None:
