@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -64,6 +65,12 @@ def _identity(item: Any) -> Any:
     return item
 
 
+def _worker_init(_worker_id: int) -> None:
+    """Workers leave Ctrl-C to the trial: a terminal's SIGINT reaches the whole process group, and a
+    worker dying of it would turn a graceful stop (the trial saves and reports) into a data error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _context() -> Any:
     """fork where the platform has it: workers start in milliseconds and inherit the dataset (the
     processor, a real-format pool) instead of unpickling it; they never touch CUDA."""
@@ -100,7 +107,7 @@ class TrainBatches:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         loader = DataLoader(dataset, batch_size=None, sampler=steps, num_workers=workers, collate_fn=_identity,
                             prefetch_factor=prefetch, pin_memory=device.type == "cuda",
-                            multiprocessing_context=_context())
+                            worker_init_fn=_worker_init, multiprocessing_context=_context())
         self._it = iter(loader)
 
     def __iter__(self) -> TrainBatches:

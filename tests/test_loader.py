@@ -77,3 +77,20 @@ def test_trial_with_workers_trains_like_inline() -> None:
     assert results[0].train_tokens == results[2].train_tokens > 0
     for r in results.values():
         assert 0 < r.data_wait_s < r.train_s < r.seconds
+
+
+def test_workers_ignore_ctrl_c(steps: StepBatches) -> None:
+    """A SIGINT to the workers (a terminal sends it to the whole process group) leaves the batches flowing."""
+    import os
+    import signal
+    import time
+
+    it = TrainBatches(steps, start=0, device=CPU, workers=1)
+    first = next(it)
+    pids = [w.pid for w in it._it._workers]  # the DataLoader iterator's worker processes
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    rest = list(it)
+    assert len([first, *rest]) == 5
