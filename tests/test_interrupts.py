@@ -28,7 +28,6 @@ from ray import tune
 
 from cluster_utils import kill_leftovers, pids_mentioning, short_tmp, stop_session, wait_until
 from sweeps import paths
-from sweeps.errors import SweepFailed
 from sweeps.service import ensure_tiny_model
 from sweeps.preflight import plan_sweep
 from sweeps.tune_runner import execute
