@@ -495,3 +495,31 @@ def test_r10_sweep_time_limit_ends_the_sweep_for_good(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "already finished (sweep_time_limit)" in res.output, res.output
     print(f"\nR10 budget: sweep_seconds 30 -> ended after {took:.0f} s; trials "
           f"{sorted(r.info.status for r in trials)}")
+
+
+@pytest.mark.slow
+def test_r10_trial_size_no_node_can_hold_is_refused_after_the_wait(tmp_path: Path) -> None:
+    """On a cluster (here: a 1-CPU Ray, joined as if it were one) a trial asking 4 CPUs is
+    refused after `limits.resources_wait_seconds`, with one line naming resources.cpu."""
+    from sweeps.errors import SpecError
+    from sweeps.preflight import plan_sweep
+    from sweeps.ray_env import check_cluster_resources
+
+    spec = tmp_path / "big.yaml"
+    spec.write_text(SHORT.replace("resources: {cpu: 1, gpu: 0}", "resources: {cpu: 4, gpu: 0}\n"
+                                  "limits: {resources_wait_seconds: 2}"))
+    plan = plan_sweep(spec, runs_dir=tmp_path / "runs", address="127.0.0.1:1", check=False)
+    ray_tmp = short_tmp("sli10c-")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _temp_dir=str(ray_tmp))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SpecError) as info:
+            check_cluster_resources(plan)
+        waited = time.monotonic() - t0
+    finally:
+        ray.shutdown()
+        kill_leftovers(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert info.value.field == "resources.cpu" and "no Ray node has that many" in str(info.value)
+    assert "after waiting 2 s" in str(info.value) and "\n" not in str(info.value)
+    assert 2 <= waited < 30
