@@ -10,6 +10,10 @@ os.environ.setdefault("MLFLOW_TRACKING_URI", "")  # never inherit a user's serve
 os.environ.pop("MLFLOW_TRACKING_URI")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Without a GPU the Triton kernels' tests (test_triton_kernels.py) run in Triton's interpreter, which
+# is chosen when triton is first imported, and torch itself may import triton: set it before anything.
+if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia")):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import tempfile  # noqa: E402
 

@@ -1,8 +1,9 @@
 """backend="triton": the Triton kernels against the dense float64 reference and the torch path.
 
-Without a GPU the kernels run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 is set here,
-at collection, before anything imports `sl_core._triton` (which imports triton; the interpreter is
-chosen when the kernels are decorated). With a GPU the same tests run on CUDA tensors, compiled.
+Without a GPU the kernels run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 must be set
+before triton is first imported (its own jit helpers are decorated then, and torch may import
+triton), so tests/conftest.py sets it at session start on machines without a GPU. With a GPU the
+same tests run on CUDA tensors, compiled.
 Shapes stay small (the interpreter runs numpy per program), and BLOCK_V / BLOCK_K are shrunk so that
 every row spans several blocks and the soft columns several K blocks.
 """
@@ -19,7 +20,10 @@ import pytest
 import torch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu":
+if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    if "triton" in sys.modules:  # its jit helpers (tl.sum, tl.max) were built for compiled kernels
+        raise RuntimeError("triton was imported before TRITON_INTERPRET=1 was set; tests/conftest.py sets it "
+                           "first on machines without a GPU")
     os.environ["TRITON_INTERPRET"] = "1"
 
 if sys.platform == "linux":
