@@ -154,9 +154,20 @@ def trial(
 def make_tiny_model(
     path: Path = typer.Argument(..., help="Folder to write the model, tokenizer and processor into."),
     arch: str = typer.Option("llava", "--arch", help="llava, qwen2_vl or idefics3."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="Build a tiny llava model around this tokenizer folder (a real model's "
+        "tokenizer.json): checks a tokenizer with the loss families before a GPU sweep."),
 ) -> None:
     """Build a tiny randomly initialised image-text-to-text model offline and save it."""
+    if tokenizer is not None:
+        from sweeps.models.around import build_tiny_model_around
+
+        if arch != "llava":
+            raise SlsweepError("--tokenizer: only the llava architecture takes another tokenizer")
+        out = build_tiny_model_around(path, tokenizer, seed=seed)
+        typer.echo(f"saved tiny llava model around the tokenizer of {tokenizer} to {out}")
+        return
     from sweeps.models import build_tiny_model
 
     if arch not in ("llava", "qwen2_vl", "idefics3"):
