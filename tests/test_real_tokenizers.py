@@ -145,8 +145,13 @@ loss: {loss}
 
 @pytest.fixture(scope="module")
 def llama3_model(tmp_path_factory) -> Path:
+    """Built as a user would: `slsweep make-tiny-model DIR --tokenizer FOLDER`."""
     tmp = tmp_path_factory.mktemp("llama3-trial")
-    return build_tiny_model_around(tmp / "model", _tokenizer_source("llama3", tmp))
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "make-tiny-model", str(tmp / "model"), "--tokenizer",
+                           str(_tokenizer_source("llama3", tmp))], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0 and "saved tiny llava model around" in proc.stdout, proc.stderr[-2000:]
+    return tmp / "model"
 
 
 @pytest.mark.parametrize("loss, code", [
