@@ -9,8 +9,9 @@ from typing import Any
 __all__ = ["digit_token_ids", "digit_token_groups", "numeric_token_values", "numeric_token_ids", "NumericTokens",
            "Coverage", "soft_target_coverage", "SPACE_MARKERS"]
 
-SPACE_MARKERS = ("Ġ", "▁", " ")
-"""Leading-space markers of byte-level BPE (GPT-2/LLaMA-3), SentencePiece, and plain vocabularies."""
+SPACE_MARKERS = ("Ġ", "▁", " ", "##")
+"""Word-boundary markers: leading space of byte-level BPE (GPT-2/LLaMA-3), SentencePiece and plain
+vocabularies, and WordPiece's continuation prefix ("2601" -> "2", "##6", "##0", "##1")."""
 
 _PROBE = "0123456789 12 345 2024"
 
@@ -79,7 +80,7 @@ def _refuse_merged(tok: Any) -> None:
             f"tokenizer ({type(tok).__name__}) merges digits into multi-digit tokens ({merged[:3]} from "
             f"{_PROBE!r}), so most digits never appear as the single-digit targets soft labels act on. "
             "Use the value-aware mode (loss family value_aware: sl_core.numeric_token_values + "
-            "sl_core.value_aware_soft_label_cross_entropy), or pass allow_merged=True to accept it."
+            "sl_core.value_aware_soft_label_cross_entropy; in sl_core, allow_merged=True accepts it)"
         )
 
 
@@ -98,20 +99,28 @@ def digit_token_groups(tokenizer: Any, *, allow_merged: bool = False,
         markers: leading-space markers whose digit sets are looked up.
 
     Returns:
-        G >= 1 lists of ten ids; the first is "0".."9".
+        G >= 1 lists of ten ids; the first is "0".."9" when the vocabulary has them (a vocabulary
+        with only marked sets gets those alone).
 
     Raises:
         ValueError: as `digit_token_ids`.
     """
     tok = _vocab_owner(tokenizer)
-    groups = [digit_token_ids(tok, allow_merged=allow_merged)]
     vocab = tok.get_vocab()
+    marked = []
     for m in dict.fromkeys(markers):
         texts = [f"{m}{d}" for d in range(10)]
         if all(t in vocab for t in texts):
-            ids = [int(vocab[t]) for t in texts]
-            if not set(ids) & {i for g in groups for i in g}:
-                groups.append(ids)
+            marked.append([int(vocab[t]) for t in texts])
+    if marked and not all(str(d) in vocab for d in range(10)):
+        groups = []  # only marked digit sets ("▁0".."▁9"): they are the digits this tokenizer writes
+        if not allow_merged:
+            _refuse_merged(tok)
+    else:
+        groups = [digit_token_ids(tok, allow_merged=allow_merged)]
+    for ids in marked:
+        if not set(ids) & {i for g in groups for i in g}:
+            groups.append(ids)
     return groups
 
 

@@ -69,9 +69,15 @@ def family_tokens(family: str, tokenizer: Any) -> Tokens:
     try:
         return digit_token_groups(tokenizer) if need == "digits" else numeric_token_values(tokenizer)
     except ValueError as exc:
-        hint = ("; loss family 'value_aware' works on this tokenizer, and 'hard' / 'label_smoothing' need "
-                "no digit tokens") if need == "digits" else ""
-        raise ValueError(f"loss family {family!r} cannot use this tokenizer: {exc}{hint}") from None
+        hint = ""
+        if need == "digits":
+            try:
+                numeric_token_values(tokenizer)
+                hint = "; loss family 'value_aware' works on this tokenizer"
+            except ValueError:
+                hint = "; the tokenizer has no numeric tokens at all"
+            hint += ", and 'hard' / 'label_smoothing' need no digit tokens"
+        raise ValueError(f"loss family {family!r} cannot use this tokenizer: {str(exc).rstrip('.')}{hint}") from None
 
 
 def soft_columns(tokens: Tokens) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ import urllib.request
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
 
@@ -285,6 +285,7 @@ def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answer
     for family, field in families.items():  # the tokens each family needs, before the processor
         try:
             tokens[family] = loss_tokens(family, tokenizer, model=cfg.model.path)
+            _check_plugin_builder(family, tokens[family].tokens, cfg.loss.model_copy(update={"family": family}))
         except SlsweepError as exc:
             origin = "" if field == "loss.family" else f" (chosen by {field})"
             raise SpecError(spec_file, "model.path", one_line(str(exc)).replace(
@@ -306,6 +307,21 @@ def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answer
     except SlsweepError as exc:
         field = next((f for fam, f in families.items() if f"family {fam!r}" in str(exc)), "model.path")
         raise SpecError(spec_file, field, one_line(str(exc))) from None
+
+
+def _check_plugin_builder(family: str, tokens: Any, loss: Any) -> None:
+    """Build a plug-in loss family once (when its parameters are known now): a builder that raises
+    or returns no callable fails here, before Ray starts. Raises SlsweepError."""
+    import sl_core
+
+    if family in sl_core.LOSS_FAMILIES or loss.missing_required():
+        return
+    try:
+        fn = sl_core.build_loss(family, tokens, **loss.loss_kwargs(strict=False))
+    except Exception as exc:  # noqa: BLE001 - the user's builder may raise anything
+        raise SlsweepError(f"loss family {family!r}: its builder failed: {type(exc).__name__}: {exc}") from None
+    if not callable(fn):
+        raise SlsweepError(f"loss family {family!r}: its builder returned {type(fn).__name__}, not a loss function")
 
 
 def reachable_families(resolved: ResolvedSpec) -> dict[str, str]:

@@ -170,6 +170,7 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
     loss_fn = sl_core.build_loss(cfg.loss.family, tokens.tokens, backend=cfg.loss.backend, **cfg.loss.loss_kwargs())
 
     data = TaskData(task, cfg.task, cfg.seed)
+    batcher.prompt_text(data.held_out[0].prompt)  # a chat template that cannot render fails here, not in a worker
     # The loss provably reaches the answers: the share of their numeric tokens with a soft target.
     coverage = measure_coverage(tokens, processor.tokenizer,
                                 [batcher.answer_ids(e.answer)

@@ -54,3 +54,32 @@ def bytelevel_marked(path: Path) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIALS)
     return _save(tok, path)
+
+
+def wordpiece_digits(path: Path) -> PreTrainedTokenizerFast:
+    """WordPiece (BERT style): "2601" -> "2", "##6", "##0", "##1" (continuation-marked digits)."""
+    vocab = {s: i for i, s in enumerate(SPECIALS)}
+    for w in ("how", "many", "shapes", "are", "there", "?", ",", "[", "]", "."):
+        vocab.setdefault(w, len(vocab))
+    for d in string.digits:
+        vocab[d] = len(vocab)
+        vocab[f"##{d}"] = len(vocab)
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    tok.add_special_tokens(SPECIALS)
+    return _save(tok, path)
+
+
+def marked_only(path: Path) -> PreTrainedTokenizerFast:
+    """Digits only as "▁0".."▁9" (digits split, each a word): no bare digit tokens at all."""
+    pieces = [(s, 0.0) for s in SPECIALS] + [(f"▁{d}", -2.0) for d in string.digits]
+    pieces += [(c, -3.0) for c in string.ascii_letters + string.punctuation] + [("▁", -4.0)]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=SPECIALS.index("<unk>"), byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always"),
+    ])
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.add_special_tokens(SPECIALS)
+    return _save(tok, path)

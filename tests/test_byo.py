@@ -126,3 +126,32 @@ def test_plugin_task_loss_and_psi_in_one_sweep(tmp_path: Path) -> None:
         assert run.data.metrics["soft_target_coverage"] == 1.0
     assert families["soft_label"].data.params["loss.psi"] == "byo_plugins.shapes:two_point"
     assert families["byo_plugins.losses:uniform_digits"].data.params["loss.eta"] == "0.3"
+
+
+def test_a_plugin_builder_that_fails_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    from sweeps.errors import SpecError
+    from sweeps.preflight import plan_sweep
+
+    pkg = tmp_path / "bad_plugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "losses.py").write_text(textwrap.dedent('''
+        from sl_core.registry import loss_family
+
+        @loss_family(params={"w": 0.5}, tokens="digits")
+        def explodes(tokens, w):
+            raise RuntimeError("builder exploded")
+
+        @loss_family(params={"w": 0.5}, tokens="none")
+        def returns_none(tokens, w):
+            return None
+    '''))
+    for name, message in (("explodes", "its builder failed: RuntimeError: builder exploded"),
+                          ("returns_none", "its builder returned NoneType, not a loss function")):
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(SPEC.format(name=name, task="{name: counting, eval_size: 8}",
+                                    loss=f"{{family: 'bad_plugins.losses:{name}'}}", space=ONE_POINT, n=1,
+                                    metric="exact_match", mode="max"))
+        with pytest.raises(SpecError, match=message):
+            plan_sweep(spec, runs_dir=tmp_path / "runs")
+        assert not (tmp_path / "runs").exists()

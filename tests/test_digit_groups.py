@@ -106,3 +106,48 @@ def test_soft_label_on_a_marked_answer_differs_from_hard_ce(marked) -> None:
     bare = build_loss("soft_label", sl_core.digit_token_ids(tok), eta=0.5)(logits, ids)
     torch.testing.assert_close(bare, hard)  # what the bare ids did: silently hard CE
     assert not torch.allclose(soft, hard)
+
+
+def test_wordpiece_continuation_digits_are_a_group(tmp_path) -> None:
+    from tests.marked_tokenizers import wordpiece_digits
+
+    tok = wordpiece_digits(tmp_path)
+    seqs = _answers(tok, ["2601", "7", "12"])
+    assert tok.convert_ids_to_tokens(seqs[0]) == ["2", "##6", "##0", "##1"]
+    bare = soft_target_coverage(seqs, sl_core.digit_token_ids(tok), tok)
+    assert bare.numeric == 7 and bare.covered == 3  # the "##d" digits count, and were missed
+    cov = soft_target_coverage(seqs, soft_columns(family_tokens("soft_label", tok)), tok)
+    assert (cov.numeric, cov.covered) == (7, 7)
+
+
+def test_a_vocabulary_with_only_marked_digits(tmp_path) -> None:
+    from tests.marked_tokenizers import marked_only
+
+    tok = marked_only(tmp_path)
+    groups = digit_token_groups(tok)
+    assert [tok.convert_ids_to_tokens(g) for g in groups] == [[f"▁{d}" for d in range(10)]]
+    seqs = _answers(tok, ["12", "7"])
+    assert soft_target_coverage(seqs, soft_columns(family_tokens("soft_label", tok)), tok).share == 1.0
+    with pytest.raises(ValueError, match="no single-digit token"):
+        sl_core.digit_token_ids(tok)  # the bare ids alone still say what is missing
+
+
+def test_no_numeric_tokens_at_all_names_no_impossible_family(tmp_path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    t = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2}, unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="<unk>")
+    with pytest.raises(ValueError) as info:
+        family_tokens("soft_label", tok)
+    assert "no numeric tokens at all" in str(info.value) and "'value_aware' works" not in str(info.value)
+
+
+def test_a_psi_shape_that_raises_anything_is_one_value_error() -> None:
+    def broken(t, param):
+        return [1.0 / (t - t)] * 10  # ZeroDivisionError
+
+    with pytest.raises(ValueError, match="psi shape 'zero_div_test' failed for target digit 0"):
+        sl_core.register_psi("zero_div_test", broken, takes_param=False)
+    assert "zero_div_test" not in sl_core.available_psi()

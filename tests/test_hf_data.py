@@ -80,5 +80,11 @@ def test_missing_column_empty_split_bad_image_bad_answer(saved) -> None:
     broken.to_parquet(saved["tmp"] / "broken.parquet")
     with pytest.raises(DataError, match=r"broken.parquet: split train: row 0: column 'picture': cannot read the image"):
         load_hf(_cfg(saved["tmp"] / "broken.parquet"), task, split="train")
-    with pytest.raises(DataError, match=r"row 0: column 'truth'.*4 number"):
+    with pytest.raises(DataError, match=r"row 0: column 'truth': the answer must hold 4 number"):
         load_hf(_cfg(saved["parquet"]), get_task("numeric_vqa"), split="train", params={"length": 4})
+
+
+def test_a_single_file_has_one_split(saved) -> None:
+    """eval_split on one parquet file would re-read the training rows: refused, naming the fix."""
+    with pytest.raises(DataError, match="a single file holds one split.*drop task.data.eval_split"):
+        load_hf(_cfg(saved["parquet"], eval_split="test"), get_task("counting"), split="test")

@@ -310,11 +310,11 @@ class ChartTask(Task):
     def from_record(self, image: Image.Image, question: str, answer: Any, loc: str, **params: Any) -> Example:
         """A number or a text label as the answer (written as ChartQA labels are)."""
         if isinstance(answer, bool) or not isinstance(answer, (int, float, str)):
-            raise DataError(f"{loc}: column 'answer' must be a number or a text, got {answer!r}")
+            raise DataError(f"{loc}: the answer must be a number or a text, got {answer!r}")
         label = format_number(float(answer), 6).rstrip("0").rstrip(".") if not isinstance(answer, str) \
             else answer.strip()
         if not label:
-            raise DataError(f"{loc}: column 'answer' is empty")
+            raise DataError(f"{loc}: the answer is empty")
         return Example(image=image, prompt=question, answer=label, target=label_target(label),
                        meta={"source": loc})
 

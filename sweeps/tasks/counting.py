@@ -241,7 +241,7 @@ class CountingTask(Task):
 
     def from_record(self, image: Image.Image, question: str, answer: Any, loc: str, **params: Any) -> Example:
         """A count (int, "3" or 3.0) as the answer."""
-        count = int_value(answer, loc, "answer")
+        count = int_value(answer, loc, "answer")  # "<dataset: split: row: column>: field 'answer' must be ..."
         return Example(image=image, prompt=question, answer=str(count), target=count, meta={"source": loc})
 
 

@@ -379,10 +379,10 @@ class GroundingTask(Task):
         try:
             box = tuple(float(v) for v in answer)
         except (TypeError, ValueError):
-            raise DataError(f"{loc}: column 'answer' must be a box [x0, y0, x1, y1], got {answer!r}") from None
+            raise DataError(f"{loc}: the answer must be a box [x0, y0, x1, y1], got {answer!r}") from None
         width, height = image.size  # the stored image: the box is in its pixels
         if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
-            raise DataError(f"{loc}: column 'answer' must be a box [x0, y0, x1, y1] with x0 < x1, y0 < y1, "
+            raise DataError(f"{loc}: the answer must be a box [x0, y0, x1, y1] with x0 < x1, y0 < y1, "
                             f"got {answer!r}")
         coords = to_coords(box, width, height, p.coord_max)  # type: ignore[arg-type]
         return Example(image=image, prompt=question, answer=format_box(coords, p.coord_max), target=coords,

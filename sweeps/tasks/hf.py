@@ -37,6 +37,10 @@ def _open_split(data: Any, split: str) -> Any:
             ds = ds[split]
         return ds.to_iterable_dataset() if data.streaming else ds
     if src.is_file():
+        if split != data.split:  # a file has no split names: any name would read the same rows again
+            raise DataError(f"{data.hf}: a single file holds one split (task.data.split {data.split!r}), not "
+                            f"{split!r}; drop task.data.eval_split to hold out the last task.eval_size rows, or "
+                            "give a folder saved with save_to_disk / a dataset with named splits")
         builder = _FILE_BUILDERS.get(src.suffix.lower())
         if builder is None:
             raise DataError(f"{data.hf}: unknown file type {src.suffix!r} (parquet, arrow, json, jsonl, csv)")
@@ -91,6 +95,9 @@ def load_hf(data: Any, task: Task, *, split: str, limit: int | None = None, imag
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds for missing/bad data
         if "corresponds to no data" in str(exc):  # datasets' word for an empty split
             raise DataError(f"{where}: no rows") from None
+        if isinstance(exc, IndexError) and Path(data.hf).expanduser().is_dir():  # load_from_disk on an empty split
+            raise DataError(f"{data.hf}: a split of this saved dataset has no rows (datasets cannot read it back); "
+                            "save it without empty splits") from None
         raise DataError(f"{where}: cannot load the dataset: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
                         ) from None
     cols = data.columns

@@ -121,7 +121,7 @@ class NumericVQATask(Task):
         except (TypeError, ValueError):
             nums = ()
         if len(nums) != p.length or len(nums) != len(values):
-            raise DataError(f"{loc}: column 'answer' must hold {p.length} number(s) (task.params.length), "
+            raise DataError(f"{loc}: the answer must hold {p.length} number(s) (task.params.length), "
                             f"got {answer!r}")
         return self._make(image, question, nums, p, {"source": loc})
 
@@ -138,7 +138,7 @@ class NumericVQATask(Task):
                                              loc, "image"), loc)
             question = str(field_value(rec, ("question",), loc, "question text"))
             out.append(self.from_record(image, question, field_value(rec, ("answer",), loc, "numeric answer"),
-                                        loc, **params))
+                                        f"{loc}: field 'answer'", **params))
         return nonempty(out, file, split)
 
     def parse(self, text: str) -> tuple[float, ...] | None:
