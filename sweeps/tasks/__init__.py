@@ -58,7 +58,8 @@ def get_task(name: str) -> Task:
         from sweeps.plugins import load_object
 
         return register_task(load_object(name, what="task"), name)
-    raise ValueError(f"unknown task {name!r} (known: {', '.join(sorted(TASKS))}, or a plug-in "
+    builtins = sorted(cls.name for cls in _BUILTINS)  # plug-ins registered so far are named by path
+    raise ValueError(f"unknown task {name!r} (known: {', '.join(builtins)}, or a plug-in "
                      "'package.module:TaskClass')")
 
 
