@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
@@ -28,7 +29,7 @@ def user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sweeps.interrupt import SweepInterrupted, exit_code
+        from sweeps.interrupt import SignalStop, SweepInterrupted, exit_code
 
         try:
             return fn(*args, **kwargs)
@@ -40,6 +41,10 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(1) from None
         except SweepInterrupted as exc:
             typer.echo(f"interrupted ({exc}): run `slsweep resume` to finish the sweep", err=True)
+            raise typer.Exit(exit_code(exc.signum)) from None
+        except SignalStop as exc:  # a late second signal while a stopped sweep was closing
+            typer.echo(f"interrupted ({signal.Signals(exc.signum).name}, forced): run `slsweep resume` to finish "
+                       "the sweep", err=True)
             raise typer.Exit(exit_code(exc.signum)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

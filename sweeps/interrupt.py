@@ -20,7 +20,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 __all__ = ["SweepInterrupted", "StopSignals", "exit_code"]
 
@@ -40,6 +40,22 @@ class SweepInterrupted(Exception):
         self.signum, self.forced = int(signum), forced
         super().__init__(f"interrupted by {signal.Signals(signum).name}"
                          f"{' (forced)' if forced else ''}")
+
+
+class SignalStop(KeyboardInterrupt):
+    """Raised by the signal handler to stop at once; `signum` is the first signal of this stop, so
+    the exit status says what the user sent (143 for SIGTERM then Ctrl-C), wherever it lands."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def _stop_with(first: int) -> Callable[[int, FrameType | None], None]:
+    """A signal handler that stops at once with the status of the stop's `first` signal."""
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise SignalStop(first)
+    return handler
 
 
 class StopSignals:
@@ -66,8 +82,14 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        first = self.signum
         for s, handler in self._saved.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+            if first is not None:
+                # A stop is under way: a late signal (while the summary prints, Ray shuts down) stops
+                # at once but exits with the first signal's status (SIGTERM then Ctrl-C: 143).
+                signal.signal(s, _stop_with(first))
+            else:
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
         if self._saved_env is None:
             os.environ.pop(TUNE_SIGINT_ENV, None)
         else:
@@ -89,7 +111,7 @@ class StopSignals:
         if self.signum is not None:
             self.forced = True
             print(f"\n{name} again: stopping now", file=sys.stderr, flush=True)
-            raise KeyboardInterrupt
+            raise SignalStop(self.signum)
         self.signum = signum
         tune_handler = signal.getsignal(signal.SIGUSR1)
         if self._tuning and callable(tune_handler):
@@ -97,4 +119,4 @@ class StopSignals:
                   "(again to stop at once)", file=sys.stderr, flush=True)
             tune_handler(signal.SIGUSR1, frame)  # Tune's graceful stop
             return
-        raise KeyboardInterrupt
+        raise SignalStop(signum)
