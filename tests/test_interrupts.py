@@ -134,12 +134,13 @@ def _study(runs: Path, sweep_id: str) -> optuna.Study:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum,forced", [(signal.SIGINT, False), (signal.SIGTERM, True)],
-                         ids=["ctrl-c", "sigterm-then-ctrl-c"])
+@pytest.mark.parametrize("signum,forced", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+                         ids=["ctrl-c", "sigterm", "sigterm-then-ctrl-c"])
 def test_r6_signal_then_resume_finishes_every_configuration_once(signum: int, forced: bool,
                                                                  tmp_path: Path) -> None:
     """Ctrl-C / SIGTERM mid-trial: a clean stop within seconds, a true record, and `resume`
-    finishes every configuration exactly once. SIGTERM is followed by a Ctrl-C (the forced stop).
+    finishes every configuration exactly once: Ctrl-C, SIGTERM alone, and SIGTERM followed by a Ctrl-C
+    (the forced stop).
     For Ctrl-C the same sweep also drills an edited spec before `resume` (R7) and a resume in a
     copy of the run folder (R8)."""
     spec = tmp_path / "stop3.yaml"
