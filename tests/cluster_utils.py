@@ -413,3 +413,14 @@ class MlflowServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# The tiny-model sweep body the fault and interrupt drills share (each adds name, train, search).
+TINY = """
+task: {name: counting, eval_size: 16, train_size: 64}
+model: {path: tiny}
+loss: {family: soft_label, eta: 0.1, lam: 2.0, psi: triangular}
+scheduler: {type: fifo}
+resources: {cpu: 1, gpu: 0}
+metric: {name: exact_match, mode: max}
+"""

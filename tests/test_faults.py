@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from typer.testing import CliRunner
 
-from cluster_utils import OwnedProcess, kill_leftovers, pids_mentioning, short_tmp, spawn, wait_until
+from cluster_utils import TINY, OwnedProcess, kill_leftovers, pids_mentioning, short_tmp, spawn, wait_until
 from sweeps import paths
 from sweeps.checkpoint import STATE_FILE, load_checkpoint
 from sweeps.cli import app
@@ -46,14 +46,6 @@ BAD = Path(__file__).parent / "bad_inputs"
 EXPECTED = yaml.safe_load((BAD / "EXPECTED.yaml").read_text())
 BIN = Path(sys.executable).parent
 
-TINY = """
-task: {name: counting, eval_size: 16, train_size: 64}
-model: {path: tiny}
-loss: {family: soft_label, eta: 0.1, lam: 2.0, psi: triangular}
-scheduler: {type: fifo}
-resources: {cpu: 1, gpu: 0}
-metric: {name: exact_match, mode: max}
-"""
 # R1 + R3 in one sweep: a healthy trial (lr 1e-3) whose worker gets SIGKILLed after its first
 # checkpoint, and a trial whose loss goes NaN (lr 1e6). One retry each.
 DRILL_SPEC = "name: drill" + TINY + """

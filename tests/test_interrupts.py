@@ -26,21 +26,13 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from cluster_utils import kill_leftovers, pids_mentioning, short_tmp, stop_session, wait_until
+from cluster_utils import TINY, kill_leftovers, pids_mentioning, short_tmp, stop_session, wait_until
 from sweeps import paths
 from sweeps.service import ensure_tiny_model
 from sweeps.preflight import plan_sweep
 from sweeps.tune_runner import execute
 
 BIN = Path(sys.executable).parent
-TINY = """
-task: {name: counting, eval_size: 16, train_size: 64}
-model: {path: tiny}
-loss: {family: soft_label, eta: 0.1, lam: 2.0, psi: triangular}
-scheduler: {type: fifo}
-resources: {cpu: 1, gpu: 0}
-metric: {name: exact_match, mode: max}
-"""
 # Three TPE trials one at a time, long enough (12 evaluations, ~15 s) to be caught mid-way.
 EVALS = list(range(3, 37, 3))
 SPEC = "name: stop3" + TINY + """
