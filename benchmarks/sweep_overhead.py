@@ -2,11 +2,28 @@
 
 Runs the same 8 trial configurations (a grid: eta x psi, tiny model, counting) twice in one
 process: once as a plain Python loop calling `sweeps.trial.run_trial` (no Ray, no MLflow), once
-through the service (`run_sweep`: Ray Tune, the MLflow tracker, the Optuna-free grid path) with one
-trial at a time and the same CPU threads. Prints `service_vs_plain` and, separately, Ray start-up
-and MLflow logging time.
+through the service (`run_sweep`: Ray Tune, the MLflow tracker, the grid search path) with one
+trial at a time and the same CPU threads. Prints `service_vs_plain` and where the service's extra
+wall time goes:
 
-    python benchmarks/sweep_overhead.py [--steps 150] [--eval-size 200] [--json]
+- `ray_start`: `ray.init` of the local Ray.
+- `to_first_trial`: after Ray is up, until the first trial function starts (MLflow/Optuna stores,
+  the Tuner, the trial worker process and its imports; `worker_start` is the last part).
+- `gaps`: from one trial function's end to the next one's start (Tune's bookkeeping, experiment
+  state snapshots, the tracker's run creation, the worker's reset).
+- `after_last_trial`: from the last trial's end until `run_sweep` returns (closing the runs, the
+  summary table).
+- `in_trial`: the trial functions' wall time minus the plain loop's, split into `report`
+  (checkpoint writes, Tune's report and checkpoint persist; the plain loop reports nothing) and
+  the rest (slower setup, steps and evaluations: other processes taking the trial's cores).
+- CPU seconds the driver, Ray's own processes and the trial worker used during the sweep (on a
+  2-core machine the driver's and Ray's CPU is taken from a 2-thread trial).
+- `mlflow_logging`: the driver's time inside the MLflow tracker's callbacks.
+
+    python benchmarks/sweep_overhead.py [--steps 150] [--cpus 2] [--runs 3] [--json]
+
+With `--runs N` both contenders run N times (alternating, plain first) and the medians and
+min-max spreads are printed.
 """
 
 from __future__ import annotations
@@ -14,9 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 SPEC = """
 name: overhead
@@ -37,25 +57,157 @@ metric: {{name: exact_match, mode: max}}
 """
 
 
+class CpuSampler(threading.Thread):
+    """CPU seconds (user + system) of this process and every process below it, sampled every
+    `interval` s until `stop()`: `samples` holds (epoch seconds, {pid: CPU seconds so far}); a
+    process that exits keeps its last sample."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.me = psutil.Process()
+        self.interval = interval
+        self.samples: list[tuple[float, dict[int, float]]] = []
+        self.created: dict[int, float] = {}
+        self.names: dict[int, str] = {}
+        self.parents: dict[int, int] = {}
+        self._halt = threading.Event()
+
+    def _sample(self) -> None:
+        import psutil
+
+        now: dict[int, float] = dict(self.samples[-1][1]) if self.samples else {}
+        for proc in [self.me, *self.me.children(recursive=True)]:
+            try:
+                cpu = proc.cpu_times()
+                now[proc.pid] = cpu.user + cpu.system
+                self.created.setdefault(proc.pid, proc.create_time())
+                if proc.pid not in self.names:
+                    self.names[proc.pid] = " ".join(proc.cmdline())[:80] or proc.name()
+                    self.parents[proc.pid] = proc.ppid()
+            except psutil.Error:
+                pass
+        self.samples.append((time.time(), now))
+
+    def run(self) -> None:
+        self._sample()
+        while not self._halt.wait(self.interval):
+            self._sample()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        self._sample()
+
+    def used(self, group: Callable[[int], bool], windows: list[tuple[float, float]] | None = None) -> float:
+        """CPU seconds of the processes `group` selects, over the whole sampling or only in the
+        sampling intervals whose midpoint lies in one of `windows` ((start, end) epoch seconds)."""
+        total = 0.0
+        for (t0, a), (t1, b) in zip(self.samples, self.samples[1:]):
+            mid = (t0 + t1) / 2
+            if windows is None or any(lo <= mid <= hi for lo, hi in windows):
+                total += sum(v - a.get(pid, 0.0) for pid, v in b.items() if group(pid))
+        return total
+
+
+def plain_loop(configs: list) -> dict[str, Any]:
+    from sweeps.trial import run_trial
+
+    t0 = time.perf_counter()
+    results = [run_trial(cfg) for cfg in configs]
+    return {"wall": time.perf_counter() - t0, "results": results}
+
+
+def service(spec_path: Path, work: Path) -> dict[str, Any]:
+    import ray
+
+    from sweeps.service import run_sweep
+    from sweeps.trainable import TRIAL_TIMES_ENV
+
+    times_file = work / "trial_times.jsonl"
+    os.environ[TRIAL_TIMES_ENV] = str(times_file)  # inherited by the local Ray's workers
+    sampler = CpuSampler()
+    sampler.start()
+    started = time.time()
+    t0 = time.perf_counter()
+    summary = run_sweep(spec_path, runs_dir=work / "runs", verbose=0, print_summary=False)
+    wall = time.perf_counter() - t0
+    ended = time.time()
+    ray.shutdown()
+    sampler.stop()
+    del os.environ[TRIAL_TIMES_ENV]
+    trials = sorted((json.loads(line) for line in times_file.read_text().splitlines()), key=lambda r: r["start"])
+    return {"wall": wall, "started": started, "ended": ended, "summary": summary, "trials": trials,
+            "sampler": sampler}
+
+
+def breakdown(plain: dict[str, Any], svc: dict[str, Any]) -> dict[str, float]:
+    """The service's extra wall time, by where it is spent (seconds), and the CPU seconds of the
+    processes involved."""
+    out = svc["summary"].outcome
+    trials, sampler = svc["trials"], svc["sampler"]
+    ray_ready = svc["started"] + out.ray_init_seconds
+    worker_pids = {t["pid"] for t in trials}
+    worker_pids |= {pid for pid, parent in sampler.parents.items() if parent in worker_pids}  # data loaders
+    first_worker = min(sampler.created.get(t["pid"], trials[0]["start"]) for t in trials)
+    svc_trial = sum(t["end"] - t["start"] for t in trials)
+    plain_trial = sum(r.seconds for r in plain["results"])
+    report = sum(t["report_s"] for t in trials)
+    me = sampler.me.pid
+    groups = {"driver": lambda pid: pid == me, "trial_worker": lambda pid: pid in worker_pids,
+              "ray_processes": lambda pid: pid != me and pid not in worker_pids}
+    windows = [(t["start"] + t["setup_s"], t["end"]) for t in trials]  # steps, evaluations, reports
+    cpu = {k: sampler.used(g) for k, g in groups.items()}
+    during = {k: sampler.used(g, windows) for k, g in groups.items() if k != "trial_worker"}
+    return {
+        "ray_start_s": out.ray_init_seconds,
+        "to_first_trial_s": trials[0]["start"] - ray_ready,
+        "worker_start_s": trials[0]["start"] - first_worker,
+        "gaps_s": sum(b["start"] - a["end"] for a, b in zip(trials, trials[1:])),
+        "after_last_trial_s": svc["ended"] - trials[-1]["end"],
+        "in_trial_s": svc_trial - plain_trial,
+        "in_trial_report_s": report,
+        "in_trial_rest_s": svc_trial - plain_trial - report,
+        "mlflow_logging_s": out.logging_seconds,
+        **{f"cpu_{k}_s": v for k, v in cpu.items()},
+        **{f"cpu_{k}_during_training_s": v for k, v in during.items()},
+    }
+
+
+def one_run(args: argparse.Namespace, work: Path, spec_path: Path, configs: list) -> dict[str, Any]:
+    plain = plain_loop(configs)
+    svc = service(spec_path, work)
+    plain_em = [r.metrics["exact_match"] for r in plain["results"]]
+    return {
+        "plain_s": plain["wall"], "service_s": svc["wall"], "service_vs_plain": svc["wall"] / plain["wall"],
+        **breakdown(plain, svc),
+        "plain_mean_exact_match": sum(plain_em) / len(plain_em),
+        "plain_trial_s": [round(r.seconds, 2) for r in plain["results"]],
+        "service_trial_s": [round(t["end"] - t["start"], 2) for t in svc["trials"]],
+        "service_report_s": [round(t["report_s"], 3) for t in svc["trials"]],
+        "service_mean_exact_match": float(svc["summary"].table["exact_match"].mean()),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=150, help="optimizer steps per trial (~30 s at 150)")
+    ap.add_argument("--steps", type=int, default=150, help="optimizer steps per trial (~16 s at 150)")
     ap.add_argument("--eval-size", type=int, default=200)
     ap.add_argument("--cpus", type=int, default=2, help="threads per trial, both ways")
+    ap.add_argument("--runs", type=int, default=1, help="repeat both contenders this many times")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import ray
     import torch
 
-    from sweeps.service import ensure_tiny_model, run_sweep
+    from sweeps.service import ensure_tiny_model
     from sweeps.spec import load_spec
-    from sweeps.trial import run_trial
-    from sweeps.tune_runner import resolve_trial_config
+    from sweeps.trainable import resolve_trial_config
 
-    work = Path(tempfile.mkdtemp(prefix="slsweep-overhead-"))
-    spec_path = work / "overhead.yaml"
+    root = Path(tempfile.mkdtemp(prefix="slsweep-overhead-"))
+    spec_path = root / "overhead.yaml"
     spec_path.write_text(SPEC.format(steps=args.steps, eval_every=max(1, args.steps // 3),
                                      eval_size=args.eval_size, cpus=args.cpus))
     resolved = load_spec(spec_path)
@@ -63,35 +215,27 @@ def main() -> None:
     configs = [resolve_trial_config(base, resolved.space, {"point": p, "__trial_index__": 0})
                for p in resolved.space.grid()]
     ensure_tiny_model(base)
-
     torch.set_num_threads(args.cpus)
-    t0 = time.perf_counter()
-    plain_metrics = [run_trial(cfg).metrics["exact_match"] for cfg in configs]
-    plain = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    summary = run_sweep(spec_path, runs_dir=work / "runs", verbose=0, print_summary=False)
-    service = time.perf_counter() - t0
-    ray.shutdown()
-    out = summary.outcome
-    result = {
-        "trials": len(configs), "steps": args.steps, "cpus_per_trial": args.cpus,
-        "plain_s": round(plain, 2), "service_s": round(service, 2),
-        "service_vs_plain": round(service / plain, 3),
-        "ray_start_s": round(out.ray_init_seconds, 2), "mlflow_logging_s": round(out.logging_seconds, 2),
-        "plain_mean_exact_match": round(sum(plain_metrics) / len(plain_metrics), 4),
-        "service_mean_exact_match": round(float(summary.table["exact_match"].mean()), 4),
-    }
+    runs = []
+    for i in range(args.runs):
+        work = root / f"run{i}"
+        work.mkdir()
+        runs.append(one_run(args, work, spec_path, configs))
+        if not args.json:
+            print(f"run {i + 1}: " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                            for k, v in runs[-1].items()), flush=True)
+    keys = [k for k, v in runs[0].items() if not isinstance(v, list)]
+    median = {k: statistics.median(r[k] for r in runs) for k in keys}
+    spread = {k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in keys}
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({"trials": len(configs), "steps": args.steps, "cpus_per_trial": args.cpus,
+                          "runs": runs, "median": median, "spread": spread}))
         return
-    print(f"{'contender':<28}{'wall s':>10}")
-    print(f"{'plain loop (run_trial)':<28}{plain:>10.1f}")
-    print(f"{'slsweep service':<28}{service:>10.1f}")
-    print(f"  of which Ray start-up     {out.ray_init_seconds:>10.1f}")
-    print(f"  of which MLflow logging   {out.logging_seconds:>10.1f}")
-    print(f"service_vs_plain = {service / plain:.3f}   (same configs: mean exact_match "
-          f"{result['plain_mean_exact_match']} plain vs {result['service_mean_exact_match']} service)")
+    print(f"\n{len(configs)} trials x {args.steps} steps, {args.cpus} CPU threads per trial, "
+          f"{args.runs} run(s): median [min - max]")
+    for k in keys:
+        print(f"  {k:<28}{median[k]:>10.3f}   [{spread[k][0]:.3f} - {spread[k][1]:.3f}]")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,9 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
             # Always a private local instance: never join a `ray start` cluster by accident
             # (`--address auto` does that on purpose).
             kwargs["address"] = "local"
+            # Ray starts a pool of idle workers when the first driver connects; trial workers are
+            # started for the trials anyway, and the idle ones only take CPU from them.
+            kwargs["_system_config"] = {"prestart_worker_first_driver": False}
             if os.environ.get("SLSWEEP_RAY_TMP"):
                 kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
         # Ray starts its own processes (GCS, raylet, and through the raylet the trial workers)

@@ -114,7 +114,7 @@ def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
     """One row per trial: its sampled values, seed, status and final metric, best first."""
     import pandas as pd
 
-    from sweeps.tune_runner import sampled_params
+    from sweeps.trainable import sampled_params
 
     spec = outcome.plan.spec
     rows = []

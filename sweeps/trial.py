@@ -55,6 +55,9 @@ class TrialResult:
     train_s: float = 0.0  # the training loop's time (this run, from its start or resume), evaluations excluded
     data_wait_s: float = 0.0  # of which the loop waited for batches (sweeps.loader.TrainBatches.wait_s)
     train_tokens: int = 0  # input tokens of the steps this run trained
+    setup_s: float = 0.0  # setup_trial: model load, data, coverage, optimizer, checkpoint restore
+    eval_s: float = 0.0  # evaluations (greedy generation on the held-out set)
+    report_s: float = 0.0  # handing results over: checkpoint writes and the `report` callback
 
 
 def seed_everything(seed: int) -> None:
@@ -269,6 +272,7 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
     s = setup_trial(cfg, device=device or pick_device(), resume_from=resume_from, say=say)
+    setup_s = time.perf_counter() - t0
     losses: list[float] = []
     curve: list[list[float]] = []    # [step, mean loss over the window] since the last report
     window: list[float] = []
@@ -276,7 +280,7 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     steps = StepBatches(s.data, s.batcher, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
                         steps=cfg.train.steps)
     batches = TrainBatches(steps, start=s.state.step, device=s.device, workers=cfg.train.data_workers)
-    t_loop, eval_s = time.perf_counter(), 0.0
+    t_loop, eval_s, report_s = time.perf_counter(), 0.0, 0.0
     while s.state.step < cfg.train.steps:
         step_loss = train_step(s, next(batches))
         losses.append(step_loss)
@@ -294,17 +298,19 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
             losses.clear()
             say(_progress_line(s.task, s.state.step, cfg.train.steps, metrics))
             if report is not None:
+                t_report = time.perf_counter()
                 payload = {**metrics, "train_loss_curve": list(curve),
                            "predictions": _prediction_rows(s.data.held_out, predictions, s.task)}
                 report_evaluation(s, report, payload, checkpoint=checkpoint)
+                report_s += time.perf_counter() - t_report
             curve.clear()
 
     final = s.state.history[-1] if s.state.history else {}
     return TrialResult(metrics=dict(final), history=s.state.history,
                        predictions=_prediction_rows(s.data.held_out, predictions, s.task),
                        steps=s.state.step, seconds=time.perf_counter() - t0, restarts=s.state.restarts,
-                       train_s=time.perf_counter() - t_loop - eval_s, data_wait_s=batches.wait_s,
-                       train_tokens=batches.tokens)
+                       train_s=time.perf_counter() - t_loop - eval_s - report_s, data_wait_s=batches.wait_s,
+                       train_tokens=batches.tokens, setup_s=setup_s, eval_s=eval_s, report_s=report_s)
 
 
 def _progress_line(task: Task, step: int, total: int, metrics: dict[str, float]) -> str:

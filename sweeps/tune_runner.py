@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import paths
-from sweeps.config import TrialConfig
 from sweeps.errors import SlsweepError, SweepFailed
 from sweeps.preflight import SweepPlan, one_line
 from sweeps.ray_env import check_cluster_resources, init_ray, reuse_workers
@@ -37,74 +37,10 @@ from sweeps.interrupt import StopSignals, SweepInterrupted
 from sweeps.progress import SweepProgress, quiet_output
 from sweeps.space import SearchSpace
 from sweeps.tracking import OPTUNA_TRIAL_KEY, SweepInfo, SweepTracker
-from sweeps.trial import run_trial
+from sweeps.trainable import GRID_POINT, TRIAL_INDEX, Resolver, sampled_params, tune_trainable
 
 log = logging.getLogger(__name__)
-TRIAL_INDEX = "__trial_index__"
-GRID_POINT = "point"
-
-
-# -- config resolution (shared by the trial worker and the driver-side tracker) ---------------------
-def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
-    """The search-space values of one Tune trial config (grid points are nested under `point`)."""
-    if isinstance(config.get(GRID_POINT), dict):
-        return dict(config[GRID_POINT])
-    return {k: v for k, v in config.items() if not k.startswith("__") and k != "seed"}
-
-
-def resolve_trial_config(base: TrialConfig, space: SearchSpace, config: dict[str, Any]) -> TrialConfig:
-    """The full trial config: the spec's base, the sampled values, and the seed (the base's seed,
-    ``search.first_seed``, plus the seed index)."""
-    overrides = space.to_overrides(sampled_params(config))
-    overrides["seed"] = base.seed + int(config.get(TRIAL_INDEX, config.get("seed", 0)))
-    return base.with_overrides(overrides)
-
-
-class _Resolver:
-    """Picklable `config -> TrialConfig` (Tune ships the tracker and trainable around)."""
-
-    def __init__(self, base: TrialConfig, space: SearchSpace) -> None:
-        self.base, self.space = base, space
-
-    def __call__(self, config: dict[str, Any]) -> TrialConfig:
-        return resolve_trial_config(self.base, self.space, config)
-
-
-# -- the trial as Tune runs it --------------------------------------------------------------------
-def _limit_threads() -> None:
-    """Use as many torch threads as CPUs Ray gave this trial, no more (trials share the host)."""
-    import torch
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
-
-
-def tune_trainable(config: dict[str, Any], *, resolver: _Resolver) -> None:
-    """Ray Tune function trainable: resolve, restore if Tune hands a checkpoint, train, report."""
-    cfg = resolver(config)
-    _limit_threads()
-    # Tune logs "Checkpoint successfully created at: ..." (INFO) in the worker for every report
-    # with a checkpoint; forwarded to the driver's console, that is one line per evaluation.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    # Where the trial runs: the Ray node (an MLflow tag) and the worker process (fault drills
-    # and operators find the process to inspect or kill by it).
-    node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
-
-    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        payload = {**metrics, "node": node, "pid": pid}
-        if checkpoint_dir is None:
-            tune.report(payload)
-        else:
-            tune.report(payload, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
-
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        run_trial(cfg, report=report)
-        return
-    with checkpoint.as_directory() as folder:
-        run_trial(cfg, report=report, resume_from=Path(folder))
-
-
+_Resolver = Resolver  # the name Tune states saved before sweeps.trainable existed refer to
 # -- running ---------------------------------------------------------------------------------------
 @dataclass
 class SweepOutcome:
@@ -309,6 +245,28 @@ def _create_stores(plan: SweepPlan) -> None:
             optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir))
 
 
+def _start_ray_and_stores(plan: SweepPlan, verbose: int) -> float:
+    """Start or join Ray and create the run folder's stores; returns Ray's start-up seconds.
+
+    On a local Ray (whose size the preflight has already checked) the two overlap: Ray's start-up
+    mostly waits for its processes, while creating the stores is this process's CPU work (MLflow's
+    schema on a fresh folder: about 1 s). Joining a cluster, the stores are created only once a
+    node that can hold a trial exists: `check_cluster_resources` may refuse after its wait, and
+    then nothing has been created.
+    """
+    if plan.address not in (None, "", "local"):
+        ray_seconds = init_ray(plan, quiet=verbose == 0)
+        check_cluster_resources(plan)
+        _create_stores(plan)
+        return ray_seconds
+    with ThreadPoolExecutor(1, thread_name_prefix="slsweep-stores") as pool:
+        stores = pool.submit(_create_stores, plan)
+        ray_seconds = init_ray(plan, quiet=verbose == 0)
+        stores.result()  # its error, if any, as if raised here
+    check_cluster_resources(plan)
+    return ray_seconds
+
+
 def failure_line(exc: BaseException) -> str:
     """What went wrong, in one line, with what to do about it."""
     chain, seen = [], exc
@@ -410,12 +368,10 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
     t0 = time.perf_counter()
     spec, space = plan.spec, plan.resolved.space
     plan.runs_dir.mkdir(parents=True, exist_ok=True)
-    ray_seconds = init_ray(plan, quiet=verbose == 0)
-    check_cluster_resources(plan)
-    _create_stores(plan)
+    ray_seconds = _start_ray_and_stores(plan, verbose)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _limit_cleanup_wait(plan)
-    resolver = _Resolver(plan.resolved.base_trial_config(), space)
+    resolver = Resolver(plan.resolved.base_trial_config(), space)
     tracker = SweepTracker(plan.tracking_uri, sweep_info(plan), resolver, sampled_params)
     trainable = _trainable_for(plan, resolver)
     num = spec.search.num_samples * spec.search.seeds if spec.search.algorithm != "grid" else 1
@@ -510,7 +466,7 @@ def _limit_cleanup_wait(plan: SweepPlan) -> None:
         os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "10")
 
 
-def _trainable_for(plan: SweepPlan, resolver: _Resolver):
+def _trainable_for(plan: SweepPlan, resolver: Resolver):
     spec = plan.spec
     return tune.with_resources(tune.with_parameters(tune_trainable, resolver=resolver),
                                {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
@@ -527,11 +483,9 @@ def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:
     path = plan.storage_dir / plan.sweep_id
     if not tune.Tuner.can_restore(str(path)):
         raise SlsweepError(f"{path}: sweep_id: no Ray Tune experiment state to resume")
-    ray_seconds = init_ray(plan, quiet=verbose == 0)
-    check_cluster_resources(plan)
-    _create_stores(plan)
+    ray_seconds = _start_ray_and_stores(plan, verbose)
     _limit_cleanup_wait(plan)
-    resolver = _Resolver(plan.resolved.base_trial_config(), plan.resolved.space)
+    resolver = Resolver(plan.resolved.base_trial_config(), plan.resolved.space)
     tuner = tune.Tuner.restore(str(path), trainable=_trainable_for(plan, resolver),
                                resume_unfinished=True, resume_errored=True)
     tracker = _tuner_tracker(tuner)

@@ -70,7 +70,7 @@ def test_resolved_spec_pickles() -> None:
 
 
 def test_trial_config_applies_sample_and_seed() -> None:
-    from sweeps.tune_runner import resolve_trial_config  # what each Tune trial runs
+    from sweeps.trainable import resolve_trial_config  # what each Tune trial runs
 
     r = load_spec(None)
     cfg = resolve_trial_config(r.base_trial_config(), r.space,

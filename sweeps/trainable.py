@@ -1,0 +1,101 @@
+"""The trial as Ray Tune runs it, in the trial worker: config resolution and the function trainable.
+
+Kept apart from `sweeps.tune_runner` (the driver side: Tuner, search, scheduler, MLflow tracker) so
+that a trial worker imports only Tune's trainable API and the trial itself, not MLflow, Optuna or
+the driver's planning code: a worker starts about a second sooner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from sweeps.config import TrialConfig
+from sweeps.space import SearchSpace
+from sweeps.trial import TrialResult, run_trial
+
+TRIAL_INDEX = "__trial_index__"
+# A JSON-lines file each trial worker appends its timings to (benchmarks/sweep_overhead.py).
+TRIAL_TIMES_ENV = "SLSWEEP_TRIAL_TIMES"
+GRID_POINT = "point"
+
+
+# -- config resolution (shared by the trial worker and the driver-side tracker) ---------------------
+def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The search-space values of one Tune trial config (grid points are nested under `point`)."""
+    if isinstance(config.get(GRID_POINT), dict):
+        return dict(config[GRID_POINT])
+    return {k: v for k, v in config.items() if not k.startswith("__") and k != "seed"}
+
+
+def resolve_trial_config(base: TrialConfig, space: SearchSpace, config: dict[str, Any]) -> TrialConfig:
+    """The full trial config: the spec's base, the sampled values, and the seed (the base's seed,
+    ``search.first_seed``, plus the seed index)."""
+    overrides = space.to_overrides(sampled_params(config))
+    overrides["seed"] = base.seed + int(config.get(TRIAL_INDEX, config.get("seed", 0)))
+    return base.with_overrides(overrides)
+
+
+class Resolver:
+    """Picklable `config -> TrialConfig` (Tune ships the tracker and trainable around)."""
+
+    def __init__(self, base: TrialConfig, space: SearchSpace) -> None:
+        self.base, self.space = base, space
+
+    def __call__(self, config: dict[str, Any]) -> TrialConfig:
+        return resolve_trial_config(self.base, self.space, config)
+
+
+# -- the trial as Tune runs it --------------------------------------------------------------------
+def _limit_threads() -> None:
+    """Use as many torch threads as CPUs Ray gave this trial, no more (trials share the host)."""
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def tune_trainable(config: dict[str, Any], *, resolver: Resolver) -> None:
+    """Ray Tune function trainable: resolve, restore if Tune hands a checkpoint, train, report."""
+    cfg = resolver(config)
+    _limit_threads()
+    # Tune logs "Checkpoint successfully created at: ..." (INFO) in the worker for every report
+    # with a checkpoint; forwarded to the driver's console, that is one line per evaluation.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # Where the trial runs: the Ray node (an MLflow tag) and the worker process (fault drills
+    # and operators find the process to inspect or kill by it).
+    node, pid = ray.get_runtime_context().get_node_id(), os.getpid()
+
+    def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        payload = {**metrics, "node": node, "pid": pid}
+        if checkpoint_dir is None:
+            tune.report(payload)
+        else:
+            tune.report(payload, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    started = time.time()
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        result = run_trial(cfg, report=report)
+    else:
+        with checkpoint.as_directory() as folder:
+            result = run_trial(cfg, report=report, resume_from=Path(folder))
+    if os.environ.get(TRIAL_TIMES_ENV):
+        _record_times(Path(os.environ[TRIAL_TIMES_ENV]), started, result)
+
+
+def _record_times(path: Path, started: float, result: TrialResult) -> None:
+    """Append this trial's timings (wall-clock start/end in epoch seconds, then the phases of
+    `TrialResult` in seconds) to `path` as one JSON line."""
+    row = {"trial_id": tune.get_context().get_trial_id(), "pid": os.getpid(), "start": started,
+           "end": time.time(), **{k: getattr(result, k) for k in
+                                  ("seconds", "setup_s", "train_s", "eval_s", "report_s", "steps")}}
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
