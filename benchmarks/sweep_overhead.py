@@ -72,13 +72,16 @@ class CpuSampler(threading.Thread):
         self.created: dict[int, float] = {}
         self.names: dict[int, str] = {}
         self.parents: dict[int, int] = {}
+        self._procs: list = []
         self._halt = threading.Event()
 
     def _sample(self) -> None:
         import psutil
 
         now: dict[int, float] = dict(self.samples[-1][1]) if self.samples else {}
-        for proc in [self.me, *self.me.children(recursive=True)]:
+        if len(self.samples) % 5 == 0:  # listing the process tree reads all of /proc: not every time
+            self._procs = [self.me, *self.me.children(recursive=True)]
+        for proc in self._procs:
             try:
                 cpu = proc.cpu_times()
                 now[proc.pid] = cpu.user + cpu.system
@@ -159,6 +162,8 @@ def breakdown(plain: dict[str, Any], svc: dict[str, Any]) -> dict[str, float]:
               "ray_processes": lambda pid: pid != me and pid not in worker_pids}
     windows = [(t["start"] + t["setup_s"], t["end"]) for t in trials]  # steps, evaluations, reports
     cpu = {k: sampler.used(g) for k, g in groups.items()}
+    by_process = sorted(((sampler.names.get(pid, "?"), sampler.used(lambda p, q=pid: p == q, windows))
+                         for pid in sampler.names if pid not in worker_pids), key=lambda kv: -kv[1])
     during = {k: sampler.used(g, windows) for k, g in groups.items() if k != "trial_worker"}
     return {
         "ray_start_s": out.ray_init_seconds,
@@ -172,6 +177,7 @@ def breakdown(plain: dict[str, Any], svc: dict[str, Any]) -> dict[str, float]:
         "mlflow_logging_s": out.logging_seconds,
         **{f"cpu_{k}_s": v for k, v in cpu.items()},
         **{f"cpu_{k}_during_training_s": v for k, v in during.items()},
+        "cpu_during_training_by_process": [[name, round(v, 2)] for name, v in by_process[:8]],
     }
 
 

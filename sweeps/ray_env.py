@@ -108,7 +108,11 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
             kwargs["address"] = "local"
             # Ray starts a pool of idle workers when the first driver connects; trial workers are
             # started for the trials anyway, and the idle ones only take CPU from them.
-            kwargs["_system_config"] = {"prestart_worker_first_driver": False}
+            # Ray runs its workers at nice 15 so that they never starve Ray's own processes; on
+            # a machine whose cores the trials fill, that stalls every trial whenever the driver or
+            # a Ray process wakes up. Here the trial workers keep the default priority and Ray's
+            # helper processes get the lowest one instead (`lower_service_priority`).
+            kwargs["_system_config"] = {"prestart_worker_first_driver": False, "worker_niceness": 0}
             if os.environ.get("SLSWEEP_RAY_TMP"):
                 kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
         # Ray starts its own processes (GCS, raylet, and through the raylet the trial workers)
@@ -124,4 +128,36 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
         finally:
             if saved is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+        if local:
+            lower_service_priority()
     return time.perf_counter() - t0
+
+
+SERVICE_NICE = 19
+KEEP_PRIORITY = frozenset({"raylet", "gcs_server"})
+
+
+def lower_service_priority(nice: int = SERVICE_NICE) -> int:
+    """Give the local Ray's helper processes (dashboard and runtime-env agents, log monitor,
+    autoscaler monitor) the lowest CPU priority; returns how many threads were changed.
+
+    On a machine whose cores the trials fill (2 trial threads on 2 cores), every slice another
+    process takes stalls a trial's parallel ops: a 2-thread trial slows down by about the CPU
+    share other processes take (docs/benchmarks.md, "Service overhead"). At nice 19 the helpers
+    run when a core is free instead. The raylet (it starts the trial workers, which would inherit
+    its priority) and the GCS (Ray's health checks) keep theirs. Linux keeps a priority per
+    thread, so every thread is changed (threads started later inherit from their creator).
+    """
+    import psutil
+
+    changed = 0
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.name() in KEEP_PRIORITY:
+                continue
+            for thread in proc.threads():
+                os.setpriority(os.PRIO_PROCESS, thread.id, nice)
+                changed += 1
+        except (psutil.Error, OSError, AttributeError):
+            continue
+    return changed
