@@ -6,9 +6,11 @@ through the service (`run_sweep`: Ray Tune, the MLflow tracker, the grid search 
 trial at a time and the same CPU threads. Prints `service_vs_plain` and where the service's extra
 wall time goes:
 
-- `ray_start`: `ray.init` of the local Ray.
-- `to_first_trial`: after Ray is up, until the first trial function starts (MLflow/Optuna stores,
-  the Tuner, the trial worker process and its imports; `worker_start` is the last part).
+- `start_up`: from calling `run_sweep` until the first trial function starts, made of
+  `ray_start` (`ray.init` of the local Ray, with the MLflow/Optuna stores created meanwhile),
+  `worker_start` (the trial worker process: `worker_imports` from its creation until the trial
+  code is imported, i.e. Python, Ray's worker and torch/transformers, then Tune's set-up) and `driver_other` (planning, importing the Tune
+  runner, building the Tuner, scheduling the worker).
 - `gaps`: from one trial function's end to the next one's start (Tune's bookkeeping, experiment
   state snapshots, the tracker's run creation, the worker's reset).
 - `after_last_trial`: from the last trial's end until `run_sweep` returns (closing the runs, the
@@ -150,7 +152,6 @@ def breakdown(plain: dict[str, Any], svc: dict[str, Any]) -> dict[str, float]:
     processes involved."""
     out = svc["summary"].outcome
     trials, sampler = svc["trials"], svc["sampler"]
-    ray_ready = svc["started"] + out.ray_init_seconds
     worker_pids = {t["pid"] for t in trials}
     worker_pids |= {pid for pid, parent in sampler.parents.items() if parent in worker_pids}  # data loaders
     first_worker = min(sampler.created.get(t["pid"], trials[0]["start"]) for t in trials)
@@ -165,10 +166,14 @@ def breakdown(plain: dict[str, Any], svc: dict[str, Any]) -> dict[str, float]:
     by_process = sorted(((sampler.names.get(pid, "?"), sampler.used(lambda p, q=pid: p == q, windows))
                          for pid in sampler.names if pid not in worker_pids), key=lambda kv: -kv[1])
     during = {k: sampler.used(g, windows) for k, g in groups.items() if k != "trial_worker"}
+    start_up = trials[0]["start"] - svc["started"]
+    worker_start = trials[0]["start"] - first_worker
     return {
+        "start_up_s": start_up,
         "ray_start_s": out.ray_init_seconds,
-        "to_first_trial_s": trials[0]["start"] - ray_ready,
-        "worker_start_s": trials[0]["start"] - first_worker,
+        "worker_start_s": worker_start,
+        "worker_imports_s": trials[0]["imported"] - first_worker,
+        "driver_other_s": start_up - out.ray_init_seconds - worker_start,
         "gaps_s": sum(b["start"] - a["end"] for a, b in zip(trials, trials[1:])),
         "after_last_trial_s": svc["ended"] - trials[-1]["end"],
         "in_trial_s": svc_trial - plain_trial,

@@ -21,6 +21,8 @@ from sweeps.config import TrialConfig
 from sweeps.space import SearchSpace
 from sweeps.trial import TrialResult, run_trial
 
+IMPORTED_AT = time.time()  # when this worker had imported the trial code (epoch seconds)
+
 TRIAL_INDEX = "__trial_index__"
 # A JSON-lines file each trial worker appends its timings to (benchmarks/sweep_overhead.py).
 TRIAL_TIMES_ENV = "SLSWEEP_TRIAL_TIMES"
@@ -94,7 +96,8 @@ def tune_trainable(config: dict[str, Any], *, resolver: Resolver) -> None:
 def _record_times(path: Path, started: float, result: TrialResult) -> None:
     """Append this trial's timings (wall-clock start/end in epoch seconds, then the phases of
     `TrialResult` in seconds) to `path` as one JSON line."""
-    row = {"trial_id": tune.get_context().get_trial_id(), "pid": os.getpid(), "start": started,
+    row = {"trial_id": tune.get_context().get_trial_id(), "pid": os.getpid(), "imported": IMPORTED_AT,
+           "start": started,
            "end": time.time(), **{k: getattr(result, k) for k in
                                   ("seconds", "setup_s", "train_s", "eval_s", "report_s", "steps")}}
     with path.open("a") as fh:
