@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweeps import paths
 from sweeps.config import TrialConfig
-from sweeps.errors import SlsweepError, SweepFailed
+from sweeps.errors import SlsweepError
 from sweeps.paths import PLANS
 from sweeps.spec import packaged_spec_dir
 
@@ -338,36 +338,24 @@ def _refuse_finished(plan: SweepPlan) -> None:
 
 
 def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None = None) -> str:
-    """A text table of the sweeps in the store: id, experiment, status, trial counts, best."""
-    from mlflow.tracking import MlflowClient
-    import pandas as pd
+    """A text table of the sweeps in the store: id, experiment, status, trial counts, best.
+
+    The run folder's own SQLite store is read directly (`sweeps.report.status.read_local_store`,
+    milliseconds); a `tracking_uri`, or a store that reader does not know, goes through MLflow.
+    """
+    from sweeps.report.status import read_local_store, read_mlflow, status_table
 
     folder = Path(runs_dir or paths.default_runs_dir()).resolve()
     uri = tracking_uri or paths.default_tracking_uri(folder)
-    if uri.startswith("sqlite:") and not (folder / "mlflow.db").exists() and not tracking_uri:
+    db = folder / "mlflow.db"
+    if uri.startswith("sqlite:") and not db.exists() and not tracking_uri:
         raise SlsweepError(f"{folder}: --runs-dir: no MLflow store here (run `slsweep run` first)")
+    view = None
     if not tracking_uri:
         paths.relocate_store(folder)
-    client = MlflowClient(tracking_uri=uri)
-    experiments = client.search_experiments()
-    runs = client.search_runs([e.experiment_id for e in experiments],
-                              filter_string="tags.`slsweep.kind` = 'sweep'",
-                              order_by=["attributes.start_time DESC"], max_results=200) if experiments else []
-    if not runs:
-        return f"no sweeps recorded in {uri}"
-    names = {e.experiment_id: e.name for e in experiments}
-    from sweeps.report.runs import full_budget_best
-
-    bests = full_budget_best(client, runs)  # one budget: never a value from a stopped trial
-    rows = []
-    for run in runs:
-        m = run.data.metrics
-        rows.append({"sweep": run.data.tags.get("slsweep.sweep_id"), "experiment": names.get(run.info.experiment_id),
-                     "status": run.info.status, "trials": int(m.get("trials_total", 0)),
-                     "finished": int(m.get("trials_finished", 0)), "stopped": int(m.get("trials_stopped", 0)),
-                     "failed": int(m.get("trials_failed", 0)),
-                     "best (full budget)": bests.get(run.data.tags.get("slsweep.sweep_id"), "—")})
-    return pd.DataFrame(rows).to_string(index=False)
+        view = read_local_store(db)
+    table = status_table(view if view is not None else read_mlflow(uri))
+    return table if table is not None else f"no sweeps recorded in {uri}"
 
 
 def builtin_listing() -> str:

@@ -77,7 +77,8 @@ def test_list_and_help_import_no_heavy_library(tmp_path: Path) -> None:
     assert "counting.yaml" in out or "Usage" in out
 
 
-def test_status_imports_mlflow_but_not_torch_ray_or_transformers(tmp_path: Path) -> None:
+def test_status_on_the_local_store_imports_no_heavy_library(tmp_path: Path) -> None:
+    """The run folder's SQLite store is read without MLflow (1.6-1.8 s of imports and store set-up)."""
     from mlflow.tracking import MlflowClient
 
     from sweeps import paths
@@ -89,8 +90,85 @@ def test_status_imports_mlflow_but_not_torch_ray_or_transformers(tmp_path: Path)
     run = client.create_run(exp, tags={"slsweep.kind": "sweep", "slsweep.sweep_id": "e-1"})
     client.set_terminated(run.info.run_id)
     heavy, out = _imported_after(["status", "--runs-dir", str(runs)], tmp_path)
-    assert "e-1" in out
-    assert not {"torch", "ray", "transformers", "optuna", "sl_core.loss"} & set(heavy), heavy
+    assert "e-1" in out and "FINISHED" in out
+    assert not {"torch", "ray", "transformers", "optuna", "mlflow", "sl_core.loss"} & set(heavy), heavy
+
+
+def _store_with_sweeps(runs: Path) -> str:
+    """A store MLflow wrote: two sweeps in two experiments, trials finished at full budget, stopped
+    early, failed, with a NaN metric, a deleted trial, a deleted experiment's sweep."""
+    import math
+
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import paths
+
+    uri = paths.default_tracking_uri(runs)
+    client = MlflowClient(uri)
+
+    def run(exp: str, tags: dict, params: dict, metrics: dict, status: str = "FINISHED") -> str:
+        r = client.create_run(exp, tags=tags)
+        client.log_batch(r.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()],
+                         params=[Param(k, str(v)) for k, v in params.items()], tags=[])
+        client.set_terminated(r.info.run_id, status=status)
+        return r.info.run_id
+
+    for name, mode in (("a", "max"), ("b", "min")):
+        exp = client.create_experiment(name)
+        sweep = f"{name}-1"
+        run(exp, {"slsweep.kind": "sweep", "slsweep.sweep_id": sweep, "metric.name": "mae", "metric.mode": mode},
+            {}, {"trials_total": 5, "trials_finished": 3, "trials_stopped": 1, "trials_failed": 1},
+            status="FINISHED" if name == "a" else "KILLED")
+        trial = {"slsweep.kind": "trial", "slsweep.sweep_id": sweep}
+        run(exp, trial, {"train.steps": 10}, {"mae": 0.5, "step": 10})
+        run(exp, trial, {"train.steps": 10}, {"mae": 0.2, "step": 10})
+        run(exp, trial, {"train.steps": 10}, {"mae": 0.1, "step": 4})  # stopped early: never counts
+        run(exp, trial, {"train.steps": 10}, {"mae": math.nan, "step": 10})
+        run(exp, trial, {"train.steps": 10}, {"mae": 0.05, "step": 10}, status="FAILED")
+        client.delete_run(run(exp, trial, {"train.steps": 10}, {"mae": 0.01, "step": 10}))
+    gone = client.create_experiment("gone")
+    run(gone, {"slsweep.kind": "sweep", "slsweep.sweep_id": "gone-1"}, {}, {"trials_total": 1})
+    client.delete_experiment(gone)
+    client.log_batch(client.search_runs([client.get_experiment_by_name("a").experiment_id])[0].info.run_id,
+                     tags=[RunTag("note", "x")])
+    return uri
+
+
+def test_status_readers_agree_on_a_store_mlflow_wrote(tmp_path: Path) -> None:
+    from sweeps.report.status import read_local_store, read_mlflow, status_table
+    from sweeps.service import sweep_status
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    uri = _store_with_sweeps(runs)
+    local, remote = read_local_store(runs / "mlflow.db"), read_mlflow(uri)
+    assert local is not None
+    by_id = lambda view: sorted(view.parents + view.trials, key=lambda r: r.run_id)  # noqa: E731
+    assert [(r.run_id, r.status, r.tags, r.params) for r in by_id(local)] == \
+        [(r.run_id, r.status, r.tags, r.params) for r in by_id(remote)]
+    assert [p.run_id for p in local.parents] == [p.run_id for p in remote.parents]  # newest first
+    text = status_table(local)
+    assert text == status_table(remote)
+    assert "gone-1" not in text  # deleted experiment
+    rows = {line.split()[0]: line for line in text.splitlines()[1:]}
+    # a (max) and b (min) over the FINISHED full-budget trials with a finite value: 0.5 and 0.2;
+    # 0.1 stopped early, NaN, 0.05 failed and 0.01 deleted never count
+    assert rows["a-1"].endswith("mae=0.5 (2 full-budget trials)") and "FINISHED" in rows["a-1"]
+    assert rows["b-1"].endswith("mae=0.2 (2 full-budget trials)") and "KILLED" in rows["b-1"]
+    assert sweep_status(runs_dir=runs) == text == sweep_status(runs_dir=runs, tracking_uri=uri)
+
+
+def test_status_falls_back_to_mlflow_for_a_store_it_does_not_know(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sweeps.report.status import read_local_store
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE runs (id INTEGER)")
+    assert read_local_store(db) is None
+    assert read_local_store(tmp_path / "missing.db") is None
 
 
 def test_overrides_are_validated_like_the_file_and_recorded(tmp_path: Path) -> None:
