@@ -352,8 +352,18 @@ def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None
         raise SlsweepError(f"{folder}: --runs-dir: no MLflow store here (run `slsweep run` first)")
     view = None
     if not tracking_uri:
+        if not db.is_file():
+            raise SlsweepError(f"{db}: --runs-dir: not an MLflow store (not a file)")
+        if db.stat().st_size == 0:  # never let MLflow write its tables into it here
+            return f"no sweeps recorded in {uri}"
         paths.relocate_store(folder)
         view = read_local_store(db)
+        if view is None:
+            try:
+                view = read_mlflow(uri)
+            except Exception as exc:  # noqa: BLE001 - a store neither reader can open: one line
+                raise SlsweepError(f"{db}: --runs-dir: not a readable MLflow store "
+                                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     table = status_table(view if view is not None else read_mlflow(uri))
     return table if table is not None else f"no sweeps recorded in {uri}"
 

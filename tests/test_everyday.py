@@ -301,3 +301,43 @@ def test_cli_trial_by_name_with_overrides_shows_loading_and_a_progress_bar(tmp_p
     bar = proc.stderr.replace("\r", "\n")
     assert "train: 100%" in bar and "4/4" in bar and "loss=" in bar
     assert json.loads(out.read_text())["metrics"]["step"] == 4
+
+
+def test_status_survives_odd_values_and_refuses_what_is_not_a_store(tmp_path: Path) -> None:
+    """Values MLflow accepts but that are no numbers count as missing; a run folder whose
+    mlflow.db is no database, or a folder, is one line and exit 2; an empty file stays empty."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import paths
+    from sweeps.cli import app
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    client = MlflowClient(paths.default_tracking_uri(runs))
+    exp = client.create_experiment("odd")
+    parent = client.create_run(exp, tags={"slsweep.kind": "sweep", "slsweep.sweep_id": "odd-1",
+                                          "metric.name": "acc"}).info.run_id
+    client.log_metric(parent, "trials_total", float("nan"))
+    for steps, last in (("ten", "10"), ("10", "")):
+        trial = client.create_run(exp, tags={"slsweep.kind": "trial", "slsweep.sweep_id": "odd-1",
+                                             "last_step": last}).info.run_id
+        client.log_param(trial, "train.steps", steps)
+        client.log_metric(trial, "acc", 0.5)
+        client.set_terminated(trial)
+    res = CliRunner().invoke(app, ["status", "--runs-dir", str(runs)])
+    assert res.exit_code == 0 and "odd-1" in res.output, res.output
+
+    runner = CliRunner()
+    for name, make in (("junk", lambda db: db.write_text("not a database")), ("dir", lambda db: db.mkdir())):
+        folder = tmp_path / name
+        folder.mkdir()
+        make(folder / "mlflow.db")
+        res = runner.invoke(app, ["status", "--runs-dir", str(folder)])
+        assert res.exit_code == 2 and "mlflow.db: --runs-dir:" in res.output, (name, res.output)
+        assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "mlflow.db").touch()
+    res = runner.invoke(app, ["status", "--runs-dir", str(empty)])
+    assert res.exit_code == 0 and "no sweeps recorded" in res.output
+    assert (empty / "mlflow.db").stat().st_size == 0  # status never writes into a store

@@ -60,6 +60,19 @@ class StoreView:
     trials: list[RunRecord]
 
 
+def _number(value: object) -> float:
+    """A param, tag or metric value as a float; NaN when it is missing or not a number."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _count(value: object) -> int:
+    number = _number(value)
+    return int(number) if math.isfinite(number) else 0
+
+
 def best_full_budget(parents: Sequence[RunRecord], trials: Iterable[RunRecord]) -> dict[str, str]:
     """Each sweep's best metric value over its trial runs that finished at full budget.
 
@@ -82,8 +95,8 @@ def best_full_budget(parents: Sequence[RunRecord], trials: Iterable[RunRecord]) 
         mode = parent.tags.get("metric.mode") or parent.params.get("metric.mode") or "max"
         values = []
         for run in by_sweep.get(sweep_id, []):
-            budget = float(run.params.get("train.steps", "nan"))
-            step = float(run.tags.get("last_step", run.metrics.get("step", math.nan)))
+            budget = _number(run.params.get("train.steps"))
+            step = _number(run.tags.get("last_step", run.metrics.get("step")))
             value = run.metrics.get(metric) if metric else None
             if value is not None and math.isfinite(value) and not (step < budget):
                 values.append(value)
@@ -159,7 +172,14 @@ def read_mlflow(tracking_uri: str) -> StoreView:
     from sweeps.report.runs import _search_all
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    experiments: dict[str, str] = {}
+    token = None
+    while True:  # every page: a store may hold more experiments than one page
+        page = client.search_experiments(max_results=1000, page_token=token)
+        experiments.update((e.experiment_id, e.name) for e in page)
+        token = page.token
+        if not token:
+            break
     if not experiments:
         return StoreView({}, [], [])
     parents = client.search_runs(list(experiments), filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
@@ -183,8 +203,8 @@ def status_table(view: StoreView) -> str | None:
         m = run.metrics
         sweep_id = run.tags.get(SWEEP_ID_TAG)
         rows.append({"sweep": sweep_id, "experiment": view.experiments.get(run.experiment_id),
-                     "status": run.status, "trials": int(m.get("trials_total", 0)),
-                     "finished": int(m.get("trials_finished", 0)), "stopped": int(m.get("trials_stopped", 0)),
-                     "failed": int(m.get("trials_failed", 0)),
+                     "status": run.status, "trials": _count(m.get("trials_total", 0)),
+                     "finished": _count(m.get("trials_finished", 0)), "stopped": _count(m.get("trials_stopped", 0)),
+                     "failed": _count(m.get("trials_failed", 0)),
                      "best (full budget)": bests.get(sweep_id or run.run_id, "—")})
     return pd.DataFrame(rows).to_string(index=False)
