@@ -25,7 +25,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,6 +242,27 @@ def apply_driver_env() -> None:
 def short_tmp(prefix: str = "slr-") -> Path:
     """A private temp dir with a short path (Ray's unix sockets live inside it)."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@contextmanager
+def private_local_ray(prefix: str) -> Iterator[Path]:
+    """For the block, the service's local Ray lives in a fresh short temp dir ($SLSWEEP_RAY_TMP);
+    afterwards Ray is shut down, the variable restored, the processes left in that dir stopped
+    (by pid) and the dir removed."""
+    import ray
+
+    ray_tmp, saved = short_tmp(prefix), os.environ.get("SLSWEEP_RAY_TMP")
+    os.environ["SLSWEEP_RAY_TMP"] = str(ray_tmp)
+    try:
+        yield ray_tmp
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("SLSWEEP_RAY_TMP", None)
+        else:
+            os.environ["SLSWEEP_RAY_TMP"] = saved
+        kill_leftovers(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- Ray

@@ -23,14 +23,13 @@ from typing import Any
 
 import optuna
 import pytest
-import ray
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from ray import tune
 from typer.testing import CliRunner
 
-from cluster_utils import TINY, OwnedProcess, kill_leftovers, pids_mentioning, short_tmp, spawn, wait_until
+from cluster_utils import TINY, OwnedProcess, kill_leftovers, private_local_ray, pids_mentioning, short_tmp, spawn, wait_until
 from sweeps import paths
 from sweeps.checkpoint import STATE_FILE, load_checkpoint
 from sweeps.cli import app
@@ -112,18 +111,8 @@ def drill(tmp_path_factory: pytest.TempPathFactory):
     ensure_tiny_model(plan.resolved.base_trial_config())
     killer = KillAfterFirstCheckpoint()
     # A local Ray of its own (a temp dir without another cluster's address file in it).
-    ray_tmp, saved = short_tmp("slr1-"), os.environ.get("SLSWEEP_RAY_TMP")
-    os.environ["SLSWEEP_RAY_TMP"] = str(ray_tmp)
-    try:
+    with private_local_ray("slr1-"):
         outcome = execute(plan, verbose=0, callbacks=[killer])
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("SLSWEEP_RAY_TMP")
-        else:
-            os.environ["SLSWEEP_RAY_TMP"] = saved
-        kill_leftovers(str(ray_tmp))
-        shutil.rmtree(ray_tmp, ignore_errors=True)
     return outcome, killer, tmp / "runs"
 
 

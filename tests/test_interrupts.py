@@ -26,7 +26,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from cluster_utils import TINY, kill_leftovers, pids_mentioning, short_tmp, stop_session, wait_until
+from cluster_utils import TINY, kill_leftovers, private_local_ray, pids_mentioning, short_tmp, stop_session, wait_until
 from sweeps import paths
 from sweeps.service import ensure_tiny_model
 from sweeps.preflight import plan_sweep
@@ -318,23 +318,16 @@ def test_r10_frozen_trial_ends_failed_timeout_and_the_sweep_goes_on(tmp_path: Pa
     plan = plan_sweep(spec, runs_dir=tmp_path / "runs")
     ensure_tiny_model(plan.resolved.base_trial_config())
     freezer = FreezeFirstWorker()
-    ray_tmp, saved = short_tmp("sli10-"), os.environ.get("SLSWEEP_RAY_TMP")
-    os.environ["SLSWEEP_RAY_TMP"] = str(ray_tmp)
     t0 = time.monotonic()
-    try:
-        outcome = execute(plan, verbose=0, callbacks=[freezer])
-    finally:
-        ray.shutdown()
-        os.environ["SLSWEEP_RAY_TMP"] = saved if saved is not None else ""
-        if saved is None:
-            os.environ.pop("SLSWEEP_RAY_TMP")
-        if freezer.frozen:
-            try:
-                os.kill(freezer.frozen["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        kill_leftovers(str(ray_tmp))
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with private_local_ray("sli10-"):
+        try:
+            execute(plan, verbose=0, callbacks=[freezer])
+        finally:
+            if freezer.frozen:
+                try:
+                    os.kill(freezer.frozen["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
     assert freezer.frozen, "no worker was frozen"
     client = _client(tmp_path / "runs")
     trials = _runs(client, "stuck")
@@ -461,19 +454,9 @@ def test_r10_sweep_time_limit_ends_the_sweep_for_good(tmp_path: Path) -> None:
 
     spec = tmp_path / "budget.yaml"
     spec.write_text(BUDGET)
-    ray_tmp, saved = short_tmp("sli10b-"), os.environ.get("SLSWEEP_RAY_TMP")
-    os.environ["SLSWEEP_RAY_TMP"] = str(ray_tmp)
     t0 = time.monotonic()
-    try:
+    with private_local_ray("sli10b-"):
         plan = run_sweep(spec, runs_dir=tmp_path / "runs", verbose=0).outcome.plan  # with its record
-    finally:
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("SLSWEEP_RAY_TMP")
-        else:
-            os.environ["SLSWEEP_RAY_TMP"] = saved
-        kill_leftovers(str(ray_tmp))
-        shutil.rmtree(ray_tmp, ignore_errors=True)
     took = time.monotonic() - t0
     client = _client(tmp_path / "runs")
     parent = _runs(client, "budget", "sweep")[0]
