@@ -52,6 +52,11 @@ class SweepPlan:
         return paths.ray_storage_dir(self.runs_dir)
 
     @property
+    def local_ray(self) -> bool:
+        """Whether the sweep starts its own private local Ray (no cluster address given)."""
+        return self.address in (None, "", "local")
+
+    @property
     def local_store(self) -> bool:
         return self.tracking_uri.startswith("sqlite:") or urlparse(self.tracking_uri).scheme in ("", "file")
 
@@ -89,7 +94,7 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
         where_address = "--address" if address else "ray.address"
         _blame(ray_client_problem(plan), spec_file, where_address)
         _blame(ray_address_problem(plan.address), spec_file, where_address)
-        if plan.address in (None, "", "local"):
+        if plan.local_ray:
             field, problem = local_resources_problem(spec.resources.cpu, spec.resources.gpu)
             _blame(problem, spec_file, field)
         preflight(plan)

@@ -90,7 +90,7 @@ def reuse_workers(plan: SweepPlan) -> bool:
     """Whether Tune keeps trial workers between trials: the spec's `ray.reuse_workers`, else
     only on local Ray (where every trial runs on the one node anyway)."""
     choice = plan.spec.ray.reuse_workers
-    return plan.address in (None, "local") if choice is None else choice
+    return plan.local_ray if choice is None else choice
 
 
 def init_ray(plan: SweepPlan, quiet: bool = False) -> float:

@@ -254,7 +254,7 @@ def _start_ray_and_stores(plan: SweepPlan, verbose: int) -> float:
     node that can hold a trial exists: `check_cluster_resources` may refuse after its wait, and
     then nothing has been created.
     """
-    if plan.address not in (None, "", "local"):
+    if not plan.local_ray:
         ray_seconds = init_ray(plan, quiet=verbose == 0)
         check_cluster_resources(plan)
         _create_stores(plan)
@@ -414,7 +414,7 @@ def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
     finally:
         run_config.callbacks.remove(progress)
         progress.on_experiment_end([])
-    if signum is not None and plan.address in (None, "", "local"):
+    if signum is not None and plan.local_ray:
         # Stop this driver's local Ray now: a trial worker still finishing a step must not write
         # into the run folder after the driver has said the sweep stopped.
         ray.shutdown()
