@@ -16,6 +16,7 @@ import numpy as np
 
 from sweeps.config import TaskConfig
 from sweeps.tasks import DataError, Example, Task
+from sweeps.tasks.base import rgb_example
 
 _TRAIN_TAG = 0x7A11
 _EVAL_TAG = 0xE7A1
@@ -31,11 +32,30 @@ def synthetic_params(cfg: TaskConfig) -> dict[str, Any]:
     return {"image_size": cfg.image_size, **cfg.params}
 
 
+def loader_options(task: Task, cfg: TaskConfig) -> dict[str, Any]:
+    """The keyword options of `task.load` for a trial's task config: `task.loader`, plus the task
+    params that describe real data too (`Task.data_params`, e.g. grounding's box_format).
+
+    Raises:
+        ValueError: a data param set in both task.params and task.loader, to different values.
+    """
+    opts = dict(cfg.loader)
+    for name in task.data_params:
+        if name not in cfg.params:
+            continue
+        if name in opts and opts[name] != cfg.params[name]:
+            raise ValueError(f"task.params.{name} ({cfg.params[name]!r}) and task.loader.{name} ({opts[name]!r}) "
+                             "differ; set it once, in task.params")
+        opts[name] = cfg.params[name]
+    return opts
+
+
 def _load(task: Task, cfg: TaskConfig, path: str, split: str | None, limit: int | None) -> list[Example]:
-    examples = task.load(path, split=split, limit=limit, image_size=cfg.image_size, **cfg.loader)
+    examples = task.load(path, split=split, limit=limit, image_size=cfg.image_size, **loader_options(task, cfg))
     if not examples:
         raise DataError(f"{path}: split {split or '(all)'}: no examples")
-    return examples
+    # a plug-in's loader may hand back grey, transparent or EXIF-rotated images: decoded like files
+    return [rgb_example(e, f"{path}: example {i}") for i, e in enumerate(examples)]
 
 
 def _hf_split(task: Task, cfg: TaskConfig) -> tuple[list[Example], list[Example]]:

@@ -393,8 +393,10 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
         if not (Path(path).is_file() or Path(path).is_dir()):  # a FIFO or device would block reads
             raise SpecError(spec_file, field, f"{path}: not a regular file or folder")
         try:
+            from sweeps.datasets import loader_options  # task.loader + the task's data params
+
             examples = task.load(path, split=split, limit=PREFLIGHT_RECORDS,
-                                 image_size=task_cfg.image_size, **task_cfg.loader)
+                                 image_size=task_cfg.image_size, **loader_options(task, task_cfg))
         except DataError as exc:
             raise SpecError(spec_file, field, one_line(str(exc))) from None
         except (ValueError, TypeError) as exc:  # unknown loader option and the like

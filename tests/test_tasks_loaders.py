@@ -244,7 +244,7 @@ def test_refcoco_bad_annotations(tmp_path: Path):
     inst = json.loads((folder / "instances.json").read_text())
     inst["annotations"][0]["bbox"] = [1, 2, 0, 5]
     write_json(folder / "instances.json", inst)
-    with pytest.raises(DataError, match=r"annotation 1719310: field 'bbox' must be \[x, y, w, h\]"):
+    with pytest.raises(DataError, match=r"instances\.json: annotation 1719310: field 'bbox': box \[1, 2, 0, 5\] \(box_format xywh, box_units pixels\) has zero or negative width"):
         GROUNDING.load(folder, limit=1)
     (folder / "instances.json").unlink()
     with pytest.raises(DataError, match="instances file not found"):

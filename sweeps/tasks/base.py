@@ -48,6 +48,16 @@ class DataError(SlsweepError, ValueError):
     A user error: the CLI prints it on one line and exits 2."""
 
 
+def rgb_example(example: Example, loc: str) -> Example:
+    """`example` with its image as the model gets it: a plain RGB picture
+    (`sweeps.tasks.images.as_rgb`; a plug-in's grey, transparent or EXIF-rotated image is decoded
+    by the same rules as a file). The same object when the image is RGB already."""
+    from .images import as_rgb
+
+    image = as_rgb(example.image, loc)
+    return example if image is example.image else dataclasses.replace(example, image=image)
+
+
 class Task(ABC):
     """A numerical task: synthetic data, a real-format loader, answer parsing and metrics.
 
@@ -63,6 +73,9 @@ class Task(ABC):
     metric_modes: ClassVar[dict[str, str]]
     # Subclasses name their synthetic parameter dataclass here.
     _params_cls: ClassVar[Any]
+    # Task params that describe real data too (a grounding box convention, the coordinate grid):
+    # a trial passes them to `load` with the loader options (`sweeps.datasets.loader_options`).
+    data_params: ClassVar[tuple[str, ...]] = ()
 
     def synthetic(self, n: int, seed: int, **params: Any) -> list[Example]:
         """`n` generated examples, identical for the same (`n`, `seed`, params); example i does
@@ -70,7 +83,8 @@ class Task(ABC):
         check_synthetic_args(n, seed)
         p = build_params(self._params_cls, params, self.name)
         context = self.synthetic_context(p)
-        return [self.example(p, seed, i, context) for i in range(n)]
+        return [rgb_example(self.example(p, seed, i, context), f"task {self.name}: synthetic example {i}")
+                for i in range(n)]
 
     def synthetic_context(self, params: Any) -> Any:
         """Shared state for generating many examples with the same params (e.g. a renderer)."""
@@ -336,32 +350,85 @@ def _json_lines(path: Path, text: str) -> list[Any]:
     return out
 
 
-def field_value(rec: dict[str, Any], keys: Sequence[str], loc: str, what: str) -> Any:
-    """The value of the first of `keys` present in `rec`; DataError naming them otherwise."""
+def field_item(rec: dict[str, Any], keys: Sequence[str], loc: str, what: str) -> tuple[str, Any]:
+    """(key, value) of the first of `keys` present in `rec` with a value; DataError naming them otherwise."""
     for k in keys:
         if k in rec and rec[k] is not None:
-            return rec[k]
+            return k, rec[k]
     names = " or ".join(repr(k) for k in keys)
     raise DataError(f"{loc}: missing field {names} ({what})")
 
 
-def int_value(value: Any, loc: str, key: str) -> int:
-    """`value` as a non-negative int (accepts "3" and 3.0); DataError otherwise."""
+def field_value(rec: dict[str, Any], keys: Sequence[str], loc: str, what: str) -> Any:
+    """The value of the first of `keys` present in `rec`; DataError naming them otherwise."""
+    return field_item(rec, keys, loc, what)[1]
+
+
+def number_answer(value: Any, loc: str, key: str | None = None, kind: str = "a number") -> tuple[str, float]:
+    """(answer text, value) of one numeric answer as a dataset stores it.
+
+    An int keeps its digits; a float (NumPy's too) is written by `parsing.number_text` (2601.0 ->
+    "2601", 0.1 -> "0.1"); a text holding one number keeps its digits ("0.10" stays "0.10", "1e3"
+    becomes "1000"; no float round trip). Never a training target: None, NaN (what `json.dumps`
+    writes for a missing float and pandas gives for an empty cell), inf, an empty text, a bool or
+    anything else that is not a number.
+
+    Args:
+        value: the stored answer.
+        loc: the row ("file: record 3", or "dataset: split S: row R: column 'answer'").
+        key: the field name, when `loc` does not name it already.
+        kind: what the answer must be, for the message ("a number", "an integer").
+
+    Raises:
+        DataError: naming `loc` (and `key`) and what is wrong.
+    """
+    from decimal import Decimal, InvalidOperation
+
+    from .parsing import number_text
+
+    what = f"{loc}: field {key!r}" if key is not None else loc
+    missing = "fill the value or drop the row"
+    if value is None:
+        raise DataError(f"{what} is empty ({missing})")
     if isinstance(value, bool):
-        raise DataError(f"{loc}: field {key!r} must be an integer, got {value!r}")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise DataError(f"{loc}: field {key!r} must be an integer, got {value!r}") from None
+        raise DataError(f"{what} must be {kind}, got {value!r}")
     if isinstance(value, (int, np.integer)):
-        out = int(value)
-    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        out = int(value)
-    else:
-        raise DataError(f"{loc}: field {key!r} must be an integer, got {value!r}")
+        return str(int(value)), float(value)
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            raise DataError(f"{what} is NaN (a missing number: json writes NaN for a missing float, "
+                            f"pandas for an empty cell; {missing})")
+        if not math.isfinite(value):
+            raise DataError(f"{what} is infinite ({value!r})")
+        return number_text(value), float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise DataError(f"{what} is empty ({missing})")
+        try:
+            d = Decimal(text)
+        except InvalidOperation:
+            raise DataError(f"{what} must be {kind}, got {value!r}") from None
+        if d.is_nan():
+            raise DataError(f"{what} is NaN ({value!r}; {missing})")
+        if d.is_infinite():
+            raise DataError(f"{what} is infinite ({value!r})")
+        d = d.copy_abs() if d.is_zero() else d
+        return format(d, "f"), float(d)
+    raise DataError(f"{what} must be {kind}, got {type(value).__name__} {value!r}")
+
+
+def int_value(value: Any, loc: str, key: str | None = None) -> int:
+    """`value` as a non-negative int (accepts 3, "3", 3.0 and "3.0"; see `number_answer` for what
+    is refused); DataError naming `loc` and `key` otherwise."""
+    text, _ = number_answer(value, loc, key, "an integer")
+    whole, _, frac = text.partition(".")
+    what = f"{loc}: field {key!r}" if key is not None else loc
+    if frac.strip("0") or not whole.lstrip("-").isdigit():
+        raise DataError(f"{what} must be an integer, got {value!r}")
+    out = int(whole)
     if out < 0:
-        raise DataError(f"{loc}: field {key!r} must be >= 0, got {out}")
+        raise DataError(f"{what} must be >= 0, got {out}")
     return out
 
 
@@ -378,26 +445,36 @@ def resolve_image(value: Any, base: Path, loc: str, key: str) -> Path:
 def open_image(
     path: Path, loc: str, image_size: int | None = None, expect_size: tuple[int, int] | None = None
 ) -> Image.Image:
-    """The image at `path` as RGB, fully decoded, resized to a square `image_size` when given.
+    """The image at `path` decoded by `sweeps.tasks.images.decode_image` (RGB, EXIF orientation
+    applied, transparency on white, ...), resized to a square `image_size` when given.
 
     Raises DataError naming `loc` and the path when the file is missing or cannot be decoded, or
-    when `expect_size` (width, height) is given and the file's size differs.
+    when `expect_size` (width, height of the displayed image) is given and the image's differs.
     """
-    if not path.is_file():
-        raise DataError(f"{loc}: image file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")  # decodes every pixel, so truncated files fail here
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for corrupt files
-        raise DataError(f"{loc}: cannot read image {path}: {e}") from e
+    from .images import EXIF_TRANSPOSED, decode_image
+
+    rgb = decode_image(path, loc)
     if expect_size is not None and rgb.size != tuple(expect_size):
+        hint = "wrong image folder?"
+        if rgb.info.get(EXIF_TRANSPOSED) and rgb.size == tuple(expect_size)[::-1]:
+            hint = ("the file's EXIF orientation turns it; sizes and boxes must refer to the displayed "
+                    "image, see docs/data.md")
         raise DataError(
             f"{loc}: image {path} is {rgb.size[0]}x{rgb.size[1]} but the annotation says "
-            f"{expect_size[0]}x{expect_size[1]} (wrong image folder?)"
+            f"{expect_size[0]}x{expect_size[1]} ({hint})"
         )
-    if image_size is not None and rgb.size != (image_size, image_size):
-        rgb = rgb.resize((image_size, image_size), Image.Resampling.BICUBIC)
-    return rgb
+    return resize_square(rgb, image_size)
+
+
+def resize_square(image: Image.Image, image_size: int | None) -> Image.Image:
+    """`image` stretched to `image_size` x `image_size` (bicubic) when given and not that size already.
+
+    Boxes follow: they are fractions of the width and height (`sweeps.tasks.grounding.to_coords`)."""
+    if image_size is None or image.size == (image_size, image_size):
+        return image
+    out = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+    out.info = dict(image.info)
+    return out
 
 
 class ImageCache:
@@ -409,7 +486,10 @@ class ImageCache:
 
     def get(self, path: Path, loc: str, expect_size: tuple[int, int] | None = None) -> Image.Image:
         """The image at `path` (see `open_image`)."""
-        key = path.resolve()
+        try:
+            key = path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: open_image says so in one line
+            key = path
         if key not in self._cache:
             self._cache[key] = open_image(path, loc, self.image_size, expect_size)
         return self._cache[key]
@@ -429,6 +509,24 @@ def split_file(path: Path, split: str | None, suffixes: Sequence[str] = (".json"
             return cand
     tried = ", ".join(f"{split}{s}" for s in suffixes)
     raise DataError(f"{path}: no file for split {split!r} (looked for {tried})")
+
+
+def split_records(path: Path, split: str | None) -> tuple[Path, list[tuple[int, dict[str, Any]]]]:
+    """(file, [(record index in the file, record)]) of the records of `split`.
+
+    `path` is a file or a folder holding `<split>.json[l]` (`split_file`). One file holding several
+    splits (a `split` field per record, the file not named after the split) is filtered by that
+    field; `split` given for a file without such fields is a DataError (reading the same rows for
+    two splits would evaluate on training data). Indices stay those of the file, so messages name
+    the right record.
+    """
+    file = split_file(path, split)
+    records = list(enumerate(read_records(file)))
+    if split is not None and file == path and file.stem != split:
+        if not any("split" in r for _, r in records):
+            raise DataError(f"{file}: split={split!r} given but no record has a 'split' field")
+        records = [(i, r) for i, r in records if r.get("split") == split]
+    return file, records
 
 
 def nonempty(examples: list[Example], source: Path | str, split: str | None) -> list[Example]:

@@ -43,6 +43,7 @@ from .base import (
     check_int,
     check_load_args,
     nonempty,
+    number_answer,
     read_records,
     take_options,
     where,
@@ -274,9 +275,7 @@ class ChartTask(Task):
                     label = label[0]
                 if not isinstance(name, str) or not isinstance(query, str):
                     raise DataError(f"{loc}: fields 'imgname' and 'query' must be strings")
-                if isinstance(label, bool) or not isinstance(label, (str, int, float)) or not str(label).strip():
-                    raise DataError(f"{loc}: field 'label' must be a non-empty string or number, got {label!r}")
-                answer = str(label).strip()
+                answer = label_text(label, f"{loc}: field 'label'")
                 image = images.get(img_dir / name, loc)
                 meta = {"source": str(file), "index": i, "imgname": name, "image_path": str(img_dir / name)}
                 out.append(Example(image, query.strip(), answer, label_target(answer), meta))
@@ -309,14 +308,29 @@ class ChartTask(Task):
 
     def from_record(self, image: Image.Image, question: str, answer: Any, loc: str, **params: Any) -> Example:
         """A number or a text label as the answer (written as ChartQA labels are)."""
-        if isinstance(answer, bool) or not isinstance(answer, (int, float, str)):
-            raise DataError(f"{loc}: the answer must be a number or a text, got {answer!r}")
-        label = format_number(float(answer), 6).rstrip("0").rstrip(".") if not isinstance(answer, str) \
-            else answer.strip()
-        if not label:
-            raise DataError(f"{loc}: the answer is empty")
+        label = label_text(answer, loc)
         return Example(image=image, prompt=question, answer=label, target=label_target(label),
                        meta={"source": loc})
+
+
+def label_text(label: Any, loc: str) -> str:
+    """A stored label (number or text) as the answer text: a number with exactly the precision it
+    carries (`base.number_answer`: 2601.0 -> "2601", never "0.10000000000000001"), a text stripped.
+
+    Raises:
+        DataError: naming `loc`: an empty label, NaN or inf (a number, or a text such as "nan"),
+            anything that is neither a number nor a text.
+    """
+    if isinstance(label, str):
+        text = label.strip()
+        if not text:
+            raise DataError(f"{loc} is empty (fill the value or drop the row)")
+        if text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            number_answer(text, loc)  # the one NaN / inf message
+        return text
+    if isinstance(label, bool) or not isinstance(label, (int, float, np.integer, np.floating)):
+        raise DataError(f"{loc} must be a number or a text, got {label!r}")
+    return number_answer(label, loc)[0]
 
 
 def label_target(label: str) -> float | str:

@@ -40,12 +40,11 @@ from .base import (
     check_load_args,
     check_template,
     scaled_size,
-    field_value,
+    field_item,
     int_value,
     nonempty,
-    read_records,
     resolve_image,
-    split_file,
+    split_records,
     take_options,
     where,
 )
@@ -183,26 +182,20 @@ class CountingTask(Task):
         opts = take_options(params, {"image_dir": None, "question_template": None}, "counting loader")
         if opts["question_template"] is not None:
             check_template(opts["question_template"], "counting loader option question_template")
-        file = split_file(Path(path), split)
-        records = read_records(file)
+        file, records = split_records(Path(path), split)
         base = Path(opts["image_dir"]) if opts["image_dir"] is not None else file.parent
-        if split is not None and file == Path(path) and file.stem != split:
-            # One file holding several splits: filter by the records' split field.
-            if not any("split" in r for r in records):
-                raise DataError(f"{file}: split={split!r} given but no record has a 'split' field")
-            records = [r for r in records if r.get("split") == split]
         images = ImageCache(image_size)
         out: list[Example] = []
-        for i, rec in enumerate(records):
+        for i, rec in records:
             if limit is not None and len(out) >= limit:
                 break
             rid = rec.get("question_id", rec.get("id"))
             loc = where(file, i, rid)
-            img_key = next((k for k in IMAGE_KEYS if k in rec), IMAGE_KEYS[0])
-            img_path = resolve_image(field_value(rec, IMAGE_KEYS, loc, "image path"), base, loc, img_key)
+            img_key, img_value = field_item(rec, IMAGE_KEYS, loc, "image path")
+            img_path = resolve_image(img_value, base, loc, img_key)
             question = self._record_question(rec, opts["question_template"], loc)
-            ans_key = next((k for k in ANSWER_KEYS if k in rec), ANSWER_KEYS[0])
-            count = int_value(field_value(rec, ANSWER_KEYS, loc, "integer answer"), loc, ans_key)
+            ans_key, ans_value = field_item(rec, ANSWER_KEYS, loc, "integer answer")
+            count = int_value(ans_value, loc, ans_key)
             image = images.get(img_path, loc)
             meta = {"source": str(file), "index": i, "id": rid, "image_path": str(img_path)}
             meta.update({k: v for k, v in rec.items() if isinstance(v, (str, int, float, bool)) and k not in meta})
@@ -241,7 +234,7 @@ class CountingTask(Task):
 
     def from_record(self, image: Image.Image, question: str, answer: Any, loc: str, **params: Any) -> Example:
         """A count (int, "3" or 3.0) as the answer."""
-        count = int_value(answer, loc, "answer")  # "<dataset: split: row: column>: field 'answer' must be ..."
+        count = int_value(answer, loc)  # "<dataset: split S: row R: column 'answer'> must be an integer, ..."
         return Example(image=image, prompt=question, answer=str(count), target=count, meta={"source": loc})
 
 

@@ -10,6 +10,12 @@ zero-padded to the width of `coord_max` inside brackets without spaces: coord_ma
 keep single-digit tokenizations unambiguous ("12 5" vs "1 25"). IoU is computed in this space, so
 the stretch of a non-square image to a square `image_size` leaves boxes valid.
 
+Stored boxes (real data) are read in the convention the data declares, task params `box_format`
+(xyxy, xywh, cxcywh) and `box_units` (pixels, normalized, per_mille), refused when they do not fit
+it (`sweeps.tasks.boxes`); they refer to the image as displayed (after its EXIF orientation). The
+defaults are those of each source: COCO / RefCOCO `bbox` xywh pixels, a Hugging Face row's answer
+xyxy pixels. `coord_max` is a task param for real data too.
+
 Synthetic: 2..3 non-overlapping shapes (sides 8..16 px at 48 px, scaled with `image_size` unless
 `min_size`/`max_size` are given; numpy drawing, see `shapes`) and one referring expression
 that picks out exactly one of them: "the triangle", "the red shape", "the red triangle", or a
@@ -57,6 +63,7 @@ from .base import (
     take_options,
     where,
 )
+from .boxes import box_fractions, check_box_convention
 from .parsing import parse_box
 from .shapes import COLORS, KINDS, Shape, place, render
 
@@ -83,8 +90,11 @@ class GroundingParams:
     twin_prob: float = 0.3
     clutter: float = 0.0
     prompt_template: str = DEFAULT_PROMPT
+    box_format: str | None = None  # real data only; None: the loader's default (COCO xywh, HF rows xyxy)
+    box_units: str | None = None  # real data only; None: pixels
 
     def __post_init__(self) -> None:
+        check_box_convention(self.box_format, self.box_units)
         check_int(self.image_size, "image_size", lo=8)
         check_int(self.coord_max, "coord_max", lo=1)
         check_int(self.min_objects, "min_objects", lo=1)
@@ -225,6 +235,7 @@ class GroundingTask(Task):
     primary_metric = "acc_iou50"
     metric_modes = {"acc_iou50": "max", "mean_iou": "max", "unparseable": "min"}
     _params_cls = GroundingParams
+    data_params = ("coord_max", "box_format", "box_units")
 
     def example(self, p: GroundingParams, seed: int, index: int, context: Any = None) -> Example:
         rand = Rand(_SALT, seed, index)
@@ -282,7 +293,10 @@ class GroundingTask(Task):
 
         Options: coord_max (default 99), image_dir (COCO images; default `<folder>/images` when it
         exists, else the folder; `train2014/` below it is also searched), refs_file and
-        instances_file (names inside the folder), prompt_template (default "Where is {expr}?").
+        instances_file (names inside the folder), prompt_template (default "Where is {expr}?"),
+        box_format and box_units of the `bbox` fields (default xywh pixels, COCO's; see
+        `sweeps.tasks.boxes`). A trial passes the task params coord_max, box_format and box_units
+        here (`Task.data_params`).
         """
         check_load_args(limit, image_size)
         defaults = {
@@ -291,9 +305,13 @@ class GroundingTask(Task):
             "refs_file": None,
             "instances_file": "instances.json",
             "prompt_template": DEFAULT_PROMPT,
+            "box_format": None,
+            "box_units": None,
         }
         opts = take_options(params, defaults, "grounding loader")
         check_int(opts["coord_max"], "coord_max", lo=1)
+        check_box_convention(opts["box_format"], opts["box_units"])
+        convention = {"box_format": opts["box_format"] or "xywh", "box_units": opts["box_units"] or "pixels"}
         _check_template(opts["prompt_template"])
         refs_path, inst_path = _find_files(Path(path), opts["refs_file"], opts["instances_file"])
         folder = refs_path.parent
@@ -326,7 +344,9 @@ class GroundingTask(Task):
             if img is None:
                 raise DataError(f"{loc}: field 'image_id': image {ref['image_id']!r} not in {inst_path}")
             width, height = _image_size(img, inst_path)
-            box = to_coords(_xywh_to_xyxy(ann, inst_path), width, height, opts["coord_max"])
+            frac = box_fractions(ann.get("bbox"), width=width, height=height,
+                                 loc=f"{inst_path}: annotation {ann.get('id')!r}: field 'bbox'", **convention)
+            box = to_coords(frac, 1.0, 1.0, opts["coord_max"])
             file = _image_file(image_dir, img["file_name"])
             image = cache.get(file, loc, expect_size=(width, height))
             sentences = ref["sentences"]
@@ -371,20 +391,20 @@ class GroundingTask(Task):
         return {"acc_iou50": float(v >= 0.5), "mean_iou": float(v), "unparseable": 0.0}
 
     def from_record(self, image: Image.Image, question: str, answer: Any, loc: str, **params: Any) -> Example:
-        """A box [x0, y0, x1, y1] in pixels of the stored image as the answer; written on the
+        """A box as the answer, in the convention of task params `box_format` / `box_units`
+        (default xyxy pixels of the displayed image; `sweeps.tasks.boxes`), written on the
         `coord_max` grid (task param, default as for synthetic data) like the loaders do."""
         p = build_params(GroundingParams, params, "grounding")
         if isinstance(answer, str):
-            answer = answer.replace(",", " ").strip("[]() ").split()
-        try:
-            box = tuple(float(v) for v in answer)
-        except (TypeError, ValueError):
-            raise DataError(f"{loc}: the answer must be a box [x0, y0, x1, y1], got {answer!r}") from None
-        width, height = image.size  # the stored image: the box is in its pixels
-        if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
-            raise DataError(f"{loc}: the answer must be a box [x0, y0, x1, y1] with x0 < x1, y0 < y1, "
-                            f"got {answer!r}")
-        coords = to_coords(box, width, height, p.coord_max)  # type: ignore[arg-type]
+            parts = answer.replace(",", " ").strip("[]() ").split()
+            try:
+                answer = [float(v) for v in parts]
+            except ValueError:
+                raise DataError(f"{loc}: a box must be 4 numbers, got {answer!r}") from None
+        width, height = image.size  # the displayed image: the box is in its frame
+        frac = box_fractions(answer, box_format=p.box_format or "xyxy", box_units=p.box_units or "pixels",
+                             width=width, height=height, loc=loc)
+        coords = to_coords(frac, 1.0, 1.0, p.coord_max)
         return Example(image=image, prompt=question, answer=format_box(coords, p.coord_max), target=coords,
                        meta={"source": loc, "coord_max": p.coord_max})
 
@@ -466,17 +486,6 @@ def _image_size(img: dict[str, Any], inst_path: Path) -> tuple[int, int]:
     if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
         raise DataError(f"{inst_path}: image {img.get('id')!r}: fields 'width'/'height' must be positive integers")
     return w, h
-
-
-def _xywh_to_xyxy(ann: dict[str, Any], inst_path: Path) -> tuple[float, float, float, float]:
-    b = ann.get("bbox")
-    numbers = isinstance(b, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
-    if not numbers or len(b) != 4 or b[2] <= 0 or b[3] <= 0:
-        raise DataError(
-            f"{inst_path}: annotation {ann.get('id')!r}: field 'bbox' must be [x, y, w, h] "
-            f"with w, h > 0, got {b!r}"
-        )
-    return (b[0], b[1], b[0] + b[2], b[1] + b[3])
 
 
 def _image_file(image_dir: Path, file_name: str) -> Path:

@@ -5,20 +5,24 @@ touches the network: a folder written by `Dataset.save_to_disk` / `DatasetDict.s
 read with `load_from_disk`; a parquet / arrow / json / csv file with `load_dataset(<format>,
 data_files=...)`; any other folder (parquet files, an `imagefolder`) or a hub id with
 `load_dataset(path, config)` (hub ids need the machine online; `HF_HUB_OFFLINE=1` is honoured).
-Images are decoded here, one row at a time, so an unreadable one is a DataError naming the dataset,
-split, row and column; so are a missing column and an empty split.
+Images are decoded here, one row at a time, by the one decoder of every loader
+(`sweeps.tasks.images.decode_image`: EXIF orientation applied, transparency on white, 16-bit
+images scaled by their range, ...), so an unreadable one is a DataError naming the dataset, split,
+row and column; so are a missing column, an empty split, an empty question and an empty answer. A
+relative image path is relative to the dataset's folder (or its file's folder); a hub dataset's
+relative paths are refused. Answers of float32 / float16 columns keep their own precision.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+import numpy as np
 
-from .base import DataError, Example, Task
+from .base import DataError, Example, Task, resize_square, rgb_example
+from .images import decode_image
 
 __all__ = ["load_hf"]
 
@@ -49,24 +53,25 @@ def _open_split(data: Any, split: str) -> Any:
                                  streaming=data.streaming)
 
 
-def _image(value: Any, base: Path | None, loc: str) -> Image.Image:
-    """A PIL image from an undecoded `Image` feature ({"bytes", "path"}), a path or a PIL image."""
-    try:
-        if isinstance(value, Image.Image):
-            return value.convert("RGB")
-        if isinstance(value, dict) and value.get("bytes"):
-            with Image.open(io.BytesIO(value["bytes"])) as im:
-                return im.convert("RGB")
-        path = value.get("path") if isinstance(value, dict) else value
-        if isinstance(path, str) and path:
-            p = Path(path).expanduser()
-            if not p.is_absolute() and base is not None:
-                p = base / p
-            with Image.open(p) as im:
-                return im.convert("RGB")
-    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for bad files
-        raise DataError(f"{loc}: cannot read the image: {type(exc).__name__}: {exc}") from None
-    raise DataError(f"{loc}: not an image (expected an Image feature, bytes or a path), got {type(value).__name__}")
+def _float_type(feature: Any) -> type | None:
+    """np.float16 / np.float32 when the answer column (or its list items) holds such floats: their
+    values reach Python as float64 (0.1 as 0.10000000149011612) and are written at their own
+    precision (`sweeps.tasks.parsing.number_text`)."""
+    dtype = getattr(feature, "dtype", None)
+    if dtype in ("float16", "float32"):
+        return {"float16": np.float16, "float32": np.float32}[dtype]
+    inner = getattr(feature, "feature", None)
+    return _float_type(inner) if inner is not None else None
+
+
+def _typed(answer: Any, float_type: type | None) -> Any:
+    if float_type is None:
+        return answer
+    if isinstance(answer, float):
+        return float_type(answer)
+    if isinstance(answer, list):
+        return [float_type(v) if isinstance(v, float) else v for v in answer]
+    return answer
 
 
 def load_hf(data: Any, task: Task, *, split: str, limit: int | None = None, image_size: int | None = None,
@@ -110,19 +115,24 @@ def load_hf(data: Any, task: Task, *, split: str, limit: int | None = None, imag
         ds = ds.cast_column(cols.image, datasets.Image(decode=False))  # decode per row: errors name the row
     base = Path(data.hf).expanduser()
     base = base if base.is_dir() else base.parent if base.exists() else None
+    float_type = _float_type(ds.features.get(cols.answer)) if ds.features else None
     out: list[Example] = []
     for i, row in enumerate(ds):
         if limit is not None and i >= limit:
             break
         loc = f"{where}: row {i}"
-        image = _image(row[cols.image], base, f"{loc}: column {cols.image!r}")
+        image = decode_image(row[cols.image], f"{loc}: column {cols.image!r}", base=base)
+        question = row[cols.question]
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"{loc}: column {cols.question!r} must be a non-empty text, got {question!r}")
         answer = row[cols.answer]
         if answer is None:
             raise DataError(f"{loc}: column {cols.answer!r} is empty")
-        ex = task.from_record(image, str(row[cols.question]), answer, f"{loc}: column {cols.answer!r}",
+        ex = task.from_record(image, question, _typed(answer, float_type), f"{loc}: column {cols.answer!r}",
                               **(params or {}))
-        if image_size is not None and ex.image.size != (image_size, image_size):
-            ex = dataclasses.replace(ex, image=ex.image.resize((image_size, image_size), Image.Resampling.BICUBIC))
+        ex = rgb_example(ex, loc)  # a plug-in's from_record may hand back another image
+        if image_size is not None:
+            ex = dataclasses.replace(ex, image=resize_square(ex.image, image_size))
         out.append(ex)
     if not out:
         raise DataError(f"{where}: no rows")

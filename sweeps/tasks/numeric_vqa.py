@@ -1,10 +1,13 @@
 """numeric_vqa: any image + question + numeric answer, for a user's own dataset with no code.
 
 The answer is one number or a fixed-length list of numbers (`length`, e.g. 4 for a box). It is
-written as the numbers separated by ", " (`decimals` fixed decimals, else integers as integers
-and other values with up to 6 significant digits; a comma, since digits separated only by spaces
-are read as one number, as single-digit tokenizers decode "2 4" for "24"); a generated text is
-parsed for its first `length` numbers (`sweeps.tasks.parsing.find_numbers`).
+written as the numbers separated by ", " (a comma, since digits separated only by spaces are read
+as one number, as single-digit tokenizers decode "2 4" for "24"), each with `decimals` fixed
+decimals when given, else with exactly the precision the dataset gives: an integer as its digits,
+a float as its shortest decimal (2601.0 -> "2601", 0.1 -> "0.1"), a number in a text as written
+("0.10" stays "0.10"); `sweeps.tasks.base.number_answer`. NaN, inf and empty answers are refused
+(one DataError naming the row and column). A generated text is parsed for its first `length`
+numbers (`sweeps.tasks.parsing.find_numbers`).
 
 Metrics (`metrics` param, any of; `unparseable` always):
 
@@ -17,7 +20,8 @@ Metrics (`metrics` param, any of; `unparseable` always):
 | iou               | box IoU of [x0, y0, x1, y1] (length 4 only)                   |
 
 Data: Hugging Face datasets (`task.data` in a spec, see `sweeps.tasks.hf`) or a JSON / JSON Lines
-file of records {"image": path, "question": text, "answer": number or list} (`task.data_path`).
+file of records {"image": path, "question": text, "answer": number or list} (`task.data_path`;
+a file holding several splits has a `split` field per record, as for counting).
 Synthetic data (for trying a spec without data): counting scenes for `length` 1, grounding
 boxes for `length` 4.
 """
@@ -41,13 +45,13 @@ from .base import (
     check_load_args,
     field_value,
     nonempty,
-    read_records,
+    number_answer,
     resolve_image,
-    split_file,
+    split_records,
     where,
 )
 from .grounding import iou
-from .parsing import find_numbers, format_number
+from .parsing import find_number_texts, find_numbers, format_number
 
 METRICS = ("exact_match", "relaxed_accuracy", "mae", "within_k", "iou")
 
@@ -77,10 +81,10 @@ class NumericVQAParams:
         check_int(self.image_size, "image_size", lo=8)
 
 
-def _text(values: tuple[float, ...], decimals: int | None) -> str:
+def _text(texts: tuple[str, ...], values: tuple[float, ...], decimals: int | None) -> str:
     if decimals is not None:
         return ", ".join(format_number(v, decimals) for v in values)
-    return ", ".join(str(int(v)) if float(v).is_integer() else f"{v:.6g}" for v in values)
+    return ", ".join(texts)
 
 
 class NumericVQATask(Task):
@@ -91,6 +95,7 @@ class NumericVQATask(Task):
     metric_modes = {"exact_match": "max", "relaxed_accuracy": "max", "mae": "min", "within_k": "max",
                     "iou": "max", "unparseable": "min"}
     _params_cls = NumericVQAParams
+    data_params = ("metrics", "length", "tolerance", "k", "decimals")  # a JSON file is scored like a dataset
 
     def example(self, p: NumericVQAParams, seed: int, index: int, context: Any = None) -> Example:
         from . import get_task  # a counting or grounding scene, re-labelled
@@ -99,44 +104,53 @@ class NumericVQATask(Task):
         if p.length not in (1, 4):
             raise ValueError("parameter 'length': synthetic numeric_vqa data has length 1 or 4; give data")
         ex = base.example(build_params(base._params_cls, {"image_size": p.image_size}, base.name), seed, index, None)
-        values = (float(ex.target),) if p.length == 1 else tuple(float(v) for v in ex.target)
-        return self._make(ex.image, ex.prompt, values, p, {"source": "synthetic", "index": index})
+        ints = (int(ex.target),) if p.length == 1 else tuple(int(v) for v in ex.target)
+        return self._make(ex.image, ex.prompt, tuple(str(v) for v in ints), p, {"source": "synthetic", "index": index})
 
-    def _make(self, image: Image.Image, question: str, values: tuple[float, ...], p: NumericVQAParams,
+    def _make(self, image: Image.Image, question: str, texts: tuple[str, ...], p: NumericVQAParams,
               meta: dict[str, Any]) -> Example:
+        values = tuple(float(t) for t in texts)
         meta = {**meta, "metrics": p.metrics, "tolerance": p.tolerance, "k": p.k, "length": p.length}
-        return Example(image=image, prompt=question, answer=_text(values, p.decimals), target=values, meta=meta)
+        return Example(image=image, prompt=question, answer=_text(texts, values, p.decimals), target=values,
+                       meta=meta)
 
     def from_record(self, image: Image.Image, question: str, answer: Any, loc: str, **params: Any) -> Example:
-        """One number, a list of `length` numbers, or a text holding them, as the answer."""
+        """One number, a list of `length` numbers, or a text holding them, as the answer (see the
+        module docstring for how each is written and what is refused)."""
         p = build_params(NumericVQAParams, params, self.name)
         if isinstance(answer, str):
-            values = find_numbers(answer)
-        elif isinstance(answer, (list, tuple)):
-            values = answer
+            if not answer.strip():
+                number_answer(answer, loc)  # the one message for an empty answer
+            texts = tuple(find_number_texts(answer))
+            if not texts:
+                number_answer(answer, loc)  # "nan", "inf", words: the one message for each
         else:
-            values = [answer]
-        try:
-            nums = tuple(float(v) for v in values if not isinstance(v, bool))
-        except (TypeError, ValueError):
-            nums = ()
-        if len(nums) != p.length or len(nums) != len(values):
+            values = list(answer) if isinstance(answer, (list, tuple)) else [answer]
+            if len(values) != p.length:
+                raise DataError(f"{loc}: the answer must hold {p.length} number(s) (task.params.length), "
+                                f"got {answer!r}")
+            texts = tuple(number_answer(v, f"{loc}: item {j}" if len(values) > 1 else loc)[0]
+                          for j, v in enumerate(values))
+        if len(texts) != p.length:
             raise DataError(f"{loc}: the answer must hold {p.length} number(s) (task.params.length), "
                             f"got {answer!r}")
-        return self._make(image, question, nums, p, {"source": loc})
+        return self._make(image, question, texts, p, {"source": loc})
 
     def load(self, path: str | Path, *, split: str | None = None, limit: int | None = None,
              image_size: int | None = None, **params: Any) -> list[Example]:
-        """Records {"image", "question", "answer"} from a JSON / JSON Lines file (or <path>/<split>.json[l])."""
+        """Records {"image", "question", "answer"} from a JSON / JSON Lines file (or
+        <path>/<split>.json[l]; a file of several splits is filtered by each record's `split`)."""
         check_load_args(limit, image_size)
-        file = split_file(Path(path), split)
+        file, records = split_records(Path(path), split)
         images = ImageCache(image_size)
         out = []
-        for i, rec in enumerate(read_records(file)[:limit]):
+        for i, rec in records[:limit]:
             loc = where(file, i, rec.get("id"))
             image = images.get(resolve_image(field_value(rec, ("image",), loc, "image path"), file.parent,
                                              loc, "image"), loc)
-            question = str(field_value(rec, ("question",), loc, "question text"))
+            question = field_value(rec, ("question",), loc, "question text")
+            if not isinstance(question, str) or not question.strip():
+                raise DataError(f"{loc}: field 'question' must be a non-empty text, got {question!r}")
             out.append(self.from_record(image, question, field_value(rec, ("answer",), loc, "numeric answer"),
                                         f"{loc}: field 'answer'", **params))
         return nonempty(out, file, split)

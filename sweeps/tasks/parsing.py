@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 _SPACED_DIGITS = re.compile(r"(?<=\d)\s+(?=\d)")
 _SPACED_POINT = re.compile(r"(?<=\d) ?\. ?(?=\d)")
 # sign? (thousands-grouped | plain | nothing before a ".5") fraction?
@@ -42,14 +44,37 @@ def join_spaced_digits(text: str) -> str:
     return _SPACED_POINT.sub(".", _SPACED_DIGITS.sub("", text))
 
 
-def find_numbers(text: str) -> list[float]:
-    """All numbers in `text`, in order, after `join_spaced_digits`."""
+def find_number_texts(text: str) -> list[str]:
+    """All numbers in `text`, in order, after `join_spaced_digits`, each as written: its digits
+    and decimals kept ("0.10" stays "0.10"), thousands separators and a "+" sign dropped, a "\u2212"
+    sign written "-", a bare ".5" written "0.5"."""
     out = []
     for m in _NUMBER.finditer(join_spaced_digits(text)):
         sign, whole, frac = m.group(1), m.group(2), m.group(3) or ""
-        value = float((whole.replace(",", "") or "0") + frac)
-        out.append(-value if sign in ("-", "\u2212") else value)
+        out.append(("-" if sign in ("-", "\u2212") else "") + (whole.replace(",", "") or "0") + frac)
     return out
+
+
+def find_numbers(text: str) -> list[float]:
+    """All numbers in `text`, in order, after `join_spaced_digits` (see `find_number_texts`)."""
+    return [float(t) for t in find_number_texts(text)]
+
+
+def number_text(value: int | float | np.integer | np.floating) -> str:
+    """A finite number as answer text, with exactly the precision it carries: an integer as its
+    digits; a float (NumPy float16/32/64 too) as the shortest positional decimal that reads back as
+    the same value at its own precision (2601.0 -> "2601", 0.1 -> "0.1", float32 0.1 -> "0.1",
+    1e-7 -> "0.0000001"; never "2601.0", "0.10000000000000001" or an exponent); "-0" is "0".
+
+    Raises:
+        ValueError: `value` is NaN or infinite (callers turn it into a DataError naming the row).
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    if not np.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    text = np.format_float_positional(value, trim="-")
+    return "0" if text in ("-0", "0") else text
 
 
 def parse_number(text: str) -> float | None:

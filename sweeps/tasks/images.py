@@ -1,0 +1,236 @@
+"""The one image decoder of every loader: a file, bytes, a Hugging Face `Image` value or a PIL image
+becomes the 8-bit RGB picture a person sees when opening the file.
+
+Used by the JSON / folder loaders (`sweeps.tasks.base.open_image`, `ImageCache`), Hugging Face
+datasets (`sweeps.tasks.hf`) and plug-in tasks through the task base class (`Task.synthetic`,
+`as_rgb`). The rules are those of `datasets` (which applies the EXIF orientation when it decodes an
+`Image` feature) and transformers (whose `convert_to_rgb` composites alpha on white):
+
+1. **Frame 0** of an animated or multi-page file (GIF, APNG, WebP, TIFF pages).
+2. **EXIF orientation applied** (`PIL.ImageOps.exif_transpose`): the image is the one viewers and
+   `datasets` show, and so are the boxes that refer to it (annotation tools draw on the displayed
+   image; see docs/data.md). `image.info["slsweep_exif_transposed"]` says whether the file's
+   pixels were rotated or flipped.
+3. **Transparency composited on white**: modes with alpha (RGBA, LA, PA, La, RGBa) and images with a
+   transparent colour or palette index (`info["transparency"]`, e.g. a P image) are laid over a
+   white background, so a chart saved with a transparent background stays a chart on white instead
+   of turning black.
+4. **16-bit and 32-bit integer and float images** (I;16, I;16B, I;16L, I;16N, I, F) are scaled to 8
+   bits by their own range: value v becomes round(255 * (v - min) / (max - min)) over the finite
+   pixels (a 16-bit microscopy image that uses 0..4000 of 0..65535 is not nearly black, and one
+   whose values exceed 255 is not white). A constant image (min == max) has no range: it becomes
+   mid-grey (128) everywhere. NaN and -inf pixels of a float image become 0, +inf pixels 255.
+5. **Every other mode** (1, L, P without transparency, CMYK, YCbCr, RGBX, ...) by Pillow's own
+   conversion to RGB (a grey image becomes three equal channels; CMYK is converted without a colour
+   profile, as transformers and `datasets` do).
+6. **Decompression-bomb limit kept**: an image of more than `PIL.Image.MAX_IMAGE_PIXELS` pixels
+   (Pillow's warning threshold, 89 million by default) is refused rather than decoded.
+7. **Fully decoded** here, so a truncated or corrupt file fails now, naming the row, not in a worker.
+
+Every failure is one `DataError` line that starts with the caller's `loc` (file, record, column):
+a missing file, a folder, a symlink loop, an unreadable or non-regular file, an unknown format, a
+decompression bomb, an undecodable mode.
+
+The result is a new RGB image whose `info` holds `slsweep_source_mode` (the file's own mode, e.g.
+"I;16", "RGBA", "P") and `slsweep_exif_transposed` (bool), for `slsweep data` and for tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+from .base import DataError
+
+__all__ = ["SOURCE_MODE", "EXIF_TRANSPOSED", "as_rgb", "decode_image"]
+
+SOURCE_MODE = "slsweep_source_mode"
+"""`image.info` key: the mode of the source image before conversion (e.g. "I;16", "RGBA")."""
+EXIF_TRANSPOSED = "slsweep_exif_transposed"
+"""`image.info` key: True when the EXIF orientation rotated or flipped the source's pixels."""
+
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def decode_image(source: Any, loc: str, *, base: Path | None = None) -> Image.Image:
+    """The picture in `source` as a new 8-bit RGB image, decoded by the module's rules.
+
+    Args:
+        source: a path (str or Path), the file's bytes, a Hugging Face `Image` value
+            {"bytes": bytes or None, "path": str or None} (bytes first, as `datasets` does), or a
+            PIL image.
+        loc: where the image comes from ("file: record 3: field 'image'"), the start of every
+            DataError message.
+        base: the folder a relative path is relative to (None: a relative path is refused, since
+            the process's current folder is no place a dataset names).
+
+    Returns:
+        An RGB `PIL.Image.Image` (size = the displayed size, after the EXIF orientation), with
+        `info["slsweep_source_mode"]` and `info["slsweep_exif_transposed"]` set.
+
+    Raises:
+        DataError: the source is no image or cannot be read or decoded (one line, starting `loc`).
+    """
+    if isinstance(source, Image.Image):
+        return _open_and_convert(source, loc, "the image")
+    if isinstance(source, dict):
+        if source.get("bytes"):
+            source = source["bytes"]
+        elif isinstance(source.get("path"), str) and source["path"]:
+            source = source["path"]
+        else:
+            raise DataError(f"{loc}: the image value has neither bytes nor a path")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _open_and_convert(io.BytesIO(bytes(source)), loc, "the image")
+    if isinstance(source, (str, Path)) and str(source).strip():
+        path = _resolve(source, base, loc)
+        return _open_and_convert(path, loc, f"image {path}")
+    raise DataError(f"{loc}: not an image (expected a path, bytes, an Image value or a PIL image), "
+                    f"got {type(source).__name__}")
+
+
+def as_rgb(image: Image.Image, loc: str) -> Image.Image:
+    """`image` when it is already a plain RGB picture (no transparency, no EXIF orientation), with
+    the `info` keys set; else `decode_image(image, loc)`. For images a task made in memory."""
+    if not isinstance(image, Image.Image):
+        raise DataError(f"{loc}: the example's image is a {type(image).__name__}, not a PIL image")
+    if image.mode == "RGB" and not _has_transparency(image) and not _orientation(image, loc):
+        image.info.setdefault(SOURCE_MODE, "RGB")
+        image.info.setdefault(EXIF_TRANSPOSED, False)
+        return image
+    return decode_image(image, loc)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _resolve(source: str | Path, base: Path | None, loc: str) -> Path:
+    path = Path(os.path.expanduser(str(source)))
+    if not path.is_absolute():
+        if base is None:
+            raise DataError(f"{loc}: relative image path {str(source)!r} but no folder it is relative to "
+                            "(give an absolute path)")
+        path = base / path
+    return path
+
+
+def _open_and_convert(fp: Path | io.BytesIO | Image.Image, loc: str, what: str) -> Image.Image:
+    if isinstance(fp, Path):
+        _check_path(fp, loc)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if isinstance(fp, Image.Image):
+                return _convert(fp, loc)
+            with Image.open(fp) as im:
+                im.seek(0)
+                return _convert(im, loc)
+    except DataError:
+        raise
+    except _BOMB as exc:
+        raise DataError(f"{loc}: {what} is a decompression bomb by Pillow's limit "
+                        f"(Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels): {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{loc}: cannot read {what}: not an image format Pillow can read") from None
+    except OSError as exc:
+        raise DataError(f"{loc}: cannot read {what}: {_os_reason(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises SyntaxError, ValueError, ... for corrupt files
+        raise DataError(f"{loc}: cannot read {what}: {type(exc).__name__}: {exc}") from None
+
+
+def _check_path(path: Path, loc: str) -> None:
+    """One line for a path that cannot be an image file (before PIL blocks on a FIFO, say)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise DataError(f"{loc}: image file not found: {path}") from None
+        raise DataError(f"{loc}: cannot read image {path}: {_os_reason(exc)}") from None
+    if path.is_dir():
+        raise DataError(f"{loc}: image path is a folder, not a file: {path}")
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{loc}: image path is not a regular file: {path}")
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or str(exc)
+
+
+# --------------------------------------------------------------------------- converting
+
+
+def _orientation(image: Image.Image, loc: str) -> bool:
+    """True when `image` carries an EXIF orientation other than 1 (normal)."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation)
+    except Exception as exc:  # noqa: BLE001 - a malformed EXIF block
+        raise DataError(f"{loc}: cannot read the image's EXIF data: {type(exc).__name__}: {exc}") from None
+    return value not in (None, 1)
+
+
+def _convert(image: Image.Image, loc: str) -> Image.Image:
+    source_mode = image.mode
+    image.load()  # decode every pixel now: truncated files fail here (OSError: the caller's one line)
+    transposed = _orientation(image, loc)
+    try:
+        if transposed:
+            image = ImageOps.exif_transpose(image)
+        if image.mode in _HIGH_DEPTH_MODES:
+            out = _scale_to_8bit(image)
+        elif _has_transparency(image):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            out = Image.alpha_composite(white, rgba).convert("RGB")
+        elif image.mode == "RGB":
+            out = image.copy()
+        else:
+            out = image.convert("RGB")
+    except DataError:
+        raise
+    except _BOMB:
+        raise
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's conversions raise ValueError for odd modes
+        raise DataError(f"{loc}: cannot convert image mode {source_mode} to RGB: {type(exc).__name__}: {exc}"
+                        ) from None
+    out.info = {SOURCE_MODE: source_mode, EXIF_TRANSPOSED: transposed}
+    return out
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    """An alpha channel, a transparent colour / palette index, or a palette with alpha (rule 3)."""
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return True
+    return image.mode == "P" and image.palette is not None and image.palette.mode == "RGBA"
+
+
+def _scale_to_8bit(image: Image.Image) -> Image.Image:
+    """A grey RGB image from a 16/32-bit integer or float image, by its finite min..max (rule 4)."""
+    a = np.asarray(image).astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.any():
+        grey = np.full(a.shape, 128, dtype=np.uint8)
+    else:
+        lo, hi = float(a[finite].min()), float(a[finite].max())
+        if hi == lo:
+            grey = np.full(a.shape, 128, dtype=np.uint8)
+        else:
+            a = np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo)
+            grey = np.rint((a - lo) * (255.0 / (hi - lo))).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
