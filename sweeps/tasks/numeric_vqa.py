@@ -119,11 +119,12 @@ class NumericVQATask(Task):
         module docstring for how each is written and what is refused)."""
         p = build_params(NumericVQAParams, params, self.name)
         if isinstance(answer, str):
-            if not answer.strip():
-                number_answer(answer, loc)  # the one message for an empty answer
-            texts = tuple(find_number_texts(answer))
-            if not texts:
-                number_answer(answer, loc)  # "nan", "inf", words: the one message for each
+            try:  # one number as a whole ("1e3", "0.10"), else the numbers in the text ("12, 40, 33, 61")
+                texts = (number_answer(answer, loc)[0],)
+            except DataError:
+                texts = tuple(find_number_texts(answer))
+                if not texts:  # empty, "nan", "inf", words: number_answer's one message
+                    raise
         else:
             values = list(answer) if isinstance(answer, (list, tuple)) else [answer]
             if len(values) != p.length:
