@@ -155,7 +155,7 @@ def fill_store(root: Path) -> Store:
     return store
 
 
-_CACHE: dict[str, Store] = {}
+_CACHE: dict[str, object] = {}
 
 
 def _scratch_dir(config: pytest.Config, factory: pytest.TempPathFactory) -> Path:
@@ -184,3 +184,96 @@ def report_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def report_runs(report_store: Store) -> SweepRuns:
     """The newest sweep of the store, finished trials only."""
     return load_sweep(tracking_uri=report_store.uri)
+
+
+# -- a search sweep and a replicate sweep with known values (issue 20) ---------------------------
+
+# TPE-like: 8 soft-label trials on seed 0, each its own psi/eta/lam/lr (every eta unique), plus hard CE
+# on seed 0. Values chosen so that joining the dots by eta would draw a V (eta 0.15 has an unrelated lr).
+SEARCH_TRIALS = [  # psi, eta, lam, lr, exact_match
+    ("gaussian", 0.05, 1.5, 3e-4, 0.45), ("laplace", 0.15, 2.5, 1e-2, 0.11),
+    ("triangular", 0.25, 1.2, 1e-3, 0.44), ("gaussian", 0.08, 3.0, 5e-4, 0.40),
+    ("laplace", 0.22, 1.8, 2e-3, 0.38), ("triangular", 0.12, 2.2, 8e-4, 0.42),
+    ("gaussian", 0.28, 2.8, 4e-3, 0.30), ("laplace", 0.03, 1.1, 6e-4, 0.43),
+]
+SEARCH_HARD = 0.36
+# Replicates: triangular psi, lam 2, lr 1e-3; seeds per eta; hard CE on seeds 0-4.
+REP_HARD = [0.50, 0.60, 0.55, 0.52, 0.58]
+REP_SOFT = {
+    0.1: [v + 0.125 for v in REP_HARD[:2]],      # constant paired difference: no test
+    0.2: [0.55, 0.62],                           # 2 pairs: a test, no power
+    0.3: [0.58, 0.66, 0.57],                     # 3 pairs: power, rough
+    0.4: [0.60, 0.65, 0.62, 0.55, 0.66],         # 5 pairs: power
+    0.5: [0.99, 0.95, 0.90],                     # near 1: a Student-t interval would pass 1
+}
+EVAL_SIZE = 500
+
+
+@dataclass
+class SearchStore:
+    uri: str
+    experiment: str  # sweeps "tpe" and "reps"
+    run_ids: dict[str, str] = field(default_factory=dict)  # "tpe-<i>", "tpe-hard", "reps-<eta>-<seed>"
+
+
+def fill_search_store(uri: str) -> SearchStore:
+    """Write the sweeps ``tpe`` and ``reps`` of experiment ``search`` into the empty store `uri`."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.create_experiment("search")
+    clock = iter(range(T0, T0 + 10**9, 1000))
+    out = SearchStore(uri, "search")
+
+    def sweep(sweep_id: str, algorithm: str) -> str:
+        pid = client.create_run(exp, start_time=next(clock), run_name=sweep_id, tags={
+            "slsweep.kind": "sweep", "slsweep.sweep_id": sweep_id}).info.run_id
+        params = {"metric.name": "exact_match", "metric.mode": "max", "search.algorithm": algorithm}
+        client.log_batch(pid, params=[Param(k, v) for k, v in params.items()])
+        return pid
+
+    def trial(pid: str, sweep_id: str, name: str, seed: int, value: float, family: str = "soft_label",
+              psi: str | None = None, eta: float | None = None, lam: float | None = None,
+              lr: float = 1e-3) -> None:
+        tags = {"mlflow.parentRunId": pid, "slsweep.kind": "trial", "slsweep.sweep_id": sweep_id,
+                "seed": str(seed), "loss": family, "trial_id": name}
+        rid = client.create_run(exp, start_time=next(clock), tags=tags, run_name=name).info.run_id
+        params = {"loss.family": family, "seed": str(seed), "task.name": "counting",
+                  "task.eval_size": str(EVAL_SIZE), "train.steps": "200", "train.lr": repr(lr)}
+        if psi:
+            params.update({"loss.psi": psi, "loss.eta": repr(eta), "loss.lam": repr(lam),
+                           "space.loss.psi": psi, "space.loss.eta": repr(eta), "space.loss.lam": repr(lam),
+                           "space.train.lr": repr(lr)})
+        metrics = []
+        for step, frac in ((100, 0.5), (200, 1.0)):
+            metrics += [Metric("exact_match", value * frac, T0 + step, step),
+                        Metric("mae", 2.0 - value * frac, T0 + step, step)]
+        client.log_batch(rid, metrics=metrics, params=[Param(k, v) for k, v in params.items()],
+                         tags=[])
+        client.set_tag(rid, "last_step", "200")
+        client.set_terminated(rid, status="FINISHED", end_time=next(clock))
+        out.run_ids[name] = rid
+
+    tpe = sweep("tpe", "tpe")
+    for i, (psi, eta, lam, lr, value) in enumerate(SEARCH_TRIALS):
+        trial(tpe, "tpe", f"tpe-{i}", 0, value, psi=psi, eta=eta, lam=lam, lr=lr)
+    trial(tpe, "tpe", "tpe-hard", 0, SEARCH_HARD, family="hard")
+    client.set_terminated(tpe, "FINISHED")
+    reps = sweep("reps", "grid")
+    for seed, value in enumerate(REP_HARD):
+        trial(reps, "reps", f"reps-hard-{seed}", seed, value, family="hard")
+    for eta, values in REP_SOFT.items():
+        for seed, value in enumerate(values):
+            trial(reps, "reps", f"reps-{eta}-{seed}", seed, value, psi="triangular", eta=eta, lam=2.0)
+    client.set_terminated(reps, "FINISHED")
+    return out
+
+
+@pytest.fixture(scope="session")
+def search_store(report_store: Store, tmp_path_factory: pytest.TempPathFactory) -> SearchStore:
+    """`fill_search_store` in a copy of the empty store (built once per session)."""
+    if "search" not in _CACHE:
+        folder = tmp_path_factory.mktemp("search-store")
+        _CACHE["search"] = fill_search_store(report_store.empty_store(folder))
+    return _CACHE["search"]

@@ -30,17 +30,23 @@ def test_each_kind_writes_a_png_and_logs_it(kind: str, report_runs: SweepRuns, t
     assert name in logged
 
 
+def _joined(ax) -> list:
+    """Line2Ds through more than one point, reference lines (runs without x) aside."""
+    return [ln for ln in ax.get_lines() if len(ln.get_xdata()) > 1 and ln.get_gid() != plots.REFERENCE_GID]
+
+
 def test_curves_draw_one_line_per_group_with_baselines(report_runs: SweepRuns) -> None:
     ax = plots.eta_curve(report_runs, by=["family", "psi", "lam"]).axes[0]
-    labels = [line.get_label() for line in ax.get_lines()]
-    # Series: (soft_label, psi, lam) groups that have eta; hard and label smoothing as references.
-    assert labels == ["family=soft_label, psi=gaussian, lam=1", "family=soft_label, psi=gaussian, lam=3",
-                      "family=soft_label, psi=laplace, lam=1", "family=hard (no eta, n=3)",
-                      "family=label_smoothing (no eta, n=3)"]
-    laplace = ax.get_lines()[2]
-    assert list(laplace.get_xdata()) == [0.1, 0.2]
+    # Lines join configurations that differ in eta alone: (gaussian, lam 1) and (laplace, lam 1);
+    # (gaussian, lam 3) has one eta: a point with its interval, no line.
+    lines = _joined(ax)
+    assert len(lines) == 2 and all(list(ln.get_xdata()) == [0.1, 0.2] for ln in lines)
     em = report_runs.trials.query("`params.loss.psi` == 'laplace' and `params.loss.eta` == 0.2")
-    assert laplace.get_ydata()[1] == pytest.approx(em["metrics.exact_match"].mean())
+    assert lines[1].get_ydata()[1] == pytest.approx(em["metrics.exact_match"].mean())
+    refs = [ln.get_label() for ln in ax.get_lines() if ln.get_gid() == plots.REFERENCE_GID]
+    assert refs == ["family=hard (no eta; n=3)", "family=label_smoothing (no eta; n=3)"]
+    dots = sum(len(c.get_offsets()) for c in ax.collections if c.get_label().startswith("family="))
+    assert dots == 15  # every soft-label trial one dot
     with pytest.raises(ReportError, match="'psi'.*not numeric"):
         plots.param_curve(report_runs, "psi")
     with pytest.raises(ReportError, match="unknown column 'zeta'"):
@@ -51,9 +57,8 @@ def test_curves_without_reference_runs_have_no_reference_line(report_runs: Sweep
     """An eta grid where every run has eta (the eta ablation) draws no "(no eta)" reference."""
     soft = report_runs.trials[report_runs.trials["params.loss.family"] == "soft_label"]
     ax = plots.eta_curve(dataclasses.replace(report_runs, trials=soft), by=["psi", "lam"]).axes[0]
-    labels = [line.get_label() for line in ax.get_lines()]
-    assert labels and not [label for label in labels if "(no eta)" in label]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
+    assert not [ln for ln in ax.get_lines() if ln.get_gid() == plots.REFERENCE_GID]
+    assert not [t for t in ax.get_legend().get_texts() if "(no eta" in t.get_text()]
 
 
 def test_learning_curves_use_the_per_step_history(report_store: Store, report_runs: SweepRuns) -> None:
@@ -62,8 +67,12 @@ def test_learning_curves_use_the_per_step_history(report_store: Store, report_ru
     final = hist[(hist.metric == "exact_match") & (hist.step == STEPS[-1])].set_index("run_id")["value"]
     assert final.to_dict() == {t.run_id: t.exact_match for t in report_store.finished()}
     ax = plots.learning_curves(report_runs, "train_loss", by=["family"]).axes[0]
-    assert [line.get_label() for line in ax.get_lines()] == ["family=hard (n=3)", "family=label_smoothing (n=3)",
-                                                            "family=soft_label (n=15)"]
+    # soft_label pools 5 configurations: each of its 15 runs is drawn on its own, never averaged.
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert [x for x in labels if not x.startswith("_")] == [
+        "family=hard (n=3)", "family=label_smoothing (n=3)",
+        "family=soft_label (5 configurations: each run, no band)"]
+    assert len(labels) == 2 + 15
     np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), STEPS)
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [2 - (k + 1) / 3 for k in range(3)])
 
@@ -104,10 +113,14 @@ def test_importance_from_mlflow_runs_and_from_a_persisted_study(report_store: St
 
 def test_bars_and_parallel_cover_all_trials(report_runs: SweepRuns) -> None:
     ax = plots.psi_bars(report_runs).axes[0]
-    dots = [line.get_ydata()[0] for line in ax.get_lines() if line.get_marker() == "o"]
+    dots = [line.get_ydata()[0] for line in ax.get_lines() if line.get_marker() in ("o", "D")]
     means = report_runs.trials.groupby(["params.loss.family", "params.loss.psi"], dropna=False)[
         "metrics.exact_match"].mean()
     assert dots == pytest.approx(list(means)) and not ax.patches  # dots and intervals, no bars
+    # hard and label smoothing are one configuration each (an interval); the soft-label psi
+    # groups pool eta/lam configurations: a hollow diamond, their runs as dots, no interval.
+    assert len([ln for ln in ax.get_lines() if ln.get_marker() == "D"]) == 2
+    assert len([ln for ln in ax.get_lines() if ln.get_marker() == "_"]) == 2 * 2
     par = plots.parallel(report_runs, "mae").axes[0]
     polylines = [line for line in par.get_lines() if len(line.get_xdata()) == 5]  # 4 params + metric
     assert len(polylines) == len(report_runs.trials)

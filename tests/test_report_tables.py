@@ -158,7 +158,15 @@ def test_grouping_by_chosen_columns_pools_the_rest(report_store: Store, report_r
     assert _row(table, psi="gaussian")["exact_match.n"] == len(gauss) == 9
     assert _row(table, psi="gaussian")["exact_match.mean"] == pytest.approx(
         np.mean([t.exact_match for t in gauss]))
-    assert any("differ in family, eta, lam share a row" in n for n in table.notes)
+    # psi=gaussian pools 3 configurations (eta, lam): its spread is shown, never an interval.
+    row = _row(table, psi="gaussian")
+    assert row["group"] == "pooled" and row["configs"] == 3 and row["seeds"] == 3
+    assert math.isnan(row["exact_match.ci_low"]) and math.isnan(row["exact_match.ci_high"])
+    assert (row["exact_match.min"], row["exact_match.max"]) == (min(t.exact_match for t in gauss),
+                                                                max(t.exact_match for t in gauss))
+    assert any("pooled rows mix configurations that differ in family, eta, lam" in n for n in table.notes)
+    assert any("3 rows pool configurations (3 configurations, 3 seeds each; 2 configurations, 3 seeds each)"
+               in n for n in table.notes)
     whole = ablation_table(report_runs, by=["psi", "eta"], metrics=["mae"])
     assert len(whole.rows) == 5 and whole.metrics == ["mae"]
 
@@ -262,7 +270,9 @@ def test_ties_and_constant_values_are_not_marked_or_tested(report_runs: SweepRun
     assert table.best_rows("step") == set() and "**" not in to_markdown(table).split("\n", 1)[1]
     assert any("same mean step: nothing marked" in n for n in table.notes)
     assert table.rows["step.p"].isna().all()
-    assert any("do not vary, so t is undefined" in n for n in table.notes)
+    assert set(table.rows["step.note"].dropna()) >= {"no test: differences do not vary",
+                                                     "no test: values do not vary"}
+    assert "no test: differences do not vary" in to_markdown(table) and "***" not in to_markdown(table)
 
 
 def test_latex_booktabs_and_escaping(report_runs: SweepRuns) -> None:
@@ -326,7 +336,10 @@ def test_table_command(cli: typer.Typer, report_store: Store, report_runs: Sweep
     rows = pd.read_csv(io.StringIO(res.stdout))
     assert rows["step"].tolist() == ["30", "30 (failed)", "30", "30", "30 (stopped)"]
     assert rows["exact_match.n"].tolist() == [3, 1, 3, 15, 1]
-    assert rows["exact_match.p"].isna().tolist() == [True, True, False, False, True]
+    # soft_label pools 5 configurations (psi, eta, lam): a spread, never a test.
+    assert rows["group"].tolist() == ["replicates", "replicates", "replicates", "pooled", "replicates"]
+    assert rows["exact_match.p"].isna().tolist() == [True, True, False, True, True]
+    assert rows["exact_match.ci_low"].isna().tolist() == [False, True, False, True, True]
     assert not rows["exact_match.best"][rows["step"] != "30"].any()
 
 

@@ -358,10 +358,11 @@ def test_each_kind_groups_by_its_own_parameter_and_captions_what_it_drew(report_
         ["hard", "—"], ["label_smoothing", "—"]]
     assert "per family / psi" in plots.caption(bars)
     eta = plots.plot(runs, "eta-curve")  # series: psi; lam varies inside a psi at eta 0.1
-    assert "per psi" in plots.caption(eta) and "lam vary between the dots" in plots.caption(eta)
-    assert not [ln for ln in eta.axes[0].get_lines() if ln.get_linestyle() == "-"]  # no joined lines
+    cap = plots.caption(eta)
+    assert "per psi" in cap and "marker size: lam" in cap
+    assert "2 line(s) join configurations that differ in eta alone" in cap  # (psi, lam 1) at eta 0.1, 0.2
     lam = plots.plot(runs, "eta-curve", by=["psi", "lam"])
-    assert "per psi / lam" in plots.caption(lam) and "95% Student-t bands" in plots.caption(lam)
+    assert "per psi / lam" in plots.caption(lam) and "95% Student-t interval" in plots.caption(lam)
     for kind in plots.KINDS:
         fig = plots.plot(runs, kind)
         assert plots.caption(fig) and _fits(fig), kind
@@ -376,7 +377,7 @@ def test_curves_mark_single_seed_points_and_titles_fit(trust_runs: SweepRuns) ->
     fig = plots.eta_curve(dataclasses.replace(runs, trials=soft))
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.texts] == ["n=1"]
-    assert "1 point(s) rest on one seed (n=1): no band there" in plots.caption(fig)
+    assert "1 point(s) of a line rest on one seed (n=1): no interval there" in plots.caption(fig)
     long = dataclasses.replace(runs, experiment_name="an-experiment-with-a-very-long-name-" * 3)
     fig = plots.importance(long, by=["family", "seed"])
     assert _fits(fig) and fig.axes[0].get_xlim()[0] == 0

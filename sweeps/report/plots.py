@@ -6,9 +6,12 @@ parent run.
 
 Honesty rules every kind follows: group means and intervals come from full-budget observations only
 (runs stopped early, present with --all-runs, are drawn apart as grey crosses or dashed lines at the
-step they reached); a group of one seed shows its value with no interval and says n = 1; group
-values are dots with intervals (no truncated bars); titles are wrapped to the figure's width;
-values print with 4 significant digits.
+step they reached); intervals are drawn only on one configuration with 2 or more seeds
+(`sweeps.report.groups`), cut to [0, 1] for a share (`SweepRuns.metric_range`), never over several
+configurations; a line joins only configurations that differ in the x parameter alone; a group of
+one seed shows its value with no interval and says n = 1; group values are dots with intervals (no
+truncated bars); titles and captions name only what was drawn and are wrapped to the figure's
+width; values print with 4 significant digits.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from matplotlib.figure import Figure
 
 from sweeps.paths import optuna_storage_uri
 from sweeps.report.fmt import value_text
-from sweeps.report.runs import ReportError, SweepRuns, sqlite_path, param_columns
-from sweeps.report.stats import summarize
+from sweeps.report.groups import makeup, most_associated
+from sweeps.report.runs import ReportError, SweepRuns, configuration_ids, param_columns, sqlite_path
+from sweeps.report.stats import Summary, interval_text, summarize
 
 KINDS = ("eta-curve", "psi-bars", "lambda-curve", "parallel", "importance", "learning-curves")
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -114,60 +118,128 @@ def _series_default(runs: SweepRuns, frame: pd.DataFrame, x: str) -> list[str]:
     return [c for c in ("params.loss.psi",) if c != x and c in frame and frame[c].nunique() > 1]
 
 
+CONFIDENCE = 0.95  # the level of every interval a figure draws
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # shapes for a categorical second parameter
+REFERENCE_GID = "reference"  # the gid of a horizontal reference line (runs without the x param)
+
+
+def _interval_bar(ax: object, x: float, sm: Summary, color: object) -> None:
+    """A vertical interval from `sm.ci_low` to `sm.ci_high` at `x` (asymmetric when cut)."""
+    ax.errorbar([x], [sm.mean], yerr=[[sm.mean - sm.ci_low], [sm.ci_high - sm.mean]], fmt="none",
+                color=color, capsize=4, linewidth=1.2, zorder=3)
+
+
+def _second_encoding(runs: SweepRuns, frame: pd.DataFrame, mcol: str,
+                     skip: Sequence[str]) -> tuple[str | None, float, dict[object, dict]]:
+    """The other configuration parameter most associated with the metric (`groups.most_associated`)
+    and the scatter keywords of each of its values: marker shapes for <= 7 categories, sizes by
+    rank for numbers (20-140 pt^2); ``(None, nan, {})`` when none varies."""
+    candidates = [c for c in runs.config_columns() if c not in skip and c in frame
+                  and frame[c].nunique(dropna=True) > 1]
+    col, score = most_associated(frame, mcol, candidates)
+    if col is None:
+        return None, math.nan, {}
+    values = sorted(frame[col].dropna().unique(), key=lambda v: (str(type(v)), v))
+    if pd.api.types.is_numeric_dtype(frame[col]):
+        ranks = {v: i / max(1, len(values) - 1) for i, v in enumerate(values)}
+        return col, score, {v: {"s": 20 + 120 * ranks[v]} for v in values}
+    if len(values) > len(MARKERS):
+        return None, math.nan, {}
+    return col, score, {v: {"marker": MARKERS[i]} for i, v in enumerate(values)}
+
+
 def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
                 by: Sequence[str] | None = None) -> Figure:
-    """Metric vs the param `x`: a line per series (default: per psi shape when psi varies) with a
-    95% CI band over seeds; runs without `x` (hard CE has no eta) as horizontal references.
+    """Metric vs the param `x`: one dot per full-budget observation (trial and seed).
 
-    When other searched params vary within a series at one `x` (a TPE sweep: every trial its own
-    lam and lr), a line would join unrelated configurations: each observation is then one dot, no
-    line and no band, and the title says which params vary.
+    - Colour: the series (default: the psi shape when it varies; `by` names others).
+    - Marker size (numbers) or shape (categories): the other configuration parameter most
+      associated with the metric on the drawn trials (`groups.most_associated`: squared Spearman
+      rho for numbers, eta squared for categories), named with its value in legend and caption.
+    - Lines only through configurations that differ in `x` alone (`configuration_ids` ignoring
+      `x`): each point of a line is one configuration's mean over its seeds. A TPE sweep, whose
+      trials differ in several params at once, draws dots and no line.
+    - Intervals only on one configuration with >= 2 seeds (`stats.summarize`, cut to [0, 1] for a
+      share); never over several configurations.
+    - Runs without `x` (hard CE has no eta) are horizontal references: one configuration's mean
+      with its interval, or, pooling several, their mean and min-max band.
     """
     m, mcol = _metric(runs, metric)
     xcol = runs.resolve(x)
     if not pd.api.types.is_numeric_dtype(runs.trials[xcol]):
         raise ReportError(f"'{x}' ({xcol.removeprefix('params.')}) is not numeric; use --kind psi-bars")
     df, stopped = runs.full, runs.partial
+    df = df[df[mcol].notna()]
     with_x, without_x = df[df[xcol].notna()], df[df[xcol].isna()]
     xname = runs.display_names([xcol])[xcol]
     if with_x[xcol].nunique() < 2:
         raise ReportError(f"'{xname}' takes fewer than 2 values in {runs.label}: nothing to plot")
     series = [c for c in param_columns(runs, by) if c != xcol] if by else _series_default(runs, with_x, xcol)
     names = list(runs.display_names(series).values())
-    pooled = runs.pooled(series + [xcol], with_x)
-    pooled_names = list(runs.display_names(pooled).values())
-    scatter = bool(pooled)
-    # Reference groups: the family (and series columns present on reference runs).
-    ref_cols = list(dict.fromkeys(
-        [c for c in ["params.loss.family"] + series if c in without_x and without_x[c].notna().any()]))
+    bounds = runs.metric_range(m)
+    second, assoc, styles = _second_encoding(runs, with_x, mcol, [xcol, *series])
     fig, ax = _figure()
     colors = colormaps["tab10"]
-    singles = 0
+    ids = configuration_ids(with_x)
+    line_ids = configuration_ids(with_x, ignore=[xcol])
+    n_lines = n_bars = singles = 0
     for i, (key, g) in enumerate(_groups(with_x, series)):
         color = colors(i % 10)
-        label = _key_label(names, key) if series else "all runs"
-        if scatter:
-            ax.scatter(g[xcol], g[mcol], color=color, label=label, zorder=2)
-            continue
-        pts = [(xv, summarize(gg[mcol])) for xv, gg in g.groupby(xcol, sort=True)]
-        xs = np.array([p[0] for p in pts], float)
-        mean = np.array([p[1].mean for p in pts])
-        lo, hi = np.array([p[1].ci_low for p in pts]), np.array([p[1].ci_high for p in pts])
-        ax.plot(xs, mean, marker="o", color=color, label=label)
-        ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
-        for (xv, sm) in pts:
-            if sm.n == 1:
-                singles += 1
-                ax.annotate("n=1", (xv, sm.mean), xytext=(3, 4), textcoords="offset points", fontsize=7,
-                            color=color)
+        label = _key_label(names, key) if series else "trials"
+        if second is None:
+            ax.scatter(g[xcol], g[mcol], color=color, alpha=0.75, zorder=2, label=label)
+        else:
+            first = True
+            for value, gg in g.groupby(second, dropna=False, sort=False):
+                style = styles.get(value, {"marker": "x"})
+                ax.scatter(gg[xcol], gg[mcol], color=color, alpha=0.75, zorder=2,
+                           label=label if first else None, **style)
+                first = False
+        # One point per configuration; lines join configurations that differ in x alone.
+        for _, line in g.groupby(line_ids.loc[g.index], sort=False):
+            pts = []
+            for _, conf in line.groupby(ids.loc[line.index], sort=False):
+                pts.append((float(conf[xcol].iloc[0]), summarize(conf[mcol], bounds=bounds)))
+            pts.sort(key=lambda p: p[0])
+            if len(pts) > 1:
+                ax.plot([p[0] for p in pts], [p[1].mean for p in pts], color=color, linewidth=1.4, zorder=2)
+                n_lines += 1
+            for xv, sm in pts:
+                if sm.n >= 2 and math.isfinite(sm.ci_low):
+                    _interval_bar(ax, xv, sm, color)
+                    n_bars += 1
+                elif len(pts) > 1:  # a point of a line resting on one seed says so
+                    singles += 1
+                    ax.annotate("n=1", (xv, sm.mean), xytext=(3, 4), textcoords="offset points",
+                                fontsize=7, color=color)
+    ref_cols = list(dict.fromkeys(
+        [c for c in ["params.loss.family"] + series if c in without_x and without_x[c].notna().any()]))
+    ref_ids = configuration_ids(without_x)
+    ref_texts = []
     for j, (key, g) in enumerate(_groups(without_x, ref_cols)):
-        sm = summarize(g[mcol])
+        sm = summarize(g[mcol], bounds=bounds)
+        mk = makeup(g, ref_ids)
         color = colormaps["Greys"](0.5 + 0.4 * (j % 2))
         label = _key_label([runs.display_names(ref_cols)[c] for c in ref_cols], key)
-        n_text = ", n=1: no interval" if sm.n == 1 else f", n={sm.n}"
-        ax.axhline(sm.mean, color=color, linestyle="--", label=f"{label} (no {xname}{n_text})")
-        if math.isfinite(sm.ci_low):
-            ax.axhspan(sm.ci_low, sm.ci_high, color=color, alpha=0.12, linewidth=0)
+        if mk.replicate:
+            shade = math.isfinite(sm.ci_low)
+            what = f"n={sm.n}" if shade else "n=1: no interval"
+            if shade:
+                ax.axhspan(sm.ci_low, sm.ci_high, color=color, alpha=0.12, linewidth=0, gid=REFERENCE_GID)
+        else:
+            what = f"{mk.text()}: mean, shaded min-max"
+            ax.axhspan(sm.minimum, sm.maximum, color=color, alpha=0.08, linewidth=0, gid=REFERENCE_GID)
+        ax.axhline(sm.mean, color=color, linestyle="--", label=f"{label} (no {xname}; {what})",
+                   gid=REFERENCE_GID)
+        ref_texts.append(f"{label}: {what}")
+    if second is not None:
+        sname = runs.display_names([second])[second]
+        shown = list(styles.items())
+        if pd.api.types.is_numeric_dtype(with_x[second]) and len(shown) > 3:
+            shown = [shown[0], shown[len(shown) // 2], shown[-1]]
+        for value, style in shown:
+            ax.scatter([], [], color="0.5", label=f"{sname}={_value_text(value)}",
+                       **({"marker": "o"} | style))
     st = stopped[stopped[xcol].notna()] if len(stopped) else stopped
     _stopped_marks(ax, st[xcol].to_numpy(float), st[mcol].to_numpy(float), list(st.get("at_step", [])))
     positive = with_x[xcol][with_x[xcol] > 0]
@@ -176,21 +248,36 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
     ax.set_xlabel(xname)
     ax.set_ylabel(_arrow(runs, m))
     per = f" per {' / '.join(names)}" if names else ""
-    if scatter:
-        what = f"{m} vs {xname}{per}: one dot per trial ({', '.join(pooled_names)} also vary)"
-        cap = (f"{m} against {xname}{per}, one dot per full-budget observation (seed); no line or "
-               f"interval because {', '.join(pooled_names)} vary between the dots.")
+    n_dots, n_conf = len(with_x), int(ids.nunique())
+    what = f"{m} vs {xname}{per}: one dot per trial"
+    if n_lines:
+        what += f"; lines join configurations differing in {xname} alone"
+    if n_bars:
+        what += f"; bars: {CONFIDENCE:.0%} CI over seeds" + (f" (cut to [{bounds[0]:g}, {bounds[1]:g}])" if bounds else "")
+    cap = (f"{m} against {xname}{per}: {n_dots} full-budget trial(s) of {n_conf} configuration(s), "
+           "one dot each (colour: " + (" / ".join(names) if names else "one series") + ")")
+    if second is not None:
+        kind = "size" if pd.api.types.is_numeric_dtype(with_x[second]) else "marker"
+        measure = "squared Spearman rho" if kind == "size" else "eta squared"
+        cap += (f"; marker {kind}: {runs.display_names([second])[second]}, the other parameter most "
+                f"associated with {m} ({measure} {assoc:.2f} on these trials)")
+    cap += "."
+    cap += (f" {n_lines} line(s) join configurations that differ in {xname} alone, through each "
+            "one's mean." if n_lines else
+            f" No line: no two configurations differ in {xname} alone, so joining dots would join "
+            "unrelated configurations.")
+    if n_bars:
+        cap += f" Bars on {n_bars} configuration(s) with 2 or more seeds: {interval_text(CONFIDENCE, bounds)}."
     else:
-        what = f"{m} vs {xname}{per} (mean, 95% CI over seeds)"
-        cap = f"Mean {m} against {xname}{per}, with 95% Student-t bands over seeds."
-        if singles:
-            cap += f" {singles} point(s) rest on one seed (n=1): no band there."
-    if len(without_x):
-        cap += f" Dashed: runs without {xname} ({', '.join(sorted(set(without_x['params.loss.family'].astype(str)))) if 'params.loss.family' in without_x else 'reference'}), their mean and 95% CI."
+        cap += " No interval: no configuration has 2 or more seeds."
+    if singles:
+        cap += f" {singles} point(s) of a line rest on one seed (n=1): no interval there."
+    if ref_texts:
+        cap += f" Dashed: runs without {xname} ({'; '.join(ref_texts)})."
     cap += _partial_text(runs)
     _title(ax, what, runs)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     return _set_caption(fig, cap)
 
 
@@ -205,11 +292,13 @@ def lambda_curve(runs: SweepRuns, metric: str | None = None, by: Sequence[str] |
 
 
 def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
-    """One dot with its 95% CI per group (default: the psi shape, and the loss family when it
-    varies); a dot-and-interval plot, because a bar's length from a non-zero axis misleads.
+    """One column per group (default: the psi shape, and the loss family when it varies).
 
-    A group of one seed shows a hollow dot and "n=1" (no interval). Runs of a group that differ in
-    other params (eta, lambda) are pooled, and the title says so.
+    A group of one configuration is a dot (its mean) with its interval over seeds (`stats.summarize`,
+    cut to [0, 1] for a share); with one seed a hollow dot and "n=1". A group pooling several
+    configurations (`groups.makeup`) shows each of its runs as a small dot and their mean as a
+    hollow diamond, with no interval: the spread is between configurations, not seeds. No bars:
+    a bar's length from a non-zero axis misleads.
 
     Raises:
         ReportError: neither psi nor the loss family varies and no `by` was given.
@@ -224,23 +313,38 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
                               "pass --by to choose the groups")
     names = list(runs.display_names(cols).values())
     df, stopped = runs.full, runs.partial
+    df = df[df[mcol].notna()]
     groups = _groups(df, cols)
     if not groups:
         raise ReportError(f"no full-budget runs in {runs.label} to draw")
+    bounds = runs.metric_range(m)
+    ids = configuration_ids(df)
     fig, ax = _figure(max(5.0, 0.8 * len(groups) + 2.5), 4.2)
-    summaries = [summarize(g[mcol]) for _, g in groups]
+    summaries = [summarize(g[mcol], bounds=bounds) for _, g in groups]
+    makeups = [makeup(g, ids) for _, g in groups]
     means = np.array([sm.mean for sm in summaries])
     best = np.nanargmax(means) if runs.direction(m) == "max" else np.nanargmin(means)
-    for i, sm in enumerate(summaries):
+    jitter = np.random.default_rng(0)
+    n_bars = singles = 0
+    for i, ((_, g), sm, mk) in enumerate(zip(groups, summaries, makeups)):
         color = "tab:orange" if i == best else "tab:blue"
-        if sm.n >= 2 and math.isfinite(sm.half_width):
-            ax.errorbar([i], [sm.mean], yerr=[[sm.half_width]], fmt="o", color=color, capsize=5,
-                        markersize=7)
+        if not mk.replicate:
+            xs = i + jitter.uniform(-0.12, 0.12, size=len(g))
+            ax.scatter(xs, g[mcol], s=14, color=color, alpha=0.6, zorder=2)
+            ax.plot([i], [sm.mean], "D", markerfacecolor="white", markeredgecolor=color, markersize=8, zorder=3)
+            ax.annotate(f"{mk.configs} configs", (i, sm.mean), xytext=(8, 0), textcoords="offset points",
+                        fontsize=7, va="center", color=color)
+        elif sm.n >= 2 and math.isfinite(sm.half_width):
+            ax.errorbar([i], [sm.mean], yerr=[[sm.mean - sm.ci_low], [sm.ci_high - sm.mean]], fmt="o",
+                        color=color, capsize=5, markersize=7)
+            n_bars += 1
         else:
+            singles += 1
             ax.plot([i], [sm.mean], "o", markerfacecolor="white", markeredgecolor=color, markersize=7)
             ax.annotate("n=1", (i, sm.mean), xytext=(6, 0), textcoords="offset points", fontsize=7,
                         va="center", color=color)
-    labels = ["\n".join([_value_text(v) for v in k] + [f"n={sm.n}"]) for (k, _), sm in zip(groups, summaries)]
+    labels = ["\n".join([_value_text(v) for v in k] + [f"n={sm.n}" if mk.replicate else f"{sm.n} runs"])
+              for (k, _), sm, mk in zip(groups, summaries, makeups)]
     if len(stopped):
         pos = {k: i for i, (k, _) in enumerate(groups)}
         xs, ys, steps = [], [], []
@@ -255,17 +359,26 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     ax.set_xticks(np.arange(len(groups)), labels, fontsize=8)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.margins(y=0.15)
-    pooled = runs.pooled(cols, df)
-    pooled_names = list(runs.display_names(pooled).values())
-    extra = f"; pooled over {', '.join(pooled_names)}" if pooled else ""
+    pooled = [mk for mk in makeups if not mk.replicate]
+    pooled_names = list(runs.display_names(runs.pooled(cols, df)).values())
     ax.set_ylabel(_arrow(runs, m))
     ax.set_xlabel(" / ".join(names))
-    _title(ax, f"{m} per {' / '.join(names)} (dot: mean, bar: 95% CI over seeds{extra})", runs)
+    parts = []
+    if n_bars:
+        parts.append(f"dot: mean, bar: {CONFIDENCE:.0%} CI over seeds")
+    if pooled:
+        parts.append("diamond: mean of pooled configurations, dots: their runs, no interval")
+    _title(ax, f"{m} per {' / '.join(names)}" + (f" ({'; '.join(parts)})" if parts else ""), runs)
     ax.grid(axis="y", alpha=0.3)
-    singles = sum(sm.n == 1 for sm in summaries)
-    cap = (f"Mean {m} per {' / '.join(names)} with its 95% Student-t interval over seeds "
-           f"(orange: best mean, not a test)")
-    cap += f"; runs differing in {', '.join(pooled_names)} are pooled." if pooled else "."
+    cap = f"Mean {m} per {' / '.join(names)}"
+    if n_bars:
+        cap += f" with its {interval_text(CONFIDENCE, bounds)} where a group is one configuration"
+    cap += " (orange: best mean, not a test)."
+    if pooled:
+        cap += (f" {len(pooled)} group(s) pool configurations that differ in "
+                f"{', '.join(pooled_names) or 'other parameters'} ({'; '.join(dict.fromkeys(p.text() for p in pooled))}): "
+                "each run a dot, their mean a hollow diamond, no interval (a spread between "
+                "configurations is not a confidence interval).")
     if singles:
         cap += f" {singles} group(s) have one seed (hollow dot, n=1): no interval."
     return _set_caption(fig, cap + _partial_text(runs))
@@ -489,7 +602,14 @@ def _importances(runs: SweepRuns, m: str, metric: str | None,
     if total <= 0:  # Optuna would spread 1.0 evenly, which reads as "all equally important"
         raise ReportError(f"no parameter separates the best trials from the rest for '{m}' "
                           f"in {runs.label}")
-    return {k: v / total for k, v in raw.items()}, f"PED-ANOVA (top {quantile:.0%} of {n} trials) on {source}"
+    rough = f", fewer than {ROUGH_IMPORTANCE_TRIALS}: a rough ranking" if n < ROUGH_IMPORTANCE_TRIALS else ""
+    return ({k: v / total for k, v in raw.items()},
+            f"PED-ANOVA (top {quantile:.0%} of {n} trials{rough}) on {source}")
+
+
+# Below this many trials PED-ANOVA's top set holds a handful of trials: its ranking moves with
+# one trial more or less, and the figure says so.
+ROUGH_IMPORTANCE_TRIALS = 20
 
 
 def importance(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
@@ -508,34 +628,54 @@ def importance(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     cap = f"Share of the PED-ANOVA importance of each parameter for {m} ({source})."
     if "seed" in values:
         cap += " seed is a noise reference: a parameter below it is indistinguishable from noise."
+    else:
+        cap += (" No seed noise reference among these parameters: nothing here says which shares "
+                "exceed seed noise.")
     return _set_caption(fig, cap)
 
 
 def learning_curves(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
-    """Per-step metric per group: mean over the group's runs at each step with a 95% CI band."""
+    """Per-step metric per group. A group of one configuration: the mean over its seeds at each
+    step with an interval band (`stats.summarize`, cut to [0, 1] for a share); a group pooling
+    several configurations: each run's own curve, thin, with no mean and no band."""
     m, _ = _metric(runs, metric)
     cols = param_columns(runs, by) if by else runs.default_by()
     names = list(runs.display_names(cols).values())
     hist = runs.histories([m])
     if hist.empty:
         raise ReportError(f"no per-step history of '{m}' in {runs.label}")
+    bounds = runs.metric_range(m)
+    ids = configuration_ids(runs.trials)
     keys = runs.trials[["run_id"] + cols + (["full_budget"] if "full_budget" in runs.trials else [])]
+    keys = keys.assign(_config=ids.to_numpy())
     hist = hist.merge(keys, on="run_id")
     full = hist[hist["full_budget"].astype(bool)] if "full_budget" in hist else hist
     fig, ax = _figure()
     colors = colormaps["tab10"]
-    sizes = []
+    sizes, pooled = [], []
+    bands = 0
     for i, (key, g) in enumerate(_groups(full, cols)):
-        pts = [(step, summarize(gg["value"])) for step, gg in g.groupby("step", sort=True)]
+        color = colors(i % 10)
+        n = g["run_id"].nunique()
+        configs = g["_config"].nunique()
+        if configs > 1:  # different configurations: each run its own curve, never averaged
+            pooled.append(configs)
+            for j, (_, run) in enumerate(g.groupby("run_id", sort=False)):
+                run = run.sort_values("step")
+                ax.plot(run["step"], run["value"], color=color, linewidth=0.8, alpha=0.6,
+                        label=(_key_label(names, key) + f" ({configs} configurations: each run, no band)")
+                        if j == 0 else None)
+            continue
+        pts = [(step, summarize(gg["value"], bounds=bounds)) for step, gg in g.groupby("step", sort=True)]
         steps = np.array([p[0] for p in pts], float)
         mean = np.array([p[1].mean for p in pts])
-        n = g["run_id"].nunique()
         sizes.append(n)
-        color = colors(i % 10)
         ax.plot(steps, mean, marker=".", color=color,
                 label=_key_label(names, key) + (" (n=1: no band)" if n == 1 else f" (n={n})"))
-        ax.fill_between(steps, [p[1].ci_low for p in pts], [p[1].ci_high for p in pts],
-                        color=color, alpha=0.15, linewidth=0)
+        if n >= 2:
+            bands += 1
+            ax.fill_between(steps, [p[1].ci_low for p in pts], [p[1].ci_high for p in pts],
+                            color=color, alpha=0.15, linewidth=0)
     stopped = hist[~hist["full_budget"].astype(bool)] if "full_budget" in hist else hist.iloc[:0]
     for j, (_, g) in enumerate(stopped.groupby("run_id", sort=False)):
         g = g.sort_values("step")
@@ -543,13 +683,20 @@ def learning_curves(runs: SweepRuns, metric: str | None = None, by: Sequence[str
                 label="stopped early (one run each; not averaged)" if j == 0 else None)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(_arrow(runs, m))
-    _title(ax, f"{m} during training (mean, 95% CI over seeds)", runs)
+    what = f"{m} during training" + (f" (mean, {CONFIDENCE:.0%} CI over seeds)" if bands else "")
+    _title(ax, what, runs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     per = f" per {' / '.join(names)}" if names else ""
-    cap = f"Mean {m} at each evaluation{per}, 95% Student-t bands over the full-budget seeds."
-    if any(n == 1 for n in sizes):
+    cap = f"{m} at each evaluation{per}."
+    if sizes:
+        cap += " A group of one configuration: the mean over its full-budget seeds"
+        cap += f", with a band: {interval_text(CONFIDENCE, bounds)}." if bands else " (one seed each: no band)."
+    if any(n == 1 for n in sizes) and bands:
         cap += " Groups of one seed (n=1) have no band."
+    if pooled:
+        cap += (f" {len(pooled)} group(s) pool configurations: each run drawn on its own (thin), no "
+                "mean and no band.")
     if stopped["run_id"].nunique():
         cap += (f" Grey dashed: {stopped['run_id'].nunique()} run(s) stopped before their budget, "
                 "each on its own.")

@@ -246,19 +246,40 @@ def stop_word(status: str, reason: object = None) -> str:
 _NOT_CONFIG = ("params.name",)
 
 
-def config_key(row: pd.Series, *, with_seed: bool = True) -> str:
+def config_key(row: pd.Series, *, with_seed: bool = True, ignore: Iterable[str] = ()) -> str:
     """A canonical text of a trial's resolved configuration (``params.*`` except the ``space.*``
-    copies and the run name), optionally with its seed; equal keys = the same configuration."""
+    copies and the run name), optionally with its seed; equal keys = the same configuration.
+
+    This is the one rule of what a configuration is: every report (tables, plots, the HTML page,
+    `confirm`) compares keys made here. `ignore` drops further columns (full names such as
+    ``params.loss.eta``): rows whose keys then match differ in those columns alone.
+    """
+    skip = set(ignore)
     items = []
     for col, value in row.items():
         if not isinstance(col, str) or not col.startswith("params.") or col.startswith("params.space."):
             continue
-        if col in _NOT_CONFIG or (not with_seed and col == "params.seed"):
+        if col in _NOT_CONFIG or col in skip or (not with_seed and col == "params.seed"):
             continue
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         items.append(f"{col[7:]}={value:.12g}" if isinstance(value, (float, np.floating)) else f"{col[7:]}={value}")
     return "|".join(sorted(items))
+
+
+def configuration_ids(frame: pd.DataFrame, *, ignore: Iterable[str] = ()) -> pd.Series:
+    """The configuration of each row: `config_key` without the seed (and without `ignore`).
+
+    Args:
+        frame: [R, ...] trial table.
+        ignore: columns left out of the key (a curve's x: rows that then match differ in x alone).
+
+    Returns:
+        [R] str Series on `frame`'s index; equal values = the same configuration.
+    """
+    ignore = tuple(ignore)
+    return pd.Series([config_key(r, with_seed=False, ignore=ignore) for _, r in frame.iterrows()],
+                     index=frame.index, dtype=object)
 
 
 def collapse_replicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -511,6 +532,35 @@ class SweepRuns:
         if low in LOWER_IS_BETTER or "loss" in low or "error" in low:
             return "min"
         return "max"
+
+    def metric_range(self, metric: str) -> tuple[float, float] | None:
+        """The range a metric cannot leave, when it is known: ``(0.0, 1.0)`` for a share.
+
+        A metric is a share in [0, 1] when it is a task metric (the task registry) that is either
+        ``unparseable`` (the base task's share of unparsed answers) or scored higher-is-better, and
+        every value logged on the selected runs lies in [0, 1]: the built-in tasks' higher-is-better
+        metrics are means of per-example scores in [0, 1] (exact match, off-by-one, relaxed
+        accuracy, IoU). None for the rest (MAE, losses, a metric seen above 1).
+        """
+        from sweeps.tasks import TASKS
+
+        modes = {m: mode for task in TASKS.values() for m, mode in task.metric_modes.items()}
+        if metric not in modes or not (metric == "unparseable" or modes[metric] == "max"):
+            return None
+        col = f"metrics.{metric}"
+        source = self.raw_trials if self.raw_trials is not None else self.trials
+        values = pd.to_numeric(source[col], errors="coerce").dropna() if col in source else pd.Series(dtype=float)
+        if values.empty or values.min() < 0 or values.max() > 1:
+            return None
+        return (0.0, 1.0)
+
+    def eval_examples(self) -> int | None:
+        """The evaluation set size the trials were scored on (``task.eval_size``, when one value)."""
+        col = "params.task.eval_size"
+        if col not in self.trials:
+            return None
+        sizes = pd.to_numeric(self.trials[col], errors="coerce").dropna().unique()
+        return int(sizes[0]) if len(sizes) == 1 else None
 
     def histories(self, metrics: Sequence[str], max_workers: int = 8) -> pd.DataFrame:
         """Per-step values of `metrics` for every selected trial run.

@@ -26,9 +26,13 @@ ADJUST_LABELS = {"holm": "Holm", "bh": "Benjamini-Hochberg (FDR)", "none": "none
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean and two-sided Student-t confidence interval of one group's values.
+    """Mean, spread and two-sided Student-t confidence interval of one group's values.
 
-    ``sd``, ``ci_low`` and ``ci_high`` are NaN when ``n < 2`` (no spread to estimate).
+    ``sd``, ``ci_low`` and ``ci_high`` are NaN when ``n < 2`` (no spread to estimate). With
+    `bounds`, the interval is the Student-t interval cut to the bounds (``cut`` says whether it
+    was): the true mean of a metric that cannot leave [lo, hi] lies in [lo, hi], so the cut
+    interval holds it exactly when the uncut one does (same coverage), and it never leaves them.
+    ``minimum`` / ``maximum``: the smallest and largest value (the spread of a pooled group).
     """
 
     n: int
@@ -37,31 +41,50 @@ class Summary:
     ci_low: float
     ci_high: float
     confidence: float
+    minimum: float = math.nan
+    maximum: float = math.nan
+    bounds: tuple[float, float] | None = None
+    cut: bool = False
 
     @property
     def half_width(self) -> float:
         return (self.ci_high - self.ci_low) / 2
 
 
-def summarize(values: Sequence[float] | np.ndarray | pd.Series, confidence: float = 0.95) -> Summary:
+def summarize(values: Sequence[float] | np.ndarray | pd.Series, confidence: float = 0.95,
+              bounds: tuple[float, float] | None = None) -> Summary:
     """Mean and `confidence` CI, ``mean +- t_{(1+c)/2, n-1} * sd / sqrt(n)``; NaNs are dropped.
 
     Args:
         values: [N] metric values, one per run (seed).
+        bounds: ``(lo, hi)`` the metric cannot leave (a share: ``(0, 1)``); the interval is cut
+            to them (see `Summary`).
     """
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
     n = int(x.size)
+    nan = float("nan")
     if n == 0:
-        nan = float("nan")
-        return Summary(0, nan, nan, nan, nan, confidence)
-    mean = float(x.mean())
+        return Summary(0, nan, nan, nan, nan, confidence, bounds=bounds)
+    mean, lo_x, hi_x = float(x.mean()), float(x.min()), float(x.max())
     if n < 2:
-        nan = float("nan")
-        return Summary(1, mean, nan, nan, nan, confidence)
+        return Summary(1, mean, nan, nan, nan, confidence, lo_x, hi_x, bounds)
     sd = float(x.std(ddof=1))
     half = float(stats.t.ppf((1 + confidence) / 2, df=n - 1)) * sd / math.sqrt(n)
-    return Summary(n, mean, sd, mean - half, mean + half, confidence)
+    low, high = mean - half, mean + half
+    cut = False
+    if bounds is not None:
+        cut = low < bounds[0] or high > bounds[1]
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Summary(n, mean, sd, low, high, confidence, lo_x, hi_x, bounds, cut)
+
+
+def interval_text(confidence: float, bounds: tuple[float, float] | None) -> str:
+    """What `summarize`'s interval is, in words (for notes and captions)."""
+    text = f"{confidence:.0%} Student-t interval over seeds"
+    if bounds is not None:
+        text += f", cut to the metric's range [{bounds[0]:g}, {bounds[1]:g}] (same coverage)"
+    return text
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,22 @@ def _by_seed(values: pd.Series) -> pd.Series | None:
     return clean
 
 
+NO_VARIATION = "no test: differences do not vary"
+NO_VARIATION_UNPAIRED = "no test: values do not vary"
+# A spread at or below this share of the values' magnitude is floating-point noise, not variation
+# (0.45 - 0.325 and 0.55 - 0.425 differ by ~1e-17): a t statistic from it would be +-inf or noise.
+RELATIVE_NOISE = 1e-9
+
+
+def varies(values: np.ndarray, scale_of: np.ndarray) -> bool:
+    """Whether `values` spread by more than `RELATIVE_NOISE` x the largest magnitude of `scale_of`
+    (at least 1e-300): below it their SD is zero or rounding noise, and a t-test is undefined."""
+    if values.size < 2:
+        return False
+    scale = max(float(np.max(np.abs(scale_of))) if scale_of.size else 0.0, 1e-300)
+    return float(np.std(values, ddof=1)) > RELATIVE_NOISE * scale
+
+
 def compare_to_baseline(values: pd.Series, baseline: pd.Series, *, min_pairs: int = 2,
                         confidence: float = 0.95) -> Comparison:
     """Test one group against the baseline, paired by seed when the seeds match.
@@ -112,16 +151,23 @@ def compare_to_baseline(values: pd.Series, baseline: pd.Series, *, min_pairs: in
         baseline: [M] the baseline's metric values indexed by seed.
         min_pairs: fewest matching seeds for a paired test; with fewer, Welch's test is used.
         confidence: level of the interval of the difference (scipy's ``confidence_interval``).
+
+    Returns test ``none`` (no p-value, no interval; `note` says why) when the paired differences
+    (or, unpaired, both groups' values) do not vary (`varies`): scipy would give t = +-inf and
+    p = 0 for a constant nonzero difference, which claims a certainty two runs cannot give.
     """
     a, b = values.dropna(), baseline.dropna()
     pa, pb = _by_seed(values), _by_seed(baseline)
     with warnings.catch_warnings():
-        # Zero variance gives NaN p-values with a RuntimeWarning; NaN is shown as n/a.
+        # Near-constant data is caught above; scipy's warnings for the rest are not the reader's.
         warnings.simplefilter("ignore", RuntimeWarning)
         if pa is not None and pb is not None:
             common = pa.index.intersection(pb.index).sort_values()
             if len(common) >= min_pairs:
                 x, y = pa.loc[common].to_numpy(float), pb.loc[common].to_numpy(float)
+                if not varies(x - y, np.concatenate([x, y])):
+                    return Comparison(float(np.mean(x - y)), math.nan, "none", len(common), NO_VARIATION,
+                                      n_group=len(common), n_base=len(common))
                 res = stats.ttest_rel(x, y)
                 ci = res.confidence_interval(confidence)
                 note = "" if len(common) == len(pa) == len(pb) else (
@@ -135,8 +181,11 @@ def compare_to_baseline(values: pd.Series, baseline: pd.Series, *, min_pairs: in
             reason = "seeds missing or repeated within a group"
         diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
         if len(a) < 2 or len(b) < 2:
-            return Comparison(diff, float("nan"), "none", 0, "fewer than 2 runs in a group: no test")
+            return Comparison(diff, float("nan"), "none", 0, "no test: fewer than 2 runs in a group")
         xa, xb = a.to_numpy(float), b.to_numpy(float)
+        both = np.concatenate([xa, xb])
+        if not (varies(xa, both) or varies(xb, both)):
+            return Comparison(diff, math.nan, "none", 0, NO_VARIATION_UNPAIRED, n_group=len(xa), n_base=len(xb))
         res = stats.ttest_ind(xa, xb, equal_var=False)
         ci = res.confidence_interval(confidence)
         sd = math.sqrt((xa.var(ddof=1) + xb.var(ddof=1)) / 2)
@@ -175,6 +224,22 @@ def adjust_pvalues(p_values: Sequence[float] | np.ndarray, method: str = "holm",
 
 
 MAX_SEEDS = 100_000  # beyond this a difference is, in practice, undetectable
+MIN_POWER_PAIRS = 3  # fewer: the SD the power analysis needs rests on 1 degree of freedom or none
+ROUGH_POWER_PAIRS = 5  # fewer: the SD is rough, so is the answer (marked "~")
+
+
+def power_pairs(comparison: Comparison) -> int:
+    """The sample a comparison's SD comes from: seed pairs (paired), the smaller group (Welch)."""
+    if comparison.test == "paired":
+        return comparison.n_pairs
+    if comparison.test == "welch":
+        return min(comparison.n_group, comparison.n_base)
+    return 0
+
+
+def power_is_rough(comparison: Comparison) -> bool:
+    """Whether a power answer rests on fewer than `ROUGH_POWER_PAIRS` pairs (runs per group)."""
+    return power_pairs(comparison) < ROUGH_POWER_PAIRS
 
 
 def seeds_for_power(comparison: Comparison, *, alpha: float = 0.05, power: float = 0.8,
@@ -185,22 +250,24 @@ def seeds_for_power(comparison: Comparison, *, alpha: float = 0.05, power: float
     ``|comparison.diff|``) and the comparison's SD (paired: SD of per-seed differences; welch:
     root mean square of the group SDs). Paired comparisons use statsmodels ``TTestPower``
     (a one-sample test of the differences; the result counts seed pairs), unpaired ones
-    ``TTestIndPower`` with equal group sizes (the result counts runs per group).
+    ``TTestIndPower`` with equal group sizes (the result counts runs per group). Computed only
+    from at least `MIN_POWER_PAIRS` pairs (runs per group); below `ROUGH_POWER_PAIRS` the answer
+    is rough (`power_is_rough`).
 
     Returns:
         The smallest whole number of seeds (>= 2) reaching `power`; ``inf`` when the difference is
-        0 or more than `MAX_SEEDS` seeds would be needed; NaN when no SD is known (no test, or
-        fewer than 2 runs).
+        0 or more than `MAX_SEEDS` seeds would be needed; NaN when no SD is known (no test), the
+        SD does not vary, or fewer than `MIN_POWER_PAIRS` pairs back it.
     """
     if comparison.test not in ("paired", "welch") or not math.isfinite(comparison.sd):
+        return math.nan
+    if power_pairs(comparison) < MIN_POWER_PAIRS or comparison.sd <= 0:
         return math.nan
     delta = abs(mde) if mde is not None else abs(comparison.diff)
     if not math.isfinite(delta):
         return math.nan
     if delta == 0:
         return math.inf
-    if comparison.sd == 0:
-        return 2.0  # no spread: any nonzero difference shows with the fewest seeds a t-test takes
     from statsmodels.stats.power import TTestIndPower, TTestPower
 
     d = delta / comparison.sd

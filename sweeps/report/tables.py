@@ -12,13 +12,25 @@ import numpy as np
 import pandas as pd
 
 from sweeps.report.fmt import distinct_texts, value_text
-from sweeps.report.runs import Direction, ReportError, SweepRuns, UnknownColumnError, param_columns
+from sweeps.report.groups import Makeup, describe, makeup
+from sweeps.report.runs import (
+    Direction,
+    ReportError,
+    SweepRuns,
+    UnknownColumnError,
+    configuration_ids,
+    param_columns,
+)
 from sweeps.report.stats import (
     ADJUST_LABELS,
     ADJUST_METHODS,
+    MIN_POWER_PAIRS,
+    ROUGH_POWER_PAIRS,
     Comparison,
     adjust_pvalues,
     compare_to_baseline,
+    interval_text,
+    power_is_rough,
     seeds_for_power,
     significance_marker,
     summarize,
@@ -26,10 +38,14 @@ from sweeps.report.stats import (
 
 Format = Literal["md", "latex", "csv", "html"]
 FORMATS: tuple[str, ...] = ("md", "latex", "csv", "html")
-STAT_FIELDS = ("mean", "ci_low", "ci_high", "sd", "n")
-# p stays the raw p-value (the CSV column scheme); p_adj is the adjusted one.
-TEST_FIELDS = ("diff", "diff_ci_low", "diff_ci_high", "p", "p_adj", "test", "pairs")
-POWER_FIELDS = ("n_needed", "n_needed_adj")
+# ci_low/ci_high are NaN on pooled rows (a spread is no interval); min/max are every row's spread.
+STAT_FIELDS = ("mean", "ci_low", "ci_high", "sd", "n", "min", "max")
+# What each row is (`groups.Makeup`): "replicates" (one configuration) or "pooled", and its counts.
+GROUP_FIELDS = ("group", "configs", "seeds")
+# p stays the raw p-value (the CSV column scheme); p_adj is the adjusted one; test says which
+# test made p (paired, welch) or none (note: why not).
+TEST_FIELDS = ("diff", "diff_ci_low", "diff_ci_high", "p", "p_adj", "test", "pairs", "note")
+POWER_FIELDS = ("n_needed", "n_needed_adj", "n_needed_rough")
 STEP_COLUMN = "at_step"  # the budget a row's runs reached (added to the keys when budgets differ)
 
 
@@ -43,8 +59,10 @@ class AblationTable:
         by_names: their display names (``psi``, ...), the first columns of `rows`.
         metrics: metric names (without ``metrics.``).
         directions: ``max``/``min`` per metric (which value is best).
-        rows: [G, ...] group keys, then ``<metric>.<field>`` for `STAT_FIELDS` and, with a
-            baseline, `TEST_FIELDS`; full precision.
+        rows: [G, ...] group keys, `GROUP_FIELDS`, then ``<metric>.<field>`` for `STAT_FIELDS`
+            and, with a baseline, `TEST_FIELDS`; full precision.
+        makeups: what each row is (`groups.Makeup`): one configuration (replicates) or pooled.
+        bounds: per metric, the range its intervals are cut to (None: not a bounded metric).
         baseline: the baseline selector (``loss=hard``) or None.
         notes: sentences printed under the table (CI method, tests used, left-out runs).
         confidence: CI level.
@@ -69,6 +87,12 @@ class AblationTable:
     power: bool = False
     mde: float | None = None
     partial_rows: set[int] = field(default_factory=set)
+    makeups: list[Makeup] = field(default_factory=list)
+    bounds: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+
+    def pooled_rows(self) -> set[int]:
+        """Row positions that pool several configurations (spread, no interval, no test)."""
+        return {i for i, m in enumerate(self.makeups) if not m.replicate}
 
     def best_rows(self, metric: str) -> set[int]:
         """Row positions holding the best mean of `metric` among full-budget rows (ties all count;
@@ -182,27 +206,41 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
     base_ids = set(base["run_id"]) if base is not None else set()
     base_step = base[STEP_COLUMN].iloc[0] if base is not None and STEP_COLUMN in base else None
     groups = list(df.groupby(key_cols, dropna=False, sort=True)) if key_cols else [((), df)]
+    ids = configuration_ids(df)  # the one rule of what a configuration is
+    base_pooled = base is not None and not makeup(base, ids).replicate
+    bounds = {m: runs.metric_range(m) for m in metric_names}
 
     records = []
+    makeups: list[Makeup] = []
     cells: list[tuple[int, str, Comparison]] = []
     partial_rows: set[int] = set()
     for i, (key, frame) in enumerate(groups):
         key = key if isinstance(key, tuple) else (key,)
+        mk = makeup(frame, ids)
+        makeups.append(mk)
         rec: dict[str, object] = dict(zip(by_names, key))
+        rec.update({"group": "replicates" if mk.replicate else "pooled", "configs": mk.configs,
+                    "seeds": mk.seeds})
         is_full = bool(full.loc[frame.index].all())
         if not is_full:
             partial_rows.add(i)
         for col, m in zip(metric_cols, metric_names):
-            s = summarize(frame[col], confidence)
-            rec.update({f"{m}.mean": s.mean, f"{m}.ci_low": s.ci_low, f"{m}.ci_high": s.ci_high,
-                        f"{m}.sd": s.sd, f"{m}.n": s.n})
+            s = summarize(frame[col], confidence, bounds[m])
+            low, high = (s.ci_low, s.ci_high) if mk.replicate else (math.nan, math.nan)
+            rec.update({f"{m}.mean": s.mean, f"{m}.ci_low": low, f"{m}.ci_high": high,
+                        f"{m}.sd": s.sd, f"{m}.n": s.n, f"{m}.min": s.minimum, f"{m}.max": s.maximum})
             if base is not None:
+                diff = s.mean - float(base[col].mean())
                 if set(frame["run_id"]) == base_ids:
                     c = Comparison(0.0, math.nan, "baseline")
                 elif not is_full:
-                    c = Comparison(math.nan, math.nan, "none", note="stopped before its budget: not tested")
+                    c = Comparison(math.nan, math.nan, "none", note="no test: stopped before its budget")
                 elif base_step is not None and STEP_COLUMN in frame and set(frame[STEP_COLUMN]) != {base_step}:
-                    c = Comparison(math.nan, math.nan, "none", note="another budget than the baseline's: not tested")
+                    c = Comparison(math.nan, math.nan, "none", note="no test: another budget than the baseline's")
+                elif base_pooled:
+                    c = Comparison(diff, math.nan, "none", note="no test: the baseline pools configurations")
+                elif not mk.replicate:
+                    c = Comparison(diff, math.nan, "none", note="no test: pooled configurations")
                 else:
                     c = compare_to_baseline(_seed_indexed(frame, col), _seed_indexed(base, col),
                                             confidence=confidence)
@@ -214,20 +252,23 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
     for (i, m, c), pa in zip(cells, p_adj):
         records[i].update({f"{m}.diff": c.diff, f"{m}.diff_ci_low": c.ci_low, f"{m}.diff_ci_high": c.ci_high,
                            f"{m}.p": c.p_value, f"{m}.p_adj": float(pa), f"{m}.test": c.test,
-                           f"{m}.pairs": c.n_pairs})
+                           f"{m}.pairs": c.n_pairs, f"{m}.note": c.note})
         if power:
             adj_alpha = alpha / tested if adjust != "none" and tested > 1 else alpha
+            n_needed = seeds_for_power(c, alpha=alpha, power=power_target, mde=mde)
             records[i].update({
-                f"{m}.n_needed": seeds_for_power(c, alpha=alpha, power=power_target, mde=mde),
-                f"{m}.n_needed_adj": seeds_for_power(c, alpha=adj_alpha, power=power_target, mde=mde)})
+                f"{m}.n_needed": n_needed,
+                f"{m}.n_needed_adj": seeds_for_power(c, alpha=adj_alpha, power=power_target, mde=mde),
+                f"{m}.n_needed_rough": bool(math.isfinite(n_needed) and power_is_rough(c))})
     fields = STAT_FIELDS + ((TEST_FIELDS + (POWER_FIELDS if power else ())) if base is not None else ())
-    rows = pd.DataFrame.from_records(records, columns=by_names + [f"{m}.{f}" for m in metric_names
-                                                                  for f in fields])
+    rows = pd.DataFrame.from_records(records, columns=by_names + list(GROUP_FIELDS)
+                                     + [f"{m}.{f}" for m in metric_names for f in fields])
 
     table = AblationTable(title=runs.label, by=key_cols, by_names=by_names, metrics=metric_names,
                           directions={m: runs.direction(m) for m in metric_names}, rows=rows,
                           baseline=baseline, confidence=confidence, adjust=adjust, alpha=alpha,
-                          power=power and base is not None, mde=mde, partial_rows=partial_rows)
+                          power=power and base is not None, mde=mde, partial_rows=partial_rows,
+                          makeups=makeups, bounds=bounds)
     table.notes = _notes(table, runs, [c for _, _, c in cells], len(base) if base is not None else 0,
                          tested, power_target)
     return table
@@ -235,8 +276,30 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
 
 def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison], n_base: int,
            tested: int, power_target: float) -> list[str]:
-    notes = [f"mean ± half-width of the {table.confidence:.0%} Student-t confidence interval over "
-             "the seeds of each group; n = seeds (observations)"]
+    """The sentences under a table, each written from what the table holds."""
+    pooled_rows = table.pooled_rows()
+    one_config = len(table.makeups) - len(pooled_rows)
+    notes = [f"what a row is: {describe(table.makeups)}; a configuration = every resolved parameter "
+             "equal, seed aside"]
+    intervals = any(np.isfinite(table.rows[f"{m}.ci_low"]).any() for m in table.metrics)
+    if one_config:
+        notes.append("one-configuration rows: mean ± half-width of the "
+                     f"{interval_text(table.confidence, None)}; n = seeds" if intervals else
+                     "one-configuration rows: mean over their seeds; n = seeds")
+    if pooled_rows:
+        pooled = runs.pooled(table.by)
+        names = ", ".join(runs.display_names(pooled).values()) or "other parameters"
+        notes.append(f"pooled rows mix configurations that differ in {names}: mean (min–max over "
+                     "their runs), a spread, not a confidence interval, and never tested; n = runs; "
+                     "add those parameters to --by to separate them")
+    for m, bounds in table.bounds.items():
+        if bounds is None or not np.isfinite(table.rows[f"{m}.ci_low"]).any():
+            continue
+        size = runs.eval_examples()
+        of = f" of the {size} evaluation examples (task.eval_size)" if size else ""
+        notes.append(f"{m} is a share{of}, in [{bounds[0]:g}, {bounds[1]:g}]: its intervals are cut "
+                     "to that range (the true mean lies in it, so the coverage is unchanged); a cut "
+                     "interval prints as [low, high]")
     singles = int(sum((table.rows[f"{m}.n"] == 1).sum() for m in table.metrics))
     if singles:
         notes.append(f"{singles} group cell(s) have n = 1: no interval (± n/a), no test")
@@ -257,43 +320,56 @@ def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison],
         notes.append("runs of different budgets (steps) have rows of their own; only rows at the "
                      "baseline's budget are tested")
     if table.baseline:
-        adj = ADJUST_LABELS[table.adjust]
-        notes.append(f"Δ [{table.confidence:.0%} CI] = group − baseline ({table.baseline}, {n_base} runs); "
-                     "p: paired t-test over matching seeds (scipy ttest_rel), raw")
+        notes += _test_notes(table, comparisons, n_base, tested, power_target)
+    if runs.excluded:
+        left = ", ".join(f"{n} {s}" for s, n in sorted(runs.excluded.items()))
+        notes.append(f"left out {left} trial run(s) that did not reach their budget (--all-runs shows "
+                     "them at the step they reached)")
+    return notes
+
+
+def _test_notes(table: AblationTable, comparisons: list[Comparison], n_base: int, tested: int,
+                power_target: float) -> list[str]:
+    """What Δ, p, p_adj and the power column are, naming only the tests the table holds."""
+    adj = ADJUST_LABELS[table.adjust]
+    kinds = {c.test for c in comparisons}
+    runs_text = f"{n_base} run{'s' if n_base != 1 else ''}"
+    notes = [f"Δ = group − baseline ({table.baseline}, {runs_text}), in brackets its "
+             f"{table.confidence:.0%} CI on tested rows" if tested else
+             f"Δ = group − baseline ({table.baseline}, {runs_text}): a difference of means, not tested"]
+    if "paired" in kinds:
+        notes.append("p (raw, two-sided): paired t-test over the seeds both rows share (scipy ttest_rel)"
+                     + ("; marked † where Welch's test was used instead" if "welch" in kinds else ""))
+    if "welch" in kinds:
+        welch = sorted({c.note for c in comparisons if c.test == "welch"})
+        notes.append("† p (raw, two-sided): " + "; ".join(welch) + " (unpaired; scipy ttest_ind, "
+                     "equal_var=False)")
+    partial = sorted({c.note for c in comparisons if c.test == "paired" and c.note})
+    if partial:
+        notes.append("; ".join(partial))
+    if tested:
         if table.adjust != "none":
-            notes.append(f"p_adj: {adj}-adjusted over the {tested} comparisons this table shows "
+            notes.append(f"p_adj: {adj}-adjusted over the {tested} comparisons this table tests "
                          "(statsmodels multipletests); * p_adj<0.05, ** p_adj<0.01, *** p_adj<0.001")
         else:
             notes.append(f"no multiple-comparison adjustment (--adjust none) over {tested} comparisons: "
                          "* p<0.05, ** p<0.01, *** p<0.001 on raw p, expect about 1 false positive "
                          "in 20 tests")
-        if table.power:
-            target = f"--mde {table.mde:g}" if table.mde is not None else "the observed |Δ|"
-            adj_text = (f"; in parentheses at α/{tested} (what {adj} demands of the smallest p)"
-                        if table.adjust != "none" and tested > 1 else "")
-            notes.append(f"seeds {power_target:.0%}: seeds per group (paired: seed pairs) for "
-                         f"{power_target:.0%} power to detect {target} with a two-sided t-test at "
-                         f"α={table.alpha:g}, from the observed SD (statsmodels TTestPower / "
-                         f"TTestIndPower){adj_text}; ∞: no difference to detect")
-        welch = sorted({c.note for c in comparisons if c.test == "welch"})
-        if welch:
-            notes.append("† unpaired: " + "; ".join(welch) + " (scipy ttest_ind, equal_var=False)")
-        partial = sorted({c.note for c in comparisons if c.test == "paired" and c.note})
-        if partial:
-            notes.append("; ".join(partial))
-        untested = sorted({c.note for c in comparisons if c.test == "none" and c.note})
-        if untested:
-            notes.append("p n/a: " + "; ".join(untested))
-        if any(c.test in ("paired", "welch") and math.isnan(c.p_value) for c in comparisons):
-            notes.append("p n/a: the values (or paired differences) do not vary, so t is undefined")
-    pooled = runs.pooled(table.by)
-    if pooled:
-        names = ", ".join(runs.display_names(pooled).values())
-        notes.append(f"runs that differ in {names} share a row (pooled); add them to --by to separate")
-    if runs.excluded:
-        left = ", ".join(f"{n} {s}" for s, n in sorted(runs.excluded.items()))
-        notes.append(f"left out {left} trial run(s) that did not reach their budget (--all-runs shows "
-                     "them at the step they reached)")
+    untested = sorted({c.note for c in comparisons if c.test == "none" and c.note})
+    if untested:
+        why = "; ".join(n.removeprefix("no test: ") for n in untested)
+        notes.append(f"rows without a test say why in the p column ({why})"
+                     + ("" if tested else "; nothing in this table is tested"))
+    if table.power and tested:
+        target = f"--mde {table.mde:g}" if table.mde is not None else "the observed |Δ|"
+        adj_text = (f"; in parentheses at α/{tested} (what {adj} demands of the smallest p)"
+                    if table.adjust != "none" and tested > 1 else "")
+        notes.append(f"seeds {power_target:.0%}: seeds per group (paired: seed pairs) for "
+                     f"{power_target:.0%} power to detect {target} with a two-sided t-test at "
+                     f"α={table.alpha:g}, from the observed SD (statsmodels TTestPower / "
+                     f"TTestIndPower){adj_text}; ∞: no difference to detect; computed only from "
+                     f"at least {MIN_POWER_PAIRS} pairs (runs per group), n/a below; ~: from fewer "
+                     f"than {ROUGH_POWER_PAIRS}, the SD and so the answer are rough")
     return notes
 
 
@@ -339,6 +415,9 @@ def _grid(table: AblationTable) -> tuple[list[str], list[list[_Cell]]]:
     arrows = {"max": "↑", "min": "↓"}
     header = list(table.by_names) + [f"{m} {arrows[table.directions[m]]}" for m in table.metrics]
     header += ["n"] if one_n else [f"n ({m})" for m in table.metrics]
+    pooled = table.pooled_rows()
+    if pooled:
+        header.append("configs")
     adjusted = table.adjust != "none"
     if table.baseline:
         for m in table.metrics:
@@ -356,9 +435,19 @@ def _grid(table: AblationTable) -> tuple[list[str], list[list[_Cell]]]:
         row = [_Cell(keys[name][i]) for name in table.by_names]
         for m in table.metrics:
             mean, lo, hi = (float(r.iloc[i][f"{m}.{f}"]) for f in ("mean", "ci_low", "ci_high"))
-            row.append(_Cell(f"{_num(mean, dec[m])} ± {_num((hi - lo) / 2, dec[m])}", i in best[m], True))
+            if i in pooled:  # a spread over configurations, never an interval
+                low, high = float(r.iloc[i][f"{m}.min"]), float(r.iloc[i][f"{m}.max"])
+                text = f"{_num(mean, dec[m])} ({_num(low, dec[m])}–{_num(high, dec[m])})"
+            elif math.isfinite(lo) and math.isfinite(hi) and not math.isclose(mean - lo, hi - mean,
+                                                                                rel_tol=1e-9, abs_tol=1e-12):
+                text = f"{_num(mean, dec[m])} [{_num(lo, dec[m])}, {_num(hi, dec[m])}]"  # cut at a bound
+            else:
+                text = f"{_num(mean, dec[m])} ± {_num((hi - lo) / 2, dec[m])}"
+            row.append(_Cell(text, i in best[m], True))
         ns = [int(r.iloc[i][f"{m}.n"]) for m in table.metrics]
         row += [_Cell(str(n), numeric=True) for n in (ns[:1] if one_n else ns)]
+        if pooled:
+            row.append(_Cell(str(int(r.iloc[i]["configs"])), numeric=True))
         if table.baseline:
             for m in table.metrics:
                 test = r.iloc[i][f"{m}.test"]
@@ -372,6 +461,10 @@ def _grid(table: AblationTable) -> tuple[list[str], list[list[_Cell]]]:
                 ci = f" [{_num(lo, dec[m], signed=True)}, {_num(hi, dec[m], signed=True)}]" \
                     if math.isfinite(lo) and math.isfinite(hi) else ""
                 row.append(_Cell(_num(diff, dec[m], signed=True) + ci, numeric=True))
+                if test == "none":  # the p column says why there is no test
+                    note = str(r.iloc[i][f"{m}.note"] or "no test")
+                    row += [_Cell(note, numeric=True)] + [_Cell("—", numeric=True)] * (width - 2)
+                    continue
                 if adjusted:
                     row += [_Cell(_p_text(p) + dagger, numeric=True),
                             _Cell(_p_text(pa) + significance_marker(pa), numeric=True)]
@@ -379,9 +472,10 @@ def _grid(table: AblationTable) -> tuple[list[str], list[list[_Cell]]]:
                     row.append(_Cell(_p_text(p) + significance_marker(p) + dagger, numeric=True))
                 if table.power:
                     n, n_adj = float(r.iloc[i][f"{m}.n_needed"]), float(r.iloc[i][f"{m}.n_needed_adj"])
-                    text = _seeds_text(n)
+                    rough = "~" if bool(r.iloc[i][f"{m}.n_needed_rough"]) else ""
+                    text = rough + _seeds_text(n)
                     if adjusted and not math.isnan(n_adj) and n_adj != n:
-                        text += f" ({_seeds_text(n_adj)})"
+                        text += f" ({rough}{_seeds_text(n_adj)})"
                     row.append(_Cell(text, numeric=True))
         cells.append(row)
     return header, cells
@@ -405,7 +499,7 @@ def to_markdown(table: AblationTable) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": "$-$", "—": "--", "†": r"$^\dagger$",
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": "$-$", "—": "---", "–": "--", "†": r"$^\dagger$",
                   "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≥": r"$\geq$"}
 
 
