@@ -75,6 +75,33 @@ def _hf_split(task: Task, cfg: TaskConfig) -> tuple[list[Example], list[Example]
     return pool[:-cfg.eval_size][:cfg.train_size], pool[-cfg.eval_size:]
 
 
+def check_held_out_apart(cfg: TaskConfig) -> None:
+    """DataError when the held-out set would be read from the training records (a trial would be
+    scored on what it trained on): the same split named twice, or an eval split of a file whose
+    training pool reads every split.
+
+    Raises:
+        DataError: naming the spec fields and the fix.
+    """
+    if cfg.data is not None:
+        if cfg.data.eval_split is not None and cfg.data.eval_split == cfg.data.split:
+            raise DataError(f"{cfg.data.hf}: task.data.eval_split {cfg.data.eval_split!r} is the training split "
+                            "(task.data.split): the held-out rows would be training rows; name another split, "
+                            "or drop eval_split to hold out the last task.eval_size rows")
+        return
+    if not cfg.data_path or not (cfg.eval_split or cfg.eval_data_path):
+        return
+    if (cfg.eval_data_path or cfg.data_path) != cfg.data_path:
+        return
+    if cfg.eval_split == cfg.train_split:
+        raise DataError(f"{cfg.data_path}: the held-out records are the training records (task.eval_split "
+                        f"{cfg.eval_split!r} = task.train_split on the same data); name different splits or "
+                        "drop eval_data_path/eval_split to hold out the last task.eval_size records")
+    if cfg.train_split is None:
+        raise DataError(f"{cfg.data_path}: task.eval_split {cfg.eval_split!r} without task.train_split: the "
+                        "training pool would read every split, the held-out one too; set task.train_split")
+
+
 class TaskData:
     """The training stream and the held-out set of one trial.
 
@@ -87,6 +114,7 @@ class TaskData:
     def __init__(self, task: Task, cfg: TaskConfig, seed: int) -> None:
         self.task, self.cfg, self.seed = task, cfg, seed
         self._pool: list[Example] | None = None
+        check_held_out_apart(cfg)
         if cfg.data is not None:
             self._pool, self.held_out = _hf_split(task, cfg)
             return

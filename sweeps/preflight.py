@@ -353,6 +353,13 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
 
     task_cfg = cfg.task
     task = get_task(task_cfg.name)
+    from sweeps.datasets import check_held_out_apart  # never score a trial on its training rows
+
+    try:
+        check_held_out_apart(task_cfg)
+    except DataError as exc:
+        raise SpecError(spec_file, "task.data.eval_split" if task_cfg.data else "task.eval_split",
+                        one_line(str(exc))) from None
     if task_cfg.data is not None:  # a Hugging Face dataset: the first rows of each split it reads
         from sweeps.tasks.hf import load_hf
 

@@ -315,3 +315,33 @@ def test_chartqa_errors(tmp_path: Path):
         CHART.load(root / "test" / "test_augmented.json", split="val")
     with pytest.raises(ValueError, match="option 'subset'"):
         CHART.load(root, split="test", subset="machine")
+
+
+# --------------------------------------------------------------------------- held-out rows
+
+
+def test_held_out_set_is_never_read_from_the_training_records(tmp_path: Path):
+    """The same split twice, or an eval split of a file whose training pool reads every split, would
+    score trials on their training rows: refused before any trial (preflight) and in TaskData."""
+    from sweeps.config import HFDataConfig, TaskConfig
+    from sweeps.datasets import TaskData, check_held_out_apart
+
+    make_image(tmp_path / "a.png")
+    file = write_json(tmp_path / "all.json", [{"image": "a.png", "question": "How many?", "answer": k, "split": s}
+                                              for k, s in enumerate(["train"] * 3 + ["test"] * 2)])
+    good = TaskConfig(name="counting", data_path=str(file), train_split="train", eval_split="test", eval_size=2)
+    data = TaskData(COUNTING, good, seed=0)
+    assert sorted(e.target for e in data.held_out) == [3, 4]
+    for bad, message in [
+        ({"eval_split": "test"}, "without task.train_split: the training pool would read every split"),
+        ({"train_split": "train", "eval_split": "train"}, "the held-out records are the training records"),
+        ({"eval_data_path": str(file)}, "the held-out records are the training records"),
+    ]:
+        cfg = TaskConfig(name="counting", data_path=str(file), **bad)
+        with pytest.raises(DataError, match=message):
+            check_held_out_apart(cfg)
+        with pytest.raises(DataError, match=message):
+            TaskData(COUNTING, cfg, seed=0)
+    hf = TaskConfig(name="counting", data=HFDataConfig(hf=str(tmp_path), split="train", eval_split="train"))
+    with pytest.raises(DataError, match=r"task.data.eval_split 'train' is the training split"):
+        check_held_out_apart(hf)
