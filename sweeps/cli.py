@@ -154,6 +154,30 @@ def trial(
         output.write_text(json.dumps({"metrics": result.metrics, "history": result.history}, indent=2))
 
 
+@app.command()
+@user_errors
+def data(
+    spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="Sweep spec: a YAML file or a built-in spec's name (default: the built-in default)."),
+    overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Spec fields to override, as for `run` (e.g. task.eval_size=16)."),
+    n: int = typer.Option(8, "-n", "--examples", min=0, help="Examples shown per split (figures cover the whole split)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of text (schema: docs/data.md)."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Also write a contact sheet PNG here (images, boxes, questions, answers)."),
+    family: Optional[str] = typer.Option(None, "--family", help="Mark the soft targets of this loss family (default: the spec's)."),
+) -> None:
+    """Show the spec's task data as a trial builds it: image size and mode, prompt, answer tokens
+    (soft targets marked), answer range and soft-target coverage per split. Writes nothing else.
+
+    \b
+    Examples:
+      slsweep data counting model.path=tiny task.eval_size=16
+      slsweep data my_spec.yaml -n 4 --sheet sheet.png
+      slsweep data my_spec.yaml --json > data.json
+    """
+    from sweeps.preview import preview_command
+
+    typer.echo(preview_command(spec, overrides or (), n=n, as_json=as_json, sheet=sheet, family=family))
+
+
 @app.command("make-tiny-model")
 @user_errors
 def make_tiny_model(

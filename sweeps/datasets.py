@@ -135,6 +135,11 @@ class TaskData:
                             "eval_data_path")
         self._pool, self.held_out = pool[:-cfg.eval_size][:cfg.train_size], pool[-cfg.eval_size:]
 
+    @property
+    def train_pool(self) -> list[Example] | None:
+        """The loaded training examples (real data), or None when training data is generated per step."""
+        return self._pool
+
     def batch(self, step: int, micro: int, size: int) -> list[Example]:
         """Training examples for optimizer step `step`, micro-batch `micro` (length `size`)."""
         seed = _derived_seed(_TRAIN_TAG, self.seed, step, micro)

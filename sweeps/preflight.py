@@ -42,6 +42,9 @@ class SweepPlan:
     address: str | None
     sweep_id: str
     fresh_search_seed: bool = False  # the sampler seed was drawn for this sweep (none was given)
+    # one line per task split the preflight read: rows, answer range, soft-target coverage
+    # (`sweeps.preview.figures.preflight_lines`); `slsweep run` prints them before Ray starts
+    data_lines: tuple[str, ...] = ()
 
     @property
     def spec(self):  # noqa: ANN201 - the pydantic SweepSpec
@@ -254,21 +257,56 @@ def preflight(plan: SweepPlan) -> None:
     """
     cfg = plan.resolved.base_trial_config()
     spec_file = str(plan.resolved.path)
-    answers = _check_data(cfg, spec_file)
-    _check_loss_tokens(plan, cfg, spec_file, answers)
+    samples = check_data(cfg, spec_file)
+    batcher, tokens = _check_loss_tokens(plan, cfg, spec_file, [e.answer for _, ex in samples for e in ex])
+    from sweeps.preview.figures import preflight_lines
+
+    plan.data_lines = tuple(preflight_lines(samples, batcher, list(tokens.values()), limit=PREFLIGHT_RECORDS))
 
 
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answers: list[str]) -> None:
-    """Every family the sweep can choose: its required parameters, its tokens, its coverage of `answers`."""
-    from transformers import AutoProcessor, AutoTokenizer
+def model_source(cfg: TrialConfig, spec_file: str) -> str:
+    """The model folder or hub id `cfg.model.path` names (a tiny alias is built into the cache).
+
+    Raises:
+        SpecError: naming `spec_file` and model.path.
+    """
+    from sweeps.models.loading import ModelLoadError, resolve_model_path
+
+    try:
+        return resolve_model_path(cfg.model.path)
+    except ModelLoadError as exc:
+        raise SpecError(spec_file, "model.path", one_line(str(exc)).removeprefix("model.path: ")) from None
+
+
+def load_batcher(cfg: TrialConfig, spec_file: str, source: str) -> Any:
+    """The trial's `sweeps.models.Batcher` for the processor at `source`.
+
+    Raises:
+        SpecError: naming `spec_file` and model.path when the processor cannot be loaded.
+    """
+    from transformers import AutoProcessor
+
+    from sweeps.models import Batcher
+
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+        return Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
+    except Exception as exc:  # noqa: BLE001 - a broken processor folder is user-caused too
+        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: cannot load its processor "
+                        f"({one_line(str(exc))[:300] or type(exc).__name__})") from None
+
+
+def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str,
+                       answers: list[str]) -> tuple[Any, dict[str, Any]]:
+    """Every family the sweep can choose: its required parameters, its tokens, its coverage of `answers`.
+    Returns the trial's Batcher and each family's `sweeps.coverage.LossTokens`."""
+    from transformers import AutoTokenizer
 
     from sweeps.coverage import coverage_warning, loss_tokens, measure_coverage
-    from sweeps.models import Batcher
-    from sweeps.models.loading import ModelLoadError, resolve_model_path
 
     families = reachable_families(plan.resolved)
     searched = set(plan.resolved.space.targets.values())
@@ -278,10 +316,7 @@ def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answer
         if missing:
             raise SpecError(spec_file, f"loss.{missing[0]}", f"loss family {family!r} needs {missing[0]}: "
                             f"set loss.{missing[0]} or put it in the search space")
-    try:
-        source = resolve_model_path(cfg.model.path)
-    except ModelLoadError as exc:
-        raise SpecError(spec_file, "model.path", one_line(str(exc)).removeprefix("model.path: ")) from None
+    source = model_source(cfg, spec_file)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as exc:  # hub misses, unknown tokenizer classes, broken files: all user-caused
@@ -296,12 +331,8 @@ def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answer
             origin = "" if field == "loss.family" else f" (chosen by {field})"
             raise SpecError(spec_file, "model.path", one_line(str(exc)).replace(
                 f"loss family {family!r}", f"loss family {family!r}{origin}", 1)) from None
-    try:
-        processor = AutoProcessor.from_pretrained(source)
-        batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
-    except Exception as exc:  # noqa: BLE001 - a broken processor folder is user-caused too
-        raise SpecError(spec_file, "model.path", f"{cfg.model.path}: cannot load its processor "
-                        f"({one_line(str(exc))[:300] or type(exc).__name__})") from None
+    batcher = load_batcher(cfg, spec_file, source)
+    processor = batcher.processor
     try:
         batcher.prompt_text("How many?")  # a chat template that cannot render an image prompt fails here
         answer_ids = [batcher.answer_ids(a) for a in answers]
@@ -313,6 +344,7 @@ def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str, answer
     except SlsweepError as exc:
         field = next((f for fam, f in families.items() if f"family {fam!r}" in str(exc)), "model.path")
         raise SpecError(spec_file, field, one_line(str(exc))) from None
+    return batcher, tokens
 
 
 def _check_plugin_builder(family: str, tokens: Any, loss: Any) -> None:
@@ -347,8 +379,14 @@ def reachable_families(resolved: ResolvedSpec) -> dict[str, str]:
     return {resolved.spec.loss.family: "loss.family"}
 
 
-def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
-    """Read the first records of each data file (or draw synthetic ones); returns their answers."""
+def check_data(cfg: TrialConfig, spec_file: str) -> list[tuple[str, list[Any]]]:
+    """Read the first `PREFLIGHT_RECORDS` records of each data file or split (or draw as many
+    synthetic examples); returns (label, examples) per read, the label naming the split and the
+    field it came from (`train task.data_path`).
+
+    Raises:
+        SpecError: naming `spec_file` and the field (data path, split, columns, params, loader).
+    """
     from sweeps.tasks import DataError, get_task
 
     task_cfg = cfg.task
@@ -363,7 +401,7 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
     if task_cfg.data is not None:  # a Hugging Face dataset: the first rows of each split it reads
         from sweeps.tasks.hf import load_hf
 
-        data, answers = task_cfg.data, []
+        data, samples = task_cfg.data, []
         for field, split in (("task.data.split", data.split), ("task.data.eval_split", data.eval_split)):
             if split is None:
                 continue
@@ -377,9 +415,10 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
                 raise SpecError(spec_file, blame, text) from None
             except (ValueError, TypeError) as exc:  # the task's params do not fit
                 raise SpecError(spec_file, "task.params", one_line(str(exc))) from None
-            answers += [e.answer for e in rows]
-        return answers
-    if not task_cfg.data_path:  # synthetic data: draw one example with the trials' parameters
+            role = "eval" if field == "task.data.eval_split" else "train" if data.eval_split else "train+eval"
+            samples.append((f"{role} {field}={split}", rows))
+        return samples
+    if not task_cfg.data_path:  # synthetic data: draw examples with the trials' parameters
         from sweeps.datasets import synthetic_params
 
         try:
@@ -388,8 +427,8 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
             text = one_line(str(exc))
             field = "task.image_size" if "image_size" in text else "task.params"
             raise SpecError(spec_file, field, text) from None
-        return [e.answer for e in drawn]
-    answers: list[str] = []
+        return [(f"train+eval synthetic {task.name}", drawn)]
+    samples: list[tuple[str, list[Any]]] = []
     loads = [("task.data_path", task_cfg.data_path, task_cfg.train_split)]
     if task_cfg.eval_data_path or task_cfg.eval_split:
         field = "task.eval_data_path" if task_cfg.eval_data_path else "task.eval_split"
@@ -410,5 +449,6 @@ def _check_data(cfg: TrialConfig, spec_file: str) -> list[str]:
             raise SpecError(spec_file, "task.loader", one_line(str(exc))) from None
         if not examples:
             raise SpecError(spec_file, field, f"{path}: no examples")
-        answers += [e.answer for e in examples]
-    return answers
+        role = "eval" if field != "task.data_path" else "train" if len(loads) > 1 else "train+eval"
+        samples.append((f"{role} {field}", examples))
+    return samples

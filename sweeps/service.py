@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
@@ -248,6 +249,8 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
     spec_path, overrides = split_spec_args(spec_path, overrides)
     plan = plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
                       experiment=experiment, overrides=overrides, search_seed=search_seed)
+    for line in plan.data_lines:  # per task split: rows, answer range, coverage (as `slsweep data`)
+        print(f"data {line}", file=sys.stderr)
     with quiet_output(verbose == 0):
         ensure_tiny_model(plan.resolved.base_trial_config())
     lock = sweep_lock(plan)
