@@ -15,6 +15,7 @@ import pandas as pd
 from sweeps import __version__
 from sweeps.report import plots
 from sweeps.report.fmt import value_text
+from sweeps.report.groups import makeup
 from sweeps.report.runs import ReportError, SweepRuns, param_columns
 from sweeps.report.tables import AblationTable, ablation_table, default_baseline, to_html
 
@@ -68,13 +69,19 @@ def collect_figures(runs: SweepRuns, metric: str | None = None,
 
 
 def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> str:
-    """The best group of the main table and the config its runs share, plus the best single run."""
+    """The best group of the main table and the config its runs share, plus the best single run.
+
+    What the group is decides what is claimed: one configuration over >= 2 seeds shows its interval
+    (and its test against the baseline when there is one); a group pooling configurations shows
+    its spread and no test; one seed shows its value alone.
+    """
     best = sorted(table.best_rows(metric))
     parts = []
     mcol = f"metrics.{metric}"
     if best:
         i = best[0]
         row = table.rows.iloc[i]
+        mk = table.makeups[i]
         key = [(n, _value(row[n])) for n in table.by_names]
         mask = pd.Series(True, index=runs.trials.index)
         for col, name in zip(table.by, table.by_names):
@@ -87,20 +94,32 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
             vals = group[col].dropna().unique()
             if len(vals) == 1 and group[col].notna().all():
                 shared.append((col.removeprefix("params."), _value(vals[0])))
-        ci = (row[f"{metric}.ci_high"] - row[f"{metric}.ci_low"]) / 2
+        mean = _value(row[f"{metric}.mean"])
+        low, high = row[f"{metric}.ci_low"], row[f"{metric}.ci_high"]
+        if not mk.replicate:
+            spread = (f"{mean}, spread {_value(row[f'{metric}.min'])}–{_value(row[f'{metric}.max'])} over "
+                      f"{mk.text()} (pooled: not a confidence interval)")
+        elif math.isfinite(low):
+            spread = (f"{mean}, {table.confidence:.0%} CI [{_value(low)}, {_value(high)}] "
+                      f"({mk.text()}: {', '.join(_value(s) for s in group['seed'])})")
+        else:
+            spread = f"{mean} ({mk.text()}: no interval)"
         parts.append(f"<p>Best group by mean {_e(metric)} ({_e(runs.direction(metric))}): "
                      f"<strong>{_e(', '.join(f'{k}={v}' for k, v in key) or 'all runs')}</strong> — "
-                     f"{_e(_value(row[f'{metric}.mean']))} ± {_e(_value(ci))} "
-                     f"(n={int(row[f'{metric}.n'])}, seeds {_e(', '.join(_value(s) for s in group['seed']))})"
-                     "</p>")
+                     f"{_e(spread)}</p>")
         test = row.get(f"{metric}.test") if table.baseline else None
         if test in ("paired", "welch"):
             pa = row[f"{metric}.p_adj"]
             verdict = ("significant" if pa < 0.05 else "not significant") if pa == pa else "untested"
+            kind = "paired t-test over matching seeds" if test == "paired" else "Welch's t-test"
             parts.append(f"<p>Against the baseline ({_e(table.baseline)}): Δ = "
-                         f"{_e(_value(row[f'{metric}.diff']))}, 95% CI [{_e(_value(row[f'{metric}.diff_ci_low']))}, "
-                         f"{_e(_value(row[f'{metric}.diff_ci_high']))}], adjusted p = {_e(_value(pa))} "
-                         f"({verdict} at 0.05 after {_e(table.adjust)}).</p>")
+                         f"{_e(_value(row[f'{metric}.diff']))}, {table.confidence:.0%} CI "
+                         f"[{_e(_value(row[f'{metric}.diff_ci_low']))}, "
+                         f"{_e(_value(row[f'{metric}.diff_ci_high']))}], {_e(kind)}, adjusted p = "
+                         f"{_e(_value(pa))} ({verdict} at 0.05 after {_e(table.adjust)}).</p>")
+        elif test == "none":
+            parts.append(f"<p>Against the baseline ({_e(table.baseline)}): Δ = "
+                         f"{_e(_value(row[f'{metric}.diff']))}, {_e(row[f'{metric}.note'])}.</p>")
         else:
             parts.append("<p>The best mean is descriptive: whether it differs from the others is what "
                          "the tables' adjusted p-values (with a baseline) say.</p>")
@@ -112,9 +131,11 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
         top = ranked.loc[ranked[mcol].idxmax() if runs.direction(metric) == "max" else ranked[mcol].idxmin()]
         ties = int((ranked[mcol] == top[mcol]).sum()) - 1
         tie_text = f"; {ties} other trial(s) share this value" if ties else ""
+        chosen = (f" (the best of {len(ranked)}, picked on the seed it was measured on: an optimistic "
+                  "value)" if len(ranked) > 1 else "")
         parts.append(f"<p>Best single full-budget trial: run <code>{_e(top['run_id'])}</code> "
                      f"(trial {_e(top.get('tags.trial_id', '?'))}, seed {_e(_value(top['seed']))}): "
-                     f"{_e(metric)} = {_e(_value(top[mcol]))}{_e(tie_text)}</p>")
+                     f"{_e(metric)} = {_e(_value(top[mcol]))}{_e(tie_text)}{_e(chosen)}</p>")
     return "\n".join(parts)
 
 
@@ -186,7 +207,8 @@ def build_report(runs: SweepRuns, *, metrics: Sequence[str] | None = None, by: S
             ("started", info.start_time.strftime("%Y-%m-%d %H:%M UTC") if info.start_time else "—"),
             ("tracking URI", runs.tracking_uri),
             ("trial runs", ", ".join(f"{n} {s}" for s, n in sorted(status_counts.items()))),
-            ("in tables", f"{len(runs.full)} full-budget observations (seeds) from {int(raw['full_budget'].sum()) if 'full_budget' in raw else len(raw)} runs"
+            ("in tables", f"{len(runs.full)} full-budget observations ({makeup(runs.full).text()}) from "
+             f"{int(raw['full_budget'].sum()) if 'full_budget' in raw else len(raw)} runs"
              + (f"; {len(runs.partial)} stopped early, shown apart" if len(runs.partial) else "")),
             ("metric", f"{metric} ({'higher' if runs.direction(metric) == 'max' else 'lower'} is better)")]
     spec_text = runs.parent_artifact_text("spec.yaml")
@@ -198,7 +220,8 @@ def build_report(runs: SweepRuns, *, metrics: Sequence[str] | None = None, by: S
             "<h2>Best configuration</h2>", _best_configuration(runs, main, metric), _confirm_hint(runs),
             "<h2>Ablation tables</h2>", to_html(main)]
     for t in singles:
-        body += [f"<h3>By {_e(' and '.join(t.by_names))} (other params pooled)</h3>", to_html(t)]
+        pooled = " (pools configurations: spread, no test)" if t.pooled_rows() else ""
+        body += [f"<h3>By {_e(' and '.join(t.by_names))}{pooled}</h3>", to_html(t)]
     body.append("<h2>Figures</h2>")
     for f in figures:
         data = base64.b64encode(f.png).decode("ascii")
