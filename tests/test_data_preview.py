@@ -152,7 +152,9 @@ metric: {{name: exact_match, mode: max}}
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """train.jsonl: an RGBA chart on a transparent background, a phone-style JPEG stored 64x32
     (red left half, blue right half) with EXIF orientation 6 (displayed turned 90 degrees clockwise:
-    32x64, red on top), a plain RGB image; eval.jsonl: one more RGB image."""
+    32x64, red on top), a plain RGB image, a 16-bit greyscale PNG with two grey levels (1000 and
+    3000 of 65535, half each), a palette image whose index 0 is transparent (all but a red 2x2
+    patch), a CMYK TIFF of pure cyan; eval.jsonl: one more RGB image."""
     tmp = tmp_path_factory.mktemp("folder")
     chart = np.zeros((40, 40, 4), np.uint8)  # fully transparent ...
     chart[20, 5:35] = (0, 0, 0, 255)  # ... but for one black line
@@ -165,9 +167,20 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Image.fromarray(phone).save(tmp / "phone.jpg", exif=exif.tobytes(), quality=95)
     Image.new("RGB", (40, 30), (10, 200, 10)).save(tmp / "plain.png")
     Image.new("RGB", (30, 30), (200, 10, 10)).save(tmp / "held.png")
+    grey = np.full((20, 20), 1000, np.uint16)
+    grey[:, 10:] = 3000
+    Image.fromarray(grey).save(tmp / "grey16.png")
+    palette = Image.new("P", (20, 20), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.paste(1, (0, 0, 2, 2))
+    palette.save(tmp / "palette.png", transparency=0)
+    Image.new("CMYK", (20, 20), (255, 0, 0, 0)).save(tmp / "cmyk.tiff")
     rows = [{"image": "chart.png", "question": "How many lines?", "answer": 1},
             {"image": "phone.jpg", "question": "How many halves?", "answer": 2},
-            {"image": "plain.png", "question": "How many things?", "answer": 12}]
+            {"image": "plain.png", "question": "How many things?", "answer": 12},
+            {"image": "grey16.png", "question": "How many cells?", "answer": 4},
+            {"image": "palette.png", "question": "How many dots?", "answer": 5},
+            {"image": "cmyk.tiff", "question": "How many inks?", "answer": 7}]
     (tmp / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (tmp / "eval.jsonl").write_text(json.dumps({"image": "held.png", "question": "How many?", "answer": 0}))
     (tmp / "spec.yaml").write_text(SPEC.format(train=tmp / "train.jsonl", eval=tmp / "eval.jsonl"))
@@ -178,13 +191,13 @@ def test_folder_dataset_figures(folder: Path) -> None:
     out = _data(str(folder / "spec.yaml"), "-n", "8")
     assert out["data"] == "files"
     train, held_out = out["splits"]
-    assert (train["rows"], held_out["rows"]) == (3, 1) and not train["generated"]
+    assert (train["rows"], held_out["rows"]) == (6, 1) and not train["generated"]
     assert train["answers"]["min"] == 1 and train["answers"]["max"] == 12
-    # integer answers 1, 2, 12: integer bins two wide, so at most ten bins span 1..12
-    assert train["answers"]["histogram"] == {"edges": [1, 3, 5, 7, 9, 11, 13], "counts": [2, 0, 0, 0, 0, 1]}
+    # integer answers 1, 2, 12, 4, 5, 7: integer bins two wide, so at most ten bins span 1..12
+    assert train["answers"]["histogram"] == {"edges": [1, 3, 5, 7, 9, 11, 13], "counts": [2, 1, 1, 1, 0, 1]}
     examples = out["examples"]
-    assert [e["answer"] for e in examples] == ["1", "2", "12", "0"]
-    assert [len(e["soft_target_tokens"]) for e in examples] == [1, 1, 2, 1]
+    assert [e["answer"] for e in examples] == ["1", "2", "12", "4", "5", "7", "0"]
+    assert [len(e["soft_target_tokens"]) for e in examples] == [1, 1, 2, 1, 1, 1, 1]
     assert examples[2]["source_size"] == [40, 30] and examples[2]["image_size"] == [32, 32]
     assert examples[2]["image_mean_rgb"] == pytest.approx([10, 200, 10], abs=1)
     assert examples[0]["source"].endswith("chart.png")
@@ -211,6 +224,33 @@ def test_exif_rotated_photo_is_turned(folder: Path, tmp_path: Path) -> None:
     lower = pixels[bottom - 10, (left + right) // 2]
     assert upper[0] > 200 and upper[2] < 60, upper  # red on top ...
     assert lower[2] > 200 and lower[0] < 60, lower  # ... blue below, as a viewer shows the photo
+
+
+def test_sixteen_bit_palette_and_cmyk_images(folder: Path) -> None:
+    """Through the one image decoder (sweeps/tasks/images.py): a 16-bit image scaled by its own
+    range (not a white picture), palette transparency on white, CMYK converted."""
+    grey, palette, cmyk = _data(str(folder / "spec.yaml"))["examples"][3:6]
+    assert grey["image_mode"] == "I;16" and grey["source_size"] == [20, 20]
+    assert grey["image_mean_rgb"] == pytest.approx([127.5, 127.5, 127.5], abs=3)  # two levels: 0 and 255
+    assert palette["image_mode"] == "P" and min(palette["image_mean_rgb"]) > 240  # white, not black
+    assert cmyk["image_mode"] == "CMYK" and cmyk["image_mean_rgb"] == pytest.approx([0, 255, 255], abs=2)
+
+
+def test_huggingface_dataset(tmp_path: Path) -> None:
+    from tests.test_hf_data import COLUMNS, _dataset
+
+    _dataset(12).to_parquet(tmp_path / "mine.parquet")
+    data = {"hf": str(tmp_path / "mine.parquet"), "split": "train", "columns": COLUMNS}
+    spec = tmp_path / "hf.yaml"
+    spec.write_text(SPEC.format(train="x", eval="x").replace(
+        "data_path: x, eval_data_path: x, eval_size: 1", f"data: {json.dumps(data)}, eval_size: 4"))
+    out = _data(str(spec), "-n", "2")
+    assert out["data"] == "huggingface"
+    assert [(s["split"], s["rows"]) for s in out["splits"]] == [("train", 8), ("eval", 4)]
+    _check_schema(out, 2)
+    for ex in out["examples"]:
+        assert ex["source_size"] is None and ex["image_size"] == [32, 32]  # bytes: no file
+        assert [s["position"] for s in ex["soft_target_tokens"]] == _digit_positions(ex) != []
 
 
 # --------------------------------------------------------------------------- bad input
@@ -249,9 +289,9 @@ def test_run_has_one_line_per_split_before_ray(tmp_path: Path, folder: Path) -> 
 
     lines = plan_sweep(folder / "spec.yaml", runs_dir=tmp_path / "runs").data_lines
     assert len(lines) == 2
-    assert lines[0].startswith("train task.data_path: 3 rows; answers 1..12 [1-2:2 3-4:0 ")
+    assert lines[0].startswith("train task.data_path: 6 rows; answers 1..12 [1-2:2 3-4:1 5-6:1 ")
     assert lines[0].endswith("; soft-target coverage 100% (soft_label)")
-    assert lines[1] == "eval task.eval_data_path: 1 rows; answers 0..0 [0:1]; soft-target coverage 100% (soft_label)"
+    assert lines[1] == "eval task.eval_data_path: 1 row; answers 0..0 [0:1]; soft-target coverage 100% (soft_label)"
     [line] = plan_sweep("counting", runs_dir=tmp_path / "runs",
                         overrides=[*SMALL, "resources.cpu=1", "resources.gpu=0"]).data_lines
     assert line.startswith("train+eval synthetic counting: generated per step (figures over the first 64 "

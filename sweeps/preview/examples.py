@@ -42,6 +42,11 @@ def example_box(example: Any) -> tuple[tuple[float, ...], int] | None:
         return None
 
 
+def _numbers(values: tuple[float, ...]) -> list[float | int]:
+    """Whole numbers as ints (a box on an integer grid prints as it is written in the answer)."""
+    return [int(v) if float(v).is_integer() else v for v in values]
+
+
 @dataclass(frozen=True)
 class ExampleView:
     """One example as the preview shows it (see `as_json` for the schema)."""
@@ -71,7 +76,7 @@ class ExampleView:
             "numeric_tokens_without_soft_target": self.tokens.positions_json(self.tokens.uncovered),
         }
         if self.box is not None:
-            out["box"] = [int(v) if float(v).is_integer() else v for v in self.box[0]]
+            out["box"] = _numbers(self.box[0])
             out["box_coord_max"] = self.box[1]
         out["source"] = self.source
         return out
@@ -80,14 +85,16 @@ class ExampleView:
         """A few indented lines for the terminal."""
         w, h = self.image_size
         r, g, b = self.image_mean_rgb
-        size = f"{w}x{h}" if self.source_size in (None, (w, h)) else f"{w}x{h} (file {self.source_size[0]}x{self.source_size[1]})"
+        size = f"{w}x{h}"
+        if self.source_size not in (None, (w, h)):
+            size += f" (file {self.source_size[0]}x{self.source_size[1]})"
         lines = [f"{self.split} #{self.index}  image {size} {self.image_mode}  mean rgb ({r:.0f}, {g:.0f}, {b:.0f})"
                  + (f"  {self.source}" if self.source else ""),
                  f"  prompt: {self.prompt}",
                  f"  answer: {self.answer}",
                  f"  tokens: {self.tokens.marked()}"]
         if self.box is not None:
-            lines.append(f"  box:    {[int(v) if v.is_integer() else v for v in self.box[0]]} on 0..{self.box[1]}")
+            lines.append(f"  box:    {_numbers(self.box[0])} on 0..{self.box[1]}")
         return "\n".join(lines)
 
 

@@ -194,7 +194,7 @@ def _coverage_text(coverage: Sequence[CoverageFigure]) -> str:
 def split_line(fig: SplitFigures) -> str:
     """One line: `train: 5000 rows; answers 0..9 [0:12 1:9 ...]; soft-target coverage 100% (soft_label)`."""
     rows = ("generated per step" if fig.rows is None else f"{fig.rows}+ rows (the first {fig.rows} checked)"
-            if fig.truncated else f"{fig.rows} rows")
+            if fig.truncated else f"{fig.rows} row{'' if fig.rows == 1 else 's'}")
     if fig.note:
         rows += f" ({fig.note})"
     a = fig.answers
