@@ -52,7 +52,8 @@ def test_bad_answers_in_json_are_refused(folder, task, bad, message) -> None:
 def test_bad_chart_labels_are_refused(folder) -> None:
     (folder / "png").mkdir()
     Image.new("RGB", (8, 8)).save(folder / "png" / "c.png")
-    for bad, message in ((float("nan"), "is NaN"), ("NaN", "is NaN"), (float("-inf"), "is infinite"), (" ", "is empty")):
+    bad_labels = ((float("nan"), "is NaN"), ("NaN", "is NaN"), (float("-inf"), "is infinite"), (" ", "is empty"))
+    for bad, message in bad_labels:
         (folder / "test_human.json").write_text(json.dumps([{"imgname": "c.png", "query": "q", "label": bad}]))
         with pytest.raises(DataError, match=rf"test_human\.json: record 0 \(id c\.png\): field 'label' {message}"):
             get_task("chart").load(folder / "test_human.json")

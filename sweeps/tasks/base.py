@@ -112,7 +112,8 @@ class Task(ABC):
         """An example from one Hugging Face dataset row (see `sweeps.tasks.hf`).
 
         Args:
-            image: the row's image (RGB, resized already).
+            image: the row's image, decoded (`sweeps.tasks.images.decode_image`: RGB, EXIF
+                orientation applied) at its displayed size; the loader resizes it afterwards.
             question: the row's question text.
             answer: the row's answer as stored (number, list of numbers or text).
             loc: "dataset: split S: row R" for DataError messages.

@@ -91,7 +91,8 @@ def box_fractions(values: Any, *, box_format: str, box_units: str, width: int, h
     tol_x = max(TOLERANCE, 1 / width) if box_units == "pixels" else TOLERANCE
     tol_y = max(TOLERANCE, 1 / height) if box_units == "pixels" else TOLERANCE
     if frac[0] < -tol_x or frac[1] < -tol_y or frac[2] > 1 + tol_x or frac[3] > 1 + tol_y:
-        raise DataError(f"{here} lies outside the {width}x{height} image{_outside_hint(nums, box_format, box_units, width, height)}")
+        hint = _outside_hint(nums, box_format, box_units, width, height)
+        raise DataError(f"{here} lies outside the {width}x{height} image{hint}")
     return (min(max(frac[0], 0.0), 1.0), min(max(frac[1], 0.0), 1.0),
             min(max(frac[2], 0.0), 1.0), min(max(frac[3], 0.0), 1.0))
 
