@@ -45,7 +45,8 @@ MetricOpt = Annotated[list[str] | None, typer.Option(
     show_default=False)]
 BaselineOpt = Annotated[str | None, typer.Option(
     "--baseline", help="Baseline runs as column=value[,column=value] (e.g. loss=hard): adds the "
-    "difference and a paired t-test over matching seeds (Welch's test otherwise).", show_default=False)]
+    "difference and a paired t-test over matching seeds (Welch's test otherwise, marked †); groups "
+    "that pool configurations are not tested.", show_default=False)]
 TrackingOpt = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow tracking URI. Default: sqlite:///<runs dir>/mlflow.db.",
     show_default=False)]
@@ -67,7 +68,8 @@ AdjustOpt = Annotated[Adjust, typer.Option(
     "--adjust", help="Multiple-comparison adjustment of the p-values over every comparison the "
     "table shows: holm (family-wise), bh (false discovery rate) or none.")]
 PowerOpt = Annotated[bool, typer.Option(
-    "--power", help="Add the seeds each comparison needs for 80% power (from the observed SD).")]
+    "--power", help="Add the seeds each comparison needs for 80% power (from the observed SD; "
+    "needs at least 3 seed pairs, marked ~ below 5).")]
 MdeOpt = Annotated[float | None, typer.Option(
     "--mde", help="Difference the power column targets (metric units; default: the observed one).",
     show_default=False)]
@@ -112,8 +114,10 @@ def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt 
           mde: MdeOpt = None,
           output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE instead of "
                                                       "stdout.", show_default=False)] = None) -> None:
-    """Ablation table: mean, 95% CI over seeds and n per group (and per metric); with --baseline,
-    the difference with its CI, raw and adjusted p-values (and with --power, the seeds needed)."""
+    """Ablation table: per group the mean and n; a group of one configuration (every resolved
+    param equal, seed aside) adds its 95% CI over seeds, a group pooling configurations its min-max
+    spread. With --baseline, one-configuration groups get the difference with its CI, the test used
+    and raw and adjusted p-values (and with --power, the seeds needed); pooled groups are never tested."""
     from sweeps.report.tables import ablation_table, render, to_html
 
     def go() -> None:

@@ -3,6 +3,10 @@ multiple-comparison adjustment and the seeds a comparison needs for a given powe
 
 Tests and intervals are scipy's (`ttest_rel`, `ttest_ind`); adjustment is statsmodels'
 `multipletests`; power is statsmodels' `TTestPower` (paired) and `TTestIndPower` (unpaired).
+These functions assume their values are seeds of one configuration: callers decide that
+(`sweeps.report.groups`) and never pass a group that pools configurations. What they refuse to
+claim: a test when the differences do not vary (`NO_VARIATION`), a power answer from fewer than
+`MIN_POWER_PAIRS` pairs, and an interval outside a metric's known range (`summarize`'s bounds).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Ablation tables: group trial runs, summarise each metric over seeds, render md/latex/csv/html."""
+"""Ablation tables: group trial runs, summarise each metric, render md/latex/csv/html.
+
+A row that is one configuration (`sweeps.report.groups`) is summarised over its seeds (mean,
+interval, test against the baseline); a row pooling configurations shows its mean and min-max
+spread and is never tested. The notes under a table are written from what it holds.
+"""
 
 from __future__ import annotations
 
@@ -154,7 +159,10 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
                    power_target: float = 0.8) -> AblationTable:
     """Group the observations by `by` and summarise each metric over the seeds of a group.
 
-    Observations are `runs.trials` (replicates already merged). Runs stopped before their budget
+    Observations are `runs.trials` (replicates already merged). A group of one configuration
+    (`runs.configuration_ids`) gets its interval over seeds (cut to [0, 1] for a share,
+    `SweepRuns.metric_range`) and its test; a group pooling configurations gets NaN intervals,
+    its min/max and no test (nor does any group when the baseline pools configurations). Runs stopped before their budget
     (present only when loaded with ``include_unfinished``) and runs of different budgets get rows
     of their own (an ``at_step`` key column); they are never averaged with full-budget runs, never
     tested and never marked best.
@@ -422,7 +430,8 @@ def _grid(table: AblationTable) -> tuple[list[str], list[list[_Cell]]]:
     if table.baseline:
         for m in table.metrics:
             suffix = "" if one_m else f" ({m})"
-            header += [f"Δ {m} [{table.confidence:.0%} CI]", f"p{suffix}"]
+            has_ci = bool(np.isfinite(r[f"{m}.diff_ci_low"].to_numpy(float)).any())
+            header += [f"Δ {m} [{table.confidence:.0%} CI]" if has_ci else f"Δ {m}", f"p{suffix}"]
             if adjusted:
                 header += [f"p_adj{suffix}"]
             if table.power:
