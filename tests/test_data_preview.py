@@ -262,6 +262,7 @@ def test_bad_spec_override_family_and_sheet_are_one_line(folder: Path, tmp_path:
     assert "train.nope" in _one_error_line("counting", "model.path=tiny", "train.nope=1")
     assert "--family: unknown 'nope'" in _one_error_line("counting", *SMALL, "--family", "nope")
     assert "--sheet" in _one_error_line("counting", *SMALL, "--sheet", str(tmp_path / "no" / "s.png"))
+    assert "no examples to draw" in _one_error_line("counting", *SMALL, "-n", "0", "--sheet", str(tmp_path / "s.png"))
     missing = tmp_path / "missing.yaml"
     missing.write_text((folder / "spec.yaml").read_text().replace("train.jsonl", "gone.jsonl"))
     err = _one_error_line(str(missing))

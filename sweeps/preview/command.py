@@ -156,8 +156,11 @@ def preview_command(spec: str | Path | None, overrides: Sequence[str] = (), *, n
     Raises:
         SlsweepError: see `build_preview`; `--sheet` with a missing or unwritable folder.
     """
-    if sheet is not None and not Path(sheet).expanduser().parent.is_dir():  # before the data loads
-        raise SlsweepError(f"--sheet: {sheet}: folder {Path(sheet).expanduser().parent} does not exist")
+    if sheet is not None:  # before the data loads
+        if not Path(sheet).expanduser().parent.is_dir():
+            raise SlsweepError(f"--sheet: {sheet}: folder {Path(sheet).expanduser().parent} does not exist")
+        if n == 0:
+            raise SlsweepError(f"--sheet: {sheet}: no examples to draw (-n 0)")
     preview = build_preview(spec, overrides, n=n, family=family)
     note = ""
     if sheet is not None:
