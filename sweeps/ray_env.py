@@ -4,12 +4,13 @@ and the resources check against the nodes Ray reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 
@@ -115,6 +116,8 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
             kwargs["_system_config"] = {"prestart_worker_first_driver": False, "worker_niceness": 0}
             if os.environ.get("SLSWEEP_RAY_TMP"):
                 kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
+            # Nothing of a private Ray is reachable from the network (`loopback_node`).
+            kwargs["_node_ip_address"] = LOOPBACK
         # Ray starts its own processes (GCS, raylet, and through the raylet the trial workers)
         # with SIGINT blocked, so that a terminal's Ctrl-C reaches the driver only; SIGTERM sent to
         # the process group (`kill -TERM -PGID`, a scheduler's stop) would still kill them under
@@ -122,7 +125,8 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
         local = kwargs["address"] == "local"
         saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if local else None
         try:
-            ray.init(**kwargs)
+            with loopback_node() if local else contextlib.nullcontext():
+                ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SlsweepError(f"--address: {plan.address or 'local'}: could not start or join Ray ({exc})") from None
         finally:
@@ -131,6 +135,42 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
         if local:
             lower_service_priority()
     return time.perf_counter() - t0
+
+
+LOOPBACK = "127.0.0.1"
+RAY_CLUSTER_MODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def loopback_node() -> Iterator[None]:
+    """For the block, Ray keeps a loopback node address instead of replacing it.
+
+    A node whose address is 127.0.0.1 binds every server of Ray 2.60 to loopback: the GCS, the
+    raylet's node and object managers and every core worker (driver and trial workers) pass
+    `listen_to_localhost_only = (node_ip_address == "127.0.0.1")` to their gRPC server, and the
+    runtime-env and dashboard agents bind to 127.0.0.1 when the node address is a loopback one
+    (`ray/dashboard/agent.py`, `http_server_agent.py`). But `ray.init(_node_ip_address=...)`
+    first passes the address through `services.resolve_ip_for_localhost`, which turns a loopback
+    address into the machine's network address unless Ray's "cluster mode" is off
+    (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the single-machine mode Ray uses on macOS and
+    Windows). That variable is read once, when `ray` is imported, so both the variable (for the
+    processes Ray starts, which inherit it) and the constant it set (for this process) are
+    switched off here, and restored afterwards: a later `ray.init` joining a cluster must
+    advertise the machine's real address again.
+    """
+    from ray._private import ray_constants
+
+    saved_env, saved = os.environ.get(RAY_CLUSTER_MODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[RAY_CLUSTER_MODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(RAY_CLUSTER_MODE_ENV, None)
+        else:
+            os.environ[RAY_CLUSTER_MODE_ENV] = saved_env
 
 
 SERVICE_NICE = 19
