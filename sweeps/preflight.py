@@ -364,7 +364,16 @@ def _check_plugin_builder(family: str, tokens: Any, loss: Any) -> None:
 
 def reachable_families(resolved: ResolvedSpec) -> dict[str, str]:
     """Loss family -> the spec or search-space field that can choose it (the space's fixed value or
-    categorical choices for `loss.family`, else the spec's `loss.family`)."""
+    categorical choices for `loss.family`, else the spec's `loss.family`; then the spec's
+    baseline arms, `baselines.<i>.loss.family`)."""
+    families = _searched_families(resolved)
+    for i, arm in enumerate(resolved.spec.baselines):
+        if "loss.family" in arm:
+            families.setdefault(str(arm["loss.family"]), f"baselines.{i}.loss.family")
+    return families
+
+
+def _searched_families(resolved: ResolvedSpec) -> dict[str, str]:
     from sweeps.space import CategoricalParam, FixedParam
 
     space = resolved.space

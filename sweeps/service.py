@@ -111,21 +111,45 @@ def sweep_lock(plan: SweepPlan):  # -> filelock.FileLock, held
     return lock
 
 
+# How a trial that ended below its budget reads in the summary, by its slsweep.stop_reason.
+_STOPPED_WORDS = {"early_stopping": "stopped", "interrupted": "interrupted", "driver_error": "interrupted",
+                  "sweep_time_limit": "sweep time limit", "driver_lost": "interrupted"}
+
+
+def _trial_status(error: bool, step: Any, budget: int, reason: str | None) -> str:
+    """`ok` (full budget), `error`, or `stopped at step 100` / `interrupted at step 100` / ..."""
+    if error:
+        return "error"
+    if isinstance(step, (int, float)) and step >= budget:
+        return "ok"
+    where = f" at step {int(step)}" if isinstance(step, (int, float)) else " before its first evaluation"
+    return _STOPPED_WORDS.get(reason or "early_stopping", str(reason).replace("_", " ")) + where
+
+
 def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
-    """One row per trial: its sampled values, seed, status and final metric, best first."""
+    """One row per trial, best first: trial id, arm (`search` or a baseline arm's label, when the
+    spec has baseline arms), status (`ok` at full budget, `stopped at step N`, `error`, ...),
+    final metric, step, seed and sampled values."""
     import pandas as pd
 
-    from sweeps.trainable import sampled_params
+    from sweeps.trainable import baseline_arm, sampled_params
 
-    spec = outcome.plan.spec
+    plan, spec = outcome.plan, outcome.plan.spec
+    budget = plan.resolved.base_trial_config().train.steps
+    labels = plan.resolved.arm_labels()
+    reasons = getattr(outcome, "stop_reasons", None) or {}
     rows = []
     for result in outcome.results:
         config = result.config or {}
-        value = (result.metrics or {}).get(spec.metric.name)
-        rows.append({"trial": (result.metrics or {}).get("trial_id", "?"),
-                     "status": "error" if result.error else "ok",
+        metrics = result.metrics or {}
+        value = metrics.get(spec.metric.name)
+        arm = baseline_arm(config)
+        rows.append({"trial": metrics.get("trial_id", "?"),
+                     "arm": (labels[arm] if arm is not None else "search") if labels else None,
+                     "status": _trial_status(result.error is not None, metrics.get("step"), budget,
+                                             reasons.get(metrics.get("trial_id"))),
                      spec.metric.name: value if isinstance(value, (int, float)) else math.nan,
-                     "step": (result.metrics or {}).get("step"),
+                     "step": metrics.get("step"),
                      "seed": spec.search.first_seed + int(config.get("__trial_index__", 0)),
                      **sampled_params(config)})
     # Peers' params are absent elsewhere; the metric column stays even when no trial reached an
@@ -184,11 +208,12 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
         if stopped:
             print(f"({stopped} trial(s) stopped before step {budget}: their {spec.metric.name} is "
                   "from the step shown and is not compared with full-budget trials)")
-        best = full.iloc[0] if len(full) else None
+        searched = full[full["arm"] == "search"] if "arm" in full else full  # not a baseline arm
+        best = searched.iloc[0] if len(searched) else None
         if best is not None and not (isinstance(best[spec.metric.name], float)
                                      and math.isnan(best[spec.metric.name])):
             params = {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in table.columns
-                      if k not in ("trial", "status", "step", spec.metric.name) and pd.notna(best[k])}
+                      if k not in ("trial", "arm", "status", "step", spec.metric.name) and pd.notna(best[k])}
             shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
             print(f"\nBest at full budget ({budget} steps): {spec.metric.name}="
                   f"{best[spec.metric.name]:.4g} with {shown}")
@@ -216,9 +241,70 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
         return
     print(f"Next:     slsweep table{runs_flag}   |   slsweep ui{runs_flag}   |   slsweep report -o report.html")
     if spec.search.algorithm in ("tpe", "random"):
-        print(f"Confirm:  slsweep confirm {plan.sweep_id} --top 3 --seeds 5 --baseline loss=hard{runs_flag}"
+        arms = [_arm_selector(arm) for arm in spec.baselines]
+        print(f"Confirm:  {confirm_command(plan, arms[0] if arms else 'loss=hard')}"
               "\n          (a search's best is chosen on the seeds it was measured on: optimistic until "
               "rerun on fresh seeds; this prints the adjusted table)")
+        for line in headline(plan, table):
+            print(line)
+
+
+def confirm_command(plan: SweepPlan, baseline: str) -> str:
+    """The exact `slsweep confirm` command for this sweep against `baseline` (`loss=hard`)."""
+    return f"slsweep confirm {plan.sweep_id} --top 3 --seeds 5 --baseline {baseline}{_runs_flag(plan)}"
+
+
+def _arm_selector(arm: dict[str, Any]) -> str:
+    """A baseline arm as a `--baseline` selector: `{loss.family: hard}` -> `loss=hard`."""
+    return ",".join(f"{'loss' if k == 'loss.family' else k}={v}" for k, v in arm.items())
+
+
+def headline(plan: SweepPlan, table: pd.DataFrame) -> list[str]:
+    """The question the sweep's baseline arms answer, at the honesty its seeds allow: per arm,
+    the best searched configuration's metric (mean over its full-budget seeds) against the arm's
+    (mean over the same seeds), what that is worth and the command that tests it. Empty when
+    the spec has no baseline arms. For example::
+
+        soft_label vs hard CE: best soft_label exact_match 0.46 vs hard CE 0.41 on seed 0 (Δ +0.05, ...)
+        1 seed: a lead, not a test. Test it: slsweep confirm ... --baseline loss=hard
+    """
+    spec = plan.spec
+    if not spec.baselines or table.empty or "arm" not in table:
+        return []
+    m, budget = spec.metric.name, plan.resolved.base_trial_config().train.steps
+    full = table[(table["step"].fillna(0) >= budget) & table[m].notna()]
+    searched = full[full["arm"] == "search"]
+    sampled = [c for c in table.columns if c not in ("trial", "arm", "status", m, "step", "seed")]
+    family = ", ".join(sorted({str(v) for v in searched.get("loss.family", [])})) or spec.loss.family
+    lines = []
+    for arm, label in zip(spec.baselines, plan.resolved.arm_labels()):
+        shown = "hard CE" if label == "hard" else label
+        base = full[full["arm"] == label]
+        lines.append(f"\n{family} vs {shown}:")
+        if m == "train_loss" and str(arm.get("loss.family", family)) != family:
+            lines[-1] += (" no comparison on train_loss: each loss family's own objective "
+                          "(compare a task metric: slsweep table --baseline " + _arm_selector(arm) + ")")
+            continue
+        if searched.empty or base.empty:
+            lines[-1] += (f" no comparison: {'no searched configuration' if searched.empty else shown} "
+                          f"reached step {budget}")
+            continue
+        keys = searched[sampled].astype(str).agg("|".join, axis=1) if sampled else searched["trial"]
+        means = searched.groupby(keys, sort=False)[m].mean()
+        best_key = means.idxmax() if spec.metric.mode == "max" else means.idxmin()
+        seeds = sorted(int(s) for s in searched[keys == best_key]["seed"])
+        arm_value = base[base["seed"].isin(seeds)][m].mean()
+        if math.isnan(arm_value):
+            lines[-1] += f" no comparison: {shown} has no full-budget run on seed(s) {seeds}"
+            continue
+        value = float(means[best_key])
+        where = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}..{seeds[-1]} (mean)"
+        lines[-1] += (f" best {family} {m} {value:.4g} vs {shown} {arm_value:.4g} on {where} "
+                      f"(Δ {value - arm_value:+.4g}; the best of {len(means)} full-budget configurations)")
+        worth = ("1 seed: a lead, not a test" if len(seeds) == 1 else
+                 f"{len(seeds)} seeds, and the best was chosen on them: a lead, not a test")
+        lines.append(f"{worth}. Test it: {confirm_command(plan, _arm_selector(arm))}")
+    return lines
 
 
 def split_spec_args(spec: str | Path | None, overrides: Sequence[str] = ()) -> tuple[str | Path | None, list[str]]:

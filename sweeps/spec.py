@@ -14,7 +14,8 @@ Seeds: every configuration runs with seeds first_seed..first_seed+seeds-1 (first
 `slsweep confirm` starts after the seeds a search used). With `tpe`/`random` the runner repeats each
 suggested configuration `seeds` times (Ray Tune's `Repeater`, `__trial_index__` = seed) and the
 sampler learns from the mean metric over the seeds; with `grid` the seed is one more grid
-dimension. Trial count: `num_samples * seeds` (tpe/random) or `len(grid) * seeds` (grid).
+dimension. Trial count: `num_samples * seeds` (tpe/random) or `len(grid) * seeds` (grid), plus
+`len(baselines) * seeds` for the spec's baseline arms (fixed configurations run on the same seeds).
 
 Scheduler units: `grace_period` and `max_t` count optimizer steps (the trial reports `step`);
 defaults: `max_t = train.steps`, `grace_period = train.eval_every`.
@@ -158,6 +159,11 @@ class SweepSpec(_Section):
     storage: str | None = None
     failure: FailureConfig = Field(default_factory=FailureConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    # Fixed arms run beside the search on the same seeds, outside it (not in the Optuna study,
+    # never stopped early; a grid runs them as more points): `[{loss.family: hard}]` is the
+    # hard-CE baseline. Each arm is dotted TrialConfig keys over the base config; see
+    # `ResolvedSpec.arm_overrides`.
+    baselines: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -235,10 +241,23 @@ class ResolvedSpec:
 
     @property
     def trial_count(self) -> int:
-        """How many trials the sweep runs (configurations x seeds)."""
+        """How many trials the sweep runs ((configurations + baseline arms) x seeds)."""
         s = self.spec.search
         configs = len(self.space.grid()) if s.algorithm == "grid" else s.num_samples
-        return configs * s.seeds
+        return (configs + len(self.spec.baselines)) * s.seeds
+
+    def arm_overrides(self) -> list[dict[str, Any]]:
+        """The spec's `baselines` as `TrialConfig.with_overrides` mappings, one per arm.
+
+        An arm that switches `loss.family` starts from that family's defaults: the base's loss
+        parameters belong to another family (`{loss.family: hard}` on a soft-label spec is plain
+        hard CE), the same rule `slsweep confirm --baseline` follows.
+        """
+        return [arm_overrides(self.spec.loss.family, arm) for arm in self.spec.baselines]
+
+    def arm_labels(self) -> list[str]:
+        """A short name per baseline arm: `hard` for `{loss.family: hard}`, else `k=v ...`."""
+        return [arm_label(arm) for arm in self.spec.baselines]
 
     def flat_params(self) -> dict[str, Any]:
         """The spec as dotted keys (None omitted), for the parent MLflow run's params."""
@@ -255,6 +274,41 @@ class ResolvedSpec:
 
         walk("", data)
         return out
+
+
+def arm_overrides(base_family: str, arm: dict[str, Any]) -> dict[str, Any]:
+    """One baseline arm (dotted keys) as `with_overrides` keys (see `ResolvedSpec.arm_overrides`)."""
+    family = arm.get("loss.family")
+    if family is None or family == base_family:
+        return dict(arm)
+    loss = {"family": family, **{k[5:]: v for k, v in arm.items() if k.startswith("loss.") and k != "loss.family"}}
+    return {"loss": loss, **{k: v for k, v in arm.items() if not k.startswith("loss.")}}
+
+
+def arm_label(arm: dict[str, Any]) -> str:
+    """`hard` for `{loss.family: hard}`; otherwise the arm's `key=value` pairs."""
+    if list(arm) == ["loss.family"]:
+        return str(arm["loss.family"])
+    return " ".join(f"{k}={v}" for k, v in arm.items())
+
+
+def _check_baselines(spec: SweepSpec, base: TrialConfig, file: str, doc: YamlDoc) -> None:
+    """Each baseline arm must be a non-empty mapping of dotted TrialConfig keys that makes a
+    valid trial config."""
+    for i, arm in enumerate(spec.baselines):
+        where = f"baselines.{i}"
+        if not arm:
+            raise SpecError(file, where, "empty arm: give dotted config keys, e.g. {loss.family: hard}",
+                            line=doc.line_of(("baselines", i)))
+        for key in arm:
+            if key in ("seed", "name") or not isinstance(key, str):
+                raise SpecError(file, f"{where}.{key}", "seeds come from search.seeds; an arm sets config "
+                                "fields such as loss.family or train.lr", line=doc.line_of(("baselines", i)))
+        try:
+            base.with_overrides(arm_overrides(base.loss.family, arm), source=file)
+        except SpecError as err:
+            field = err.field if str(err.field).startswith(tuple(arm)) else next(iter(arm))
+            raise SpecError(file, f"{where}.{field}", err.message, line=doc.line_of(("baselines", i))) from None
 
 
 # --------------------------------------------------------------------------- packaged files
@@ -413,6 +467,7 @@ def _load_spec(spec_path: Path, overrides: list[Override]) -> ResolvedSpec:
                 f"grid search runs every grid point ({len(points)}); omit num_samples or set it to {len(points)}",
                 line=doc.line_of(("search", "num_samples")),
             )
+    _check_baselines(spec, base, file, doc)
     text = doc.text or dump_yaml(data)
     if overrides:  # the artifact is the spec that ran: the file's values with the overrides set
         text = (f"# {file} with command-line overrides: {' '.join(o.text for o in overrides)}\n"

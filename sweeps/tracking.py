@@ -33,6 +33,13 @@ _NON_METRIC = {"predictions", "node", "hostname", "pid", "done", "trial_id", "da
 OPTUNA_TRIAL_KEY = "__optuna_trial__"  # a Tune config's Optuna trial number (set by the searcher)
 LAST_STEP_TAG = "last_step"  # the last optimizer step a trial reported (its budget reached, or not)
 LOSS_CURVE = "train_loss_curve"  # a result's [[step, mean train loss], ...] since the last result
+ARM_TAG = "slsweep.arm"  # on a trial run: `search` (a configuration the search chose) or `baseline`
+STOP_REASON_TAG = "slsweep.stop_reason"
+
+
+def stopped_name(run_name: str, step: int) -> str:
+    """The MLflow run name of a trial ASHA stopped early: `t03 ... s0 (stopped @100)`."""
+    return f"{run_name} (stopped @{step})"
 # MLflow 3's UI opens an experiment without this tag on its GenAI (traces) page; this kind opens
 # it as a model-training ("Machine learning") experiment, on the runs table.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -159,6 +166,7 @@ class SweepTracker(Callback):
         self.experiment_id: str | None = None
         self.runs: dict[str, str] = {}          # Tune trial id -> MLflow run id
         self.ended: dict[str, str] = {}         # Tune trial id -> final MLflow status
+        self.reasons: dict[str, str] = {}       # Tune trial id -> slsweep.stop_reason it ended with
         self._predictions: dict[str, list[dict[str, Any]]] = {}
         self._client: MlflowClient | None = None
         self._study_storage: Any = None  # optuna RDBStorage of info.optuna_storage, opened on use
@@ -176,12 +184,20 @@ class SweepTracker(Callback):
         return state
 
     def get_state(self) -> dict[str, Any]:
-        return {"parent_run_id": self.parent_run_id, "runs": dict(self.runs), "ended": dict(self.ended)}
+        return {"parent_run_id": self.parent_run_id, "runs": dict(self.runs), "ended": dict(self.ended),
+                "reasons": dict(self.stop_reasons)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.parent_run_id = state.get("parent_run_id") or self.parent_run_id
         self.runs.update(state.get("runs", {}))
         self.ended.update(state.get("ended", {}))
+        self.stop_reasons.update(state.get("reasons", {}))
+
+    @property
+    def stop_reasons(self) -> dict[str, str]:
+        """Tune trial id -> the `slsweep.stop_reason` its run ended with (`early_stopping`,
+        `interrupted`, `timeout`, ...); trials that ended at full budget are absent."""
+        return self.__dict__.setdefault("reasons", {})  # (absent on trackers pickled before)
 
     @property
     def client(self) -> MlflowClient:
@@ -225,13 +241,15 @@ class SweepTracker(Callback):
         if existing:  # a restored driver finds the run it created before it died
             self.runs[trial.trial_id] = existing[0].info.run_id
             return existing[0].info.run_id
+        from sweeps.trainable import baseline_arm
+
         cfg = self.resolve(trial.config)
         tags = {"mlflow.parentRunId": self.parent_run_id, "slsweep.kind": "trial",
                 "slsweep.sweep_id": self.info.sweep_id, "trial_id": trial.trial_id,
                 "seed": str(cfg.seed), "loss": cfg.loss.family,
                 "psi": cfg.loss.psi if cfg.loss.family == "soft_label" else "none",
                 "search_space": self.info.space_source, "search_space_hash": self.info.space_hash,
-                "status": "running"}
+                "status": "running", ARM_TAG: "baseline" if baseline_arm(trial.config) is not None else "search"}
         sampled = self.sampled(trial.config)
         number = self.trial_number(trial)
         if number is not None:
@@ -336,15 +354,17 @@ class SweepTracker(Callback):
         if last_step >= self.info.max_steps:
             self._end(trial, "FINISHED", {"status": "finished"})
         else:
-            # Stopped by the scheduler, not crashed: FINISHED (the UI's red icon is for FAILED and
-            # KILLED), told apart by its tags and description (`full_budget` in reports: no).
+            # Stopped by the scheduler: KILLED (MLflow has no "pruned"; never the green FINISHED of
+            # a full-budget run), the name says where (`... s0 (stopped @100)`), the tags and the
+            # description why; PRUNED in the Optuna study; `full_budget` in reports: no.
             value = (trial.last_result or {}).get(self.info.metric)
             shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
-            self._end(trial, "FINISHED", {
-                "status": "stopped_early", "slsweep.stop_reason": "early_stopping",
+            self._end(trial, "KILLED", {
+                "status": "stopped_early", STOP_REASON_TAG: "early_stopping",
                 "mlflow.note.content": f"Stopped early by the scheduler at step {last_step} of "
                 f"{self.info.max_steps} ({self.info.metric} {shown} there did not make the cut); "
-                "its values are from that step, not the full budget."})
+                "its values are from that step, not the full budget."},
+                name=stopped_name(self.run_name(trial), last_step))
 
     @_timed
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -354,14 +374,20 @@ class SweepTracker(Callback):
             tags["slsweep.stop_reason"] = "timeout"
         self._end(trial, "FAILED", tags)
 
-    def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
+    def _end(self, trial: Any, status: str, tags: dict[str, str], name: str | None = None) -> None:
         run_id = self._child_run(trial)
         rows = self._predictions.pop(trial.trial_id, None)
         if rows:
             self.client.log_text(run_id, predictions_csv(rows), "predictions.csv")
         self.client.log_batch(run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
+        if name is not None:
+            self.client.update_run(run_id, name=name)
         self.client.set_terminated(run_id, status=status)
         self.ended[trial.trial_id] = status
+        if tags.get(STOP_REASON_TAG):
+            self.stop_reasons[trial.trial_id] = tags[STOP_REASON_TAG]
+        else:
+            self.stop_reasons.pop(trial.trial_id, None)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.finish(trials)
@@ -387,8 +413,8 @@ class SweepTracker(Callback):
                     RunTag("status", "stopped"), RunTag("slsweep.stop_reason", "driver_lost")])
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 child_status = "KILLED"
-            elif run.data.tags.get("slsweep.stop_reason") == "early_stopping":
-                child_status = "KILLED"  # FINISHED in the UI, but a stopped trial in the counts
+            elif run.data.tags.get(STOP_REASON_TAG) == "early_stopping":
+                child_status = "KILLED"  # (FINISHED in stores written before ASHA stops were KILLED)
             counts[child_status] = counts.get(child_status, 0) + 1
         now = int(time.time() * 1000)
         metrics = [Metric("trials_total", float(len(children)), now, 0),

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from sweeps.trial import TrialResult, run_trial
 IMPORTED_AT = time.time()  # when this worker had imported the trial code (epoch seconds)
 
 TRIAL_INDEX = "__trial_index__"
+BASELINE_ARM = "__baseline__"  # a Tune config's baseline arm (index into the spec's `baselines`)
 # A JSON-lines file each trial worker appends its timings to (benchmarks/sweep_overhead.py).
 TRIAL_TIMES_ENV = "SLSWEEP_TRIAL_TIMES"
 GRID_POINT = "point"
@@ -31,16 +33,33 @@ GRID_POINT = "point"
 
 # -- config resolution (shared by the trial worker and the driver-side tracker) ---------------------
 def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
-    """The search-space values of one Tune trial config (grid points are nested under `point`)."""
+    """The search-space values of one Tune trial config (grid points are nested under `point`);
+    none for a baseline arm."""
     if isinstance(config.get(GRID_POINT), dict):
-        return dict(config[GRID_POINT])
+        return {k: v for k, v in config[GRID_POINT].items() if not k.startswith("__")}
     return {k: v for k, v in config.items() if not k.startswith("__") and k != "seed"}
 
 
-def resolve_trial_config(base: TrialConfig, space: SearchSpace, config: dict[str, Any]) -> TrialConfig:
-    """The full trial config: the spec's base, the sampled values, and the seed (the base's seed,
+def baseline_arm(config: dict[str, Any] | None) -> int | None:
+    """The index of the spec's baseline arm a Tune trial config runs (`BASELINE_ARM`, at the top
+    for tpe/random, inside the grid point for a grid), or None for a searched configuration."""
+    config = config or {}
+    arm = config.get(BASELINE_ARM)
+    if arm is None and isinstance(config.get(GRID_POINT), dict):
+        arm = config[GRID_POINT].get(BASELINE_ARM)
+    return None if arm is None else int(arm)
+
+
+def resolve_trial_config(base: TrialConfig, space: SearchSpace, config: dict[str, Any],
+                         arms: Sequence[dict[str, Any]] = ()) -> TrialConfig:
+    """The full trial config: the spec's base, the sampled values (or, for a baseline arm, the
+    arm's overrides from `ResolvedSpec.arm_overrides`), and the seed (the base's seed,
     ``search.first_seed``, plus the seed index)."""
-    overrides = space.to_overrides(sampled_params(config))
+    arm = baseline_arm(config)
+    if arm is not None:
+        overrides = dict(arms[arm])
+    else:
+        overrides = space.to_overrides(sampled_params(config))
     overrides["seed"] = base.seed + int(config.get(TRIAL_INDEX, config.get("seed", 0)))
     return base.with_overrides(overrides)
 
@@ -48,11 +67,12 @@ def resolve_trial_config(base: TrialConfig, space: SearchSpace, config: dict[str
 class Resolver:
     """Picklable `config -> TrialConfig` (Tune ships the tracker and trainable around)."""
 
-    def __init__(self, base: TrialConfig, space: SearchSpace) -> None:
-        self.base, self.space = base, space
+    def __init__(self, base: TrialConfig, space: SearchSpace, arms: Sequence[dict[str, Any]] = ()) -> None:
+        self.base, self.space, self.arms = base, space, list(arms)
 
     def __call__(self, config: dict[str, Any]) -> TrialConfig:
-        return resolve_trial_config(self.base, self.space, config)
+        # (Resolvers pickled before baseline arms existed have no `arms`.)
+        return resolve_trial_config(self.base, self.space, config, self.__dict__.get("arms", ()))
 
 
 # -- the trial as Tune runs it --------------------------------------------------------------------

@@ -17,15 +17,17 @@ import subprocess
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater, SearchGenerator
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater, SearchGenerator, Searcher
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
@@ -37,7 +39,8 @@ from sweeps.interrupt import StopSignals, SweepInterrupted
 from sweeps.progress import SweepProgress, quiet_output
 from sweeps.space import SearchSpace
 from sweeps.tracking import OPTUNA_TRIAL_KEY, SweepInfo, SweepTracker
-from sweeps.trainable import GRID_POINT, TRIAL_INDEX, Resolver, sampled_params, tune_trainable
+from sweeps.trainable import (BASELINE_ARM, GRID_POINT, TRIAL_INDEX, Resolver, baseline_arm, sampled_params,
+                              tune_trainable)
 
 log = logging.getLogger(__name__)
 _Resolver = Resolver  # the name Tune states saved before sweeps.trainable existed refer to
@@ -53,6 +56,8 @@ class SweepOutcome:
     ray_init_seconds: float
     logging_seconds: float = 0.0
     interrupted: int | None = None  # the signal that stopped the sweep (resumable), or None
+    # Tune trial id -> why it ended below its budget (slsweep.stop_reason: early_stopping, ...)
+    stop_reasons: dict[str, str] = field(default_factory=dict)
 
 
 class _FollowRunFolder:
@@ -87,12 +92,14 @@ class _Search(_FollowRunFolder, SearchGenerator):
 
 def _search_alg(plan: SweepPlan, space: SearchSpace):
     """The Tune search algorithm: Tune's own grid generator or a SearchGenerator around the
-    Optuna searcher (with Tune's ConcurrencyLimiter), both following a moved run folder."""
+    Optuna searcher (the spec's baseline arms first, then Tune's ConcurrencyLimiter), both
+    following a moved run folder."""
     limit = plan.spec.search.max_concurrent
     searcher = _searcher(plan, space)
     if searcher is None:
         return _Grid(max_concurrent=limit)
-    return _Search(ConcurrencyLimiter(searcher, max_concurrent=limit))
+    arms = _BaselineArms(searcher, arms=len(plan.spec.baselines), seeds=plan.spec.search.seeds)
+    return _Search(ConcurrencyLimiter(arms, max_concurrent=limit))
 
 
 def _searcher(plan: SweepPlan, space: SearchSpace):
@@ -111,15 +118,91 @@ def _searcher(plan: SweepPlan, space: SearchSpace):
     storage = optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir)) \
         if plan.local_store else None
     searcher = RunFolderOptunaSearch(space=space.define_by_run, metric=spec.metric.name, mode=spec.metric.mode,
-                            sampler=sampler, study_name=plan.sweep_id, storage=storage)
-    return Repeater(searcher, repeat=spec.search.seeds, set_index=True) if spec.search.seeds > 1 \
+                                     sampler=sampler, study_name=plan.sweep_id, storage=storage)
+    searcher.max_steps = plan.resolved.base_trial_config().train.steps
+    return _SeedRepeater(searcher, repeat=spec.search.seeds, set_index=True) if spec.search.seeds > 1 \
         else searcher
+
+
+def is_baseline_arm(trial: Any) -> bool:
+    """Whether a Tune trial is one of the spec's baseline arms (not a searched configuration)."""
+    return baseline_arm(getattr(trial, "config", None)) is not None
+
+
+class _BaselineArms(Searcher):
+    """Searcher wrapper: the spec's baseline arms first, each on every seed, then the search.
+
+    An arm's trial gets the config `{BASELINE_ARM: i, TRIAL_INDEX: seed index}` (the trainable
+    resolves it with `ResolvedSpec.arm_overrides`); the wrapped searcher never sees it, so the
+    arms are not in the Optuna study (TPE learns from the searched space only, and
+    optuna-dashboard shows the search). Its state (arms still to start, arm trial ids) is saved
+    with Tune's search state, so a resumed sweep does not start an arm twice.
+    """
+
+    def __init__(self, searcher: Searcher, arms: int, seeds: int) -> None:
+        self.searcher = searcher
+        self._pending = [(i, s) for i in range(arms) for s in range(seeds)]
+        self._arm_trials: set[str] = set()
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self._pending:
+            arm, index = self._pending.pop(0)
+            self._arm_trials.add(trial_id)
+            return {BASELINE_ARM: arm, TRIAL_INDEX: index}
+        return self.searcher.suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._arm_trials:
+            self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self._arm_trials:
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def get_state(self) -> dict:
+        state = self.__dict__.copy()
+        del state["searcher"]
+        return copy.deepcopy(state)
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
+
+
+class _SeedRepeater(Repeater):
+    """Ray's `Repeater` (one configuration on `search.seeds` seeds; the searcher learns the mean)
+    that also tells the searcher the lowest `step` its seeds reached: a configuration with a seed
+    stopped early did not reach the full budget (PRUNED in Optuna, see `RunFolderOptunaSearch`)."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs: Any) -> None:
+        group = self._trial_id_to_group.get(trial_id)
+        if group is None:
+            return super().on_trial_complete(trial_id, result, **kwargs)
+        steps: dict[str, Any] = self.__dict__.setdefault("_steps", {})
+        steps[trial_id] = (result or {}).get("step")
+        metric = self.searcher.metric
+        group.report(trial_id, (result or {}).get(metric, np.nan))
+        if group.finished_reporting():
+            reached = [steps.get(t) for t in group._trials]  # _TrialGroup: trial id -> score
+            step = min(reached) if all(isinstance(x, (int, float)) for x in reached) else None
+            self.searcher.on_trial_complete(
+                group.primary_trial_id, result={metric: np.nanmean(group.scores()), "step": step}, **kwargs)
 
 
 def _param_space(plan: SweepPlan, space: SearchSpace) -> dict[str, Any]:
     spec = plan.spec
-    if spec.search.algorithm == "grid":
-        return {GRID_POINT: tune.grid_search(space.grid()),
+    if spec.search.algorithm == "grid":  # the baseline arms are more grid points
+        arms = [{BASELINE_ARM: i} for i in range(len(spec.baselines))]
+        return {GRID_POINT: tune.grid_search(space.grid() + arms),
                 TRIAL_INDEX: tune.grid_search(list(range(spec.search.seeds)))}
     return {TRIAL_INDEX: 0} if spec.search.seeds == 1 else {}
 
@@ -217,7 +300,19 @@ class _FIFO(_TimeLimits, FIFOScheduler):
 
 
 class _ASHA(_TimeLimits, ASHAScheduler):
-    pass
+    """ASHA over the searched trials; a baseline arm is never stopped early and never sets a
+    rung's cutoff (it is the fixed comparison, run at full budget on every seed)."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:  # noqa: ANN001
+        if is_baseline_arm(trial):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:  # noqa: ANN001
+        if is_baseline_arm(trial):
+            self._trial_info.pop(trial.trial_id, None)
+            return
+        super().on_trial_complete(tune_controller, trial, result)
 
 
 def _create_stores(plan: SweepPlan) -> None:
@@ -371,10 +466,10 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
     ray_seconds = _start_ray_and_stores(plan, verbose)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _limit_cleanup_wait(plan)
-    resolver = Resolver(plan.resolved.base_trial_config(), space)
+    resolver = Resolver(plan.resolved.base_trial_config(), space, plan.resolved.arm_overrides())
     tracker = SweepTracker(plan.tracking_uri, sweep_info(plan), resolver, sampled_params)
     trainable = _trainable_for(plan, resolver)
-    num = spec.search.num_samples * spec.search.seeds if spec.search.algorithm != "grid" else 1
+    num = plan.resolved.trial_count if spec.search.algorithm != "grid" else 1  # baseline arms included
     tuner = tune.Tuner(
         trainable,
         param_space=_param_space(plan, space),
@@ -423,7 +518,8 @@ def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
     close_orphan_study_trials(plan, all_trials_ended=signum is None and _all_ended(results))
     return SweepOutcome(plan=plan, results=results, parent_run_id=tracker.parent_run_id,
                         seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds,
-                        logging_seconds=tracker.logging_seconds, interrupted=signum)
+                        logging_seconds=tracker.logging_seconds, interrupted=signum,
+                        stop_reasons=dict(tracker.stop_reasons))
 
 
 def _end_trial_workers(results: Any, wait_s: float = 3.0) -> list[int]:
@@ -485,7 +581,7 @@ def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:
         raise SlsweepError(f"{path}: sweep_id: no Ray Tune experiment state to resume")
     ray_seconds = _start_ray_and_stores(plan, verbose)
     _limit_cleanup_wait(plan)
-    resolver = Resolver(plan.resolved.base_trial_config(), plan.resolved.space)
+    resolver = Resolver(plan.resolved.base_trial_config(), plan.resolved.space, plan.resolved.arm_overrides())
     tuner = tune.Tuner.restore(str(path), trainable=_trainable_for(plan, resolver),
                                resume_unfinished=True, resume_errored=True)
     tracker = _tuner_tracker(tuner)
@@ -512,6 +608,47 @@ class RunFolderOptunaSearch(OptunaSearch):
     """
 
     storage_uri: str | None = None
+    max_steps: int | None = None  # the spec's train.steps: a trial that ended below it is PRUNED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Report the metric as an Optuna intermediate value at the trial's training step
+        (`step`), not at Tune's result count (Ray reports `training_iteration`: 1, 2, ...)."""
+        if isinstance(result.get("step"), (int, float)):
+            result = {**result, TRAINING_ITERATION: int(result["step"])}
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """A trial that ended below the full budget without an error (stopped by ASHA) is PRUNED,
+        as Optuna's own pruners leave such a trial; COMPLETE only at `max_steps`. Optuna's samplers
+        then treat it as stopped, and importances (ours, optuna-dashboard's) use COMPLETE trials
+        only, i.e. full-budget values."""
+        step = (result or {}).get("step")
+        self._report_last(trial_id, result)
+        budget = self.__dict__.get("max_steps")  # (absent on searchers pickled before)
+        if (error or not budget or not isinstance(step, (int, float)) or step >= budget
+                or trial_id in self._completed_trials or trial_id not in self._ot_trials):
+            return super().on_trial_complete(trial_id, result, error)
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        except Exception as exc:  # noqa: BLE001 - as Ray's own tell: a study problem is a warning
+            log.warning("could not mark Optuna trial of %s PRUNED: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+    def _report_last(self, trial_id: str, result: dict | None) -> None:
+        """The result a trial ends with goes to `on_trial_complete` only (Tune never passes it to
+        `on_trial_result`): record it as an intermediate value too, so the curve reaches the
+        step the trial ended at (a step already reported is left as it is)."""
+        step, value = (result or {}).get("step"), (result or {}).get(self.metric)
+        ot_trial = self._ot_trials.get(trial_id)
+        if (ot_trial is None or trial_id in self._completed_trials or isinstance(self.metric, list)
+                or not isinstance(step, (int, float)) or not isinstance(value, (int, float))):
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "step already reported"
+            try:
+                ot_trial.report(float(value), int(step))
+            except Exception as exc:  # noqa: BLE001 - a NaN, a finished trial: the record stays as it is
+                log.debug("could not report the last value of %s: %s", trial_id, exc)
 
     def suggest(self, trial_id: str) -> dict | None:
         """Optuna's suggestion, plus the Optuna trial's number under `OPTUNA_TRIAL_KEY` (the

@@ -1,6 +1,7 @@
-"""Everyday use, end to end: `slsweep run -q` on a real 2-trial sweep (local Ray, ASHA, MLflow in
-SQLite), what the MLflow store then holds, the MLflow UI served by `slsweep ui` as headless
-Chromium renders it, and `slsweep ui` stopping its whole server on SIGTERM."""
+"""Everyday use, end to end: `slsweep run -q` on a real 3-trial sweep (local Ray, TPE, ASHA, a
+hard-CE baseline arm, MLflow in SQLite), what the MLflow store and the Optuna study then hold, the
+MLflow UI served by `slsweep ui` as headless Chromium renders it, and `slsweep ui` stopping its
+whole server on SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -21,9 +23,10 @@ from sweeps import paths
 
 pytestmark = pytest.mark.slow
 
-# Grid order is the choices' order and one trial runs at a time: the lr 1e-3 trial reaches step 30;
-# the lr 1e-7 one barely trains, so ASHA stops it at its first rung (step 15): its train_loss there
-# is worse than the first trial's.
+# One trial at a time: the hard-CE baseline arm first (never stopped, not in the Optuna study), then
+# TPE's two startup trials, which sampler seed 10 draws as lr 1e-3 then 1e-7. The lr 1e-3 trial
+# reaches step 30; the lr 1e-7 one barely trains, so ASHA stops it at its first rung (step 15):
+# its train_loss there is worse than the first searched trial's.
 SPEC = """
 name: everyday-e2e
 task: {name: counting, eval_size: 8, train_size: 64}
@@ -34,7 +37,8 @@ search_space:
   name: lr_pair
   params:
     lr: {type: categorical, choices: [1.0e-3, 1.0e-7], target: train.lr}
-search: {algorithm: grid, max_concurrent: 1}
+search: {algorithm: tpe, num_samples: 2, max_concurrent: 1, seed: 10}
+baselines: [{loss.family: hard}]
 scheduler: {type: asha, grace_period: 15, reduction_factor: 2, max_t: 30}
 metric: {name: train_loss, mode: min}
 resources: {cpu: 1, gpu: 0}
@@ -65,18 +69,31 @@ def test_quiet_run_prints_progress_and_the_summary_only(sweep) -> None:
     text = proc.stdout + proc.stderr.replace("\r", "\n")
     for noise in NOISE:
         assert noise not in text, (noise, text[-4000:])
-    assert "sweep: 2/2 trials done" in proc.stderr  # the overall bar
-    assert "t01 soft_label lr=0.001 s0: step 15/30" in proc.stderr  # per-trial progress
-    assert "t02 soft_label lr=1e-07 s0: stopped early at step 15" in proc.stderr
+    assert "sweep: 3/3 trials done" in proc.stderr  # the overall bar
+    assert "t02 soft_label lr=0.001 s0: step 15/30" in proc.stderr  # per-trial progress
+    assert "t03 soft_label lr=1e-07 s0: stopped early at step 15" in proc.stderr
     assert proc.stdout.lstrip().startswith("Sweep everyday-e2e-") and "MLflow:" in proc.stdout
+
+
+def test_summary_says_where_a_trial_stopped_and_what_the_arm_answers(sweep) -> None:
+    out = sweep[0].stdout
+    ranked = [r for r in out.split("trials in", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+              if not r.startswith("(")]  # the ranked trials, without the note under them
+    assert len(ranked) == 3, out
+    assert sorted(" ".join(r.split()[1:3]) for r in ranked) == [
+        "hard ok", "search ok", "search stopped"], out  # trial, arm, status, ...
+    assert " stopped at step 15 " in out
+    # train_loss is each loss's own objective: the arm is named, the comparison refused.
+    assert "soft_label vs hard CE: no comparison on train_loss" in out
 
 
 def test_run_names_loss_curve_and_no_step_metric(sweep) -> None:
     _, _, client, exp, parent, children = sweep
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert [c.info.run_name for c in children] == ["t01 soft_label lr=0.001 s0", "t02 soft_label lr=1e-07 s0"]
+    assert [c.info.run_name for c in children] == [
+        "t01 hard s0", "t02 soft_label lr=0.001 s0", "t03 soft_label lr=1e-07 s0 (stopped @15)"]
     assert parent.data.params["task.train_size"] == "96"  # the override, recorded
-    first = children[0]
+    first = children[1]
     assert "step" not in first.data.metrics and first.data.tags["last_step"] == "30"
     curve = [(m.step, m.value) for m in client.get_metric_history(first.info.run_id, "train_loss")]
     assert [s for s, _ in curve] == [10, 15, 20, 30]  # every 10 steps and at both evaluations
@@ -84,18 +101,45 @@ def test_run_names_loss_curve_and_no_step_metric(sweep) -> None:
     assert curve[-1][1] < curve[0][1]
 
 
-def test_early_stopped_trial_is_finished_and_says_so(sweep) -> None:
-    _, _, _, _, parent, children = sweep
-    done, stopped = children
+def test_early_stopped_trial_is_stopped_everywhere(sweep) -> None:
+    """MLflow: KILLED (never the green FINISHED of a full-budget run) with its step in the name;
+    Optuna: PRUNED, intermediate values at training steps; status and reports: not full budget."""
+    from sweeps.report.runs import load_trials
+    from sweeps.service import sweep_status
+
+    _, runs, client, _, parent, children = sweep
+    arm, done, stopped = children
+    assert arm.data.tags["slsweep.arm"] == "baseline" and arm.data.params["loss.family"] == "hard"
+    assert arm.info.status == "FINISHED" and arm.data.tags["last_step"] == "30"  # never stopped early
+    assert done.data.tags["slsweep.arm"] == "search"
     assert done.info.status == "FINISHED" and done.data.tags["status"] == "finished"
     assert "slsweep.stop_reason" not in done.data.tags
-    # Not the red icon of a crash: FINISHED, told apart by tags and the run's description.
-    assert stopped.info.status == "FINISHED" and stopped.data.tags["status"] == "stopped_early"
+    assert stopped.info.status == "KILLED" and stopped.data.tags["status"] == "stopped_early"
+    assert stopped.info.run_name.endswith(" (stopped @15)")
     assert stopped.data.tags["slsweep.stop_reason"] == "early_stopping"
     assert stopped.data.tags["last_step"] == "15"
     assert stopped.data.tags["mlflow.note.content"].startswith("Stopped early by the scheduler at step 15 of 30")
     m = parent.data.metrics
-    assert (m["trials_total"], m["trials_finished"], m["trials_stopped"], m["trials_failed"]) == (2, 1, 1, 0)
+    assert (m["trials_total"], m["trials_finished"], m["trials_stopped"], m["trials_failed"]) == (3, 2, 1, 0)
+
+    sweep_id = parent.data.tags["slsweep.sweep_id"]
+    study = optuna.load_study(study_name=sweep_id, storage=paths.optuna_storage_uri(runs))
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in study.trials}
+    assert set(by_run) == {done.info.run_id, stopped.info.run_id}  # the arm is not in the study
+    full, pruned = by_run[done.info.run_id], by_run[stopped.info.run_id]
+    assert full.state == optuna.trial.TrialState.COMPLETE and sorted(full.intermediate_values) == [15, 30]
+    assert pruned.state == optuna.trial.TrialState.PRUNED and sorted(pruned.intermediate_values) == [15]
+    assert full.intermediate_values[30] == pytest.approx(full.value)  # the curve ends at the value
+    # Optuna's importance evaluators read COMPLETE trials only: the stopped one is not among them.
+    assert study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)) == [full]
+
+    row = next(line for line in sweep_status(runs_dir=runs).splitlines() if sweep_id in line)
+    assert row.split()[2:7] == ["FINISHED", "3", "2", "1", "0"], row
+    assert "(2 full-budget trials)" in row
+    trials = load_trials(paths.default_tracking_uri(runs), sweep_id=sweep_id, include_unfinished=True).trials
+    cut = trials[trials["run_id"] == stopped.info.run_id].iloc[0]
+    assert not cut["full_budget"] and cut["at_step"] == "15 (stopped early)"
+    assert trials[trials["run_id"] != stopped.info.run_id]["full_budget"].all()
 
 
 def test_resume_takes_tracking_uri_and_address(sweep) -> None:

@@ -52,13 +52,46 @@ def test_default_spec() -> None:
     assert (s.search.algorithm, s.search.num_samples, s.search.max_concurrent) == ("tpe", 8, 2)
     assert s.resources.cpu == 1 and s.resources.gpu == 0 and s.scheduler.type == "asha"
     assert (s.train.steps, s.train.eval_every, s.train.batch_size) == (300, 100, 32)
-    assert r.space.source == "paper.yaml" and r.trial_count == 8
+    # 8 searched configurations and the hard-CE arm, on the same seed
+    assert r.space.source == "paper.yaml" and r.trial_count == 9
+    assert s.baselines == [{"loss.family": "hard"}] and r.arm_labels() == ["hard"]
     assert "name: default" in r.spec_yaml
     base = r.base_trial_config()
     assert base.seed == 0 and base.loss.family == "soft_label"
     flat = r.flat_params()
     assert flat["search_space"] == "paper.yaml" and flat["search.num_samples"] == 8
     assert all(v is not None for v in flat.values()) and "tracking.uri" not in flat
+
+
+def test_baseline_arm_resolves_to_its_family_defaults_on_the_trial_seed() -> None:
+    """An arm that switches the family starts from its defaults: plain hard CE, none of the base's
+    soft-label parameters recorded; the seed is the trial's; `baselines=[]` drops the arms."""
+    from sweeps.trainable import BASELINE_ARM, TRIAL_INDEX, Resolver, baseline_arm, sampled_params
+
+    r = load_spec(None)
+    resolve = Resolver(r.base_trial_config(), r.space, r.arm_overrides())
+    config = {BASELINE_ARM: 0, TRIAL_INDEX: 2}
+    cfg = resolve(config)
+    assert cfg.loss.family == "hard" and cfg.seed == 2 and cfg.train.lr == r.spec.train.lr
+    assert {k: v for k, v in cfg.flatten().items() if k.startswith("loss.")} == {"loss.family": "hard"}
+    assert baseline_arm(config) == 0 and sampled_params(config) == {}
+    assert baseline_arm({"point": {BASELINE_ARM: 0}}) == 0 and sampled_params({"point": {BASELINE_ARM: 0}}) == {}
+    assert load_spec(None, ["baselines=[]"]).trial_count == 8
+    lr_arm = load_spec(None, ["baselines=[{loss.eta: 0.0}, {loss.family: hard, train.lr: 0.002}]"])
+    assert lr_arm.arm_labels() == ["loss.eta=0.0", "loss.family=hard train.lr=0.002"]
+    assert lr_arm.arm_overrides() == [{"loss.eta": 0.0}, {"loss": {"family": "hard"}, "train.lr": 0.002}]
+
+
+@pytest.mark.parametrize("arm, field, words", [
+    ("{}", "baselines.0", "empty arm"),
+    ("{loss.family: nope}", "baselines.0.loss.family", "unknown 'nope'"),
+    ("{loss.eta: 7}", "baselines.0.loss.eta", "must be in [0, 1]"),
+    ("{seed: 1}", "baselines.0.seed", "seeds come from search.seeds"),
+])
+def test_bad_baseline_arm_names_the_override_and_field(arm: str, field: str, words: str) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(None, [f"baselines=[{arm}]"])
+    assert f"(override baselines=[{arm}]): {field}: " in str(err.value) and words in str(err.value)
 
 
 def test_resolved_spec_pickles() -> None:
