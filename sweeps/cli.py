@@ -205,6 +205,34 @@ def make_tiny_model(
     typer.echo(f"saved tiny {arch} model to {out}")
 
 
+@app.command("make-model")
+@user_errors
+def make_model(
+    preset: str = typer.Argument(..., metavar="PRESET", help="smolvlm-256m, smolvlm-500m, qwen2-vl-2b, llava-1.5-7b "
+                                 "or paligemma-3b (sizes and sources: docs/models.md)."),
+    path: Path = typer.Argument(..., metavar="DIR", help="Folder to write the model, tokenizer and processor into."),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Text and vision layers each (default: the "
+                                         "published depth); widths, vocabulary and processor stay real."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="A tokenizer folder to use instead of the "
+                                             "preset's (e.g. the real model's tokenizer.json)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
+) -> None:
+    """Build a published image-text-to-text architecture at its real size with random weights, offline.
+
+    \b
+    Examples:
+      slsweep make-model qwen2-vl-2b /tmp/qwen2vl --layers 2   # real widths, vocabulary and processor
+      slsweep make-model smolvlm-256m /tmp/smolvlm             # full size (256M parameters)
+    The folder is a model path like any other (model.path in a spec or trial config).
+    """
+    from sweeps.models.presets import MARKER_FILE, build_preset_model
+
+    out = build_preset_model(preset, path, layers=layers, tokenizer=tokenizer, seed=seed)
+    info = json.loads((out / MARKER_FILE).read_text())
+    typer.echo(f"saved {preset} ({info['parameters'] / 1e6:.1f}M parameters"
+               f"{f', --layers {layers}' if layers else ''}) to {out}\ntokenizer: {info['tokenizer']}")
+
+
 @app.command()
 @user_errors
 def ui(
