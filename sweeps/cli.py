@@ -13,7 +13,6 @@ from typing import Any, Callable, Optional, TypeVar
 
 import typer
 
-from sweeps import paths
 from sweeps.errors import SlsweepError, SweepFailed
 
 # Plain (click) help: flags show as flags (`-q, --quiet`), not `<bool>`; `-h` works everywhere.
@@ -244,7 +243,7 @@ def ui(
     or SIGTERM stops the server and its workers)."""
     from sweeps.ui import serve_ui
 
-    raise typer.Exit(serve_ui(runs_dir or paths.default_runs_dir(), host, port, echo=typer.echo))
+    raise typer.Exit(serve_ui(runs_dir, host, port, echo=typer.echo))
 
 
 @app.command()
@@ -286,8 +285,39 @@ def _register_reports() -> None:
 _register_reports()
 
 
+def _click_errors() -> tuple[type[Exception], type[Exception], tuple[type[Exception], ...]]:
+    """click's ClickException, UsageError and (click >= 8.2) NoArgsIsHelpError, from the click
+    this typer parses with (typer >= 0.2x carries its own copy; older ones use click itself)."""
+    import sys
+
+    mro = typer.BadParameter.__mro__
+    usage = next(c for c in mro if c.__name__ == "UsageError")
+    base = next(c for c in mro if c.__name__ == "ClickException")
+    no_args = getattr(sys.modules[usage.__module__], "NoArgsIsHelpError", None)
+    return base, usage, (no_args,) if no_args else ()
+
+
 def main() -> None:
-    app()
+    """The `slsweep` entry point. click's own input errors (an unknown option, a value out of
+    range or not among the choices) are one line on stderr and exit 2, like every other input
+    error, instead of click's usage box; a bare `slsweep` still prints the help."""
+    import sys
+
+    click_error, usage_error, help_only = _click_errors()
+    try:
+        status = app(standalone_mode=False)  # click returns the exit status instead of exiting
+    except help_only as exc:
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except click_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        see = f" (see `{ctx.command_path} --help`)" if isinstance(exc, usage_error) and ctx is not None else ""
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{see}", err=True)  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

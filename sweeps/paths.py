@@ -20,6 +20,13 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get(RUNS_DIR_ENV, "slsweep-runs")).expanduser().resolve()
 
 
+def runs_dir_source(given: object = None) -> str:
+    """What chose the run folder, for messages: `--runs-dir` when `given` (the flag's value),
+    else `SLSWEEP_RUNS_DIR` when that variable is set (`default_runs_dir` reads it), else
+    `--runs-dir` (the default folder; the flag is how to choose another)."""
+    return "--runs-dir" if given or not os.environ.get(RUNS_DIR_ENV) else RUNS_DIR_ENV
+
+
 def cache_dir() -> Path:
     """Cache for built tiny models: `$SLSWEEP_CACHE_DIR` or `~/.cache/slsweep`."""
     default = Path.home() / ".cache" / "slsweep"

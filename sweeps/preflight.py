@@ -89,8 +89,9 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
                      fresh_search_seed=fresh)
     if check:
         spec_file = str(resolved.path)
-        # Each problem names where the value came from: a command-line flag, or the spec's field.
-        where_folder = "--runs-dir" if runs_dir or not spec.storage else "storage"
+        # Each problem names where the value came from: a command-line flag, the spec's field,
+        # or $SLSWEEP_RUNS_DIR.
+        where_folder = "storage" if spec.storage and not runs_dir else paths.runs_dir_source(runs_dir)
         _blame(runs_dir_problem(folder), spec_file, where_folder)
         _blame(tracking_uri_problem(plan.tracking_uri), spec_file,
                "--tracking-uri" if tracking_uri else "tracking.uri" if spec.tracking.uri else where_folder)
@@ -161,7 +162,7 @@ def new_sweep_id(name: str) -> str:
 def _blame(problem: str | None, spec_file: str, where: str) -> None:
     if problem is None:
         return
-    if where.startswith("--"):
+    if where.startswith("--") or where == paths.RUNS_DIR_ENV:  # a flag or a variable, not a spec field
         raise SlsweepError(f"{where}: {problem}")
     raise SpecError(spec_file, where, problem)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,14 +173,27 @@ def _first_error(outcome: SweepOutcome) -> str:
 
 
 def _failure_line(outcome: SweepOutcome, table: pd.DataFrame) -> str:
-    runs = _runs_flag(outcome.plan)
+    runs = _store_flags(outcome.plan)
     return (f"all {len(table)} trial(s) of sweep {outcome.plan.sweep_id} failed; last error of the "
             f"first: {_first_error(outcome)}; fix it and run again (each trial's error: "
             f"`slsweep status{runs}`, tag slsweep.error in MLflow)")
 
 
 def _runs_flag(plan: SweepPlan) -> str:
-    return f" --runs-dir {plan.runs_dir}" if plan.runs_dir != paths.default_runs_dir() else ""
+    return f" --runs-dir {shlex.quote(str(plan.runs_dir))}" if plan.runs_dir != paths.default_runs_dir() else ""
+
+
+def _own_store(plan: SweepPlan) -> bool:
+    """Whether the sweep's MLflow store is its run folder's own SQLite file (what the reading
+    commands open without `--tracking-uri`)."""
+    return plan.tracking_uri == paths.default_tracking_uri(plan.runs_dir)
+
+
+def _store_flags(plan: SweepPlan) -> str:
+    """The flags a later command needs to read this sweep: `--runs-dir` unless the default
+    folder, `--tracking-uri` unless the folder's own store (a server, another database)."""
+    uri = "" if _own_store(plan) else f" --tracking-uri {shlex.quote(plan.tracking_uri)}"
+    return _runs_flag(plan) + uri
 
 
 def _summarise(outcome: SweepOutcome, print_summary: bool = True) -> RunSummary:
@@ -225,7 +239,7 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
                                          metric=spec.metric.name))
     except Exception as exc:  # the summary table is a courtesy; the sweep itself succeeded
         print(f"(ablation table unavailable: {exc})")
-    runs_flag = _runs_flag(plan)
+    runs_flag, store = _runs_flag(plan), _store_flags(plan)
     print(f"\nMLflow:   {plan.tracking_uri} (experiment {plan.experiment!r})")
     print(f"Storage:  {plan.runs_dir}")
     if spec.search.algorithm != "grid":
@@ -239,7 +253,11 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
         print(f"\ninterrupted ({signal.Signals(outcome.interrupted).name}): run `slsweep resume "
               f"{plan.sweep_id}{runs_flag}` to finish the remaining trials")
         return
-    print(f"Next:     slsweep table{runs_flag}   |   slsweep ui{runs_flag}   |   slsweep report -o report.html")
+    # `slsweep ui` serves the run folder's own store only; a server is its own UI.
+    ui = f"slsweep ui{runs_flag}" if _own_store(plan) else (
+        f"the MLflow UI at {plan.tracking_uri}" if plan.tracking_uri.startswith(("http://", "https://"))
+        else f"mlflow ui --backend-store-uri {shlex.quote(plan.tracking_uri)}")
+    print(f"Next:     slsweep table{store}   |   {ui}   |   slsweep report{store} -o report.html")
     if spec.search.algorithm in ("tpe", "random"):
         arms = [_arm_selector(arm) for arm in spec.baselines]
         print(f"Confirm:  {confirm_command(plan, arms[0] if arms else 'loss=hard')}"
@@ -251,7 +269,7 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
 
 def confirm_command(plan: SweepPlan, baseline: str) -> str:
     """The exact `slsweep confirm` command for this sweep against `baseline` (`loss=hard`)."""
-    return f"slsweep confirm {plan.sweep_id} --top 3 --seeds 5 --baseline {baseline}{_runs_flag(plan)}"
+    return f"slsweep confirm {plan.sweep_id} --top 3 --seeds 5 --baseline {baseline}{_store_flags(plan)}"
 
 
 def _arm_selector(arm: dict[str, Any]) -> str:
@@ -372,7 +390,7 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
 
     folder = Path(runs_dir or paths.default_runs_dir()).resolve()
     if folder.exists() and not folder.is_dir():
-        raise SlsweepError(f"{folder}: --runs-dir: not a folder (a file of that name exists)")
+        raise SlsweepError(f"{folder}: {paths.runs_dir_source(runs_dir)}: not a folder (a file of that name exists)")
     records = sorted((folder / PLANS).glob("*.json"), key=lambda p: p.stat().st_mtime)
     if sweep_id:
         records = [r for r in records if r.stem == sweep_id]
@@ -438,11 +456,11 @@ def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None
     uri = tracking_uri or paths.default_tracking_uri(folder)
     db = folder / "mlflow.db"
     if uri.startswith("sqlite:") and not db.exists() and not tracking_uri:
-        raise SlsweepError(f"{folder}: --runs-dir: no MLflow store here (run `slsweep run` first)")
+        raise SlsweepError(f"{folder}: {paths.runs_dir_source(runs_dir)}: no MLflow store here (run `slsweep run` first)")
     view = None
     if not tracking_uri:
         if not db.is_file():
-            raise SlsweepError(f"{db}: --runs-dir: not an MLflow store (not a file)")
+            raise SlsweepError(f"{db}: {paths.runs_dir_source(runs_dir)}: not an MLflow store (not a file)")
         if db.stat().st_size == 0:  # never let MLflow write its tables into it here
             return f"no sweeps recorded in {uri}"
         paths.relocate_store(folder)
@@ -451,7 +469,7 @@ def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None
             try:
                 view = read_mlflow(uri)
             except Exception as exc:  # noqa: BLE001 - a store neither reader can open: one line
-                raise SlsweepError(f"{db}: --runs-dir: not a readable MLflow store "
+                raise SlsweepError(f"{db}: {paths.runs_dir_source(runs_dir)}: not a readable MLflow store "
                                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     table = status_table(view if view is not None else read_mlflow(uri))
     return table if table is not None else f"no sweeps recorded in {uri}"

@@ -311,10 +311,12 @@ class SweepTracker(Callback):
             log.info("could not link Optuna trial %s to MLflow run %s: %s", number, run_id, exc)
 
     def _reopen(self, run_id: str) -> None:
-        """Mark a run RUNNING again (a resumed sweep or trial), dropping its earlier stop reason."""
+        """Mark a run RUNNING again (a resumed sweep or trial), dropping its earlier stop reason
+        and error: whatever it ends with next is its record, not the failure it recovered from."""
         run = self.client.get_run(run_id)
-        if run.data.tags.get("slsweep.stop_reason"):
-            self.client.delete_tag(run_id, "slsweep.stop_reason")
+        for stale in ("slsweep.stop_reason", "slsweep.error"):
+            if run.data.tags.get(stale):
+                self.client.delete_tag(run_id, stale)
         if run.data.tags.get("status") not in (None, "running") and run_id != self.parent_run_id:
             self.client.set_tag(run_id, "status", "running")
         self.client.update_run(run_id, status="RUNNING")

@@ -105,9 +105,10 @@ def _reachable(host: str) -> str:
         return host
 
 
-def serve_ui(folder: Path, host: str = "127.0.0.1", port: int = 5000, *,
+def serve_ui(folder: Path | None, host: str = "127.0.0.1", port: int = 5000, *,
              echo: Callable[[str], None] = print, ready_timeout_s: float = READY_TIMEOUT_S) -> int:
-    """Serve the MLflow UI for `folder`'s store until Ctrl-C/SIGTERM; returns the exit status.
+    """Serve the MLflow UI for `folder`'s store (None: the default run folder) until
+    Ctrl-C/SIGTERM; returns the exit status.
 
     Returns 0 after a Ctrl-C or SIGTERM (the server group is stopped), else the server's own
     status when it exits by itself.
@@ -115,9 +116,10 @@ def serve_ui(folder: Path, host: str = "127.0.0.1", port: int = 5000, *,
     Raises:
         SlsweepError: no MLflow store in `folder`, or the server exits before it answers.
     """
-    folder = folder.resolve()
+    source = paths.runs_dir_source(folder)
+    folder = (folder or paths.default_runs_dir()).resolve()
     if not (folder / "mlflow.db").exists():
-        raise SlsweepError(f"{folder}: --runs-dir: no MLflow store here (run `slsweep run` first)")
+        raise SlsweepError(f"{folder}: {source}: no MLflow store here (run `slsweep run` first)")
     paths.relocate_store(folder)  # a moved or copied folder shows its own artifacts
     url = f"http://{_reachable(host)}:{port}"
     cmd = ui_command(folder, host, port)
