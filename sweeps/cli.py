@@ -56,6 +56,17 @@ RunsDir = typer.Option(None, "--runs-dir", help="Run folder (default ./slsweep-r
 TrackingUri = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run folder).")
 Address = typer.Option(None, "--address", help="Ray cluster to join: ray://HOST:10001, HOST:PORT or auto (default: a private local Ray).")
 Quiet = typer.Option(False, "--quiet", "-q", help="Only the progress bars and the summary (no Ray/Tune log lines).")
+AllowPlugins = typer.Option(False, "--allow-plugins", help="Import the plug-ins the spec names (tasks, loss "
+                            "families, psi shapes by 'package.module:attr'): they run their own code. Also "
+                            "SLSWEEP_ALLOW_PLUGINS=1.")
+
+
+def _allow(allow: bool) -> None:
+    """`--allow-plugins`: this process and the Ray workers it starts may import plug-ins."""
+    if allow:
+        from sweeps.plugins import allow_plugins
+
+        allow_plugins()
 
 
 @app.command()
@@ -69,6 +80,7 @@ def run(
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the spec's)."),
     search_seed: Optional[int] = typer.Option(None, "--search-seed", min=0, help="The sampler's seed (default: the spec's search.seed, else a fresh one per sweep, printed and recorded)."),
     quiet: bool = Quiet,
+    allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Run a sweep (no argument: the built-in default on the tiny model).
 
@@ -80,6 +92,7 @@ def run(
     """
     from sweeps.service import run_sweep
 
+    _allow(allow_plugins)
     outcome = run_sweep(spec, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
                         experiment=experiment, verbose=0 if quiet else 1, overrides=overrides or (),
                         search_seed=search_seed)
@@ -105,10 +118,12 @@ def resume(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: the one the sweep was started with)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: the one the sweep was started with)."),
     quiet: bool = Quiet,
+    allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Resume an interrupted sweep: finished trials are kept, unfinished ones continue."""
     from sweeps.service import resume_sweep
 
+    _allow(allow_plugins)
     outcome = resume_sweep(sweep_id, runs_dir=runs_dir, verbose=0 if quiet else 1,
                            address=address, tracking_uri=tracking_uri)
     _exit_for(outcome)
@@ -143,10 +158,12 @@ def trial(
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Save the state here at each evaluation."),
     resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A checkpoint folder to continue from."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write final metrics and history as JSON."),
+    allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Run one trial without Ray or MLflow, with a progress bar (for debugging)."""
     from sweeps.service import run_single_trial
 
+    _allow(allow_plugins)
     result = run_single_trial(config, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                               overrides=overrides or ())
     if output:
@@ -162,6 +179,7 @@ def data(
     as_json: bool = typer.Option(False, "--json", help="JSON instead of text (schema: docs/data.md)."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Also write a contact sheet PNG here (images, boxes, questions, answers)."),
     family: Optional[str] = typer.Option(None, "--family", help="Mark the soft targets of this loss family (default: the spec's)."),
+    allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Show the spec's task data as a trial builds it: image size and mode, prompt, answer tokens
     (soft targets marked), answer range and soft-target coverage per split. Writes nothing else.
@@ -174,6 +192,7 @@ def data(
     """
     from sweeps.preview import preview_command
 
+    _allow(allow_plugins)
     typer.echo(preview_command(spec, overrides or (), n=n, as_json=as_json, sheet=sheet, family=family))
 
 
@@ -261,6 +280,7 @@ def confirm(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
     runs_dir: Optional[Path] = RunsDir,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No Tune progress table."),
+    allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Search, then confirm: rerun the TOP best configurations of a search sweep (plus a baseline)
     with SEEDS fresh seeds at full budget as a new, linked sweep; print its adjusted table."""
@@ -268,6 +288,7 @@ def confirm(
 
     if adjust not in ("holm", "bh", "none"):
         raise SlsweepError(f"--adjust '{adjust}': choose holm, bh or none")
+    _allow(allow_plugins)
     text, summary = run_confirm(sweep, top=top, seeds=seeds, baseline=baseline, metric=metric,
                                 first_seed=first_seed, runs_dir=runs_dir, tracking_uri=tracking_uri,
                                 adjust=adjust, verbose=0 if quiet else 1)

@@ -1,22 +1,32 @@
 """User plug-ins by dotted path: `package.module:attribute` for a task, a loss family or a psi shape.
 
-The driver imports a plug-in while it validates the spec (so a typo is one error naming the
-field, before anything is created) and ships the plug-in's top-level package to Ray workers
-through the runtime environment (`py_modules`), as it ships the project's own code; workers import
-it again when they rebuild the trial config. Packages are looked up on `sys.path`, then in the
-current folder and the folders of the spec files being loaded (`search_dirs`).
+Importing a plug-in runs its code, so a spec that names one is refused (one line naming the
+field, exit 2, nothing imported) unless the user allows plug-ins for this process:
+`--allow-plugins` on the command line or `SLSWEEP_ALLOW_PLUGINS=1` in the environment, never a
+spec field (`ALLOW_ENV`, checked by `load_object`, the one place plug-ins are imported).
+
+When allowed, the driver imports a plug-in while it validates the spec (so a typo is one error
+naming the field, before anything is created) and ships the plug-in's top-level package to Ray
+workers through the runtime environment (`py_modules`, with `SLSWEEP_ALLOW_PLUGINS=1` in its
+`env_vars`), as it ships the project's own code; workers import it again when they rebuild the
+trial config. Packages are looked up on `sys.path`, then in the current folder and the folders of
+the spec files being loaded (`search_dirs`).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_dotted", "load_object", "plugin_roots", "add_search_dir"]
+__all__ = ["ALLOW_ENV", "add_search_dir", "allow_plugins", "is_dotted", "load_object", "plugin_roots",
+           "plugins_allowed"]
+
+ALLOW_ENV = "SLSWEEP_ALLOW_PLUGINS"
 
 _SEARCH_DIRS: list[str] = []
 
@@ -33,14 +43,28 @@ def add_search_dir(folder: str | Path) -> None:
         _SEARCH_DIRS.append(path)
 
 
+def plugins_allowed() -> bool:
+    """Whether this process may import plug-ins: `$SLSWEEP_ALLOW_PLUGINS` is 1/true/yes."""
+    return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def allow_plugins() -> None:
+    """Allow plug-ins in this process and the processes it starts (what `--allow-plugins` does)."""
+    os.environ[ALLOW_ENV] = "1"
+
+
 def load_object(dotted: str, *, what: str) -> Any:
     """The attribute `attr` of module `module` for "module:attr".
 
     Raises:
-        ValueError: malformed path, module not importable, or no such attribute (names `what`).
+        ValueError: plug-ins are not allowed (`plugins_allowed`; nothing is imported), malformed
+            path, module not importable, or no such attribute (names `what`).
     """
     if not is_dotted(dotted):
         raise ValueError(f"{what} plug-in {dotted!r}: expected 'package.module:attribute'")
+    if not plugins_allowed():
+        raise ValueError(f"{what} plug-in {dotted!r} not imported: a plug-in runs its own code; allow "
+                         f"plug-ins with --allow-plugins or {ALLOW_ENV}=1 (README: Security)")
     module_name, attr = dotted.split(":")
     try:
         module = _import(module_name)
@@ -72,7 +96,7 @@ def plugin_roots(names: Iterable[Any]) -> list[str]:
     among `names`, for the Ray runtime environment's `py_modules`."""
     roots: dict[str, None] = {}
     for name in names:
-        if not is_dotted(name):
+        if not is_dotted(name) or not plugins_allowed():
             continue
         top = name.split(":")[0].split(".")[0]
         _import(top)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from urllib.parse import urlparse
 
 
-from sweeps import paths
+from sweeps import names, paths
 from sweeps.config import TrialConfig
 from sweeps.errors import SlsweepError, SpecError
 from sweeps.spec import ResolvedSpec, load_spec
@@ -76,6 +76,8 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
     record then hold the seed that ran, and two sweeps of one spec explore different configurations.
     """
     overrides = [*overrides, *([f"search.seed={search_seed}"] if search_seed is not None else [])]
+    if experiment is not None:  # a flag: checked before the spec is read
+        _blame(names.experiment_name_problem(experiment), "", "--experiment")
     resolved = load_spec(spec_path, overrides)
     fresh = resolved.spec.search.seed is None
     if fresh:
@@ -93,6 +95,9 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
         # or $SLSWEEP_RUNS_DIR.
         where_folder = "storage" if spec.storage and not runs_dir else paths.runs_dir_source(runs_dir)
         _blame(runs_dir_problem(folder), spec_file, where_folder)
+        if plan.local_store:  # artifacts go to <folder>/artifacts/<safe name>, never elsewhere
+            _blame(names.artifacts_dir_problem(folder, plan.experiment), spec_file,
+                   "--experiment" if experiment else "tracking.experiment" if spec.tracking.experiment else "name")
         _blame(tracking_uri_problem(plan.tracking_uri), spec_file,
                "--tracking-uri" if tracking_uri else "tracking.uri" if spec.tracking.uri else where_folder)
         where_address = "--address" if address else "ray.address"

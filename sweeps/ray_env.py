@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import ray
 
 from sweeps.errors import SlsweepError, SpecError
-from sweeps.plugins import plugin_roots
+from sweeps.plugins import ALLOW_ENV, plugin_roots
 
 from sweeps.preflight import SweepPlan
 
@@ -71,6 +71,7 @@ def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
     if plugins:  # user plug-ins travel like the project's own code, on local Ray too
         env["py_modules"] = [*env.get("py_modules", []), *(p for p in plugins if p not in env.get("py_modules", []))]
         env.setdefault("excludes", ["__pycache__", "*.pyc"])
+        env["env_vars"] = {**env.get("env_vars", {}), ALLOW_ENV: "1"}  # the driver was allowed
     return env or None
 
 

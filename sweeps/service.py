@@ -346,13 +346,14 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
         overrides: `key=value` spec overrides (`train.steps=50`), validated like the file.
         search_seed: the sampler's seed (default: the spec's `search.seed`, else a fresh one).
     """
-    from sweeps.progress import quiet_output
     from sweeps.preflight import plan_sweep
-    from sweeps.tune_runner import execute
 
     spec_path, overrides = split_spec_args(spec_path, overrides)
     plan = plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
                       experiment=experiment, overrides=overrides, search_seed=search_seed)
+    from sweeps.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
+    from sweeps.tune_runner import execute
+
     for line in plan.data_lines:  # per task split: rows, answer range, coverage (as `slsweep data`)
         print(f"data {line}", file=sys.stderr)
     with quiet_output(verbose == 0):
@@ -384,9 +385,7 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     `address` and `tracking_uri` replace the Ray cluster and MLflow store the sweep was started
     with (a new head node, a moved server); by default the recorded ones are used.
     """
-    from sweeps.progress import quiet_output
     from sweeps.preflight import plan_sweep
-    from sweeps.tune_runner import resume as resume_plan
 
     folder = Path(runs_dir or paths.default_runs_dir()).resolve()
     if folder.exists() and not folder.is_dir():
@@ -414,6 +413,9 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
             + "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
             + "): restore it to resume, or start a new sweep with `slsweep run`")
     _refuse_finished(plan)
+    from sweeps.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
+    from sweeps.tune_runner import resume as resume_plan
+
     lock = sweep_lock(plan)
     try:
         with quiet_output(verbose == 0):

@@ -23,7 +23,7 @@ defaults: `max_t = train.steps`, `grace_period = train.eval_every`.
 
 from __future__ import annotations
 
-import re
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sweeps.config import LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, spec_error_from_validation
+from sweeps.names import experiment_name_problem, spec_name_problem
 from sweeps.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
 from sweeps.plugins import add_search_dir
 from sweeps.space import SearchSpace, load_space
@@ -52,7 +53,6 @@ __all__ = [
 ]
 
 MAX_TRIALS = 100_000  # num_samples, seeds: beyond this a typo (Tune reads a huge count as "forever")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HINTS = {
     "seed": "seeds are per trial: use search.seeds (seeds per configuration) or search.seed (sampler seed)",
 }
@@ -103,6 +103,15 @@ class TrackingConfig(_Section):
 
     uri: str | None = None
     experiment: str | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_ok(cls, value: str | None) -> str | None:
+        # Free text for MLflow (never a path: sweeps.names.folder_name), within MLflow's rules.
+        problem = None if value is None else experiment_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class RayConfig(_Section):
@@ -168,9 +177,11 @@ class SweepSpec(_Section):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, value: str) -> str:
-        # The name becomes the MLflow experiment, the Optuna study and a Ray folder name.
-        if not _NAME_RE.match(value):
-            raise ValueError(f"{value!r}: use letters, digits, '_', '-' and '.', starting with a letter or digit")
+        # The name becomes the sweep id: file names in the run folder, the Optuna study, Ray's
+        # folder (sweeps.names), and the experiment unless tracking.experiment names one.
+        problem = spec_name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("search_space")
@@ -336,7 +347,8 @@ def packaged_spec_path(name: str) -> Path:
     """Path of a built-in spec by name (`default` or `default.yaml`); SpecError if unknown."""
     path = packaged_spec_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
     if not path.is_file():
-        raise SpecError(name, "<file>", f"no built-in spec of that name (built-in: {', '.join(packaged_specs())})")
+        raise SpecError(name, "<file>", f"no built-in spec of that name{_did_you_mean(name, packaged_specs())} "
+                        f"(built-in: {', '.join(packaged_specs())})")
     return path
 
 
@@ -344,7 +356,8 @@ def packaged_space_path(name: str) -> Path:
     """Path of a built-in search space by name (`paper` or `paper.yaml`); SpecError if unknown."""
     path = packaged_space_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
     if not path.is_file():
-        raise SpecError(name, "<file>", f"no built-in search space of that name (built-in: {', '.join(packaged_spaces())})")
+        raise SpecError(name, "<file>", f"no built-in search space of that name{_did_you_mean(name, packaged_spaces())} "
+                        f"(built-in: {', '.join(packaged_spaces())})")
     return path
 
 
@@ -383,6 +396,12 @@ def _resolve_paths(spec: SweepSpec, spec_dir: Path) -> SweepSpec:
     })
 
 
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    """`; did you mean 'counting'?` for the closest known name (difflib), else ''."""
+    close = difflib.get_close_matches(name.removesuffix(".yaml"), list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _file_or_builtin(path: str | Path, folder: Path, what: str) -> Path:
     """`path` if it exists (or has a folder part), else `folder/<name>.yaml` for a bare name."""
     candidate = Path(path).expanduser()
@@ -392,7 +411,8 @@ def _file_or_builtin(path: str | Path, folder: Path, what: str) -> Path:
     stem = candidate.name.removesuffix(".yaml")
     if stem in builtin:
         return folder / f"{stem}.yaml"
-    raise SpecError(str(path), "<file>", f"no such file, and no built-in {what} of that name "
+    raise SpecError(str(path), "<file>", f"no such file, and no built-in {what} of that name"
+                    f"{_did_you_mean(stem, builtin)} "
                     f"(built-in: {', '.join(builtin)})")
 
 
@@ -453,7 +473,8 @@ def _load_spec(spec_path: Path, overrides: list[Override]) -> ResolvedSpec:
         if found is None:
             raise SpecError(
                 file, "search_space",
-                f"search space file '{spec.search_space}' not found (looked in {spec_dir} and the "
+                f"search space file '{spec.search_space}' not found"
+                f"{_did_you_mean(spec.search_space, packaged_spaces())} (looked in {spec_dir} and the "
                 f"built-in spaces: {', '.join(packaged_spaces())})",
                 line=doc.line_of(("search_space",)),
             )

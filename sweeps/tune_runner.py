@@ -31,7 +31,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater,
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps import paths
+from sweeps import names, paths
 from sweeps.errors import SlsweepError, SweepFailed
 from sweeps.preflight import SweepPlan, one_line
 from sweeps.ray_env import check_cluster_resources, init_ray, reuse_workers
@@ -234,7 +234,8 @@ def sweep_info(plan: SweepPlan) -> SweepInfo:
     spec, space = plan.spec, plan.resolved.space
     from sweeps import __version__
 
-    artifacts = (plan.runs_dir / "artifacts" / plan.experiment).as_uri() if plan.local_store else None
+    # one safe folder per experiment: its name is data, never a path (sweeps.names)
+    artifacts = names.artifacts_dir(plan.runs_dir, plan.experiment).as_uri() if plan.local_store else None
     return SweepInfo(
         sweep_id=plan.sweep_id, spec_name=spec.name, experiment=plan.experiment,
         metric=spec.metric.name, mode=spec.metric.mode,

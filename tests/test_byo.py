@@ -105,7 +105,8 @@ PLUGIN = {
 }
 
 
-def test_plugin_task_loss_and_psi_in_one_sweep(tmp_path: Path) -> None:
+def test_plugin_task_loss_and_psi_in_one_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLSWEEP_ALLOW_PLUGINS", "1")  # the user allows the plug-ins (--allow-plugins)
     pkg = tmp_path / "byo_plugins"
     pkg.mkdir()
     for name, text in PLUGIN.items():
@@ -128,8 +129,11 @@ def test_plugin_task_loss_and_psi_in_one_sweep(tmp_path: Path) -> None:
     assert families["byo_plugins.losses:uniform_digits"].data.params["loss.eta"] == "0.3"
 
 
-def test_a_plugin_builder_that_fails_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+def test_a_plugin_builder_that_fails_is_refused_before_anything_is_created(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sweeps.errors import SpecError
+
+    monkeypatch.setenv("SLSWEEP_ALLOW_PLUGINS", "1")
     from sweeps.preflight import plan_sweep
 
     pkg = tmp_path / "bad_plugins"
