@@ -419,6 +419,10 @@ def test_r11_disk_full_mid_sweep_then_resume(tmp_path: Path) -> None:
         assert resumed.wait(540) == 0, resumed.text()[-3000:]
         trials = _runs(client, "stop3")
         assert sorted(r.info.status for r in trials) == ["FINISHED"] * 3, [r.data.tags for r in trials]
+        # The runs the failed driver closed with its error finished after the resume: the error
+        # of the failure they recovered from is no longer theirs.
+        recovered = trials + _runs(client, "stop3", "sweep")
+        assert not [r.data.tags["slsweep.error"] for r in recovered if "slsweep.error" in r.data.tags]
         print(f"\nR11: disk full -> {errors[0]}")
     finally:
         for d in (driver, resumed):
