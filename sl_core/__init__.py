@@ -1,5 +1,6 @@
 """sl_core: soft-label losses on numerical tokens (Wang et al., "Enhancing Numerical Prediction of MLLMs
-with Soft Labeling", ICCV 2025), their peers, and a Hugging Face drop-in. Torch only.
+with Soft Labeling", ICCV 2025), their peers (`peers`; DIST2Loss, SMMD and DEL in `numeric_peers`), and a
+Hugging Face drop-in. Torch only.
 
 Attributes load on first use (PEP 562), so `import sl_core.registry` or `sl_core.psi` (the loss
 families and psi shapes as data) costs no torch import; `sl_core.build_loss` and the losses do.
@@ -23,10 +24,11 @@ _EXPORTS: dict[str, str] = {
     "place_factors": "loss", "soft_label_cross_entropy": "loss",
     "gaussian_soft_cross_entropy": "peers", "hard_cross_entropy": "peers",
     "label_smoothing_cross_entropy": "peers", "ntil_emd": "peers", "ntl_mse": "peers", "ntl_was": "peers",
+    "dist2_cross_entropy": "numeric_peers", "smmd_term": "numeric_peers", "del_term": "numeric_peers",
     "available_psi": "psi", "psi_matrix": "psi", "register_psi": "psi",
     "value_aware_soft_label_cross_entropy": "value_aware", "value_psi_matrix": "value_aware",
 }
-_SUBMODULES = ("families", "peers", "psi", "registry", "digits")
+_SUBMODULES = ("families", "peers", "numeric_peers", "psi", "registry", "digits")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

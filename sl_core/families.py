@@ -22,6 +22,7 @@ from sl_core import _validate as V
 from sl_core.backend import check_backend
 from sl_core.digits import NumericTokens, digit_token_groups, numeric_token_values
 from sl_core.loss import soft_label_cross_entropy
+from sl_core.numeric_peers import del_term, dist2_cross_entropy, dist2_psi_matrix, smmd_kernel, smmd_term
 from sl_core.peers import (
     gaussian_soft_cross_entropy, hard_cross_entropy, label_smoothing_cross_entropy, ntil_emd, ntl_mse, ntl_was,
 )
@@ -57,7 +58,8 @@ def family_tokens(family: str, tokenizer: Any) -> Tokens:
 
     Returns:
         None for families that need no tokens (hard, label_smoothing); the [G, 10] digit groups
-        (`digit_token_groups`) for digit families; NumericTokens (`numeric_token_values`) for value_aware.
+        (`digit_token_groups`) for digit families; NumericTokens (`numeric_token_values`) for the
+        numeric families (value_aware, dist2, smmd).
 
     Raises:
         ValueError: the tokenizer cannot serve the family (no single-digit tokens, merged digits);
@@ -73,7 +75,7 @@ def family_tokens(family: str, tokenizer: Any) -> Tokens:
         if need == "digits":
             try:
                 numeric_token_values(tokenizer)
-                hint = "; loss family 'value_aware' works on this tokenizer"
+                hint = "; loss families 'value_aware', 'dist2' and 'smmd' work on this tokenizer"
             except ValueError:
                 hint = "; the tokenizer has no numeric tokens at all"
             hint += ", and 'hard' / 'label_smoothing' need no digit tokens"
@@ -96,9 +98,10 @@ def build_loss(family: str, digit_ids: Tokens = None, *, backend: str = "auto", 
         family: one of LOSS_FAMILIES (`sl_core.registry.LOSS_FAMILY_SPECS`).
         digit_ids: what the family needs from the tokenizer (`family_tokens(family, tokenizer)`):
             ten digit ids or [G, 10] groups for digit families; NumericTokens (or digit ids) for
-            `value_aware`; ignored (may be None) for `hard` and `label_smoothing`.
+            the numeric families (`value_aware`, `dist2`, `smmd`); ignored (may be None) for `hard`
+            and `label_smoothing`.
         backend: "auto", "torch" or "triton": the engine of the soft-label families (`soft_label`,
-            `value_aware`; see `sl_core.backend`); the other families always run on torch.
+            `value_aware`, `dist2`; see `sl_core.backend`); the other families always run on torch.
         **params: the family's parameters (FAMILY_PARAMS[family]); None means the default.
 
     Returns:
@@ -121,7 +124,8 @@ def build_loss(family: str, digit_ids: Tokens = None, *, backend: str = "auto", 
             NumericTokens.from_digit_ids(V.check_digit_groups(digit_ids))
         return _BUILDERS[family](numeric, p)
     if isinstance(digit_ids, NumericTokens):
-        raise ValueError(f"loss family {family!r} takes digit ids, not NumericTokens (that is for value_aware)")
+        raise ValueError(f"loss family {family!r} takes digit ids, not NumericTokens "
+                         "(those are for value_aware, dist2 and smmd)")
     return _BUILDERS[family](V.check_digit_groups(digit_ids), p)
 
 
@@ -200,6 +204,41 @@ def _ntil(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
     return ntil
 
 
+def _dist2(numeric: NumericTokens, p: dict[str, Any]) -> LossFn:
+    tau, distance = p["dist2_temperature"], p["dist2_distance"]
+    dist2_psi_matrix(numeric, tau, distance)  # builds (and caches) the targets now
+
+    def dist2(logits, labels, *, num_items_in_batch=None):
+        return dist2_cross_entropy(logits, labels, numeric, temperature=tau, distance=distance,
+                                   ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch,
+                                   backend=p["backend"])
+    return dist2
+
+
+def _smmd(numeric: NumericTokens, p: dict[str, Any]) -> LossFn:
+    w, sigma, alpha = p["smmd_weight"], p["smmd_sigma"], p["smmd_alpha"]
+    smmd_kernel(numeric, sigma)  # builds (and caches) the kernel now
+
+    def smmd(logits, labels, *, num_items_in_batch=None):
+        ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
+        if w == 0:
+            return ce
+        return ce + w * smmd_term(logits, labels, numeric, sigma=sigma, alpha=alpha, ignore_index=IGNORE_INDEX,
+                                  num_items_in_batch=num_items_in_batch)
+    return smmd
+
+
+def _del(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
+    w = p["del_weight"]
+
+    def del_loss(logits, labels, *, num_items_in_batch=None):
+        ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
+        if w == 0:
+            return ce
+        return ce + w * del_term(logits, labels, ids, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
+    return del_loss
+
+
 def _soft_label(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
     eta, lam, place = p["eta"], p["lam"], p["place_exponent"]
     psi_matrix(p["psi"], p["psi_param"])  # validates psi_param against the shape now
@@ -230,6 +269,9 @@ _BUILDERS: dict[str, Callable[[list[list[int]] | None, dict[str, Any]], LossFn]]
     "ntl_was": _ntl(ntl_was),
     "ntl_mse": _ntl(ntl_mse),
     "ntil": _ntil,
+    "dist2": _dist2,
+    "smmd": _smmd,
+    "del": _del,
     "soft_label": _soft_label,
     "value_aware": _value_aware,
 }

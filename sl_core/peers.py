@@ -15,7 +15,7 @@ same share of digit tokens; Hugging Face only counts tokens, not digits).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -167,6 +167,47 @@ def _runs_after(is_digit: torch.Tensor) -> torch.Tensor:
 
 def _number_token_term(logits, labels, digit_ids, kind: str, reweigh: bool, ignore_index: int, reduction: str,
                        num_items_in_batch, digit_exp: float = 1.0) -> torch.Tensor:
+    def term(z_d: torch.Tensor, td: torch.Tensor, after: torch.Tensor, full_rows) -> torch.Tensor:
+        p = torch.softmax(z_d, dim=-1)
+        digits = torch.arange(10, dtype=z_d.dtype, device=z_d.device)
+        t = td.to(z_d.dtype)
+        if kind == "mse":
+            out = ((p * digits).sum(-1) - t) ** 2
+            max_dist = 81.0
+        else:
+            out = (p * (digits.unsqueeze(0) - t.unsqueeze(1)).abs()).sum(-1)
+            max_dist = 9.0
+        if reweigh:
+            # full-vocabulary probability mass on the digits: exp(lse(digit logits) - lse(row))
+            mass = torch.exp(torch.logsumexp(z_d, -1) - torch.logsumexp(full_rows(), -1))
+            out = out * mass + 1.01 * max_dist * (1.0 - mass)
+        if kind == "emd" and digit_exp != 1.0:
+            out = out * digit_exp ** after.to(z_d.dtype)
+        return out
+    return digit_row_term(logits, labels, digit_ids, term, ignore_index=ignore_index, reduction=reduction,
+                          num_items_in_batch=num_items_in_batch)
+
+
+DigitTerm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[], torch.Tensor]], torch.Tensor]
+"""term(z_d [M, 10], t [M] int64 target digit, after [M] int64 digits after it in its run,
+full_rows() -> [M, V] those rows' logits) -> [M] per-row value, in the compute dtype of z_d."""
+
+
+def digit_row_term(logits: torch.Tensor, labels: torch.Tensor, digit_ids: Ids, term: DigitTerm, *,
+                   ignore_index: int = -100, reduction: str = "mean",
+                   num_items_in_batch: int | float | torch.Tensor | None = None) -> torch.Tensor:
+    """An auxiliary term evaluated on the rows whose label is a digit, reduced as the module docstring says.
+
+    Each digit row gets its own group's ten logits (a "▁7" target sees "▁0".."▁9"), the target digit
+    and its place in its contiguous run of digit labels along the last dimension.
+
+    Args:
+        logits: [..., V]; labels: [...] already shifted; digit_ids: ten ids or [G, 10] groups.
+        term: see `DigitTerm`.
+
+    Returns:
+        Scalar (mean over digit rows, or sum), or [...] per-position values (0 off digit rows) for "none".
+    """
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
     groups = V.check_digit_groups(digit_ids, vocab)
     cdt = compute_dtype(logits.dtype)
@@ -188,31 +229,23 @@ def _number_token_term(logits, labels, digit_ids, kind: str, reweigh: bool, igno
         index = torch.unravel_index(rows, lead) if len(lead) != 1 else (rows,)
         cols = table[group_of[safe[rows]]]  # [M, 10]: the digit group of each row's target
         z_d = logits[tuple(i.unsqueeze(1) for i in index) + (cols,)].to(cdt)  # [M, 10]
-        p = torch.softmax(z_d, dim=-1)
-        digits = torch.arange(10, dtype=cdt, device=dev)
-        td = t[rows].to(cdt)
-        if kind == "mse":
-            term = ((p * digits).sum(-1) - td) ** 2
-            max_dist = 81.0
-        else:
-            term = (p * (digits.unsqueeze(0) - td.unsqueeze(1)).abs()).sum(-1)
-            max_dist = 9.0
-        if reweigh:
-            # full-vocabulary probability mass on the digits: exp(lse(digit logits) - lse(row))
-            full = logits[index].to(cdt)  # [M, V]: only the digit rows
-            mass = torch.exp(torch.logsumexp(z_d, -1) - torch.logsumexp(full, -1))
-            term = term * mass + 1.01 * max_dist * (1.0 - mass)
-        if kind == "emd" and digit_exp != 1.0:
-            term = term * digit_exp ** _runs_after(is_d.view(lead)).reshape(-1)[rows].to(cdt)
-        per_row = per_row.index_put((rows,), term)
+        after = _runs_after(is_d.view(lead)).reshape(-1)[rows]
+        per_row = per_row.index_put((rows,), term(z_d, t[rows], after, lambda: logits[index].to(cdt)))
+    return reduce_term_rows(per_row, is_d, valid, labels.shape, reduction, num_items)
+
+
+def reduce_term_rows(per_row: torch.Tensor, is_row: torch.Tensor, valid: torch.Tensor, shape: torch.Size,
+                     reduction: str, num_items: float | torch.Tensor | None) -> torch.Tensor:
+    """Reduce an auxiliary term's values [N] (0 off its rows `is_row` [N]): "mean" over its rows, scaled
+    by (non-ignored rows / num_items) when num_items is given (see the module docstring)."""
     if reduction == "none":
-        return per_row.view(labels.shape)
+        return per_row.view(shape)
     total = per_row.sum()
     if reduction == "sum":
         return total
-    mean = total / is_d.sum().clamp_min(1).to(cdt)
+    mean = total / is_row.sum().clamp_min(1).to(per_row.dtype)
     if num_items is not None:
-        local = valid.sum().to(cdt)
-        mean = mean * local / (num_items.to(device=dev, dtype=cdt) if isinstance(num_items, torch.Tensor)
-                               else num_items)
+        local = valid.sum().to(per_row.dtype)
+        mean = mean * local / (num_items.to(device=per_row.device, dtype=per_row.dtype)
+                               if isinstance(num_items, torch.Tensor) else num_items)
     return mean

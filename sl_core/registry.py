@@ -9,9 +9,9 @@ Token requirements (`LossFamilySpec.tokens`):
 | tokens    | families                                           | needs from the tokenizer                   |
 |-----------|----------------------------------------------------|--------------------------------------------|
 | `none`    | hard, label_smoothing                              | nothing                                    |
-| `digits`  | soft_label, gaussian, ntl_was, ntl_mse, ntil       | single-digit tokens "0".."9" (numbers split|
+| `digits`  | soft_label, gaussian, ntl_was, ntl_mse, ntil, del  | single-digit tokens "0".."9" (numbers split|
 |           |                                                    | into digits; see `sl_core.digit_token_groups`)|
-| `numeric` | value_aware                                        | any numeric tokens, merged ("260") or not  |
+| `numeric` | value_aware, dist2, smmd                           | any numeric tokens, merged ("260") or not  |
 
 Families whose `tokens` is not `none` are distance-aware: their soft targets must reach the answer's
 numeric tokens, which `sl_core.soft_target_coverage` measures.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
-    "REQUIRED", "VALUE_KERNELS", "LossFamilySpec", "ParamSpec", "LOSS_FAMILY_SPECS", "family_spec",
+    "REQUIRED", "VALUE_KERNELS", "DIST2_DISTANCES", "LossFamilySpec", "ParamSpec", "LOSS_FAMILY_SPECS", "family_spec",
     "check_family_params", "loss_family",
 ]
 
@@ -40,6 +40,10 @@ REQUIRED: Any = _Required()
 
 VALUE_KERNELS: dict[str, float | None] = {"laplace": 1.0, "gaussian": 1.0, "triangular": 2.0, "uniform": None}
 """Kernels of the value-aware mode (`sl_core.value_aware`) and their default scale in value units."""
+
+
+DIST2_DISTANCES: tuple[str, ...] = ("squared", "absolute")
+"""Distances d(v, t) between numeric values of DIST2Loss (`sl_core.numeric_peers.dist2_cross_entropy`)."""
 
 
 def _digit_shapes() -> tuple[str, ...]:
@@ -176,6 +180,19 @@ _FAMILIES: tuple[LossFamilySpec, ...] = (
     LossFamilySpec("ntil", (_weight("ntil_weight"),
                             ParamSpec("digit_exp", 1.2, low=0.0, low_open=True, doc="place weight base")),
                    "digits", "CE + w * NTIL place-weighted EMD (ACL 2025)"),
+    LossFamilySpec("dist2", (ParamSpec("dist2_temperature", 1.0, low=0.0, low_open=True,
+                                       doc="temperature tau of the target exp(-d / tau)"),
+                             ParamSpec("dist2_distance", "squared", kind="choice", choices=lambda: DIST2_DISTANCES,
+                                       doc="d(v, t): squared or absolute value difference")),
+                   "numeric", "DIST2Loss: CE to a target exp(-d(v, t) / tau) over the numeric tokens (ICLR 2026)"),
+    LossFamilySpec("smmd", (ParamSpec("smmd_weight", 1.0, low=0.0, doc="weight of the SMMD term added to CE"),
+                            ParamSpec("smmd_sigma", 2.0, low=0.0, low_open=True,
+                                      doc="Gaussian kernel bandwidth over (squashed) value distance"),
+                            ParamSpec("smmd_alpha", None, low=0.0,
+                                      doc="weight of the smoothness term (None: 1 / (2 mean kernel degree))")),
+                   "numeric", "CE + w * Smooth MMD over the numeric tokens (ICML 2026)"),
+    LossFamilySpec("del", (ParamSpec("del_weight", 0.01, low=0.0, doc="weight of the DEL term added to CE"),),
+                   "digits", "CE + w * Digit Entropy Loss (arXiv 2605.20369)"),
     LossFamilySpec("soft_label", _soft_params("triangular", _digit_shapes, "psi shape over the digits",
                                               "psi_param", "the shape's parameter (None: the shape's default)"),
                    "digits", "soft-label CE on digit tokens (Wang et al., ICCV 2025)"),

@@ -187,3 +187,87 @@ def grouped_psi_reference(psi: torch.Tensor, groups: list[list[int]]) -> tuple[l
             if gi == gj:
                 m[i, j] = float(psi[groups[gi].index(ci), groups[gj].index(cj)])
     return cols, m
+
+
+def dist2_psi_reference(values: list[int], groups: list, distance: str, temperature: float) -> torch.Tensor:
+    """[K, K] DIST2Loss targets by loops: same-group tokens weighted by exp(-d / tau), d squared or absolute."""
+    k = len(values)
+    m = torch.zeros(k, k, dtype=torch.float64)
+    for i in range(k):
+        for j in range(k):
+            if groups[i] == groups[j]:
+                d = abs(values[i] - values[j])
+                m[i, j] = math.exp(-(d * d if distance == "squared" else d) / temperature)
+        m[i] /= m[i].sum()
+    return m
+
+
+def smmd_kernel_reference(values: list[int], groups: list, sigma: float, squash: float = 9.0):
+    """SMMD kernel [K, K] and per-token alpha [K] by loops: per group, distances squashed so the
+    smallest non-zero one is 1 and the largest `squash`, K = exp(-d^2 / (2 sigma^2)), alpha = 1 / (2 mean deg)."""
+    k = len(values)
+    kern = torch.zeros(k, k, dtype=torch.float64)
+    alpha = torch.zeros(k, dtype=torch.float64)
+    for g in dict.fromkeys(groups):
+        idx = [i for i in range(k) if groups[i] == g]
+        nz = [abs(values[i] - values[j]) for i in idx for j in idx if values[i] != values[j]]
+        lo, hi = (min(nz), max(nz)) if nz else (0.0, 0.0)
+        for i in idx:
+            for j in idx:
+                d = float(abs(values[i] - values[j]))
+                if d > 0 and hi > lo:
+                    d = 1.0 + (d - lo) * (squash - 1.0) / (hi - lo)
+                kern[i, j] = min(1.0, math.exp(-d * d / (2 * sigma * sigma)))
+        mean_deg = sum(float(kern[i, j]) for i in idx for j in idx) / len(idx)
+        for i in idx:
+            alpha[i] = 0.5 / mean_deg
+    return kern, alpha
+
+
+def smmd_reference(logits: torch.Tensor, labels: torch.Tensor, ids: list[int], values: list[int], groups: list, *,
+                   sigma: float = 2.0, alpha: float | None = None) -> torch.Tensor:
+    """Mean over numeric-target rows of relu(r^T K r + alpha * 1/2 sum_ij K_ij (r_i - r_j)^2), r = p - onehot,
+    p the softmax over the target's group only (loops, float64)."""
+    vocab = logits.shape[-1]
+    z = logits.reshape(-1, vocab).to(torch.float64)
+    kern, alphas = smmd_kernel_reference(values, groups, sigma)
+    terms = []
+    for i, y in enumerate(labels.reshape(-1).tolist()):
+        if y == IGNORE or y not in ids:
+            continue
+        t = ids.index(y)
+        idx = [j for j in range(len(ids)) if groups[j] == groups[t]]
+        p = torch.softmax(z[i, [ids[j] for j in idx]], dim=0)
+        r = [p[a] - (1.0 if idx[a] == t else 0.0) for a in range(len(idx))]
+        mmd = sum(kern[idx[a], idx[b]] * r[a] * r[b] for a in range(len(idx)) for b in range(len(idx)))
+        smooth = 0.5 * sum(kern[idx[a], idx[b]] * (r[a] - r[b]) ** 2 for a in range(len(idx)) for b in range(len(idx)))
+        a_t = float(alphas[t]) if alpha is None else alpha
+        terms.append(torch.relu(mmd + a_t * smooth))
+    if not terms:
+        return z.sum() * 0.0
+    return torch.stack(terms).sum() / len(terms)
+
+
+def del_reference(logits: torch.Tensor, labels: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """Mean over digit-target rows of 2 (a + 1) / 10 * sum_k p_k BCE(sigmoid(z_k), [k = t]), p the softmax over
+    the target's digit group, a the digits after it in its run (loops, float64)."""
+    vocab = logits.shape[-1]
+    z = logits.reshape(-1, vocab).to(torch.float64)
+    digits = [c for g in groups for c in g]
+    terms = []
+    i = 0
+    for row in _rows(labels):
+        after = digits_after_loop([y in digits for y in row])
+        for y, a in zip(row, after):
+            if y != IGNORE and y in digits:
+                g = next(g for g in groups if y in g)
+                t = g.index(y)
+                zd = z[i, g]
+                p = torch.softmax(zd, dim=0)
+                s = torch.sigmoid(zd)
+                bce = [-torch.log(s[k]) if k == t else -torch.log(1 - s[k]) for k in range(10)]
+                terms.append(2.0 * (a + 1) / 10.0 * sum(p[k] * bce[k] for k in range(10)))
+            i += 1
+    if not terms:
+        return z.sum() * 0.0
+    return torch.stack(terms).sum() / len(terms)

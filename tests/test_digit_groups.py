@@ -45,7 +45,7 @@ def test_bare_digits_alone_miss_the_answer_groups_reach_it(marked) -> None:
     bare = soft_target_coverage(seqs, sl_core.digit_token_ids(tok), tok)
     assert bare.numeric == 11 and bare.share < 1.0 and bare.uncovered
     assert soft_target_coverage(_answers(tok, ["7"]), sl_core.digit_token_ids(tok), tok).share == 0.0
-    for family in ("soft_label", "gaussian", "ntl_was", "ntil", "value_aware"):
+    for family in ("soft_label", "gaussian", "ntl_was", "ntil", "value_aware", "dist2", "smmd", "del"):
         cov = soft_target_coverage(seqs, soft_columns(family_tokens(family, tok)), tok)
         assert (cov.numeric, cov.covered, cov.share) == (11, 11, 1.0), family
 

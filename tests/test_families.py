@@ -29,6 +29,9 @@ def test_families_and_params_are_published() -> None:
     assert FAMILY_PARAMS["hard"] == ()
     assert FAMILY_PARAMS["soft_label"] == ("eta", "lam", "psi", "psi_param", "place_exponent")
     assert FAMILY_PARAMS["ntil"] == ("ntil_weight", "digit_exp")
+    assert FAMILY_PARAMS["dist2"] == ("dist2_temperature", "dist2_distance")
+    assert FAMILY_PARAMS["smmd"] == ("smmd_weight", "smmd_sigma", "smmd_alpha")
+    assert FAMILY_PARAMS["del"] == ("del_weight",)
     assert set(FAMILY_PARAMS) == set(LOSS_FAMILIES)
 
 

@@ -109,6 +109,8 @@ def test_random_baselines_family_params_only_under_their_family() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
     own = {"label_smoothing": {"smoothing"}, "gaussian": {"sigma"}, "ntl_was": {"ntl_weight"},
            "ntl_mse": {"ntl_weight"}, "ntil": {"ntil_weight", "digit_exp"},
+           "dist2": {"dist2_temperature", "dist2_distance"}, "smmd": {"smmd_weight", "smmd_sigma"},
+           "del": {"del_weight"},
            "soft_label": {"eta", "lam", "psi"}, "hard": set()}
     for _ in range(30):
         trial = study.ask()

@@ -40,7 +40,8 @@ def test_short_trial_per_task(task: str) -> None:
     assert {"prompt", "answer", "prediction", "parsed"} <= set(result.predictions[0])
 
 
-@pytest.mark.parametrize("family", ["hard", "label_smoothing", "gaussian", "ntl_was", "ntl_mse", "ntil"])
+@pytest.mark.parametrize("family", ["hard", "label_smoothing", "gaussian", "ntl_was", "ntl_mse", "ntil", "dist2", "smmd",
+                                    "del"])
 def test_every_loss_family_trains(family: str) -> None:
     result = run_trial(tiny_trial_config(family=family, steps=2, eval_every=2, eval_size=8))
     assert result.steps == 2 and result.metrics["train_loss"] > 0
