@@ -31,7 +31,7 @@ def test_builtin_specs_load() -> None:
     # Built-in specs named like a built-in space (baselines.yaml) still find the space, not a spec.
     for name in ("baselines", "grounding_baselines"):
         r = load_spec(packaged_spec_path(name))
-        assert r.space.source == "baselines.yaml" and r.trial_count == 21
+        assert r.space.source == "baselines.yaml" and r.trial_count == 30
     main_metric = {"counting": "exact_match", "grounding": "acc_iou50", "chart": "relaxed_accuracy"}
     for name in ("counting", "grounding", "chart"):
         r = load_spec(packaged_spec_path(name))
