@@ -478,14 +478,17 @@ def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None
 
 
 def builtin_listing() -> str:
-    """Names of the packaged specs and search spaces."""
+    """Names of the packaged specs, search spaces, trials and the built-in loss families."""
     import search_spaces
+    from sl_core.registry import LOSS_FAMILY_SPECS  # torch-free
 
     specs = sorted(p.name for p in packaged_spec_dir().glob("*.yaml"))
     spaces = sorted(p.name for p in Path(search_spaces.__file__).parent.glob("*.yaml"))
     trials = sorted(p.name for p in (packaged_spec_dir() / "trials").glob("*.yaml"))
+    families = "\n".join(f"  {f.name:<16} {f.doc}" + (f"; parameters: {', '.join(f.param_map)}" if f.params else "")
+                         for f in LOSS_FAMILY_SPECS.values())
     return ("specs:         " + "  ".join(specs) + "\nsearch spaces: " + "  ".join(spaces)
-            + "\ntrials:        " + "  ".join(trials)
+            + "\ntrials:        " + "  ".join(trials) + "\nloss families (loss.family):\n" + families
             + "\n(run one by name from anywhere: `slsweep run counting`, `slsweep trial counting`)")
 
 

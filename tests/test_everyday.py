@@ -222,6 +222,9 @@ def test_builtin_specs_and_trials_by_name_from_any_folder(tmp_path: Path, monkey
     listing = CliRunner().invoke(app, ["list"])
     assert listing.exit_code == 0
     assert "counting.yaml" in listing.output and "trials:" in listing.output
+    from sl_core.registry import LOSS_FAMILY_SPECS
+
+    assert all(f"\n  {name} " in listing.output for name in LOSS_FAMILY_SPECS)  # every built-in loss family
 
 
 def test_sampler_seed_is_fresh_per_sweep_unless_given(tmp_path: Path) -> None:
