@@ -270,6 +270,7 @@ def ui(
 def confirm(
     sweep: Optional[str] = typer.Argument(None, help="The search sweep (id, or experiment name: its "
                                           "newest sweep). Default: the most recent sweep."),
+    overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Confirm-spec fields to override, as for `run` (e.g. train.steps=100 for a quick check; validated, recorded, printed)."),
     top: int = typer.Option(3, "--top", help="How many of the best configurations to rerun."),
     seeds: int = typer.Option(5, "--seeds", help="Seeds per configuration (fresh: after the search's)."),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="Also run this configuration and "
@@ -283,15 +284,23 @@ def confirm(
     allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Search, then confirm: rerun the TOP best configurations of a search sweep (plus a baseline)
-    with SEEDS fresh seeds at full budget as a new, linked sweep; print its adjusted table."""
+    with SEEDS fresh seeds at full budget as a new, linked sweep; print its adjusted table.
+
+    \b
+    Examples:
+      slsweep confirm SWEEP --top 3 --seeds 5 --baseline loss=hard
+      slsweep confirm SWEEP train.steps=100 --top 1 --seeds 2 --baseline loss=hard   # a quick check
+    """
     from sweeps.confirm import run_confirm
+    from sweeps.service import split_spec_args
 
     if adjust not in ("holm", "bh", "none"):
         raise SlsweepError(f"--adjust '{adjust}': choose holm, bh or none")
     _allow(allow_plugins)
+    sweep, words = split_spec_args(sweep, overrides or ())  # `confirm train.steps=100`: the latest sweep
     text, summary = run_confirm(sweep, top=top, seeds=seeds, baseline=baseline, metric=metric,
                                 first_seed=first_seed, runs_dir=runs_dir, tracking_uri=tracking_uri,
-                                adjust=adjust, verbose=0 if quiet else 1)
+                                adjust=adjust, verbose=0 if quiet else 1, overrides=words)
     if text:
         typer.echo(text)
     _exit_for(summary)

@@ -13,6 +13,7 @@ adjusted ablation table of the new sweep.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from sweeps.yamlio import dump_yaml, load_yaml
 CONFIRMS_TAG = "slsweep.confirms"          # on the confirm sweep: the id of the sweep it confirms
 CONFIRMED_BY_TAG = "slsweep.confirmed_by"  # on the searched sweep: the id(s) of its confirm sweeps
 SEARCH_ALGORITHMS = ("tpe", "random")
+ARM_TAG_COLUMN = "tags.slsweep.arm"  # `baseline` on a spec's baseline-arm runs (sweeps.tracking.ARM_TAG)
 # Config keys that name where a trial's inputs are: relative values in the original spec text are
 # relative to a spec file the confirm spec does not sit beside, so the resolved value is used.
 _PATH_KEYS = (("task", "data_path"), ("task", "eval_data_path"), ("model", "path"))
@@ -91,8 +93,9 @@ def rank_configurations(runs: SweepRuns, metric: str) -> pd.DataFrame:
     """Configurations of the full-budget observations, best first.
 
     Returns:
-        [C, 4] frame: ``key`` (`config_key` without the seed), ``mean``, ``n`` (seeds) and
-        ``row`` (the index of one observation of that configuration in `runs.trials`).
+        [C, 5] frame: ``key`` (`config_key` without the seed), ``mean``, ``n`` (seeds), ``row``
+        (the index of one observation of that configuration in `runs.trials`) and ``arm``
+        (``baseline`` for a spec's baseline arm, tag `slsweep.arm`; else ``search``).
     """
     mcol = runs.resolve_metric(metric)
     df = runs.full[runs.full[mcol].notna()]
@@ -100,8 +103,10 @@ def rank_configurations(runs: SweepRuns, metric: str) -> pd.DataFrame:
         raise ConfirmError(f"{runs.label}: no full-budget run has '{metric}': nothing to confirm")
     keys = pd.Series([config_key(r, with_seed=False) for _, r in df.iterrows()], index=df.index)
     grouped = df.groupby(keys, sort=False)
+    arm = df[ARM_TAG_COLUMN] if ARM_TAG_COLUMN in df else pd.Series("search", index=df.index)
     table = pd.DataFrame({"mean": grouped[mcol].mean(), "n": grouped[mcol].size(),
-                          "row": grouped.apply(lambda g: g.index[0], include_groups=False)})
+                          "row": grouped.apply(lambda g: g.index[0], include_groups=False),
+                          "arm": arm.groupby(keys, sort=False).first().fillna("search")})
     table = table.rename_axis("key").reset_index()
     ascending = runs.direction(metric) == "min"
     return table.sort_values(["mean", "key"], ascending=[ascending, True], kind="stable").reset_index(drop=True)
@@ -191,7 +196,9 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
     if not isinstance(spec, dict):
         raise ConfirmError(f"{runs.label}: its spec.yaml artifact is not a mapping")
     ranked = rank_configurations(runs, metric)
-    chosen = ranked.head(top)
+    chosen = ranked[ranked["arm"] != "baseline"].head(top)  # the search's best, not its fixed arms
+    if chosen.empty:
+        raise ConfirmError(f"{runs.label}: no searched configuration reached the full budget: nothing to confirm")
     candidates = [Candidate(f"top{i + 1}", _config_params(runs.trials.loc[r["row"]]), float(r["mean"]),
                             int(r["n"])) for i, (_, r) in enumerate(chosen.iterrows())]
     notes = []
@@ -211,10 +218,12 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
         notes.append(f"seeds from {start} overlap the search's (0..{used - 1}): the values of those "
                      "seeds are the ones the configurations were chosen on (optimistic)")
 
-    # Points name every resolved-config key that differs between candidates or from the base spec.
+    # Points name every resolved-config key that differs between candidates or from the base spec
+    # (a loss or train key the spec sets to the candidates' common value stays the spec's, so a
+    # `train.steps=100` override of the confirm spec applies).
     keys = sorted({k for c in candidates for k in c.params})
     varying = [k for k in keys if len({repr(c.params.get(k)) for c in candidates}) > 1
-               or k.startswith(("loss.", "train."))]
+               or (k.startswith(("loss.", "train.")) and not _spec_sets(spec, k, candidates[0].params.get(k)))]
     params: dict[str, Any] = {}
     for k in varying:
         values = []
@@ -239,6 +248,7 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
     spec["metric"] = {"name": metric, "mode": runs.direction(metric)}
     spec["tracking"] = {**(spec.get("tracking") or {}), "experiment": runs.experiment_name}
     spec.pop("storage", None)
+    spec.pop("baselines", None)  # the confirm's baseline is --baseline, run as one of its points
     top_params = candidates[0].params
     for section, key in _PATH_KEYS:
         value = top_params.get(f"{section}.{key}")
@@ -246,6 +256,16 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
             spec[section][key] = value
     return ConfirmPlan(spec=spec, candidates=candidates, first_seed=start, seeds=seeds,
                        source_sweep=source, baseline=baseline, fresh_seeds=start >= used, notes=notes)
+
+
+def _spec_sets(spec: dict[str, Any], key: str, value: Any) -> bool:
+    """Whether the spec mapping sets dotted `key` (``train.steps``) to `value` itself."""
+    node: Any = spec
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return _same_value(node, value)
 
 
 def write_confirm_spec(plan: ConfirmPlan, folder: Path) -> Path:
@@ -318,11 +338,30 @@ def legend(plan: ConfirmPlan) -> list[str]:
     return lines
 
 
+def check_overrides(plan: ConfirmPlan, overrides: Sequence[str]) -> None:
+    """Validate `key=value` overrides on the confirm spec exactly as `slsweep run` does (before
+    anything is written). Raises SpecError naming the override and the field."""
+    if not overrides:
+        return
+    import tempfile
+
+    from sweeps.spec import load_spec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{plan.source_sweep}-confirm.yaml"
+        path.write_text(dump_yaml(plan.spec), encoding="utf-8")
+        load_spec(path, overrides)
+
+
 def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
                 baseline: str | None = None, metric: str | None = None, first_seed: int | None = None,
                 runs_dir: Path | str | None = None, tracking_uri: str | None = None,
-                adjust: str = "holm", verbose: int = 1) -> tuple[str, Any]:
+                adjust: str = "holm", verbose: int = 1, overrides: Sequence[str] = ()) -> tuple[str, Any]:
     """Plan, run and tabulate a confirmation of a search sweep (`slsweep confirm`).
+
+    `overrides` are `key=value` words applied to the confirm spec like `slsweep run`'s
+    (`train.steps=100` for a quick check): validated the same way before anything is written,
+    recorded with the confirm sweep (its plan record and `spec.yaml` artifact) and printed.
 
     Returns:
         ``(text, summary)``: the confirm sweep's adjusted ablation table (Markdown) with the
@@ -339,10 +378,12 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
     runs = load_sweep(experiment, tracking_uri=tracking_uri, runs_dir=runs_dir)
     plan = plan_confirm(runs, top=top, seeds=seeds, baseline=baseline, metric=metric,
                         first_seed=first_seed)
+    overrides = list(overrides)
+    check_overrides(plan, overrides)
     folder = Path(runs_dir).expanduser().resolve() if runs_dir else paths.default_runs_dir().resolve()
     spec_path = write_confirm_spec(plan, folder)
     summary = run_sweep(spec_path, tracking_uri=tracking_uri, runs_dir=folder, verbose=verbose,
-                        print_summary=False)
+                        print_summary=False, overrides=overrides)
     outcome = summary.outcome
     new_id = outcome.plan.sweep_id
     client = runs.client
@@ -361,6 +402,10 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
     lines = [render(table, "md"),
              f"Candidates (seeds {plan.first_seed}..{plan.first_seed + seeds - 1}, {fresh}):"]
     lines += [f"- {line}" for line in legend(plan)] + [f"- {n}" for n in plan.notes]
+    if overrides:
+        steps = confirmed.sweep.params.get("train.steps")
+        lines.append(f"- overrides: {' '.join(overrides)} (recorded with the confirm sweep; "
+                     f"it ran {steps} steps a trial)" if steps else f"- overrides: {' '.join(overrides)}")
     lines.append(f"\nConfirm sweep {new_id} (experiment {confirmed.experiment_name!r}, spec {spec_path}); "
                  f"its parent run is tagged {CONFIRMS_TAG}={plan.source_sweep}.")
     return "\n".join(lines) + "\n", summary

@@ -304,10 +304,10 @@ def headline(plan: SweepPlan, table: pd.DataFrame) -> list[str]:
                           "(compare a task metric: slsweep table --baseline " + _arm_selector(arm) + ")")
             continue
         if searched.empty or base.empty:
-            lines[-1] += (f" no comparison: {'no searched configuration' if searched.empty else shown} "
-                          f"reached step {budget}")
+            lines[-1] += (f" no comparison: {'no searched configuration' if searched.empty else shown + ' never'} "
+                          f"reached step {budget} with a value")
             continue
-        keys = searched[sampled].astype(str).agg("|".join, axis=1) if sampled else searched["trial"]
+        keys = searched[sampled].apply(lambda r: "|".join(map(str, r)), axis=1) if sampled else searched["trial"]
         means = searched.groupby(keys, sort=False)[m].mean()
         best_key = means.idxmax() if spec.metric.mode == "max" else means.idxmin()
         seeds = sorted(int(s) for s in searched[keys == best_key]["seed"])
