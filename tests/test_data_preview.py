@@ -236,6 +236,23 @@ def test_sixteen_bit_palette_and_cmyk_images(folder: Path) -> None:
     assert cmyk["image_mode"] == "CMYK" and cmyk["image_mean_rgb"] == pytest.approx([0, 255, 255], abs=2)
 
 
+def test_figures_keep_the_answers_precision() -> None:
+    """The range and integer bin labels are the numbers as the data writes them (no 6-digit '%g':
+    2500000 was '2.5e+06', 0.123456789 was '0.123457', the bin ending at 1000002 read '1e+06');
+    integer answers give integer JSON figures (2601, not 2601.0)."""
+    from sweeps.preview.figures import SplitFigures, answer_figures, split_line
+
+    big = answer_figures([3, 1234567, 2500000])
+    line = split_line(SplitFigures("train", 3, 3, big))
+    assert line.startswith("train: 3 rows; answers 3..2500000 [3-250002:1 ") and "e+" not in line
+    assert "750003-1000002:0 1000003-1250002:1" in line
+    assert big.as_json()["min"] == 3 and isinstance(big.as_json()["min"], int)
+    assert all(isinstance(v, int) for v in [big.as_json()["max"], *big.as_json()["histogram"]["edges"]])
+    fine = answer_figures([(0.123456789, 12.0625), 0.5])
+    assert split_line(SplitFigures("eval", 2, 2, fine)).startswith("eval: 2 rows; answers 0.123456789..12.0625 [")
+    assert fine.as_json()["min"] == 0.123456789 and fine.as_json()["max"] == 12.0625
+
+
 def test_huggingface_dataset(tmp_path: Path) -> None:
     from tests.test_hf_data import COLUMNS, _dataset
 

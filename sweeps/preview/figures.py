@@ -21,9 +21,17 @@ from typing import Any
 import numpy as np
 
 __all__ = ["AnswerFigures", "CoverageFigure", "SplitFigures", "answer_figures", "answer_values",
-           "coverage_figure", "split_figures", "split_line"]
+           "coverage_figure", "number_label", "split_figures", "split_line"]
 
 HISTOGRAM_BINS = 10
+
+
+def number_label(value: float) -> str:
+    """A figure's number written as the data writes it (`sweeps.tasks.parsing.number_text`): 2601.0
+    -> "2601", 2500000 -> "2500000", 0.123456789 -> "0.123456789"; never an exponent or a rounding."""
+    from sweeps.tasks.parsing import number_text
+
+    return number_text(value)
 
 
 def answer_values(target: Any) -> list[float]:
@@ -67,15 +75,17 @@ class AnswerFigures:
         for i, n in enumerate(self.counts):
             lo, hi = self.edges[i], self.edges[i + 1]
             if self.integer:
-                label = f"{lo:g}" if hi - lo == 1 else f"{lo:g}-{hi - 1:g}"
+                label = number_label(lo) if hi - lo == 1 else f"{number_label(lo)}-{number_label(hi - 1)}"
             else:
                 label = f"[{lo:.3g},{hi:.3g}{']' if i == len(self.counts) - 1 else ')'}"
             parts.append(f"{label}:{n}")
         return " ".join(parts)
 
     def as_json(self) -> dict[str, Any]:
-        return {"numeric": self.numeric, "text": self.text, "min": self.min, "max": self.max,
-                "histogram": {"edges": list(self.edges), "counts": list(self.counts)}}
+        """Integer answers give integer `min`, `max` and `edges` (2601, not 2601.0)."""
+        num = (lambda v: v if v is None else int(v)) if self.integer else (lambda v: v)
+        return {"numeric": self.numeric, "text": self.text, "min": num(self.min), "max": num(self.max),
+                "histogram": {"edges": [num(e) for e in self.edges], "counts": list(self.counts)}}
 
 
 def answer_figures(targets: Sequence[Any], bins: int = HISTOGRAM_BINS) -> AnswerFigures:
@@ -201,7 +211,7 @@ def split_line(fig: SplitFigures) -> str:
     if a.min is None:
         answers = f"{a.text} text answers"
     else:
-        answers = f"answers {a.min:g}..{a.max:g} [{a.histogram_text()}]"
+        answers = f"answers {number_label(a.min)}..{number_label(a.max)} [{a.histogram_text()}]"
         if a.text:
             answers += f", {a.text} text answers"
     parts = [rows, answers]
