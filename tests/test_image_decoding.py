@@ -45,6 +45,21 @@ def exif_jpeg(path: Path):
     return path.with_suffix(".jpg"), "RGB", True, check
 
 
+def exif_tiff(path: Path):
+    """The same picture as a TIFF with orientation 6: Pillow's TIFF loader turns it itself while
+    loading (and drops the tag), so the decoder reads the tag first to record the turn."""
+    a = np.full((20, 40, 3), 255, np.uint8)
+    a[:8, :8] = RED
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(a).save(path.with_suffix(".tiff"), exif=exif)
+
+    def check(rgb: np.ndarray) -> None:
+        assert rgb.shape == (40, 20, 3)  # turned once, not twice
+        assert _close(rgb[2, -3], RED, 0) and _close(rgb[2, 2], WHITE, 0) and _close(rgb[-3, -3], WHITE, 0)
+    return path.with_suffix(".tiff"), "RGB", True, check
+
+
 def rgba_chart(path: Path):
     """matplotlib's transparent=True: a blue bar on a fully transparent background, one half-
     transparent black pixel."""
@@ -133,7 +148,7 @@ def grey_l(path: Path):
     return path.with_suffix(".png"), "L", False, check
 
 
-CASES = {f.__name__: f for f in (exif_jpeg, rgba_chart, grey16, palette_transparent, cmyk, grey_alpha,
+CASES = {f.__name__: f for f in (exif_jpeg, exif_tiff, rgba_chart, grey16, palette_transparent, cmyk, grey_alpha,
                                   float_tiff, animated_gif, grey_l)}
 
 
@@ -189,6 +204,21 @@ def test_constant_16_bit_image_is_mid_grey() -> None:
     buf = io.BytesIO()
     Image.fromarray(np.full((4, 4), 4000, np.uint16)).save(buf, "PNG")
     assert (np.asarray(decode_image(buf.getvalue(), "x")) == 128).all()
+
+
+@pytest.mark.parametrize("value", [0, 1, 9, 65535])
+def test_orientation_outside_2_to_8_turns_nothing_and_says_so(value) -> None:
+    """Pillow and viewers ignore an orientation other than 2..8: the image is not turned, and the
+    decoder does not record a turn (which the grounding size check would blame)."""
+    a = np.full((20, 40, 3), 255, np.uint8)
+    a[:8, :8] = RED
+    exif = Image.Exif()
+    exif[0x0112] = value
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG", exif=exif)
+    image = decode_image(buf.getvalue(), "x")
+    assert image.size == (40, 20) and image.info[EXIF_TRANSPOSED] is False
+    assert _close(np.asarray(image)[2, 2], RED, 0)
 
 
 def test_decompression_bomb_is_one_data_error(monkeypatch) -> None:

@@ -175,18 +175,21 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _orientation(image: Image.Image, loc: str) -> bool:
-    """True when `image` carries an EXIF orientation other than 1 (normal)."""
+    """True when `image` carries an EXIF orientation that turns or flips it (2..8; 1 is normal, and
+    `ImageOps.exif_transpose` and viewers ignore any other value)."""
     try:
         value = image.getexif().get(ExifTags.Base.Orientation)
     except Exception as exc:  # noqa: BLE001 - a malformed EXIF block
         raise DataError(f"{loc}: cannot read the image's EXIF data: {type(exc).__name__}: {exc}") from None
-    return value not in (None, 1)
+    return value in range(2, 9)
 
 
 def _convert(image: Image.Image, loc: str) -> Image.Image:
     source_mode = image.mode
-    image.load()  # decode every pixel now: truncated files fail here (OSError: the caller's one line)
+    # Read before load(): Pillow's TIFF loader applies the orientation itself and drops the tag (the
+    # exif_transpose below then finds none and leaves the turned pixels as they are).
     transposed = _orientation(image, loc)
+    image.load()  # decode every pixel now: truncated files fail here (OSError: the caller's one line)
     try:
         if transposed:
             image = ImageOps.exif_transpose(image)
