@@ -36,20 +36,28 @@ def user_errors(fn: F) -> F:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         except SweepFailed as exc:
-            typer.echo(f"error: {exc}", err=True)
+            command = getattr(exc, "resume_command", None)  # set by the service: this sweep, this folder
+            text = str(exc).replace("`slsweep resume`", f"`{command}`") if command else str(exc)
+            typer.echo(f"error: {text}", err=True)
             raise typer.Exit(1) from None
         except SweepInterrupted as exc:
-            typer.echo(f"interrupted ({exc}): run `slsweep resume` to finish the sweep", err=True)
+            typer.echo(f"interrupted ({exc}): {_resume_advice(exc)}", err=True)
             raise typer.Exit(exit_code(exc.signum)) from None
         except SignalStop as exc:  # a late second signal while a stopped sweep was closing
-            typer.echo(f"interrupted ({signal.Signals(exc.signum).name}, forced): run `slsweep resume` to finish "
-                       "the sweep", err=True)
+            typer.echo(f"interrupted ({signal.Signals(exc.signum).name}, forced): {_resume_advice(exc)}", err=True)
             raise typer.Exit(exit_code(exc.signum)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _resume_advice(exc: BaseException) -> str:
+    """What to run after a stop: the service's `slsweep resume ID [--runs-dir X]`, or (None) that
+    nothing was saved to resume from."""
+    command = getattr(exc, "resume_command", "slsweep resume")
+    return f"run `{command}` to finish the sweep" if command else "nothing was saved yet: run the sweep again"
 
 
 RunsDir = typer.Option(None, "--runs-dir", help="Run folder (default ./slsweep-runs or $SLSWEEP_RUNS_DIR).")

@@ -183,6 +183,11 @@ def _runs_flag(plan: SweepPlan) -> str:
     return f" --runs-dir {shlex.quote(str(plan.runs_dir))}" if plan.runs_dir != paths.default_runs_dir() else ""
 
 
+def _resume_command(plan: SweepPlan) -> str:
+    """The command that continues this sweep (its id, and its run folder unless the default)."""
+    return f"slsweep resume {plan.sweep_id}{_runs_flag(plan)}"
+
+
 def _own_store(plan: SweepPlan) -> bool:
     """Whether the sweep's MLflow store is its run folder's own SQLite file (what the reading
     commands open without `--tracking-uri`)."""
@@ -250,8 +255,8 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
     if outcome.interrupted:
         import signal
 
-        print(f"\ninterrupted ({signal.Signals(outcome.interrupted).name}): run `slsweep resume "
-              f"{plan.sweep_id}{runs_flag}` to finish the remaining trials")
+        print(f"\ninterrupted ({signal.Signals(outcome.interrupted).name}): run "
+              f"`{_resume_command(plan)}` to finish the remaining trials")
         return
     # `slsweep ui` serves the run folder's own store only; a server is its own UI.
     ui = f"slsweep ui{runs_flag}" if _own_store(plan) else (
@@ -364,13 +369,15 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
         try:
             with quiet_output(verbose == 0):  # -q: stores, study and Ray start silently too
                 outcome = execute(plan, verbose=verbose)
-        except BaseException:
+        except BaseException as exc:
             # Stopped before Tune saved anything (Ray could not start, resources no node has, a
             # Ctrl-C during start-up): leave no record a later `resume` would trip over.
             from ray import tune
 
-            if not tune.Tuner.can_restore(str(plan.storage_dir / plan.sweep_id)):
+            saved = tune.Tuner.can_restore(str(plan.storage_dir / plan.sweep_id))
+            if not saved:
                 _record_path(plan).unlink(missing_ok=True)
+            exc.resume_command = _resume_command(plan) if saved else None  # what the CLI tells
             raise
         return _summarise(outcome, print_summary)
     finally:
@@ -418,8 +425,12 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
 
     lock = sweep_lock(plan)
     try:
-        with quiet_output(verbose == 0):
-            outcome = resume_plan(plan, verbose=verbose)
+        try:
+            with quiet_output(verbose == 0):
+                outcome = resume_plan(plan, verbose=verbose)
+        except BaseException as exc:
+            exc.resume_command = _resume_command(plan)  # what the CLI tells
+            raise
         return _summarise(outcome)
     finally:
         lock.release()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -410,6 +411,9 @@ def test_r11_disk_full_mid_sweep_then_resume(tmp_path: Path) -> None:
         errors = [ln for ln in out_text.splitlines() if ln.startswith("error: ")]
         assert rc == 1 and len(errors) == 1, out_text[-4000:]
         assert "disk full" in errors[0] or "No space left" in errors[0], errors[0]
+        # It names the command that continues this sweep in this folder (the bare `slsweep resume`
+        # would look in ./slsweep-runs).
+        assert re.search(rf"`slsweep resume \S+ --runs-dir {re.escape(str(runs.resolve()))}`", errors[0]), errors[0]
         filler.unlink()
         client = _client(runs)
         left = [r for r in _runs(client, "stop3") + _runs(client, "stop3", "sweep") if r.info.status == "RUNNING"]
