@@ -30,6 +30,7 @@ __all__ = [
 # The loss families come from sl_core's registry (torch-free), the tasks from sweeps.tasks (imported
 # when a config is validated): neither list is restated here.
 LOSS_FAMILIES: tuple[str, ...] = tuple(LOSS_FAMILY_SPECS)
+MAX_SEED = 2**32 - 1  # numpy's RandomState (Optuna's samplers, transformers.set_seed) takes no more
 
 
 class _Section(BaseModel):
@@ -104,6 +105,42 @@ class ModelConfig(_Section):
     gradient_checkpointing: bool = False
     lora: dict[str, Any] | None = None
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+    @field_validator("lora")
+    @classmethod
+    def _lora_ok(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # peft's LoraConfig takes r=0, lora_dropout=1.5 and the like, and every trial then fails
+        # when the adapters are built; the values peft would reject later are refused here
+        # (unknown option names: `sweeps.preflight`, which imports peft).
+        if value is None:
+            return value
+        try:
+            _LoraOptions.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise FieldValueError(key, f"{str(err['msg']).removeprefix('Value error, ')} "
+                                  f"(got {err.get('input')!r})") from None
+        return value
+
+
+class _LoraOptions(BaseModel):
+    """The LoRA options whose values peft rejects only when it builds the adapters."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
+
+    r: int = Field(8, ge=1)
+    lora_alpha: int | float = Field(16, gt=0)
+    lora_dropout: float | int = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] | None = None
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+    @field_validator("target_modules")
+    @classmethod
+    def _modules_ok(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None and (not value or (isinstance(value, list) and not all(value))):
+            raise ValueError("give a module name, a list of names or a regular expression")
+        return value
 
 
 class TrainConfig(_Section):
@@ -281,7 +318,7 @@ class TrialConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     loss: LossConfig
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrialConfig:

@@ -251,6 +251,11 @@ def test_figures_keep_the_answers_precision() -> None:
     fine = answer_figures([(0.123456789, 12.0625), 0.5])
     assert split_line(SplitFigures("eval", 2, 2, fine)).startswith("eval: 2 rows; answers 0.123456789..12.0625 [")
     assert fine.as_json()["min"] == 0.123456789 and fine.as_json()["max"] == 12.0625
+    wide = split_line(SplitFigures("train", 4, 4, answer_figures([0.1, 2601.0, 45.0, 1234.0])))
+    assert "[0.1,260):2 " in wide and "[780,1040):0" in wide and wide.endswith("[2340,2601]:1]")  # no '1.04e+03'
+    one = answer_figures([0.1, 0.1, "Yes"])  # one value: one closed bin, not ten around it reaching -0.4
+    assert split_line(SplitFigures("eval", 3, 3, one)) == "eval: 3 rows; answers 0.1..0.1 [[0.1,0.1]:2], 1 text answer"
+    assert one.as_json()["histogram"] == {"edges": [0.1, 0.1], "counts": [2]}
 
 
 def test_huggingface_dataset(tmp_path: Path) -> None:

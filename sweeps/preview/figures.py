@@ -70,14 +70,17 @@ class AnswerFigures:
 
     def histogram_text(self) -> str:
         """`0:3 1:5 2:7` (integer bins of width 1), `10-19:4 ...` (wider integer bins) or
-        `[0.1,0.25):4 ...` (real-valued bins)."""
+        `[0.1,0.25):4 ...` (real-valued bins; numbers positional, never an exponent)."""
         parts = []
         for i, n in enumerate(self.counts):
             lo, hi = self.edges[i], self.edges[i + 1]
             if self.integer:
                 label = number_label(lo) if hi - lo == 1 else f"{number_label(lo)}-{number_label(hi - 1)}"
-            else:
-                label = f"[{lo:.3g},{hi:.3g}{']' if i == len(self.counts) - 1 else ')'}"
+            else:  # the outer edges are min and max; inner ones 3 significant digits ("1040", not "1.04e+03")
+                last = i == len(self.counts) - 1
+                lo_t = number_label(lo if i == 0 else float(f"{lo:.3g}"))
+                hi_t = number_label(hi if last else float(f"{hi:.3g}"))
+                label = f"[{lo_t},{hi_t}{']' if last else ')'}"
             parts.append(f"{label}:{n}")
         return " ".join(parts)
 
@@ -101,6 +104,8 @@ def answer_figures(targets: Sequence[Any], bins: int = HISTOGRAM_BINS) -> Answer
         width = max(1, math.ceil((hi - lo + 1) / bins))
         n_bins = math.ceil((hi - lo + 1) / width)
         edges = lo + width * np.arange(n_bins + 1, dtype=float)
+    elif lo == hi:  # one value: one closed bin [v, v] (numpy would spread v - 0.5..v + 0.5 over ten)
+        edges = np.array([lo, hi])
     else:
         edges = np.histogram_bin_edges(values, bins=bins)
     counts, _ = np.histogram(values, bins=edges)
@@ -209,11 +214,11 @@ def split_line(fig: SplitFigures) -> str:
         rows += f" ({fig.note})"
     a = fig.answers
     if a.min is None:
-        answers = f"{a.text} text answers"
+        answers = f"{a.text} text answer{'' if a.text == 1 else 's'}"
     else:
         answers = f"answers {number_label(a.min)}..{number_label(a.max)} [{a.histogram_text()}]"
         if a.text:
-            answers += f", {a.text} text answers"
+            answers += f", {a.text} text answer{'' if a.text == 1 else 's'}"
     parts = [rows, answers]
     if fig.coverage:
         parts.append(_coverage_text(fig.coverage))
