@@ -154,7 +154,10 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     eval_every: int = Field(100, gt=0)
+    # bf16 autocast: "auto" = on CUDA, and on CPU when model.dtype is bfloat16
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+    # torch.compile each decoder layer of the language model (sweeps.models.loading.compile_decoder_layers)
+    compile: bool = False
     max_new_tokens: int = Field(8, gt=0)
     checkpoint_every: int | None = Field(None, gt=0)
     # DataLoader worker processes that build training batches ahead of the step (0 = inline)

@@ -72,8 +72,10 @@ def pick_device() -> torch.device:
 
 
 def _autocast(cfg: TrialConfig, device: torch.device):
+    """bf16 autocast: `train.mixed_precision: bf16`, or `auto` on CUDA or with bfloat16 weights (their
+    float32 trainable masters and float32 inputs then meet bf16 weights in bf16 matmuls)."""
     use_bf16 = cfg.train.mixed_precision == "bf16" or (
-        cfg.train.mixed_precision == "auto" and device.type == "cuda")
+        cfg.train.mixed_precision == "auto" and (device.type == "cuda" or cfg.model.dtype == "bfloat16"))
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
@@ -103,7 +105,9 @@ def answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels:
         raise SlsweepError("a training batch has no supervised answer tokens (empty answers?)")
     first = int(supervised.float().argmax(dim=1)[supervised.any(dim=1)].min())
     keep = labels.shape[1] - first
-    logits = model(**inputs, logits_to_keep=keep).logits[:, :-1]
+    # use_cache=False: a returned KV cache would keep every layer's keys and values alive (and defeat
+    # gradient checkpointing); labels are not passed, so the model builds no loss of its own.
+    logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits[:, :-1]
     return loss_fn(logits, shifted[:, first:], num_items_in_batch=num_items)
 
 
@@ -164,7 +168,7 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
     model, processor = load_model_and_processor(cfg.model.path, device=device, dtype=_load_dtype(cfg),
                                                 freeze_vision=cfg.model.freeze_vision,
                                                 gradient_checkpointing=cfg.model.gradient_checkpointing,
-                                                lora=cfg.model.lora)
+                                                lora=cfg.model.lora, compile_layers=cfg.train.compile)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model loaded in {time.perf_counter() - t_load:.1f} s ({n_params / 1e6:.2f}M parameters); "
         f"training {cfg.train.steps} steps, evaluating every {cfg.train.eval_every}")

@@ -222,3 +222,32 @@ def test_paligemma_answer_is_a_causal_suffix(trial_models: dict[str, Path]) -> N
         prompt_len = int((labels[0] == -100).sum())
         logits.append(out[:prompt_len].float())
     torch.testing.assert_close(logits[0], logits[1])
+
+
+# ------------------------------------------------------------------------------------ the lean step
+def test_lm_head_gets_a_contiguous_input() -> None:
+    """logits_to_keep slices the hidden states; the head's input is made contiguous (torch's CPU bf16
+    linear on a strided view was ~100x slower), and the logits are unchanged."""
+    model, processor = load_model_and_processor("tiny")
+    seen = []
+    model.get_output_embeddings().register_forward_pre_hook(lambda _m, args: seen.append(args[0].is_contiguous()))
+    enc = Batcher(processor).train_batch([Image.new("RGB", (48, 48))], ["How many?"], ["4"])
+    enc.pop("labels")
+    with torch.no_grad():
+        kept = model(**enc, logits_to_keep=3, use_cache=False).logits
+        full = model(**enc, use_cache=False).logits
+    assert seen == [True, True]
+    torch.testing.assert_close(kept, full[:, -3:])
+
+
+@pytest.mark.slow
+def test_compiled_decoder_layers_train_like_eager() -> None:
+    from tests.trial_helpers import tiny_trial_config
+    from sweeps.trial import run_trial
+
+    losses = []
+    for compiled in (False, True):
+        cfg = tiny_trial_config(steps=2, eval_every=2, eval_size=4, batch_size=4,
+                                overrides={"train.compile": compiled, "train.data_workers": 0})
+        losses.append(run_trial(cfg, checkpoint=False).history[-1]["train_loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
