@@ -22,13 +22,12 @@ import numpy as np
 import pandas as pd
 
 from sweeps.errors import SlsweepError
-from sweeps.report.runs import SweepRuns, config_key
+from sweeps.report.runs import ARM_COLUMN, SweepRuns, config_key
 from sweeps.yamlio import dump_yaml, load_yaml
 
 CONFIRMS_TAG = "slsweep.confirms"          # on the confirm sweep: the id of the sweep it confirms
 CONFIRMED_BY_TAG = "slsweep.confirmed_by"  # on the searched sweep: the id(s) of its confirm sweeps
 SEARCH_ALGORITHMS = ("tpe", "random")
-ARM_TAG_COLUMN = "tags.slsweep.arm"  # `baseline` on a spec's baseline-arm runs (sweeps.tracking.ARM_TAG)
 # Config keys that name where a trial's inputs are: relative values in the original spec text are
 # relative to a spec file the confirm spec does not sit beside, so the resolved value is used.
 _PATH_KEYS = (("task", "data_path"), ("task", "eval_data_path"), ("model", "path"))
@@ -103,7 +102,7 @@ def rank_configurations(runs: SweepRuns, metric: str) -> pd.DataFrame:
         raise ConfirmError(f"{runs.label}: no full-budget run has '{metric}': nothing to confirm")
     keys = pd.Series([config_key(r, with_seed=False) for _, r in df.iterrows()], index=df.index)
     grouped = df.groupby(keys, sort=False)
-    arm = df[ARM_TAG_COLUMN] if ARM_TAG_COLUMN in df else pd.Series("search", index=df.index)
+    arm = df[ARM_COLUMN] if ARM_COLUMN in df else pd.Series("search", index=df.index)
     table = pd.DataFrame({"mean": grouped[mcol].mean(), "n": grouped[mcol].size(),
                           "row": grouped.apply(lambda g: g.index[0], include_groups=False),
                           "arm": arm.groupby(keys, sort=False).first().fillna("search")})

@@ -98,11 +98,24 @@ def test_importance_from_mlflow_runs_and_from_a_persisted_study(report_store: St
                                     direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     persisted.optimize(lambda t: t.suggest_float("eta", 0.0, 0.3) - 0.1 * t.suggest_float("noise", 0, 1),
                        n_trials=12)
-    # ... but not while the sweep has a trial stopped early: Optuna holds an ASHA-stopped trial as
-    # COMPLETE with its partial value, so the study mixes budgets; full-budget MLflow runs are used.
+    # ... but not while the sweep has a trial stopped early and the study has no PRUNED trial: such
+    # a study was written before stopped trials were PRUNED, and holds an ASHA-stopped trial as
+    # COMPLETE with its partial value (it mixes budgets); full-budget MLflow runs are used.
     values, source = plots.param_importances(load_sweep(runs_dir=runs_dir))
     assert "eta" in values and "noise" not in values
     assert source.endswith("on full-budget MLflow runs, 2 run(s) below the full budget left out")
+    # Today's studies hold a stopped trial PRUNED: COMPLETE trials are the full-budget ones, and the
+    # study is used; its ranking is optuna-dashboard's (Optuna's default PED-ANOVA on the same study).
+    stopped = persisted.ask({"eta": optuna.distributions.FloatDistribution(0.0, 0.3),
+                             "noise": optuna.distributions.FloatDistribution(0, 1)})
+    stopped.report(5.0, step=100)
+    persisted.tell(stopped, state=optuna.trial.TrialState.PRUNED)
+    values, source = plots.param_importances(load_sweep(runs_dir=runs_dir))
+    assert set(values) == {"eta", "noise"} and "Optuna study 'sweep-new'" in source
+    dashboard = optuna.importance.get_param_importances(
+        optuna.load_study(study_name="sweep-new", storage=f"sqlite:///{runs_dir / 'optuna.db'}"),
+        evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    assert list(values) == list(dashboard) and values == pytest.approx(dashboard)
     from mlflow.tracking import MlflowClient
 
     copy = MlflowClient(f"sqlite:///{runs_dir / 'mlflow.db'}")

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from sweeps.paths import optuna_storage_uri
 from sweeps.report.fmt import value_text
 from sweeps.report.groups import makeup, most_associated
-from sweeps.report.runs import ReportError, SweepRuns, configuration_ids, param_columns, sqlite_path
+from sweeps.report.runs import ARM_COLUMN, ReportError, SweepRuns, configuration_ids, param_columns, sqlite_path
 from sweeps.report.stats import Summary, interval_text, summarize
 
 KINDS = ("eta-curve", "psi-bars", "lambda-curve", "parallel", "importance", "learning-curves")
@@ -494,11 +494,6 @@ def _persisted_study(runs: SweepRuns) -> object | None:
     """
     import optuna
 
-    # ASHA-stopped trials are COMPLETE in Optuna with the value of the step they reached: such a
-    # study mixes budgets, so the full-budget MLflow runs are used instead. (Failed trials are FAIL
-    # in Optuna and carry no value: they do not mix budgets.)
-    if stopped_trials(runs, with_values_only=True):
-        return None
     db = sqlite_path(runs.tracking_uri)
     if db is None:
         return None
@@ -512,6 +507,13 @@ def _persisted_study(runs: SweepRuns) -> object | None:
             return None
         study = optuna.load_study(study_name=name, storage=storage)
     except Exception:  # an unreadable study must not break a report built from MLflow
+        return None
+    # An ASHA-stopped trial is PRUNED (sweeps.tune_runner.RunFolderOptunaSearch), so COMPLETE trials
+    # are full-budget ones. Stores written before that rule kept stopped trials COMPLETE with the
+    # value of the step they reached: a study with stopped runs but no PRUNED trial mixes budgets,
+    # and the full-budget MLflow runs are used instead. (Failed trials are FAIL: they carry no value.)
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    if stopped_trials(runs, with_values_only=True) and not pruned:
         return None
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return study if len(complete) >= 4 and len(study.directions) == 1 else None
@@ -531,7 +533,10 @@ def mlflow_study(runs: SweepRuns, metric: str, columns: Sequence[str]) -> object
     direction = "maximize" if runs.direction(metric) == "max" else "minimize"
     study = optuna.create_study(direction=direction, study_name=f"{runs.sweep.sweep_id}-{metric}")
     trials = []
-    for _, row in runs.full[runs.full[mcol].notna()].iterrows():
+    full = runs.full[runs.full[mcol].notna()]
+    if ARM_COLUMN in full:  # a spec's fixed baseline arms were not searched (no sampled params)
+        full = full[full[ARM_COLUMN] != "baseline"]
+    for _, row in full.iterrows():
         params, used = {}, {}
         for c in columns:
             v = row[c]
@@ -592,9 +597,10 @@ def _importances(runs: SweepRuns, m: str, metric: str | None,
     if len({t.value for t in complete}) < 2:
         raise ReportError(f"'{m}' has the same value on every trial of {runs.label}: "
                           "no parameter importance to measure")
-    # PED-ANOVA's default top-10% is unstable below ~50 trials; keep >= 5 trials in the top set.
-    quantile = min(0.5, max(0.1, 5 / n))
-    evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=quantile)
+    # Optuna's default evaluator with its default settings, as optuna-dashboard computes it on the
+    # same study, so both rank the same way; its top set is small below ~50 trials, and the source
+    # line says when the ranking is rough.
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-sample and experimental-argument warnings
         raw = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=False)
@@ -604,7 +610,7 @@ def _importances(runs: SweepRuns, m: str, metric: str | None,
                           f"in {runs.label}")
     rough = f", fewer than {ROUGH_IMPORTANCE_TRIALS}: a rough ranking" if n < ROUGH_IMPORTANCE_TRIALS else ""
     return ({k: v / total for k, v in raw.items()},
-            f"PED-ANOVA (top {quantile:.0%} of {n} trials{rough}) on {source}")
+            f"PED-ANOVA (Optuna's defaults, as optuna-dashboard; {n} full-budget trials{rough}) on {source}")
 
 
 # Below this many trials PED-ANOVA's top set holds a handful of trials: its ranking moves with

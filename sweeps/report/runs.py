@@ -44,6 +44,7 @@ KIND_TAG = "slsweep.kind"
 SWEEP_ID_TAG = "slsweep.sweep_id"
 SPEC_NAME_TAG = "slsweep.spec_name"
 PARENT_TAG = "mlflow.parentRunId"
+ARM_COLUMN = "tags.slsweep.arm"  # `baseline` on a spec's fixed baseline-arm runs (sweeps.tracking.ARM_TAG)
 
 # Columns searched for a default --by: the loss knobs an ablation varies.
 DEFAULT_BY_KEYS = ("loss.family", "loss.psi", "loss.eta", "loss.lam")
