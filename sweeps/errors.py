@@ -20,6 +20,7 @@ __all__ = [
     "SpecError",
     "SweepFailed",
     "dotted",
+    "runtime_failure",
     "spec_error_from_validation",
 ]
 
@@ -73,6 +74,24 @@ class FieldValueError(ValueError):
         self.field = field
         self.message = message
         super().__init__(message)
+
+
+# Libraries whose errors can still escape at run time (a Ray node lost, an MLflow server gone, a
+# peft module mismatch), by top-level module; OSError stands for the OS (disk full, permissions).
+_RUNTIME_SOURCES = {"ray": "Ray", "mlflow": "MLflow", "peft": "peft", "optuna": "Optuna",
+                    "sqlalchemy": "the tracking database", "transformers": "transformers"}
+
+
+def runtime_failure(exc: BaseException) -> str | None:
+    """One line for an error from Ray, MLflow, peft, Optuna, SQLAlchemy, transformers or the OS
+    that escaped at run time (`Ray failed: RayTaskError: ...`), or None for any other error
+    (a bug: the CLI shows its traceback). The CLI prints it and exits 1."""
+    top = type(exc).__module__.split(".")[0]
+    source = _RUNTIME_SOURCES.get(top) or ("the OS" if isinstance(exc, OSError) else None)
+    if source is None:
+        return None
+    text = " ".join(str(exc).split())
+    return f"{source} failed: {type(exc).__name__}: {text[:400] + ('...' if len(text) > 400 else '')}"
 
 
 def dotted(loc: Sequence[str | int]) -> str:

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 
 from sweeps import names, paths
-from sweeps.config import TrialConfig
+from sweeps.config import MAX_SEED, TrialConfig
 from sweeps.errors import SlsweepError, SpecError
 from sweeps.spec import ResolvedSpec, load_spec
 
@@ -76,8 +76,10 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
     record then hold the seed that ran, and two sweeps of one spec explore different configurations.
     """
     overrides = [*overrides, *([f"search.seed={search_seed}"] if search_seed is not None else [])]
-    if experiment is not None:  # a flag: checked before the spec is read
+    if experiment is not None:  # flags: checked before the spec is read
         _blame(names.experiment_name_problem(experiment), "", "--experiment")
+    if search_seed is not None and not 0 <= search_seed <= MAX_SEED:
+        _blame(f"{search_seed}: the sampler takes 0 .. 2**32-1 ({MAX_SEED})", "", "--search-seed")
     resolved = load_spec(spec_path, overrides)
     fresh = resolved.spec.search.seed is None
     if fresh:
@@ -103,17 +105,38 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
         where_address = "--address" if address else "ray.address"
         _blame(ray_client_problem(plan), spec_file, where_address)
         _blame(ray_address_problem(plan.address), spec_file, where_address)
+        field, problem = runtime_env_problem(spec.ray.runtime_env)
+        _blame(problem, spec_file, field)
         if plan.local_ray:
             field, problem = local_resources_problem(spec.resources.cpu, spec.resources.gpu)
             _blame(problem, spec_file, field)
+            variable, problem = ray_temp_problem()
+            _blame(problem, spec_file, variable)
+        if spec.model.path.startswith("tiny"):  # the tiny model is built into the cache folder
+            _blame(folder_problem(paths.cache_dir()), spec_file, paths.CACHE_DIR_ENV)
         preflight(plan)
     return plan
 
 
-def runs_dir_problem(folder: Path) -> str | None:
-    """Why `folder` cannot be a run folder (a file, an unreadable or foreign store in it), or None."""
+def folder_problem(folder: Path) -> str | None:
+    """Why a folder cannot be created or written at `folder`, or None: it (or the nearest existing
+    folder above it) is a file, or that folder is not writable."""
+    folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         return f"{folder}: not a folder (a file of that name exists)"
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{folder}: {existing} is a file, not a folder"
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        return f"{folder}: cannot write in {existing} (permission denied)"
+    return None
+
+
+def runs_dir_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be a run folder (a file, an unreadable or foreign store in it), or None."""
+    problem = folder_problem(folder)
+    if problem:
+        return problem
     for name, table in (("mlflow.db", "experiments"), ("optuna.db", "studies")):
         db = folder / name
         if not db.exists():
@@ -152,6 +175,60 @@ def local_resources_problem(cpu: float, gpu: float) -> tuple[str, str | None]:
     return "resources.cpu", None
 
 
+RAY_TMP_ENV = "SLSWEEP_RAY_TMP"
+AF_UNIX_MAX = 107  # bytes of a Unix socket path on Linux (108 with the NUL; Ray checks the same)
+# What a local Ray adds under its temp folder for its longest socket:
+# /session_2025-01-01_00-00-00_000000_<pid up to 7 digits>/sockets/plasma_store.<n>
+_RAY_SOCKET_TAIL = len("/session_2025-01-01_00-00-00_000000_4194304/sockets/plasma_store.9")
+
+
+def ray_temp_problem() -> tuple[str, str | None]:
+    """(variable, why) when a local Ray cannot start under its temp folder ($SLSWEEP_RAY_TMP, else
+    Ray's own choice from $RAY_TMPDIR or $TMPDIR): the folder is a file or unwritable, or Ray's
+    socket paths under it would pass the AF_UNIX limit (deep Slurm job folders); else (.., None)."""
+    custom = os.environ.get(RAY_TMP_ENV)
+    if custom:
+        where, root = RAY_TMP_ENV, Path(custom).expanduser()
+    else:
+        from ray._common.utils import get_default_ray_temp_dir
+
+        where = "RAY_TMPDIR" if os.environ.get("RAY_TMPDIR") else "TMPDIR"
+        root = Path(get_default_ray_temp_dir())
+    problem = folder_problem(root)
+    if problem:
+        return where, problem
+    length = len(str(root).encode()) + _RAY_SOCKET_TAIL
+    if length > AF_UNIX_MAX:
+        return where, (f"{root}: Ray's socket paths under this folder would be {length} bytes, over the "
+                       f"{AF_UNIX_MAX} a Unix socket path may have; set {RAY_TMP_ENV} to a short folder "
+                       "such as /tmp/slsweep-ray")
+    return where, None
+
+
+def runtime_env_problem(env: dict[str, Any]) -> tuple[str, str | None]:
+    """(field, why) when Ray would reject the spec's `ray.runtime_env` (checked with Ray's own
+    `RuntimeEnv`; unknown fields too, unless $RAY_RUNTIME_ENV_PLUGINS declares plug-ins)."""
+    if not env:
+        return "ray.runtime_env", None
+    from ray.runtime_env import RuntimeEnv
+
+    unknown = [k for k in env if k not in RuntimeEnv.known_fields]
+    if unknown and not os.environ.get("RAY_RUNTIME_ENV_PLUGINS"):
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(RuntimeEnv.known_fields), n=1)
+        guess = f"; did you mean '{close[0]}'?" if close else ""
+        return f"ray.runtime_env.{unknown[0]}", (f"unknown runtime_env field{guess} (known: "
+                                                 f"{', '.join(sorted(k for k in RuntimeEnv.known_fields if not k.startswith('_')))})")
+    try:
+        RuntimeEnv(**env)
+    except Exception as exc:  # noqa: BLE001 - Ray raises TypeError, ValueError, RuntimeEnvSetupError...
+        text = one_line(str(exc))
+        field = next((f"ray.runtime_env.{k}" for k in env if f"'{k}'" in text or f"`{k}`" in text), "ray.runtime_env")
+        return field, text[:300]
+    return "ray.runtime_env", None
+
+
 def fresh_search_seed() -> int:
     """A new sampler seed (0 .. 2**31-1) for a sweep whose spec does not fix one."""
     return secrets.randbelow(2**31)
@@ -167,7 +244,7 @@ def new_sweep_id(name: str) -> str:
 def _blame(problem: str | None, spec_file: str, where: str) -> None:
     if problem is None:
         return
-    if where.startswith("--") or where == paths.RUNS_DIR_ENV:  # a flag or a variable, not a spec field
+    if where.startswith("--") or where.isupper():  # a flag or an environment variable, not a spec field
         raise SlsweepError(f"{where}: {problem}")
     raise SpecError(spec_file, where, problem)
 
@@ -187,8 +264,32 @@ def tracking_uri_problem(uri: str) -> str | None:
         existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
         if existing is None or not os.access(existing, os.W_OK):
             return f"{uri}: cannot create the SQLite file there"
-    elif parsed.scheme not in ("file", "", "databricks", "postgresql", "mysql", "mssql"):
+    elif parsed.scheme.split("+")[0] in _DATABASES:
+        return database_driver_problem(uri)
+    elif parsed.scheme not in ("file", "", "databricks"):
         return f"{uri}: unsupported scheme {parsed.scheme!r}"
+    return None
+
+
+_DATABASES = ("postgresql", "mysql", "mssql")  # the SQLAlchemy stores MLflow supports (and sqlite)
+
+
+def database_driver_problem(uri: str) -> str | None:
+    """Why SQLAlchemy cannot load the database driver a `postgresql://` / `mysql+pymysql://` ...
+    URI needs (not installed, unknown driver name), or None. Connecting is left to MLflow."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(uri)
+        shown = url.render_as_string(hide_password=True)  # never print a password
+        url.get_dialect().import_dbapi()
+    except ImportError as exc:
+        module = getattr(exc, "name", None) or one_line(str(exc))
+        return (f"{shown}: its database driver is not installed (no module {module!r}); install the "
+                f"driver, or name an installed one in the scheme ({url.get_backend_name()}+DRIVER://)")
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        return f"{uri.split('://')[0]}://...: {one_line(str(exc))}"
     return None
 
 
@@ -263,11 +364,34 @@ def preflight(plan: SweepPlan) -> None:
     """
     cfg = plan.resolved.base_trial_config()
     spec_file = str(plan.resolved.path)
+    field, problem = lora_problem(cfg.model.lora)
+    _blame(problem, spec_file, field)
     samples = check_data(cfg, spec_file)
     batcher, tokens = _check_loss_tokens(plan, cfg, spec_file, [e.answer for _, ex in samples for e in ex])
     from sweeps.preview.figures import preflight_lines
 
     plan.data_lines = tuple(preflight_lines(samples, batcher, list(tokens.values()), limit=PREFLIGHT_RECORDS))
+
+
+def lora_problem(lora: dict[str, Any] | None) -> tuple[str, str | None]:
+    """(field, why) when peft is missing or does not know a `model.lora` option (its values are
+    checked by `ModelConfig`), else (.., None)."""
+    if lora is None:
+        return "model.lora", None
+    if importlib.util.find_spec("peft") is None:
+        return "model.lora", "LoRA needs the optional package peft (pip install 'slsweep[lora]')"
+    import dataclasses
+    import difflib
+
+    from peft import LoraConfig
+
+    known = sorted(f.name for f in dataclasses.fields(LoraConfig) if f.init)
+    for key in lora:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            return f"model.lora.{key}", ("not an option of peft's LoraConfig"
+                                         + (f"; did you mean '{close[0]}'?" if close else ""))
+    return "model.lora", None
 
 
 def one_line(text: str) -> str:
@@ -394,6 +518,18 @@ def _searched_families(resolved: ResolvedSpec) -> dict[str, str]:
     return {resolved.spec.loss.family: "loss.family"}
 
 
+def _param_field(message: str, params: dict[str, Any]) -> str:
+    """The field a task's complaint about `parameter 'NAME'` blames: `task.params.NAME` when the
+    spec set it there, `task.image_size` for the image size, else `task.params`."""
+    import re
+
+    found = re.search(r"parameter '(\w+)'", message)
+    name = found.group(1) if found else None
+    if name in params:
+        return f"task.params.{name}"
+    return "task.image_size" if name == "image_size" else "task.params"
+
+
 def check_data(cfg: TrialConfig, spec_file: str) -> list[tuple[str, list[Any]]]:
     """Read the first `PREFLIGHT_RECORDS` records of each data file or split (or draw as many
     synthetic examples); returns (label, examples) per read, the label naming the split and the
@@ -440,8 +576,7 @@ def check_data(cfg: TrialConfig, spec_file: str) -> list[tuple[str, list[Any]]]:
             drawn = task.synthetic(PREFLIGHT_RECORDS, seed=0, **synthetic_params(task_cfg))
         except (ValueError, TypeError) as exc:
             text = one_line(str(exc))
-            field = "task.image_size" if "image_size" in text else "task.params"
-            raise SpecError(spec_file, field, text) from None
+            raise SpecError(spec_file, _param_field(text, task_cfg.params), text) from None
         return [(f"train+eval synthetic {task.name}", drawn)]
     samples: list[tuple[str, list[Any]]] = []
     loads = [("task.data_path", task_cfg.data_path, task_cfg.train_split)]

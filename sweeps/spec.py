@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sweeps.config import LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
+from sweeps.config import MAX_SEED, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, spec_error_from_validation
 from sweeps.names import experiment_name_problem, spec_name_problem
 from sweeps.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
@@ -72,7 +72,7 @@ class SearchConfig(_Section):
     first_seed: int = Field(0, ge=0, le=MAX_TRIALS)  # trial seeds are first_seed + 0..seeds-1
     max_concurrent: int = Field(1, ge=1)
     # The sampler's seed; None (the default) = a fresh seed per sweep, recorded with the sweep.
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
 
 class SchedulerConfig(_Section):

@@ -9,6 +9,7 @@ server answers `/health`, so it can be clicked as soon as it appears.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from sweeps.errors import SlsweepError
 READY_TIMEOUT_S = 180.0  # MLflow's first start on a busy 2-core machine takes tens of seconds
 STOP_GRACE_S = 10.0
 
-__all__ = ["latest_sweep_url", "serve_ui", "ui_command", "wait_until_serving"]
+__all__ = ["address_problem", "latest_sweep_url", "serve_ui", "ui_command", "wait_until_serving"]
 
 
 def ui_command(folder: Path, host: str, port: int, workers: int = 1) -> list[str]:
@@ -105,6 +106,31 @@ def _reachable(host: str) -> str:
         return host
 
 
+def address_problem(host: str, port: int) -> str | None:
+    """Why the UI cannot listen on `host`:`port` (a port outside 1..65535, a host this machine
+    cannot bind, a port already taken), as one line naming the flag; else None."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        return f"--port: {port}: a port is 1 .. 65535"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"--host: {host!r}: not an address of this machine ({exc})"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except PermissionError:
+            return f"--port: {port}: binding it needs privileges (ports below 1024); choose another --port"
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"--port: {port} is in use on {host}; choose another --port"
+            return f"--host: {host}: cannot listen there ({exc.strerror or exc})"
+    return None
+
+
 def serve_ui(folder: Path | None, host: str = "127.0.0.1", port: int = 5000, *,
              echo: Callable[[str], None] = print, ready_timeout_s: float = READY_TIMEOUT_S) -> int:
     """Serve the MLflow UI for `folder`'s store (None: the default run folder) until
@@ -116,6 +142,9 @@ def serve_ui(folder: Path | None, host: str = "127.0.0.1", port: int = 5000, *,
     Raises:
         SlsweepError: no MLflow store in `folder`, or the server exits before it answers.
     """
+    problem = address_problem(host, port)  # before anything starts: one line naming the flag
+    if problem:
+        raise SlsweepError(problem)
     source = paths.runs_dir_source(folder)
     folder = (folder or paths.default_runs_dir()).resolve()
     if not (folder / "mlflow.db").exists():

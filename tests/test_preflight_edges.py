@@ -1,0 +1,145 @@
+"""One preflight owns every check (issue 24, item 1): input that Ray, MLflow, peft or the OS would
+reject later is one line naming the field, flag or variable, exit 2, before anything is written
+and before Ray starts. The CLI cases run the real entry point in a subprocess."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+
+from sweeps.errors import runtime_failure
+from tests.test_names import SPEC, cli, one_line_exit_2
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> Iterator[dict]:
+    """A valid one-point spec, a run folder and a Ray temp folder that must both stay absent (the
+    latter short: pytest's folders are too deep for Ray's socket paths)."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.format(name="edges", extra=""))
+    ray_tmp = Path(tempfile.mkdtemp(prefix="slr-", dir="/tmp"))
+    ray_tmp.rmdir()
+    yield {"spec": spec, "runs": tmp_path / "runs", "ray": ray_tmp, "tmp": tmp_path}
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _refused(setup: dict, *args: str, env: dict[str, str] | None = None, needles: tuple[str, ...] = ()) -> str:
+    env = {"SLSWEEP_RAY_TMP": str(setup["ray"]), **(env or {})}
+    proc = cli("run", str(setup["spec"]), *args, "--runs-dir", str(setup["runs"]), cwd=setup["tmp"], env=env)
+    err = one_line_exit_2(proc, *needles)
+    assert not setup["runs"].exists(), "nothing written"
+    assert not setup["ray"].exists(), "no Ray started"
+    return err
+
+
+@pytest.mark.parametrize("override, field", [
+    ("model.lora={r: 0}", "model.lora.r: Input should be greater than or equal to 1"),
+    ("model.lora={r: 4, lora_dropout: 1.5}", "model.lora.lora_dropout"),
+    ("model.lora={bias: some}", "model.lora.bias"),
+    ("model.lora={target_modules: []}", "model.lora.target_modules"),
+    ("search.seed=4294967296", "search.seed: Input should be less than or equal to 4294967295"),
+    ("ray.runtime_env={pip: 5}", "ray.runtime_env.pip: runtime_env['pip'] must be of type str or List[str]"),
+    ("ray.runtime_env={env_vars: {A: 1}}", "ray.runtime_env.env_vars"),
+    ("ray.runtime_env={env_var: {A: b}}", "ray.runtime_env.env_var: unknown runtime_env field; "
+                                         "did you mean 'env_vars'?"),
+    ("task.params.bogus=1", "task.params.bogus: unknown counting parameter 'bogus'"),
+    ("task.params.max_count=-3", "task.params.max_count"),
+    ("task.image_size=4", "task.image_size"),
+])
+def test_spec_values_ray_or_peft_would_reject(setup: dict, override: str, field: str) -> None:
+    _refused(setup, override, needles=(field,))
+
+
+def test_unknown_lora_options_are_checked_with_peft() -> None:
+    pytest.importorskip("peft")
+    from sweeps.preflight import lora_problem
+
+    assert lora_problem({"lora_alfa": 4}) == ("model.lora.lora_alfa", "not an option of peft's LoraConfig; did you mean 'lora_alpha'?")
+    assert lora_problem({"rank": 4}) == ("model.lora.rank", "not an option of peft's LoraConfig")
+    assert lora_problem({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}) == ("model.lora", None)
+
+
+def test_flags_and_tracking_drivers(setup: dict) -> None:
+    _refused(setup, "--search-seed", str(2**32), needles=("--search-seed: 4294967296",))
+    err = _refused(setup, "--tracking-uri", "postgresql://me:secret@db.invalid/mlflow",
+                   needles=("--tracking-uri: postgresql://me:***@db.invalid/mlflow: its database driver is "
+                            "not installed",))
+    assert "secret" not in err
+    _refused(setup, "--tracking-uri", "mysql+nodriver://db.invalid/m", needles=("--tracking-uri: ",))
+
+
+def test_environment_folders_that_are_files_or_too_deep(setup: dict) -> None:
+    tmp = setup["tmp"]
+    a_file = tmp / "a_file"
+    a_file.write_text("")
+    _refused(setup, env={"SLSWEEP_CACHE_DIR": str(a_file / "cache")},
+             needles=("SLSWEEP_CACHE_DIR: ", "is a file, not a folder"))
+    proc = cli("run", str(setup["spec"]), "--runs-dir", str(setup["runs"]), cwd=tmp,
+               env={"SLSWEEP_RAY_TMP": str(a_file)})
+    one_line_exit_2(proc, "SLSWEEP_RAY_TMP: ", "not a folder")
+    # a Slurm-like job folder: Ray's AF_UNIX socket path under it would pass 107 bytes
+    deep = tmp / "job-1234567" / ("x" * 40) / "scratch"
+    deep.mkdir(parents=True)
+    proc = cli("run", str(setup["spec"]), "--runs-dir", str(setup["runs"]), cwd=tmp,
+               env={"TMPDIR": str(deep), "SLSWEEP_RAY_TMP": ""})
+    one_line_exit_2(proc, "TMPDIR: ", "over the 107 a Unix socket path may have", "SLSWEEP_RAY_TMP")
+    assert not (deep / "ray").exists() and not setup["runs"].exists()
+    proc = cli("make-tiny-model", str(a_file), cwd=tmp)
+    one_line_exit_2(proc, "PATH: ", "not a folder")
+    proc = cli("run", str(setup["spec"]), "--runs-dir", str(a_file / "runs"), cwd=tmp)
+    one_line_exit_2(proc, "--runs-dir: ", "is a file, not a folder")
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("[1, 2]", "<root>: a JSON list, not an object"),
+    ('{"sweep_id": "x"}', "spec: missing"),
+    ('{"sweep_id": "../../elsewhere", "spec": null, "tracking_uri": null, "experiment": "e", "address": null}',
+     "sweep_id: '../../elsewhere' is not the file's name 'x'"),
+    ('{"sweep_id": "x", "spec": 5, "tracking_uri": null, "experiment": "e", "address": null}',
+     "spec: int is not str or NoneType"),
+])
+def test_a_sweep_record_that_is_json_but_no_record(tmp_path: Path, content: str, needle: str) -> None:
+    (tmp_path / "runs" / "sweeps").mkdir(parents=True)
+    (tmp_path / "runs" / "sweeps" / "x.json").write_text(content)
+    proc = cli("resume", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    one_line_exit_2(proc, "x.json: ", needle)
+
+
+def test_ui_ports_and_hosts(tmp_path: Path) -> None:
+    for args, needle in ((["--port", "99999"], "--port: 99999: a port is 1 .. 65535"),
+                         (["--port", "0"], "--port: 0"),
+                         (["--host", "no-such-host.invalid"], "--host: 'no-such-host.invalid'")):
+        one_line_exit_2(cli("ui", "--runs-dir", str(tmp_path), *args, cwd=tmp_path), needle)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        one_line_exit_2(cli("ui", "--runs-dir", str(tmp_path), "--port", str(port), cwd=tmp_path),
+                        f"--port: {port} is in use")
+
+
+def test_library_errors_at_run_time_are_one_line_exit_1(capsys: pytest.CaptureFixture) -> None:
+    """What escapes at run time from Ray, MLflow or the OS: caught by kind in one place."""
+    from mlflow.exceptions import MlflowException
+    from ray.exceptions import RaySystemError
+
+    from sweeps.cli import user_errors
+
+    for exc, source in ((MlflowException("RESOURCE_DOES_NOT_EXIST: parent run\nis gone"), "MLflow failed"),
+                        (RaySystemError("node died"), "Ray failed"),
+                        (OSError(28, "No space left on device"), "the OS failed")):
+        def run() -> None:
+            raise exc
+
+        with pytest.raises(typer.Exit) as stop:
+            user_errors(run)()
+        err = capsys.readouterr().err.strip()
+        assert stop.value.exit_code == 1 and "\n" not in err and err.startswith(f"error: {source}: "), err
+        assert err.endswith("`slsweep resume` continues it")
+    assert runtime_failure(ValueError("a bug")) is None  # anything else keeps its traceback
