@@ -49,6 +49,16 @@ def user_errors(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Exception as exc:  # Ray, MLflow, peft, the OS at run time: one line, exit 1
+            from sweeps.errors import runtime_failure
+
+            line = runtime_failure(exc)
+            if line is None:
+                raise  # a bug: its traceback is the report
+            sweep = fn.__name__ in ("run", "resume", "confirm")
+            typer.echo(f"error: {line}" + ("; what the sweep saved is kept: `slsweep resume` continues it"
+                                           if sweep else ""), err=True)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -105,6 +115,15 @@ def run(
                         experiment=experiment, verbose=0 if quiet else 1, overrides=overrides or (),
                         search_seed=search_seed)
     _exit_for(outcome)
+
+
+def _writable_folder(path: Path, name: str) -> None:
+    """Refuse (exit 2, naming the argument) a folder argument that is a file or cannot be made."""
+    from sweeps.preflight import folder_problem
+
+    problem = folder_problem(path)
+    if problem:
+        raise SlsweepError(f"{name}: {problem}")
 
 
 def _exit_for(outcome: Any) -> None:  # outcome: sweeps.service.RunSummary
@@ -215,6 +234,7 @@ def make_tiny_model(
         "tokenizer.json): checks a tokenizer with the loss families before a GPU sweep."),
 ) -> None:
     """Build a tiny randomly initialised image-text-to-text model offline and save it."""
+    _writable_folder(path, "PATH")
     if tokenizer is not None:
         from sweeps.models.around import build_tiny_model_around
 
@@ -253,6 +273,7 @@ def make_model(
     """
     from sweeps.models.presets import MARKER_FILE, build_preset_model
 
+    _writable_folder(path, "DIR")
     out = build_preset_model(preset, path, layers=layers, tokenizer=tokenizer, seed=seed)
     info = json.loads((out / MARKER_FILE).read_text())
     typer.echo(f"saved {preset} ({info['parameters'] / 1e6:.1f}M parameters"

@@ -77,6 +77,29 @@ def _record_plan(plan: SweepPlan, spec_path: str | Path | None) -> None:
     tmp.replace(path)
 
 
+# The fields of a sweep record (`_record_plan`) and the JSON types each may have.
+_RECORD_FIELDS = {"sweep_id": (str,), "spec": (str, type(None)), "overrides": (list,),
+                  "tracking_uri": (str, type(None)), "experiment": (str,), "address": (str, type(None)),
+                  "spec_params": (dict,), "space_hash": (str, type(None))}
+
+
+def record_problem(record: Any, stem: str) -> str | None:
+    """Why a parsed `sweeps/<stem>.json` is not a sweep record (`<root>` or the field), or None.
+    Its sweep id must be its file name: the id names the lock file and Ray's folder."""
+    if not isinstance(record, dict):
+        return f"<root>: a JSON {type(record).__name__}, not an object"
+    for key, types in _RECORD_FIELDS.items():
+        if key not in record:
+            if key in ("overrides", "spec_params", "space_hash"):  # older records lack these
+                continue
+            return f"{key}: missing"
+        if not isinstance(record[key], types) or (key == "overrides" and not all(isinstance(o, str) for o in record[key])):
+            return f"{key}: {type(record[key]).__name__} is not {' or '.join(t.__name__ for t in types)}"
+    if record["sweep_id"] != stem:
+        return f"sweep_id: {record['sweep_id'][:80]!r} is not the file's name {stem!r}"
+    return None
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -406,6 +429,9 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
         record = json.loads(records[-1].read_text())
     except (OSError, ValueError) as exc:
         raise SlsweepError(f"{records[-1]}: <file>: unreadable sweep record ({exc})") from None
+    problem = record_problem(record, records[-1].stem)
+    if problem:
+        raise SlsweepError(f"{records[-1]}: {problem}; not a sweep record slsweep wrote (move it away)")
     plan = plan_sweep(record["spec"], address=address or record["address"],
                       tracking_uri=tracking_uri or record["tracking_uri"],
                       runs_dir=folder, experiment=record["experiment"],
