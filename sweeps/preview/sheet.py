@@ -75,7 +75,8 @@ def write_sheet(path: str | Path, views: Sequence[Any], images: Sequence[Any]) -
     draw leaves nothing half-written.
 
     Raises:
-        SlsweepError: `--sheet`: no examples, or the folder of `path` does not exist / is not writable.
+        SlsweepError: `--sheet`: no examples, or the folder of `path` does not exist / is not writable
+            (a file cannot be created in it).
     """
     import matplotlib
 
@@ -115,7 +116,11 @@ def write_sheet(path: str | Path, views: Sequence[Any], images: Sequence[Any]) -
                 *textwrap.wrap(f"-> {view.answer}", TEXT_WIDTH)[:1]])
             fig.text(left / width, 1 - (bottom + 2) / height, caption, fontsize=7, va="top", ha="left",
                      family="monospace")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+        except OSError as exc:  # os.access passes for root on a read-only mount or /proc
+            raise SlsweepError(f"--sheet: {target}: cannot write in folder {target.parent}: "
+                               f"{exc.strerror or exc}") from None
         os.close(fd)
         try:
             fig.savefig(tmp, dpi=DPI, format="png", facecolor="white")
