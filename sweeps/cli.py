@@ -16,7 +16,7 @@ import typer
 from sweeps.errors import SlsweepError, SweepFailed
 
 # Plain (click) help: flags show as flags (`-q, --quiet`), not `<bool>`; `-h` works everywhere.
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Sweeps and ablations for soft-label losses on numerical tokens.")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,6 +79,14 @@ AllowPlugins = typer.Option(False, "--allow-plugins", help="Import the plug-ins 
                             "SLSWEEP_ALLOW_PLUGINS=1.")
 
 
+def _builtin(sub: str, incomplete: str) -> list[str]:
+    """Shell completion: the built-in specs (or trial configs, `sub="trials"`) starting with
+    `incomplete` (the shell completes file names besides)."""
+    from sweeps.spec import packaged_spec_dir
+
+    return sorted(p.stem for p in (packaged_spec_dir() / sub).glob("*.yaml") if p.stem.startswith(incomplete))
+
+
 def _allow(allow: bool) -> None:
     """`--allow-plugins`: this process and the Ray workers it starts may import plug-ins."""
     if allow:
@@ -90,7 +98,7 @@ def _allow(allow: bool) -> None:
 @app.command()
 @user_errors
 def run(
-    spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="Sweep spec: a YAML file or a built-in spec's name (`slsweep list`); default: the built-in default."),
+    spec: Optional[str] = typer.Argument(None, metavar="SPEC", autocompletion=lambda incomplete: _builtin("", incomplete), help="Sweep spec: a YAML file or a built-in spec's name (`slsweep list`); default: the built-in default."),
     overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Spec fields to override, e.g. train.steps=50 search.num_samples=4 (validated like the file, recorded with the sweep)."),
     address: Optional[str] = Address,
     tracking_uri: Optional[str] = TrackingUri,
@@ -180,7 +188,7 @@ def list_builtin() -> None:
 @app.command()
 @user_errors
 def trial(
-    config: str = typer.Argument(..., metavar="CONFIG", help="Trial config: a YAML file (task, model, train, loss, seed) or a built-in trial's name (`slsweep list`)."),
+    config: str = typer.Argument(..., metavar="CONFIG", autocompletion=lambda incomplete: _builtin("trials", incomplete), help="Trial config: a YAML file (task, model, train, loss, seed) or a built-in trial's name (`slsweep list`)."),
     overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Config fields to override, e.g. train.steps=20 loss.eta=0.2."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Save the state here at each evaluation."),
     resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A checkpoint folder to continue from."),
@@ -200,7 +208,7 @@ def trial(
 @app.command()
 @user_errors
 def data(
-    spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="Sweep spec: a YAML file or a built-in spec's name (default: the built-in default)."),
+    spec: Optional[str] = typer.Argument(None, metavar="SPEC", autocompletion=lambda incomplete: _builtin("", incomplete), help="Sweep spec: a YAML file or a built-in spec's name (default: the built-in default)."),
     overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Spec fields to override, as for `run` (e.g. task.eval_size=16)."),
     n: int = typer.Option(8, "-n", "--examples", min=0, help="Examples shown per split (figures cover the whole split)."),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of text (schema: docs/data.md)."),

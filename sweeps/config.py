@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from sl_core.registry import LOSS_FAMILY_SPECS, ParamSpec, check_family_params
 
-from sweeps.errors import FieldValueError, SpecError, spec_error_from_validation
+from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_from_validation
 from sweeps.yamlio import load_yaml, require_mapping
 
 __all__ = [
@@ -278,8 +278,9 @@ def _resolve_plugins(loss: Any) -> None:
 
     if loss.family not in LOSS_FAMILY_SPECS:
         if not is_dotted(loss.family):
-            raise FieldValueError("family", f"unknown {loss.family!r}; choose one of {', '.join(LOSS_FAMILIES)} "
-                                  "or a plug-in 'package.module:builder'")
+            raise FieldValueError("family", f"unknown {loss.family!r}{did_you_mean(loss.family, LOSS_FAMILIES)} "
+                                  f"(choose one of {', '.join(LOSS_FAMILIES)} "
+                                  "or a plug-in 'package.module:builder')")
         try:
             from sl_core.families import register_loss_family
 

@@ -19,6 +19,7 @@ __all__ = [
     "SlsweepError",
     "SpecError",
     "SweepFailed",
+    "did_you_mean",
     "dotted",
     "runtime_failure",
     "spec_error_from_validation",
@@ -94,6 +95,12 @@ def runtime_failure(exc: BaseException) -> str | None:
     return f"{source} failed: {type(exc).__name__}: {text[:400] + ('...' if len(text) > 400 else '')}"
 
 
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """`; did you mean 'counting'?` for the known name closest to `name` (difflib), else ''."""
+    close = difflib.get_close_matches(str(name).removesuffix(".yaml"), [str(k) for k in known], n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def dotted(loc: Sequence[str | int]) -> str:
     """Format a location tuple as a dotted path: ``("grid", "eta", 2)`` -> ``grid.eta[2]``."""
     out = ""
@@ -163,9 +170,7 @@ def spec_error_from_validation(
             message += f"; {hint}"
         elif allowed is not None:
             names = sorted(allowed.model_fields)
-            close = difflib.get_close_matches(key, names, n=1)
-            if close:
-                message += f"; did you mean '{close[0]}'?"
+            message += did_you_mean(key, names)
             message += f" (allowed: {', '.join(names)})"
     elif kind == "missing":
         message = "required field is missing"

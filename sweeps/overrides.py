@@ -17,8 +17,8 @@ from typing import Any
 from sweeps.errors import SpecError
 from sweeps.yamlio import parse_yaml
 
-__all__ = ["Override", "apply_overrides", "blame_override", "looks_like_override", "overridden_lines",
-           "parse_overrides"]
+__all__ = ["FOLLOW_STEPS", "Override", "apply_overrides", "blame_override", "follow_steps", "looks_like_override",
+           "overridden_lines", "parse_overrides", "say_followed"]
 
 Loc = tuple[str | int, ...]
 
@@ -64,7 +64,8 @@ def parse_overrides(items: Sequence[str]) -> list[Override]:
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[Override], *, source: str) -> dict[str, Any]:
     """A deep copy of `data` with each override set (missing sections are created, so an unknown
-    key is reported by validation like the same key in the file).
+    key is reported by validation like the same key in the file). A `train.steps` override brings
+    `FOLLOW_STEPS` along (`follow_steps`, said on stderr).
 
     Raises:
         SpecError: an override descends into a value that is not a mapping (`search_space.x=1`
@@ -83,7 +84,62 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[Override], *, sour
                                 f"'{where}' is {child!r}, not a section with sub-keys")
             node = child
         node[ov.parts[-1]] = copy.deepcopy(ov.value)
+    steps = next((ov.text for ov in overrides if ov.key == "train.steps"), None)
+    if steps:
+        say_followed(follow_steps(data, out, overrides), steps)
     return out
+
+
+# Fields that follow a shorter `train.steps` given as an override, unless an override sets them too:
+# evaluation and the scheduler's budget are cut to the steps, the warmup keeps its share of them.
+FOLLOW_STEPS = (("train.eval_every", "cut"), ("train.warmup_steps", "share"),
+                ("scheduler.max_t", "cut"), ("scheduler.grace_period", "cut"))
+_SAID: set[str] = set()
+
+
+def follow_steps(original: dict[str, Any], data: dict[str, Any], overrides: Sequence[Override]) -> list[str]:
+    """Bring the fields of `FOLLOW_STEPS` along when an override sets `train.steps` below them
+    (`slsweep trial counting train.steps=50` on a file with eval_every 100 would be refused
+    otherwise); edits `data` in place and returns one `field old -> new` per change. Values not
+    given in the file are the config's defaults (`TrainConfig`); an unset scheduler field
+    follows the steps by itself."""
+    if not any(ov.key == "train.steps" for ov in overrides):
+        return []
+    train = data.get("train")
+    steps = train.get("steps") if isinstance(train, dict) else None
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
+        return []  # validation reports it
+    before = original.get("train") if isinstance(original.get("train"), dict) else {}
+    from sweeps.config import TrainConfig
+
+    old_steps = before.get("steps", TrainConfig.model_fields["steps"].default)
+    changes = []
+    for field, how in FOLLOW_STEPS:
+        if any(ov.key != "train.steps" and _covers(ov.key, field) for ov in overrides):
+            continue  # the user chose it
+        section, name = field.split(".")
+        node = data.get(section)
+        if node is not None and not isinstance(node, dict):
+            continue
+        default = TrainConfig.model_fields[name].default if section == "train" else None
+        value = (node or {}).get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= steps:
+            continue
+        new = steps if how == "cut" or not isinstance(old_steps, int) or old_steps <= 0 else \
+            min(steps, value * steps // old_steps)
+        data.setdefault(section, {})[name] = new
+        changes.append(f"{field} {value} -> {new}")
+    return changes
+
+
+def say_followed(changes: list[str], steps_override: str) -> None:
+    """Print (once per process) which fields followed the steps override, on stderr."""
+    import sys
+
+    line = f"note: {steps_override} brings along {', '.join(changes)} (override them to choose)"
+    if changes and line not in _SAID:
+        _SAID.add(line)
+        print(line, file=sys.stderr)
 
 
 def _covers(key: str, field: str) -> bool:

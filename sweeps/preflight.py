@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 from sweeps import names, paths
 from sweeps.config import MAX_SEED, TrialConfig
-from sweeps.errors import SlsweepError, SpecError
+from sweeps.errors import SlsweepError, SpecError, did_you_mean
 from sweeps.spec import ResolvedSpec, load_spec
 
 # -- planning: every user error surfaces here, before side effects --------------------------------
@@ -214,10 +214,7 @@ def runtime_env_problem(env: dict[str, Any]) -> tuple[str, str | None]:
 
     unknown = [k for k in env if k not in RuntimeEnv.known_fields]
     if unknown and not os.environ.get("RAY_RUNTIME_ENV_PLUGINS"):
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], sorted(RuntimeEnv.known_fields), n=1)
-        guess = f"; did you mean '{close[0]}'?" if close else ""
+        guess = did_you_mean(unknown[0], sorted(RuntimeEnv.known_fields))
         return f"ray.runtime_env.{unknown[0]}", (f"unknown runtime_env field{guess} (known: "
                                                  f"{', '.join(sorted(k for k in RuntimeEnv.known_fields if not k.startswith('_')))})")
     try:
@@ -381,16 +378,13 @@ def lora_problem(lora: dict[str, Any] | None) -> tuple[str, str | None]:
     if importlib.util.find_spec("peft") is None:
         return "model.lora", "LoRA needs the optional package peft (pip install 'slsweep[lora]')"
     import dataclasses
-    import difflib
 
     from peft import LoraConfig
 
     known = sorted(f.name for f in dataclasses.fields(LoraConfig) if f.init)
     for key in lora:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            return f"model.lora.{key}", ("not an option of peft's LoraConfig"
-                                         + (f"; did you mean '{close[0]}'?" if close else ""))
+            return f"model.lora.{key}", f"not an option of peft's LoraConfig{did_you_mean(key, known)}"
     return "model.lora", None
 
 

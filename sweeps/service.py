@@ -208,7 +208,7 @@ def _runs_flag(plan: SweepPlan) -> str:
 
 def _resume_command(plan: SweepPlan) -> str:
     """The command that continues this sweep (its id, and its run folder unless the default)."""
-    return f"slsweep resume {plan.sweep_id}{_runs_flag(plan)}"
+    return f"slsweep resume {shlex.quote(plan.sweep_id)}{_runs_flag(plan)}"
 
 
 def _own_store(plan: SweepPlan) -> bool:
@@ -297,7 +297,8 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
 
 def confirm_command(plan: SweepPlan, baseline: str) -> str:
     """The exact `slsweep confirm` command for this sweep against `baseline` (`loss=hard`)."""
-    return f"slsweep confirm {plan.sweep_id} --top 3 --seeds 5 --baseline {baseline}{_store_flags(plan)}"
+    return (f"slsweep confirm {shlex.quote(plan.sweep_id)} --top 3 --seeds 5 --baseline {shlex.quote(baseline)}"
+            f"{_store_flags(plan)}")
 
 
 def _arm_selector(arm: dict[str, Any]) -> str:
@@ -537,11 +538,12 @@ def run_single_trial(config_path: str | Path, *, checkpoint_dir: Path | None = N
         config_path: a trial config file or a built-in trial's name (`slsweep list`).
         overrides: `key=value` config overrides (`train.steps=20`), validated like the file.
     """
-    from sweeps.progress import TrialProgress
     from sweeps.spec import find_trial_config
-    from sweeps.trial import run_trial
 
     cfg = TrialConfig.from_yaml(find_trial_config(config_path), overrides=overrides)
+    from sweeps.progress import TrialProgress  # Ray Tune, torch: only once the input is good
+    from sweeps.trial import run_trial
+
     ensure_tiny_model(cfg)
     progress = TrialProgress(cfg.train.steps)
 

@@ -23,7 +23,6 @@ defaults: `max_t = train.steps`, `grace_period = train.eval_every`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -33,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweeps.config import MAX_SEED, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
-from sweeps.errors import FieldValueError, SpecError, spec_error_from_validation
+from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_from_validation
 from sweeps.names import experiment_name_problem, spec_name_problem
 from sweeps.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
 from sweeps.plugins import add_search_dir
@@ -200,7 +199,8 @@ class SweepSpec(_Section):
         metric = self.metric.name or get_task(task).primary_metric
         if metric not in known:
             raise FieldValueError(
-                "metric.name", f"'{metric}' is not a metric of task {task} (one of: {', '.join(known)})"
+                "metric.name", f"'{metric}' is not a metric of task {task}{did_you_mean(metric, list(known))} "
+                f"(one of: {', '.join(known)})"
             )
         if self.metric.mode is not None and self.metric.mode != known[metric]:
             raise FieldValueError(
@@ -347,7 +347,7 @@ def packaged_spec_path(name: str) -> Path:
     """Path of a built-in spec by name (`default` or `default.yaml`); SpecError if unknown."""
     path = packaged_spec_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
     if not path.is_file():
-        raise SpecError(name, "<file>", f"no built-in spec of that name{_did_you_mean(name, packaged_specs())} "
+        raise SpecError(name, "<file>", f"no built-in spec of that name{did_you_mean(name, packaged_specs())} "
                         f"(built-in: {', '.join(packaged_specs())})")
     return path
 
@@ -356,7 +356,7 @@ def packaged_space_path(name: str) -> Path:
     """Path of a built-in search space by name (`paper` or `paper.yaml`); SpecError if unknown."""
     path = packaged_space_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
     if not path.is_file():
-        raise SpecError(name, "<file>", f"no built-in search space of that name{_did_you_mean(name, packaged_spaces())} "
+        raise SpecError(name, "<file>", f"no built-in search space of that name{did_you_mean(name, packaged_spaces())} "
                         f"(built-in: {', '.join(packaged_spaces())})")
     return path
 
@@ -396,12 +396,6 @@ def _resolve_paths(spec: SweepSpec, spec_dir: Path) -> SweepSpec:
     })
 
 
-def _did_you_mean(name: str, known: Sequence[str]) -> str:
-    """`; did you mean 'counting'?` for the closest known name (difflib), else ''."""
-    close = difflib.get_close_matches(name.removesuffix(".yaml"), list(known), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 def _file_or_builtin(path: str | Path, folder: Path, what: str) -> Path:
     """`path` if it exists (or has a folder part), else `folder/<name>.yaml` for a bare name."""
     candidate = Path(path).expanduser()
@@ -412,7 +406,7 @@ def _file_or_builtin(path: str | Path, folder: Path, what: str) -> Path:
     if stem in builtin:
         return folder / f"{stem}.yaml"
     raise SpecError(str(path), "<file>", f"no such file, and no built-in {what} of that name"
-                    f"{_did_you_mean(stem, builtin)} "
+                    f"{did_you_mean(stem, builtin)} "
                     f"(built-in: {', '.join(builtin)})")
 
 
@@ -474,7 +468,7 @@ def _load_spec(spec_path: Path, overrides: list[Override]) -> ResolvedSpec:
             raise SpecError(
                 file, "search_space",
                 f"search space file '{spec.search_space}' not found"
-                f"{_did_you_mean(spec.search_space, packaged_spaces())} (looked in {spec_dir} and the "
+                f"{did_you_mean(spec.search_space, packaged_spaces())} (looked in {spec_dir} and the "
                 f"built-in spaces: {', '.join(packaged_spaces())})",
                 line=doc.line_of(("search_space",)),
             )

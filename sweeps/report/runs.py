@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from sweeps.errors import SlsweepError
+from sweeps.errors import SlsweepError, did_you_mean
 from sweeps.paths import default_tracking_uri, relocate_store
 
 KIND_TAG = "slsweep.kind"
@@ -439,14 +439,16 @@ class SweepRuns:
             return f"tags.{name}"
         shown = [k for k in keys if not k.startswith("space.")] or keys
         raise UnknownColumnError(f"unknown column '{name}': no param key '{name}' or ending in "
-                                 f"'.{name}' (params: {', '.join(shown) or 'none'})")
+                                 f"'.{name}'{did_you_mean(name, [k.rsplit('.', 1)[-1] for k in shown] + shown)} "
+                                 f"(params: {', '.join(shown) or 'none'})")
 
     def resolve_metric(self, name: str) -> str:
         """The trial-table column of a metric, with the available metrics in the error."""
         name = name.strip().removeprefix("metrics.")
         col = f"metrics.{name}"
         if col not in self.trials.columns or self.trials[col].isna().all():
-            raise UnknownMetricError(f"metric '{name}' is not logged on the selected trial runs "
+            raise UnknownMetricError(f"metric '{name}' is not logged on the selected trial runs"
+                                     f"{did_you_mean(name, self.metric_keys)} "
                                      f"(available: {', '.join(self.metric_keys) or 'none'})")
         return col
 

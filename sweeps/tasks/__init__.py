@@ -59,7 +59,9 @@ def get_task(name: str) -> Task:
 
         return register_task(load_object(name, what="task"), name)
     builtins = sorted(cls.name for cls in _BUILTINS)  # plug-ins registered so far are named by path
-    raise ValueError(f"unknown task {name!r} (known: {', '.join(builtins)}, or a plug-in "
+    from sweeps.errors import did_you_mean
+
+    raise ValueError(f"unknown task {name!r}{did_you_mean(name, builtins)} (known: {', '.join(builtins)}, or a plug-in "
                      "'package.module:TaskClass')")
 
 
