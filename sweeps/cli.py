@@ -370,6 +370,9 @@ def main() -> None:
     error, instead of click's usage box; a bare `slsweep` still prints the help."""
     import sys
 
+    from sweeps.textout import ascii_fallback
+
+    ascii_fallback()  # "↑", "Δ", "±" as ASCII stand-ins where stdout cannot encode them
     click_error, usage_error, help_only = _click_errors()
     try:
         status = app(standalone_mode=False)  # click returns the exit status instead of exiting

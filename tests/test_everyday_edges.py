@@ -103,3 +103,17 @@ def test_hints_are_shell_quoted(tmp_path: Path) -> None:
     words = shlex.split(confirm)
     assert words[words.index("--baseline") + 1] == "loss=hard train.lr=0.1"
     assert words[words.index("--runs-dir") + 1] == str(runs.resolve())
+
+
+def test_table_degrades_to_ascii_where_stdout_cannot_encode_unicode(report_store, tmp_path: Path) -> None:  # noqa: ANN001, F811
+    """`PYTHONIOENCODING=ascii slsweep table` (an ASCII locale) prints "^" for "↑", never a traceback."""
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "table", "--tracking-uri", report_store.uri,
+                           "--by", "family", "--baseline", "loss=hard"], env=env, capture_output=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode("ascii", "replace")[-2000:]
+    out = proc.stdout.decode("ascii")  # every byte is ASCII
+    assert "exact_match ^" in out and "Traceback" not in proc.stderr.decode("ascii", "replace")
+    from sweeps.textout import stand_in
+
+    assert stand_in("Δ exact_match ↑ [95% CI] ± 0.1 — p†") == "d exact_match ^ [95% CI] +/- 0.1 - p+"
