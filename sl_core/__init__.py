@@ -14,6 +14,7 @@ from typing import Any
 # public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
     "NumericTokens": "digits", "digit_token_ids": "digits", "digit_token_groups": "digits",
+    "MarkedDigitsWarning": "digits",
     "numeric_token_values": "digits", "numeric_token_ids": "digits", "soft_target_coverage": "digits",
     "FAMILY_PARAMS": "families", "FAMILY_DEFAULTS": "families", "LOSS_FAMILIES": "families", "LossFn": "families",
     "build_loss": "families", "family_tokens": "families", "register_loss_family": "families",

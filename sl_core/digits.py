@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["digit_token_ids", "digit_token_groups", "numeric_token_values", "numeric_token_ids", "NumericTokens",
-           "Coverage", "soft_target_coverage", "SPACE_MARKERS"]
+           "Coverage", "MarkedDigitsWarning", "soft_target_coverage", "SPACE_MARKERS"]
 
 SPACE_MARKERS = ("Ġ", "▁", " ", "##")
 """Word-boundary markers: leading space of byte-level BPE (GPT-2/LLaMA-3), SentencePiece and plain
@@ -55,8 +56,31 @@ def digit_token_ids(tokenizer: Any, *, allow_merged: bool = False) -> list[int]:
     Raises:
         ValueError: the vocabulary lacks one of "0".."9", or the tokenizer merges digits (LLaMA-3,
             tiktoken style) and allow_merged is False. The message says what to do instead.
+
+    Warns:
+        MarkedDigitsWarning: the vocabulary also holds a full word-start-marked digit set
+            ("▁0".."▁9", "Ġ0".."Ġ9"): an answer's first digit is then often a marked token these
+            ids miss, and a soft-label loss given them is silently hard CE there. Use
+            `digit_token_groups(tokenizer)` (every soft-label loss takes the groups as `digit_ids`).
     """
     tok = _vocab_owner(tokenizer)
+    ids = _bare_digit_ids(tok, allow_merged)
+    marked = [m for m in dict.fromkeys(SPACE_MARKERS) if all(f"{m}{d}" in tok.get_vocab() for d in range(10))]
+    if marked:
+        warnings.warn(
+            f"tokenizer ({type(tok).__name__}) also has the marked digit tokens "
+            f"{', '.join(repr(m + '7') for m in marked)}...: answers that start with them get no soft target "
+            "from these ids (hard CE there). Use sl_core.digit_token_groups(tokenizer) as the losses' digit_ids",
+            MarkedDigitsWarning, stacklevel=2)
+    return ids
+
+
+class MarkedDigitsWarning(UserWarning):
+    """`digit_token_ids` on a vocabulary whose answers may use marked digits ("▁7", "Ġ7")."""
+
+
+def _bare_digit_ids(tok: Any, allow_merged: bool) -> list[int]:
+    """The ids of "0".."9" (see `digit_token_ids`, which adds the marked-digit warning)."""
     vocab = tok.get_vocab()
     missing = [str(d) for d in range(10) if str(d) not in vocab]
     if missing:
@@ -117,7 +141,7 @@ def digit_token_groups(tokenizer: Any, *, allow_merged: bool = False,
         if not allow_merged:
             _refuse_merged(tok)
     else:
-        groups = [digit_token_ids(tok, allow_merged=allow_merged)]
+        groups = [_bare_digit_ids(tok, allow_merged)]
     for ids in marked:
         if not set(ids) & {i for g in groups for i in g}:
             groups.append(ids)
