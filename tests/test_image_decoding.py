@@ -85,6 +85,31 @@ def grey16(path: Path):
     return path.with_suffix(".png"), "I;16", False, check
 
 
+def _png16_rgb(path: Path, a: np.ndarray) -> None:
+    """A 48-bit (16 bits per sample) RGB PNG written chunk by chunk: Pillow cannot write one."""
+    import struct
+    import zlib
+
+    h, w, _ = a.shape
+    rows = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def colour16(path: Path):
+    """A 16-bit colour PNG using 1000..16000 of 0..65535: grey background, a red 'cell'."""
+    a = np.full((10, 10, 3), 1000, np.uint16)
+    a[2:5, 2:5, 0] = 16000
+    _png16_rgb(path.with_suffix(".png"), a)
+
+    def check(rgb: np.ndarray) -> None:
+        assert (rgb[0, 0] == 0).all() and _close(rgb[3, 3], RED, 0)
+    return path.with_suffix(".png"), "RGB;16", False, check
+
+
 def palette_transparent(path: Path):
     """A P image whose index 0 (black in the palette) is transparent, index 1 red."""
     p = Image.new("P", (6, 6), 0)
@@ -149,7 +174,7 @@ def grey_l(path: Path):
 
 
 CASES = {f.__name__: f for f in (exif_jpeg, exif_tiff, rgba_chart, grey16, palette_transparent, cmyk, grey_alpha,
-                                  float_tiff, animated_gif, grey_l)}
+                                  float_tiff, animated_gif, grey_l, colour16)}
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +229,14 @@ def test_constant_16_bit_image_is_mid_grey() -> None:
     buf = io.BytesIO()
     Image.fromarray(np.full((4, 4), 4000, np.uint16)).save(buf, "PNG")
     assert (np.asarray(decode_image(buf.getvalue(), "x")) == 128).all()
+
+
+def test_16_bit_colour_with_its_detail_in_the_low_byte_is_refused(tmp_path) -> None:
+    a = np.full((4, 4, 3), 1000, np.uint16)
+    a[0, 0] = 3000  # high bytes 3 and 11: 9 levels at 8 bits
+    _png16_rgb(tmp_path / "dim.png", a)
+    with pytest.raises(DataError, match=r"^x: a 16-bit colour image whose values span only 9 of 256 levels"):
+        decode_image(tmp_path / "dim.png", "x")
 
 
 @pytest.mark.parametrize("value", [0, 1, 9, 65535])

@@ -20,6 +20,12 @@ datasets (`sweeps.tasks.hf`) and plug-in tasks through the task base class (`Tas
    pixels (a 16-bit microscopy image that uses 0..4000 of 0..65535 is not nearly black, and one
    whose values exceed 255 is not white). A constant image (min == max) has no range: it becomes
    mid-grey (128) everywhere. NaN and -inf pixels of a float image become 0, +inf pixels 255.
+   **16-bit colour** (a 48/64-bit RGB/RGBA PNG or TIFF): Pillow has no 16-bit colour mode and
+   decodes only the high byte of each sample, so a file that uses 0..4095 of 0..65535 would be
+   nearly black. After decoding (and compositing, rule 3) its colour values are stretched by their
+   own range, as above, over all three channels together (colour balance kept); one whose high
+   bytes span fewer than `MIN_16BIT_COLOUR_LEVELS` levels has its detail in the low byte that Pillow
+   drops, and is refused with one line (save it as 8-bit, or as 16-bit greyscale).
 5. **Every other mode** (1, L, P without transparency, CMYK, YCbCr, RGBX, ...) by Pillow's own
    conversion to RGB (a grey image becomes three equal channels; CMYK is converted without a colour
    profile, as transformers and `datasets` do).
@@ -59,6 +65,8 @@ EXIF_TRANSPOSED = "slsweep_exif_transposed"
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 _BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+MIN_16BIT_COLOUR_LEVELS = 16
+"""Fewest high-byte levels a 16-bit colour image may span (rule 4): below it, it is refused."""
 
 
 def decode_image(source: Any, loc: str, *, base: Path | None = None) -> Image.Image:
@@ -188,6 +196,8 @@ def _convert(image: Image.Image, loc: str) -> Image.Image:
     source_mode = image.mode
     # Read before load(): Pillow's TIFF loader applies the orientation itself and drops the tag (the
     # exif_transpose below then finds none and leaves the turned pixels as they are).
+    # Tiles are gone after load() (PNG's getexif() loads, too).
+    colour16 = image.mode in ("RGB", "RGBA") and _sixteen_bit_samples(image)
     transposed = _orientation(image, loc)
     image.load()  # decode every pixel now: truncated files fail here (OSError: the caller's one line)
     try:
@@ -212,8 +222,33 @@ def _convert(image: Image.Image, loc: str) -> Image.Image:
     except Exception as exc:  # noqa: BLE001 - Pillow's conversions raise ValueError for odd modes
         raise DataError(f"{loc}: cannot convert image mode {source_mode} to RGB: {type(exc).__name__}: {exc}"
                         ) from None
+    if colour16:
+        out = _stretch_16bit_colour(out, loc)
+        source_mode = f"{source_mode};16"
     out.info = {SOURCE_MODE: source_mode, EXIF_TRANSPOSED: transposed}
     return out
+
+
+def _sixteen_bit_samples(image: Image.Image) -> bool:
+    """True when the file stores 16 bits per colour sample (a decoder raw mode such as "RGB;16B")."""
+    for tile in getattr(image, "tile", None) or ():
+        raw = tile.args[0] if isinstance(tile.args, tuple) and tile.args else tile.args
+        if isinstance(raw, str) and raw.split(";")[-1] in ("16", "16B", "16L", "16N"):
+            return True
+    return False
+
+
+def _stretch_16bit_colour(image: Image.Image, loc: str) -> Image.Image:
+    """Rule 4 for 16-bit colour: the high bytes Pillow kept, stretched by their range (all channels)."""
+    a = np.asarray(image).astype(np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    if hi - lo + 1 < MIN_16BIT_COLOUR_LEVELS:
+        raise DataError(f"{loc}: a 16-bit colour image whose values span only {int(hi - lo) + 1} of 256 levels "
+                        "at 8 bits (Pillow decodes 16-bit colour at 8 bits; the detail is in the dropped low "
+                        "byte): save it as 8-bit or as 16-bit greyscale")
+    if lo == 0 and hi == 255:
+        return image
+    return Image.fromarray(np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8))
 
 
 def _has_transparency(image: Image.Image) -> bool:
