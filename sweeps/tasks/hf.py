@@ -32,6 +32,9 @@ _FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".j
 def _open_split(data: Any, split: str) -> Any:
     import datasets
 
+    # No "Generating train split" bars on stderr: a load is reported by our own lines, and an error
+    # stays one line (`slsweep data`, preflight).
+    datasets.disable_progress_bars()
     src = Path(data.hf).expanduser()
     if src.is_dir() and ((src / "dataset_dict.json").is_file() or (src / "state.json").is_file()):
         ds = datasets.load_from_disk(str(src))
