@@ -213,3 +213,53 @@ def test_report_page_says_what_its_groups_are(tpe: SweepRuns) -> None:
     assert "9 full-budget observations (9 configurations, 1 seed each)" in page
     assert "3 configurations, 1 seed each" in page and "pooled" in page
     assert "95% CI [" not in page
+
+
+def test_a_pooled_mean_that_rounds_differently_still_ties(report_store, tmp_path) -> None:
+    """Three runs at 0.1 average to 0.10000000000000002: that is the same mean as one run at 0.1,
+    so nothing is bold in the table and nothing orange in psi-bars (found on a real small sweep
+    whose every trial scored exact_match 0.1)."""
+    from matplotlib.colors import to_rgba
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.report.stats import best_positions
+
+    assert np.mean([0.1, 0.1, 0.1]) != 0.1  # the float fact the rule must absorb
+    assert best_positions([0.1, np.mean([0.1] * 3)], "max") == set()
+    assert best_positions([0.1, 0.2, 0.2 + 1e-17, math.nan], "max") == {1, 2}
+    assert best_positions([0.3, 0.1, np.mean([0.1] * 3)], "min") == {1, 2}
+    uri = report_store.empty_store(tmp_path / "tie")
+    client = MlflowClient(uri)
+    exp = client.create_experiment("tie")
+    pid = client.create_run(exp, run_name="tie", tags={"slsweep.kind": "sweep",
+                                                       "slsweep.sweep_id": "tie"}).info.run_id
+    client.log_batch(pid, params=[Param("metric.name", "exact_match"), Param("metric.mode", "max"),
+                                  Param("search.algorithm", "tpe")])
+    for i, (psi, eta) in enumerate([("uniform", 0.1), ("uniform", 0.2), ("uniform", 0.3),
+                                    ("laplace", 0.1), (None, None)]):
+        params = {"loss.family": "hard" if psi is None else "soft_label", "seed": "0",
+                  "task.name": "counting", "task.eval_size": "40", "train.steps": "60"}
+        if psi:
+            params.update({"loss.psi": psi, "loss.eta": repr(eta), "space.loss.psi": psi,
+                           "space.loss.eta": repr(eta)})
+        rid = client.create_run(exp, run_name=f"t{i}", tags={
+            "mlflow.parentRunId": pid, "slsweep.kind": "trial", "slsweep.sweep_id": "tie",
+            "seed": "0", "trial_id": f"t{i}"}).info.run_id
+        client.log_batch(rid, metrics=[Metric("exact_match", 0.1, 0, 60)],
+                         params=[Param(k, v) for k, v in params.items()])
+        client.set_tag(rid, "last_step", "60")
+        client.set_terminated(rid, "FINISHED")
+    client.set_terminated(pid, "FINISHED")
+    runs = load_sweep("tie", tracking_uri=uri)
+    table = ablation_table(runs, ["psi"], ["exact_match"])
+    assert _row(table, psi="uniform")["exact_match.mean"] != 0.1  # pooled: 3 configurations
+    assert table.best_rows("exact_match") == set()
+    assert "**" not in to_markdown(table).split("\n", 1)[1]
+    assert any("same mean exact_match: nothing marked" in n for n in table.notes)
+    fig = plots.psi_bars(runs)
+    ax, orange = fig.axes[0], to_rgba("tab:orange")
+    colours = [to_rgba(ln.get_markeredgecolor()) for ln in ax.lines]
+    colours += [tuple(c) for coll in ax.collections for c in coll.get_facecolor()]
+    assert colours and orange not in colours
+    assert "none marked" in plots.caption(fig) and "orange" not in plots.caption(fig)

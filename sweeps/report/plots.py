@@ -34,7 +34,7 @@ from sweeps.paths import optuna_storage_uri
 from sweeps.report.fmt import value_text
 from sweeps.report.groups import makeup, most_associated
 from sweeps.report.runs import ARM_COLUMN, ReportError, SweepRuns, configuration_ids, param_columns, sqlite_path
-from sweeps.report.stats import Summary, interval_text, summarize
+from sweeps.report.stats import Summary, best_positions, interval_text, summarize
 
 KINDS = ("eta-curve", "psi-bars", "lambda-curve", "parallel", "importance", "learning-curves")
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -323,11 +323,11 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     summaries = [summarize(g[mcol], bounds=bounds) for _, g in groups]
     makeups = [makeup(g, ids) for _, g in groups]
     means = np.array([sm.mean for sm in summaries])
-    best = np.nanargmax(means) if runs.direction(m) == "max" else np.nanargmin(means)
+    best = best_positions(means, runs.direction(m))  # the tables' rule: ties all count, all-tie none
     jitter = np.random.default_rng(0)
     n_bars = singles = 0
     for i, ((_, g), sm, mk) in enumerate(zip(groups, summaries, makeups)):
-        color = "tab:orange" if i == best else "tab:blue"
+        color = "tab:orange" if i in best else "tab:blue"
         if not mk.replicate:
             xs = i + jitter.uniform(-0.12, 0.12, size=len(g))
             ax.scatter(xs, g[mcol], s=14, color=color, alpha=0.6, zorder=2)
@@ -373,7 +373,7 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     cap = f"Mean {m} per {' / '.join(names)}"
     if n_bars:
         cap += f" with its {interval_text(CONFIDENCE, bounds)} where a group is one configuration"
-    cap += " (orange: best mean, not a test)."
+    cap += " (orange: best mean, not a test)." if best else " (every group has the same mean: none marked)."
     if pooled:
         cap += (f" {len(pooled)} group(s) pool configurations that differ in "
                 f"{', '.join(pooled_names) or 'other parameters'} ({'; '.join(dict.fromkeys(p.text() for p in pooled))}): "

@@ -33,6 +33,7 @@ from sweeps.report.stats import (
     ROUGH_POWER_PAIRS,
     Comparison,
     adjust_pvalues,
+    best_positions,
     compare_to_baseline,
     interval_text,
     power_is_rough,
@@ -104,12 +105,7 @@ class AblationTable:
         none when every group ties, since then nothing stands out)."""
         means = self.rows[f"{metric}.mean"].to_numpy(dtype=float).copy()
         means[list(self.partial_rows)] = np.nan  # a stopped run's value is from another budget
-        finite = means[~np.isnan(means)]
-        all_tie = len(means) > 1 and finite.size == len(means) and bool(np.all(finite == finite[0]))
-        if finite.size == 0 or all_tie:
-            return set()
-        best = np.nanmax(means) if self.directions[metric] == "max" else np.nanmin(means)
-        return {i for i, v in enumerate(means) if v == best}
+        return best_positions(means, self.directions[metric])
 
     def single_n(self) -> bool:
         """Whether every metric has the same n in every row (then one n column suffices)."""
