@@ -381,6 +381,11 @@ def test_curves_mark_single_seed_points_and_titles_fit(trust_runs: SweepRuns) ->
     long = dataclasses.replace(runs, experiment_name="an-experiment-with-a-very-long-name-" * 3)
     fig = plots.importance(long, by=["family", "seed"])
     assert _fits(fig) and fig.axes[0].get_xlim()[0] == 0
+    # Long parameter names push the axes (and the title centred on it) right: still inside.
+    wide = dataclasses.replace(long, trials=long.trials.rename(
+        columns={"params.loss.family": "params.loss.binomial_temperature_of_a_long_name"}))
+    fig = plots.importance(wide, by=["binomial_temperature_of_a_long_name", "seed"])
+    assert _fits(fig) and "full-budget" in fig.axes[0].get_title().replace("-\n", "-")
 
 
 def test_learning_curves_average_full_budget_runs_only(trust_store) -> None:

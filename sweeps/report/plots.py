@@ -50,17 +50,44 @@ TITLE_FONTSIZE = 9
 CAPTION_ATTR = "slsweep_caption"
 
 
+TITLE_ATTR = "slsweep_title"
+
+
 def _title(ax: object, what: str, runs: SweepRuns) -> None:
     """What the figure shows, then which sweep, each wrapped to the figure's width (a line longer
-    than the figure is clipped)."""
+    than the figure is clipped); `_set_caption` narrows the wrap once the figure is laid out."""
     fig = ax.get_figure()
     # ~0.55 em per character of the default sans-serif font; the axes span ~85% of the width.
     chars = max(20, int(fig.get_figwidth() * 0.85 * 72 / (TITLE_FONTSIZE * 0.55)))
-    lines = textwrap.wrap(what, chars) + textwrap.wrap(runs.label, chars)
-    ax.set_title("\n".join(lines), fontsize=TITLE_FONTSIZE)
+    setattr(ax, TITLE_ATTR, (what, runs.label))
+    _wrap_title(ax, chars)
+
+
+def _wrap_title(ax: object, chars: int) -> None:
+    what, label = getattr(ax, TITLE_ATTR)
+    ax.set_title("\n".join(textwrap.wrap(what, chars) + textwrap.wrap(label, chars)), fontsize=TITLE_FONTSIZE)
+
+
+def _fit_titles(fig: Figure) -> None:
+    """Re-wrap each title narrower until it lies inside the figure: a title is centred on its
+    axes, which long tick labels (importance's 'binomial_temperature') push right, so the
+    character estimate of `_title` can still run past the figure's right edge."""
+    for ax in fig.axes:
+        if not hasattr(ax, TITLE_ATTR):
+            continue
+        chars = max(len(line) for line in ax.get_title().split("\n"))
+        while chars > 20:
+            fig.draw_without_rendering()
+            box = ax.title.get_window_extent(fig.canvas.get_renderer())
+            if box.x0 >= fig.bbox.x0 - 1 and box.x1 <= fig.bbox.x1 + 1:
+                break
+            chars = max(20, int(chars * 0.9))
+            _wrap_title(ax, chars)
 
 
 def _set_caption(fig: Figure, text: str) -> Figure:
+    """Attach the caption (what was drawn) to the finished figure, and fit its titles."""
+    _fit_titles(fig)
     setattr(fig, CAPTION_ATTR, text)
     return fig
 
