@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
@@ -147,8 +147,11 @@ class TrainConfig(_Section):
     """Optimiser and schedule. Steps count optimizer updates (each `grad_accum` micro-batches)."""
 
     steps: int = Field(1000, gt=0)
-    batch_size: int = Field(32, gt=0)
+    # examples per micro-batch; "auto": the largest that fits the device's memory, with grad_accum
+    # set to keep `effective_batch_size` (sweeps.models.memory.plan_trial_memory)
+    batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = 32
     grad_accum: int = Field(1, ge=1)
+    effective_batch_size: int = Field(32, gt=0)  # batch_size x grad_accum, for batch_size: auto
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.01, ge=0)

@@ -368,6 +368,37 @@ def preflight(plan: SweepPlan) -> None:
     from sweeps.preview.figures import preflight_lines
 
     plan.data_lines = tuple(preflight_lines(samples, batcher, list(tokens.values()), limit=PREFLIGHT_RECORDS))
+    plan.data_lines += (check_memory(plan, cfg, spec_file, batcher, [e for _, ex in samples for e in ex]),)
+
+
+def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any, examples: list[Any]) -> str:
+    """Estimate a trial's peak memory (`sweeps.models.memory`) against its device's; resolve
+    `train.batch_size: auto` into the plan's spec (every trial then starts from it). Returns the line
+    to print.
+
+    Raises:
+        SpecError: a trial cannot fit at micro-batch 1 (naming resources.memory_gb when given, else
+            model.path), with the estimate and what would make it fit.
+    """
+    from transformers import AutoConfig
+
+    from sweeps.models.memory import MemoryFitError, device_memory, plan_trial_memory
+
+    resources = plan.spec.resources
+    memory, where = device_memory(resources.memory_gb, resources.gpu)
+    device = "cuda" if resources.gpu > 0 else "cpu"
+    try:
+        config = AutoConfig.from_pretrained(model_source(cfg, spec_file))
+        mem = plan_trial_memory(cfg, model_config=config, batcher=batcher, examples=examples[:16], memory=memory,
+                                source=where, device_type=device)
+    except MemoryFitError as exc:
+        raise SpecError(spec_file, "resources.memory_gb" if resources.memory_gb else "model.path",
+                        one_line(str(exc))) from None
+    if cfg.train.batch_size == "auto":
+        plan.spec.train.batch_size, plan.spec.train.grad_accum = mem.cfg.train.batch_size, mem.cfg.train.grad_accum
+        return f"{mem.line()}; train.batch_size auto -> {mem.cfg.train.batch_size} (effective batch " \
+               f"{mem.cfg.train.batch_size * mem.cfg.train.grad_accum})"
+    return mem.line()
 
 
 def lora_problem(lora: dict[str, Any] | None) -> tuple[str, str | None]:

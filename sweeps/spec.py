@@ -88,6 +88,9 @@ class ResourcesConfig(_Section):
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    # memory of the device one trial runs on, in GB (1e9 bytes), for the memory planner
+    # (sweeps.models.memory); unset: the local GPU's free memory when trials get a GPU, else available RAM
+    memory_gb: float | None = Field(None, gt=0)
 
 
 class MetricConfig(_Section):

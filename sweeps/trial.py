@@ -27,6 +27,8 @@ from sweeps.datasets import TaskData
 from sweeps.loader import StepBatches, TrainBatches
 from sweeps.errors import SlsweepError
 from sweeps.models import Batcher, load_model_and_processor
+from sweeps.models.memory import (MemoryRecord, PeakMeter, batch_shape, counts_of, estimate_memory,
+                                  plan_on_device)
 from sweeps.tasks import Example, Task, get_task
 
 EVAL_BATCH = 64
@@ -71,12 +73,17 @@ def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def bf16_autocast(cfg: TrialConfig, device_type: str) -> bool:
+    """Whether compute runs under bf16 autocast: `train.mixed_precision: bf16`, or `auto` on CUDA or
+    with bfloat16 weights (their float32 trainable masters and float32 inputs then meet bf16 weights
+    in bf16 matmuls)."""
+    return cfg.train.mixed_precision == "bf16" or (
+        cfg.train.mixed_precision == "auto" and (device_type == "cuda" or cfg.model.dtype == "bfloat16"))
+
+
 def _autocast(cfg: TrialConfig, device: torch.device):
-    """bf16 autocast: `train.mixed_precision: bf16`, or `auto` on CUDA or with bfloat16 weights (their
-    float32 trainable masters and float32 inputs then meet bf16 weights in bf16 matmuls)."""
-    use_bf16 = cfg.train.mixed_precision == "bf16" or (
-        cfg.train.mixed_precision == "auto" and (device.type == "cuda" or cfg.model.dtype == "bfloat16"))
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    """bf16 autocast where `bf16_autocast` says so, else no context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16_autocast(cfg, device.type) else nullcontext()
 
 
 def _load_dtype(cfg: TrialConfig) -> torch.dtype | None:
@@ -150,6 +157,7 @@ class TrialSetup:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     state: TrainState
+    memory: MemoryRecord | None = None  # the planner's estimate and the measured peak (sweeps.models.memory)
 
 
 def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | None = None,
@@ -163,6 +171,10 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
     """
     seed_everything(cfg.seed)
     task = get_task(cfg.task.name)
+    meter = PeakMeter(device)  # the resident set before the model is loaded (CPU)
+    if cfg.train.batch_size == "auto":  # a config the driver did not plan (slsweep trial): plan here
+        cfg = plan_on_device(cfg, device).cfg
+        say(f"train.batch_size auto: micro-batch {cfg.train.batch_size} x grad_accum {cfg.train.grad_accum}")
     say(f"loading model {cfg.model.path} on {device} ...")
     t_load = time.perf_counter()
     model, processor = load_model_and_processor(cfg.model.path, device=device, dtype=_load_dtype(cfg),
@@ -189,6 +201,10 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
+    memory = MemoryRecord(meter, estimate_memory(
+        model.config, counts_of(model), batch_shape(batcher, data.batch(0, 0, cfg.train.batch_size)[:8], model.config),
+        micro_batch=cfg.train.batch_size, dtype=cfg.model.dtype, autocast_bf16=bf16_autocast(cfg, device.type),
+        checkpointing=cfg.model.gradient_checkpointing, grad_accum=cfg.train.grad_accum).gb)
     state = TrainState()
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer, scheduler)
@@ -196,7 +212,7 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
         say(f"resumed from step {state.step} (restart {state.restarts})")
     model.train()
     return TrialSetup(cfg, device, task, model, batcher, loss_fn, data, coverage, params, optimizer, scheduler,
-                      state)
+                      state, memory)
 
 
 def train_step(s: TrialSetup, micro_batches: list[dict[str, torch.Tensor]]) -> float:
@@ -234,6 +250,8 @@ def evaluation_metrics(s: TrialSetup, train_losses: list[float], t0: float) -> t
         metrics[COVERAGE_METRIC] = s.coverage
     metrics.update(train_loss=float(np.mean(train_losses)), step=s.state.step, lr=s.scheduler.get_last_lr()[0],
                    restarts=s.state.restarts, elapsed_s=time.perf_counter() - t0)
+    if s.memory is not None:
+        metrics.update(s.memory.metrics())
     s.state.history.append(dict(metrics))
     return metrics, predictions
 
@@ -276,6 +294,7 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
     s = setup_trial(cfg, device=device or pick_device(), resume_from=resume_from, say=say)
+    cfg = s.cfg  # train.batch_size: auto resolved
     setup_s = time.perf_counter() - t0
     losses: list[float] = []
     curve: list[list[float]] = []    # [step, mean loss over the window] since the last report
@@ -285,6 +304,8 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
                         steps=cfg.train.steps)
     batches = TrainBatches(steps, start=s.state.step, device=s.device, workers=cfg.train.data_workers)
     t_loop, eval_s, report_s = time.perf_counter(), 0.0, 0.0
+    if s.memory is not None:
+        s.memory.meter.start()  # the measured peak covers training (and evaluation), not loading
     while s.state.step < cfg.train.steps:
         step_loss = train_step(s, next(batches))
         losses.append(step_loss)

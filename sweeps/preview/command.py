@@ -67,8 +67,9 @@ def _training_stream(data: Any, cfg: Any, count: int) -> list[Any]:
     out: list[Any] = []
     step = 0
     while len(out) < count:
-        for micro in range(cfg.train.grad_accum):
-            out += data.batch(step, micro, cfg.train.batch_size)
+        auto = cfg.train.batch_size == "auto"  # the planner's micro-batch is not known here: one per step
+        for micro in range(1 if auto else cfg.train.grad_accum):
+            out += data.batch(step, micro, cfg.train.effective_batch_size if auto else cfg.train.batch_size)
         step += 1
     return out[:count]
 

@@ -1,0 +1,504 @@
+"""Peak memory of one trial on its device, estimated before anything is loaded.
+
+`estimate_memory` adds up, in bytes (units are bytes throughout; `Estimate.gb` is 1e9 bytes):
+
+    weights     = frozen parameters x bytes(model.dtype) + trainable parameters x 4
+                  (the lean step keeps trainable parameters in float32 "master" copies under 16-bit
+                  weights, `sweeps.models.loading.keep_trainable_float32`; LoRA: the adapters train)
+    optimizer   = trainable x 2 x 4          (AdamW: exp_avg and exp_avg_sq in float32)
+    grads       = trainable x 4              (float32, like their parameters)
+    autocast    = trainable x 2              (bf16 autocast caches a bf16 copy of each float32 weight
+                                              that trains, for the whole forward/backward)
+    activations = sum over towers that keep a graph of
+                    tokens x (layers x A_layer)                    without checkpointing
+                    tokens x (layers x bytes_r x h + A_layer)      with checkpointing
+                  (checkpointing keeps each layer's input and recomputes one layer at a time)
+    logits      = B x answer_len x V x (2 x bytes_c + 4)
+                  (the answer-only logits in the compute dtype, their gradient, and the loss's float32
+                  block buffer: the trial computes logits from the first answer position only)
+    inputs      = pixel_values x 4
+
+with per-token, per-layer activation bytes A_layer of a pre-norm transformer layer. Korthikanti et al.
+2022, "Reducing Activation Recomputation in Large Transformer Models" (arXiv:2205.05198, sec. 4.1),
+count s*b*h*(34 + 5*a*s/h) bytes per GPT layer in 16-bit; the same count for the layers these models
+use (RMSNorm in float32 as Hugging Face computes it, grouped-query attention through SDPA, which keeps
+the log-sum-exp instead of the a*s^2 score matrix, SwiGLU MLP, no dropout) is
+
+    A_layer = 2 x (4h + bytes_r x h + [bytes_c != bytes_r] x bytes_c x h)   two norms: float32 input,
+                                                                             output, compute-dtype cast
+            + bytes_c x (a x d + 2 x g x d)                                  q, k, v kept by attention
+            + bytes_c x a x d                                                 attention output
+            + bytes_c x I x (4 if gated else 2)                               MLP: gate, act(gate), up,
+                                                                             product (plain MLP: fc1, act)
+
+where h = hidden size, I = intermediate size, a / g = attention / key-value heads, d = head dim,
+bytes_r = the residual stream's dtype (the weights'), bytes_c = the compute dtype (2 under bf16
+autocast, else bytes_r). A tower keeps a graph when one of its parameters trains (the text decoder
+always, under LoRA too; the vision tower when neither frozen nor under LoRA); a frozen vision tower
+still runs once, holding about one layer's activations for its tokens (`vision_transient`).
+
+The peak is reached either in forward/backward or around the optimizer step, and optimizer states
+live across steps:
+
+    peak = weights + optimizer + inputs
+           + max(activations + logits + autocast + grads x [grad_accum > 1], grads)
+
+(with one micro-batch per step, gradients are allocated while backward frees the activations).
+Sources of each term: PyTorch's AdamW (two float32 states per parameter), torch.autocast's weight
+cast cache, the lean step in `sweeps.trial.answer_loss`. Not counted: the framework itself (CUDA
+context, kernels, Python objects), which the measured peak (`memory_peak_gb`) also leaves out
+(`torch.cuda.max_memory_allocated`, or on CPU the growth of the resident set over its value before
+the model was loaded).
+
+Sequence length comes from the real processor: `batch_shape` encodes sample examples with the
+trial's `Batcher` (prompt + image tokens + answer), and counts the vision tower's patches from
+`pixel_values`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sweeps.errors import SlsweepError
+
+__all__ = ["DEFAULT_HEADROOM", "BatchShape", "Estimate", "MemoryFitError", "MemoryPlan", "ParamCounts",
+           "PeakMeter", "Tower", "auto_batch", "batch_shape", "counts_of", "device_memory", "estimate_memory",
+           "fit_hint", "MemoryRecord", "param_counts", "plan_on_device", "plan_trial_memory", "towers"]
+
+GB = 1e9
+# The share of the device's memory a trial's estimate may use: the estimate leaves out the framework
+# itself (CUDA context, allocator fragmentation, Python objects) and is within ~15% of measured peaks.
+DEFAULT_HEADROOM = 0.85
+
+
+@dataclass(frozen=True)
+class Tower:
+    """The shape of one transformer stack (text decoder or vision encoder)."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    gated: bool  # SwiGLU / GeGLU MLP (gate and up projections)
+
+    def layer_bytes_per_token(self, bytes_r: int, bytes_c: int) -> int:
+        """A_layer of the module docstring: bytes one layer keeps for backward, per token."""
+        h, d = self.hidden, self.head_dim
+        norms = 2 * (4 * h + bytes_r * h + (bytes_c * h if bytes_c != bytes_r else 0))
+        attention = bytes_c * (self.heads * d + 2 * self.kv_heads * d) + bytes_c * self.heads * d
+        mlp = bytes_c * self.intermediate * (4 if self.gated else 2)
+        return norms + attention + mlp
+
+
+def _tower(cfg: Any, gated: bool) -> Tower:
+    hidden = getattr(cfg, "embed_dim", None) or cfg.hidden_size  # Qwen2-VL's vision: embed_dim
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads")
+    inter = getattr(cfg, "intermediate_size", None) or int(hidden * getattr(cfg, "mlp_ratio", 4))
+    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "depth")
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or hidden // heads
+    return Tower(hidden=hidden, intermediate=inter, layers=layers, heads=heads, kv_heads=kv,
+                 head_dim=head_dim, gated=gated)
+
+
+def towers(config: Any) -> tuple[Tower, Tower | None, int]:
+    """(text decoder, vision encoder or None, vocabulary size) of a transformers model config."""
+    text_cfg = config.get_text_config()
+    vision_cfg = getattr(config, "vision_config", None)
+    return (_tower(text_cfg, gated=True), None if vision_cfg is None else _tower(vision_cfg, gated=False),
+            int(text_cfg.vocab_size))
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameters by role: `total` (all, tied weights once), `trainable` (what the optimizer gets)."""
+
+    total: int
+    trainable: int
+    vision_trains: bool  # whether any vision-tower parameter trains
+    text_trains: bool = True
+
+
+def param_counts(config: Any, *, lora: dict[str, Any] | None, freeze_vision: bool) -> ParamCounts:
+    """Count parameters as the trial will train them, on the meta device (nothing is allocated).
+
+    The model is built from `config` on the meta device and goes through the same freezing and LoRA
+    wrapping as `sweeps.models.loading.load_model_and_processor` (so adapter counts are peft's own).
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from sweeps.models.loading import apply_lora, find_vision_tower
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+        if freeze_vision and (tower := find_vision_tower(model)) is not None:
+            tower.requires_grad_(False)
+        if lora is not None:
+            model = apply_lora(model, lora)
+    return counts_of(model)
+
+
+def counts_of(model: Any) -> ParamCounts:
+    """`ParamCounts` of a built (or loaded) model as it is now."""
+    from sweeps.models.loading import find_vision_tower
+
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tower = find_vision_tower(model)
+    vision = tower is not None and any(p.requires_grad for p in tower.parameters())
+    return ParamCounts(total=total, trainable=trainable, vision_trains=vision)
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """Per example: `tokens` (text + image tokens the decoder sees), `answer` (positions from the
+    first answer token to the end, the logits kept), `vision` (vision-tower patches), `pixels`
+    (pixel_values elements)."""
+
+    tokens: int
+    answer: int
+    vision: int
+    pixels: int
+
+
+def batch_shape(batcher: Any, examples: list[Any], config: Any) -> BatchShape:
+    """The largest per-example shape among `examples`, each encoded by the trial's `Batcher`.
+
+    Args:
+        batcher: `sweeps.models.Batcher` of the model's real processor.
+        examples: task examples (image, prompt, answer).
+        config: the model config (its vision tower's patch size and temporal patch size turn
+            pixel_values elements into patches: elements / (3 x patch^2 x temporal)).
+    """
+    vision = getattr(config, "vision_config", None)
+    p = int(getattr(vision, "patch_size", 0) or 0)
+    t = int(getattr(vision, "temporal_patch_size", 1) or 1)
+    tokens = answer = vision = pixels = 0
+    for ex in examples:
+        enc = batcher.train_batch([ex.image], [ex.prompt], [ex.answer])
+        labels = enc["labels"][0]
+        supervised = (labels[1:] != -100).nonzero()
+        first = int(supervised[0]) if len(supervised) else labels.shape[0] - 1
+        pv = enc.get("pixel_values")
+        n_pix = int(pv.numel()) if pv is not None else 0
+        tokens = max(tokens, int(enc["input_ids"].shape[1]))
+        answer = max(answer, int(labels.shape[0]) - first)
+        pixels = max(pixels, n_pix)
+        vision = max(vision, n_pix // (3 * p * p * t) if p else 0)
+    return BatchShape(tokens=tokens, answer=answer, vision=vision, pixels=pixels)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A trial's estimated peak memory, by term (bytes; see the module docstring)."""
+
+    micro_batch: int
+    weights: int
+    optimizer: int
+    grads: int
+    autocast: int
+    activations: int
+    logits: int
+    inputs: int
+    peak: int
+    parts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gb(self) -> float:
+        return self.peak / GB
+
+    def summary(self) -> str:
+        terms = ("weights", "optimizer", "grads", "activations", "logits")
+        return ", ".join(f"{k} {getattr(self, k) / GB:.2f}" for k in terms)
+
+
+def estimate_memory(config: Any, counts: ParamCounts, shape: BatchShape, *, micro_batch: int,
+                    dtype: str = "auto", autocast_bf16: bool = False, checkpointing: bool = False,
+                    grad_accum: int = 1) -> Estimate:
+    """Estimated peak bytes of one trial (the module docstring's formula).
+
+    Args:
+        config: the transformers model config (text and vision sizes, vocabulary).
+        counts: parameters (`param_counts`).
+        shape: per-example sequence shape (`batch_shape`).
+        micro_batch: examples per forward/backward.
+        dtype: `model.dtype` ("auto"/"float32": 4-byte weights; "bfloat16": 2).
+        autocast_bf16: whether compute runs under bf16 autocast.
+        checkpointing: `model.gradient_checkpointing`.
+        grad_accum: micro-batches per optimizer step.
+    """
+    text, vision, vocab = towers(config)
+    bytes_r = 2 if dtype == "bfloat16" else 4
+    bytes_c = 2 if autocast_bf16 else bytes_r
+    frozen = counts.total - counts.trainable
+    weights = frozen * bytes_r + counts.trainable * 4
+    optimizer = counts.trainable * 8
+    grads = counts.trainable * 4
+    cast = counts.trainable * 2 if autocast_bf16 else 0
+    b = micro_batch
+
+    def stack(tower: Tower, tokens: int, keeps_graph: bool) -> int:
+        per_layer = tower.layer_bytes_per_token(bytes_r, bytes_c)
+        if not keeps_graph:  # runs under no graph: about one layer's activations at a time
+            return tokens * per_layer
+        if checkpointing:
+            return tokens * (tower.layers * bytes_r * tower.hidden + per_layer)
+        return tokens * tower.layers * per_layer
+
+    text_act = stack(text, b * shape.tokens, True) + b * shape.tokens * (4 + bytes_r) * text.hidden
+    vision_act = 0 if vision is None else stack(vision, b * shape.vision, counts.vision_trains)
+    if vision is not None and not counts.vision_trains:
+        activations, transient = text_act, vision_act
+    else:
+        activations, transient = text_act + vision_act, 0
+    logits = b * shape.answer * vocab * (2 * bytes_c + 4)
+    inputs = b * shape.pixels * 4
+    step = max(activations + logits + cast + (grads if grad_accum > 1 else 0), grads, transient)
+    peak = weights + optimizer + inputs + step
+    return Estimate(micro_batch=b, weights=weights, optimizer=optimizer, grads=grads, autocast=cast,
+                    activations=activations, logits=logits, inputs=inputs, peak=peak,
+                    parts={"vision_transient": transient, "text_activations": text_act})
+
+
+def auto_batch(estimate_at: Any, budget: int, effective: int) -> tuple[int, int] | None:
+    """(micro-batch, grad_accum) for `train.batch_size: auto`: the largest micro-batch <= `effective`
+    whose estimate fits `budget`, then grad_accum = ceil(effective / micro-batch) and the micro-batch
+    lowered to ceil(effective / grad_accum) (the same accumulation, the effective batch kept or the
+    nearest above it). None when micro-batch 1 does not fit.
+
+    Args:
+        estimate_at: `micro_batch, grad_accum -> Estimate`.
+        budget: bytes a trial may use.
+        effective: `train.effective_batch_size`.
+    """
+    lo, hi = 0, effective
+    while lo < hi:  # the estimate grows with the micro-batch: bisect the largest that fits
+        mid = (lo + hi + 1) // 2
+        accum = math.ceil(effective / mid)
+        if estimate_at(mid, accum).peak <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:
+        return None
+    accum = math.ceil(effective / lo)
+    return math.ceil(effective / accum), accum
+
+
+def device_memory(memory_gb: float | None, gpu: float) -> tuple[int, str]:
+    """(bytes, where the number came from) of the memory one trial's device has, seen from the driver:
+    `resources.memory_gb` when given; else the local GPU's free memory when trials get a GPU and one
+    is visible; else the RAM available now (psutil)."""
+    if memory_gb is not None:
+        return int(memory_gb * GB), "resources.memory_gb"
+    if gpu > 0:
+        import torch
+
+        if torch.cuda.is_available():
+            free, _total = torch.cuda.mem_get_info()
+            return int(free), "free memory of the local GPU"
+    import psutil
+
+    return int(psutil.virtual_memory().available), "available RAM"
+
+
+def fit_hint(estimate_at: Any, budget: int, *, lora: bool, checkpointing: bool, bf16: bool) -> str:
+    """What would make a trial that does not fit at micro-batch 1 fit: each option not in use with its
+    estimate, e.g. "model.lora: {} -> 3.1 GB, model.gradient_checkpointing: true -> 7.9 GB".
+
+    Args:
+        estimate_at: `(lora, checkpointing, bf16) -> Estimate` at micro-batch 1.
+        budget: bytes.
+    """
+    options = []
+    if not lora:
+        options.append(("model.lora: {}", (True, checkpointing, bf16)))
+    if not checkpointing:
+        options.append(("model.gradient_checkpointing: true", (lora, True, bf16)))
+    if not bf16:
+        options.append(("model.dtype: bfloat16", (lora, checkpointing, True)))
+    if len(options) > 1:
+        options.append((" + ".join(o for o, _ in options), (True, True, True)))
+    shown = [f"{label} -> {estimate_at(*flags).gb:.1f} GB" for label, flags in options]
+    fits = [s for (label, flags), s in zip(options, shown) if estimate_at(*flags).peak <= budget]
+    text = "; ".join(fits or shown)
+    return (f"would fit with {text}" if fits else f"still too large with {text}") + \
+        "; smaller images also help (fewer image tokens: the processor's size / max_pixels)"
+
+
+# --------------------------------------------------------------------------------- measured peaks
+class PeakMeter:
+    """The measured peak of a training phase: `torch.cuda.max_memory_allocated` on CUDA; on CPU the
+    peak resident set (Linux VmHWM, reset at `start` through /proc/self/clear_refs) minus the resident
+    set before the model was loaded (`baseline`, taken at construction)."""
+
+    def __init__(self, device: Any) -> None:
+        self.cuda = getattr(device, "type", str(device)) == "cuda"
+        self.baseline = 0 if self.cuda else _rss()
+
+    def start(self) -> None:
+        import torch
+
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        except OSError:
+            pass
+
+    def peak(self) -> int:
+        """Bytes (0 when nothing could be measured)."""
+        if self.cuda:
+            import torch
+
+            return int(torch.cuda.max_memory_allocated())
+        return max(0, _hwm() - self.baseline)
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process(os.getpid()).memory_info().rss)
+
+
+def _hwm() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+# ------------------------------------------------------------------------------------ trial plans
+class MemoryFitError(SlsweepError):
+    """A trial cannot fit its device's memory even at micro-batch 1."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The planner's verdict for one trial config: `cfg` with `train.batch_size: auto` resolved (else
+    unchanged), its `estimate`, the device's memory (bytes) and where that number came from."""
+
+    cfg: Any
+    estimate: Estimate
+    memory: int
+    source: str
+    headroom: float = DEFAULT_HEADROOM
+
+    def line(self) -> str:
+        """One line for the console: the estimate, the budget and the auto batch, if any."""
+        t = self.cfg.train
+        return (f"memory: ~{self.estimate.gb:.2f} GB per trial at micro-batch {t.batch_size} x grad_accum "
+                f"{t.grad_accum} ({self.estimate.summary()} GB) of {self.memory / GB:.1f} GB ({self.source}, "
+                f"{self.headroom:.0%} usable)")
+
+
+def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: list[Any], memory: int,
+                      source: str, device_type: str = "cpu", headroom: float = DEFAULT_HEADROOM) -> MemoryPlan:
+    """Estimate a trial's peak memory before anything is loaded; resolve `train.batch_size: auto`.
+
+    Args:
+        cfg: the `TrialConfig`.
+        model_config: its model's transformers config (`AutoConfig.from_pretrained`).
+        batcher: the trial's `Batcher` (the real processor: image tokens, prompt and answer lengths).
+        examples: sample task examples (the longest sets the sequence length).
+        memory: bytes of the device (`device_memory`).
+        source: where `memory` came from (named in messages).
+        device_type: "cpu" or "cuda" (bf16 autocast is on by default on CUDA).
+        headroom: the share of `memory` the estimate may use.
+
+    Returns:
+        The plan; `plan.cfg` has integer batch_size and grad_accum.
+
+    Raises:
+        MemoryFitError: micro-batch 1 does not fit; the one-line message gives the estimate and the
+            options that would make it fit.
+    """
+    from sweeps.trial import bf16_autocast
+
+    counts = param_counts(model_config, lora=cfg.model.lora, freeze_vision=cfg.model.freeze_vision)
+    shape = batch_shape(batcher, examples, model_config)
+    budget = int(memory * headroom)
+
+    def at(micro: int, accum: int, *, lora: bool | None = None, ckpt: bool | None = None,
+           bf16: bool | None = None) -> Estimate:
+        c = cfg.model_copy(deep=True)
+        c.model.gradient_checkpointing = c.model.gradient_checkpointing if ckpt is None else ckpt
+        c.model.dtype = c.model.dtype if not bf16 else "bfloat16"
+        n = counts if lora is None else param_counts(model_config, lora={}, freeze_vision=c.model.freeze_vision)
+        return estimate_memory(model_config, n, shape, micro_batch=micro, dtype=c.model.dtype,
+                               autocast_bf16=bf16_autocast(c, device_type),
+                               checkpointing=c.model.gradient_checkpointing, grad_accum=accum)
+
+    train = cfg.train
+    auto = train.batch_size == "auto"
+    first = at(1, train.effective_batch_size if auto else train.grad_accum)
+    if first.peak > budget:
+        hint = fit_hint(lambda lora, ckpt, bf16: at(1, 1, lora=lora or None, ckpt=ckpt, bf16=bf16), budget,
+                        lora=cfg.model.lora is not None, checkpointing=cfg.model.gradient_checkpointing,
+                        bf16=cfg.model.dtype == "bfloat16")
+        raise MemoryFitError(
+            f"{cfg.model.path}: a trial needs ~{first.gb:.1f} GB at micro-batch 1 ({first.summary()} GB; "
+            f"{shape.tokens} tokens per example) but {source} gives {memory / GB:.1f} GB "
+            f"({headroom:.0%} usable: {budget / GB:.1f} GB); {hint}")
+    if auto:
+        micro, accum = auto_batch(lambda b, a: at(b, a), budget, train.effective_batch_size)  # type: ignore[misc]
+        cfg = cfg.model_copy(deep=True)
+        cfg.train.batch_size, cfg.train.grad_accum = micro, accum
+    est = at(cfg.train.batch_size, cfg.train.grad_accum)
+    return MemoryPlan(cfg=cfg, estimate=est, memory=memory, source=source, headroom=headroom)
+
+
+def plan_on_device(cfg: Any, device: Any) -> MemoryPlan:
+    """`plan_trial_memory` in the trial's own process (a config no driver planned, e.g. `slsweep trial`
+    with `train.batch_size: auto`): CUDA: `torch.cuda.mem_get_info` of this device; CPU: available RAM.
+
+    Raises:
+        MemoryFitError: as `plan_trial_memory`.
+    """
+    import psutil
+    import torch
+    from transformers import AutoConfig, AutoProcessor
+
+    from sweeps.datasets import TaskData
+    from sweeps.models import Batcher
+    from sweeps.models.loading import resolve_model_path
+    from sweeps.tasks import get_task
+
+    source = resolve_model_path(cfg.model.path)
+    if getattr(device, "type", str(device)) == "cuda":
+        memory, where = int(torch.cuda.mem_get_info(device)[0]), "this GPU's free memory"
+    else:
+        memory, where = int(psutil.virtual_memory().available), "available RAM"
+    batcher = Batcher(AutoProcessor.from_pretrained(source), max_new_tokens=cfg.train.max_new_tokens)
+    examples = TaskData(get_task(cfg.task.name), cfg.task, cfg.seed).held_out[:8]
+    return plan_trial_memory(cfg, model_config=AutoConfig.from_pretrained(source), batcher=batcher,
+                             examples=examples, memory=memory, source=where,
+                             device_type=getattr(device, "type", str(device)))
+
+
+@dataclass
+class MemoryRecord:
+    """What a trial reports about memory: the planner's estimate for its config (GB) and its meter."""
+
+    meter: PeakMeter
+    estimate_gb: float
+
+    def metrics(self) -> dict[str, float]:
+        """`memory.estimate_gb` and `memory.peak_gb` (measured since `meter.start()`), for MLflow."""
+        return {"memory.estimate_gb": self.estimate_gb, "memory.peak_gb": self.meter.peak() / GB}
