@@ -158,6 +158,15 @@ def test_stopped_and_short_runs_are_left_out_by_default(trust_store) -> None:
     best = table.rows.iloc[sorted(table.best_rows("exact_match"))[0]]
     assert best["family"] == "gaussian"  # not the step-100 0.90, the step-10 0.95 or the 200-step 0.99
     assert any("left out 1 below budget, 1 interrupted, 1 stopped early trial run(s)" in n for n in table.notes)
+    # A curve whose x has one full-budget value says so, not that x has one value at all.
+    import dataclasses
+
+    from sweeps.report.runs import ReportError
+
+    one_x = dataclasses.replace(runs, trials=runs.trials.assign(**{"params.loss.eta": 0.1}))
+    with pytest.raises(ReportError, match=r"fewer than 2 values among the full-budget runs of .*"
+                                          r"\(3 run\(s\) stopped before their budget"):
+        plots.eta_curve(one_x)
 
 
 def test_all_runs_shows_stopped_runs_at_their_step_never_averaged(trust_store) -> None:

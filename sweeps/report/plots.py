@@ -200,7 +200,10 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
     with_x, without_x = df[df[xcol].notna()], df[df[xcol].isna()]
     xname = runs.display_names([xcol])[xcol]
     if with_x[xcol].nunique() < 2:
-        raise ReportError(f"'{xname}' takes fewer than 2 values in {runs.label}: nothing to plot")
+        left = sum(runs.excluded.values()) + len(stopped)
+        raise ReportError(f"'{xname}' takes fewer than 2 values among the full-budget runs of {runs.label}: "
+                          "nothing to plot" + (f" ({left} run(s) stopped before their budget are no curve "
+                                               "point; `slsweep table --all-runs` lists them)" if left else ""))
     series = [c for c in param_columns(runs, by) if c != xcol] if by else _series_default(runs, with_x, xcol)
     names = list(runs.display_names(series).values())
     bounds = runs.metric_range(m)
