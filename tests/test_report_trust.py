@@ -185,6 +185,17 @@ def test_all_runs_shows_stopped_runs_at_their_step_never_averaged(trust_store) -
     assert _row(table, family="gaussian", step="300").name in table.best_rows("exact_match")
     md = to_markdown(table)
     assert "| ntil | 10 (interrupted) | 0.9500 ± n/a | 1 | n/a |" in md
+    # psi-bars draws a stopped run beside its group; one whose group has no full-budget run is
+    # counted as not drawn, never claimed drawn (5 ASHA-stopped trials read 'drawn apart, grey').
+    import dataclasses
+
+    fig = plots.psi_bars(runs, by=["family"])
+    assert len(fig.axes[0].collections[-1].get_offsets()) == 3
+    assert "3 run(s) stopped before their budget are drawn apart" in plots.caption(fig)
+    no_gauss = runs.trials[~((runs.trials["params.loss.family"] == "gaussian") & runs.trials["full_budget"])]
+    fig = plots.psi_bars(dataclasses.replace(runs, trials=no_gauss), by=["family"])
+    assert "2 run(s) stopped before their budget are drawn apart" in plots.caption(fig)
+    assert "1 run(s) stopped before their budget are not drawn" in plots.caption(fig)
 
 
 def test_status_best_is_a_full_budget_value(trust_store) -> None:

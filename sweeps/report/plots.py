@@ -97,12 +97,18 @@ def caption(fig: Figure) -> str:
     return getattr(fig, CAPTION_ATTR, "")
 
 
-def _partial_text(runs: SweepRuns) -> str:
-    """A sentence about runs stopped before their budget: drawn apart, or left out."""
+def _partial_text(runs: SweepRuns, drawn: int | None = None) -> str:
+    """A sentence about runs stopped before their budget: drawn apart (`drawn` of them when the
+    figure had no place for some), or left out."""
     n = len(runs.partial)
+    drawn = n if drawn is None else drawn
     if n:
-        return (f" {n} run(s) stopped before their budget are drawn apart (grey, at the step they "
-                "reached), not averaged in.")
+        text = (f" {drawn} run(s) stopped before their budget are drawn apart (grey, at the step they "
+                "reached), not averaged in." if drawn else "")
+        if drawn < n:
+            text += (f" {n - drawn} run(s) stopped before their budget are not drawn: no full-budget "
+                     "group or x value to sit beside (`slsweep table --all-runs` lists them).")
+        return text
     left = sum(runs.excluded.values())
     return f" {left} run(s) that did not reach their budget are left out." if left else ""
 
@@ -270,7 +276,7 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
         for value, style in shown:
             ax.scatter([], [], color="0.5", label=f"{sname}={_value_text(value)}",
                        **({"marker": "o"} | style))
-    st = stopped[stopped[xcol].notna()] if len(stopped) else stopped
+    st = stopped[stopped[xcol].notna() & stopped[mcol].notna()] if len(stopped) else stopped
     _stopped_marks(ax, st[xcol].to_numpy(float), st[mcol].to_numpy(float), list(st.get("at_step", [])))
     positive = with_x[xcol][with_x[xcol] > 0]
     if len(positive) == len(with_x) and positive.max() / positive.min() > 20:
@@ -304,7 +310,7 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
         cap += f" {singles} point(s) of a line rest on one seed (n=1): no interval there."
     if ref_texts:
         cap += f" Dashed: runs without {xname} ({'; '.join(ref_texts)})."
-    cap += _partial_text(runs)
+    cap += _partial_text(runs, len(st))
     _title(ax, what, runs)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -375,15 +381,17 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
                         va="center", color=color)
     labels = ["\n".join([_value_text(v) for v in k] + [f"n={sm.n}" if mk.replicate else f"{sm.n} runs"])
               for (k, _), sm, mk in zip(groups, summaries, makeups)]
+    n_stopped_drawn = 0
     if len(stopped):
         pos = {k: i for i, (k, _) in enumerate(groups)}
         xs, ys, steps = [], [], []
-        for k, g in _groups(stopped, cols):
+        for k, g in _groups(stopped[stopped[mcol].notna()], cols):
             if k in pos:
                 xs += [pos[k] + 0.15] * len(g)
                 ys += list(g[mcol])
                 steps += list(g["at_step"])
         _stopped_marks(ax, xs, ys, steps)
+        n_stopped_drawn = len(xs)
         if xs:
             ax.legend(fontsize=7)
     ax.set_xticks(np.arange(len(groups)), labels, fontsize=8)
@@ -411,7 +419,7 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
                 "configurations is not a confidence interval).")
     if singles:
         cap += f" {singles} group(s) have one seed (hollow dot, n=1): no interval."
-    return _set_caption(fig, cap + _partial_text(runs))
+    return _set_caption(fig, cap + _partial_text(runs, n_stopped_drawn))
 
 
 def psi_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
