@@ -13,6 +13,7 @@ adjusted ablation table of the new sweep.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from sweeps.errors import SlsweepError
-from sweeps.report.runs import ARM_COLUMN, SweepRuns, config_key
+from sweeps.report.runs import ARM_COLUMN, SweepRuns, config_key, sqlite_path
 from sweeps.yamlio import dump_yaml, load_yaml
 
 CONFIRMS_TAG = "slsweep.confirms"          # on the confirm sweep: the id of the sweep it confirms
@@ -286,8 +287,17 @@ def confirm_hint(runs: SweepRuns) -> str | None:
     seeds = runs.sweep.params.get("search.seeds", "1")
     return (f"This {algo} sweep chose its best configurations on the same seed(s) it measured them "
             f"on ({seeds} per configuration), so their values are optimistic and untested. Confirm "
-            f"them on fresh seeds at full budget: slsweep confirm {runs.sweep.sweep_id} --top 3 "
-            "--seeds 5 --baseline loss=hard")
+            f"them on fresh seeds at full budget: slsweep confirm {shlex.quote(runs.sweep.sweep_id)} --top 3 "
+            f"--seeds 5 --baseline loss=hard{_store_flags(runs.tracking_uri)}")
+
+
+def _store_flags(tracking_uri: str) -> str:
+    """The flag that finds the sweep's store from any folder (a report is read anywhere):
+    `--runs-dir` for a run folder's own `mlflow.db`, else `--tracking-uri`."""
+    db = sqlite_path(tracking_uri)
+    if db is not None and db.name == "mlflow.db":
+        return f" --runs-dir {shlex.quote(str(db.parent))}"
+    return f" --tracking-uri {shlex.quote(tracking_uri)}"
 
 
 def _number_or_text(value: str) -> Any:

@@ -211,6 +211,18 @@ def test_every_dagger_has_its_footnote(reps: SweepRuns, tpe: SweepRuns) -> None:
 def test_report_page_says_what_its_groups_are(tpe: SweepRuns) -> None:
     page = build_report(tpe, by=["psi"], figures=[])
     assert "9 full-budget observations (9 configurations, 1 seed each)" in page
+    # The confirm command it prints finds this store from any folder (a page is read anywhere).
+    import dataclasses
+    import html
+    import shlex
+
+    from sweeps.confirm import confirm_hint
+    from sweeps.report.runs import sqlite_path
+
+    folder = sqlite_path(tpe.tracking_uri).parent
+    assert f"--baseline loss=hard --runs-dir {shlex.quote(str(folder))}" in html.unescape(page)
+    server = confirm_hint(dataclasses.replace(tpe, tracking_uri="http://mlflow:5000"))
+    assert server.endswith("--baseline loss=hard --tracking-uri http://mlflow:5000")
     assert "3 configurations, 1 seed each" in page and "pooled" in page
     assert "95% CI [" not in page
 
