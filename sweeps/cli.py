@@ -73,7 +73,14 @@ def _resume_advice(exc: BaseException) -> str:
 RunsDir = typer.Option(None, "--runs-dir", help="Run folder (default ./slsweep-runs or $SLSWEEP_RUNS_DIR).")
 TrackingUri = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run folder).")
 Address = typer.Option(None, "--address", help="Ray cluster to join: ray://HOST:10001, HOST:PORT or auto (default: a private local Ray).")
-Quiet = typer.Option(False, "--quiet", "-q", help="Only the progress bars and the summary (no Ray/Tune log lines).")
+Quiet = typer.Option(False, "--quiet", "-q", help="Progress bars and the summary only: the default (kept for scripts).")
+Verbose = typer.Option(False, "--verbose", "-v", help="Also Ray Tune's status tables and the log lines of Ray, "
+                       "Tune, Optuna and MLflow.")
+
+
+def _verbosity(quiet: bool, verbose: bool) -> int:
+    """Tune's verbosity: 0 (progress bars and summary; the default, `-q`) unless `-v` alone."""
+    return 1 if verbose and not quiet else 0
 AllowPlugins = typer.Option(False, "--allow-plugins", help="Import the plug-ins the spec names (tasks, loss "
                             "families, psi shapes by 'package.module:attr'): they run their own code. Also "
                             "SLSWEEP_ALLOW_PLUGINS=1.")
@@ -106,6 +113,7 @@ def run(
     experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment name (default: the spec's)."),
     search_seed: Optional[int] = typer.Option(None, "--search-seed", min=0, help="The sampler's seed (default: the spec's search.seed, else a fresh one per sweep, printed and recorded)."),
     quiet: bool = Quiet,
+    verbose: bool = Verbose,
     allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Run a sweep (no argument: the built-in default on the tiny model).
@@ -114,13 +122,13 @@ def run(
     Examples:
       slsweep run                                   # the built-in default
       slsweep run counting train.steps=200 search.num_samples=4
-      slsweep run my_spec.yaml --search-seed 7 -q
+      slsweep run my_spec.yaml --search-seed 7 -v   # -v: with Ray Tune's tables
     """
     from sweeps.service import run_sweep
 
     _allow(allow_plugins)
     outcome = run_sweep(spec, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
-                        experiment=experiment, verbose=0 if quiet else 1, overrides=overrides or (),
+                        experiment=experiment, verbose=_verbosity(quiet, verbose), overrides=overrides or (),
                         search_seed=search_seed)
     _exit_for(outcome)
 
@@ -153,13 +161,14 @@ def resume(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: the one the sweep was started with)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: the one the sweep was started with)."),
     quiet: bool = Quiet,
+    verbose: bool = Verbose,
     allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Resume an interrupted sweep: finished trials are kept, unfinished ones continue."""
     from sweeps.service import resume_sweep
 
     _allow(allow_plugins)
-    outcome = resume_sweep(sweep_id, runs_dir=runs_dir, verbose=0 if quiet else 1,
+    outcome = resume_sweep(sweep_id, runs_dir=runs_dir, verbose=_verbosity(quiet, verbose),
                            address=address, tracking_uri=tracking_uri)
     _exit_for(outcome)
 
@@ -317,7 +326,8 @@ def confirm(
     adjust: str = typer.Option("holm", "--adjust", help="p-value adjustment: holm, bh or none."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
     runs_dir: Optional[Path] = RunsDir,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No Tune progress table."),
+    quiet: bool = Quiet,
+    verbose: bool = Verbose,
     allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Search, then confirm: rerun the TOP best configurations of a search sweep (plus a baseline)
@@ -337,7 +347,7 @@ def confirm(
     sweep, words = split_spec_args(sweep, overrides or ())  # `confirm train.steps=100`: the latest sweep
     text, summary = run_confirm(sweep, top=top, seeds=seeds, baseline=baseline, metric=metric,
                                 first_seed=first_seed, runs_dir=runs_dir, tracking_uri=tracking_uri,
-                                adjust=adjust, verbose=0 if quiet else 1, overrides=words)
+                                adjust=adjust, verbose=_verbosity(quiet, verbose), overrides=words)
     if text:
         typer.echo(text)
     _exit_for(summary)

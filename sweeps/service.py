@@ -61,7 +61,9 @@ def _record_plan(plan: SweepPlan, spec_path: str | Path | None) -> None:
 
     The default store (the folder's own `mlflow.db`) is recorded as None, so a moved or copied
     folder resumes into itself. The resolved spec (flattened) and the search space's hash are
-    kept to refuse a resume after the spec file was edited.
+    kept to refuse a resume after the spec file was edited. Beside it, `sweeps/<sweep_id>.spec.yaml`
+    (the record's `spec_copy`) holds the resolved spec with its search space inline and absolute
+    paths: `resume` reads it when the spec file was moved or deleted.
     """
     default_uri = plan.tracking_uri == paths.default_tracking_uri(plan.runs_dir)
     record = {"sweep_id": plan.sweep_id, "spec": str(plan.resolved.path.resolve()) if spec_path else None,
@@ -69,18 +71,37 @@ def _record_plan(plan: SweepPlan, spec_path: str | Path | None) -> None:
               "tracking_uri": None if default_uri else plan.tracking_uri,
               "experiment": plan.experiment, "address": plan.address,
               "spec_params": _jsonable(plan.resolved.flat_params()),
-              "space_hash": plan.resolved.space.hash}
+              "space_hash": plan.resolved.space.hash,
+              "spec_copy": _spec_copy_path(plan).name}
     path = _record_path(plan)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _spec_copy_path(plan).write_text(_self_contained_spec(plan))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str))
     tmp.replace(path)
 
 
+def _spec_copy_path(plan: SweepPlan) -> Path:
+    return plan.runs_dir / PLANS / f"{plan.sweep_id}.spec.yaml"
+
+
+def _self_contained_spec(plan: SweepPlan) -> str:
+    """The resolved spec as YAML that needs no other file: defaults filled in, paths absolute,
+    the search space's content in place of its file name."""
+    import yaml
+
+    from sweeps.yamlio import dump_yaml
+
+    data = plan.resolved.spec.model_dump(mode="json", exclude_none=True)
+    data["search_space"] = yaml.safe_load(plan.resolved.space.to_yaml())
+    return (f"# sweep {plan.sweep_id}: the resolved spec of {plan.resolved.path} (for `slsweep resume` "
+            "when that file is gone)\n" + dump_yaml(data))
+
+
 # The fields of a sweep record (`_record_plan`) and the JSON types each may have.
 _RECORD_FIELDS = {"sweep_id": (str,), "spec": (str, type(None)), "overrides": (list,),
                   "tracking_uri": (str, type(None)), "experiment": (str,), "address": (str, type(None)),
-                  "spec_params": (dict,), "space_hash": (str, type(None))}
+                  "spec_params": (dict,), "space_hash": (str, type(None)), "spec_copy": (str,)}
 
 
 def record_problem(record: Any, stem: str) -> str | None:
@@ -90,7 +111,7 @@ def record_problem(record: Any, stem: str) -> str | None:
         return f"<root>: a JSON {type(record).__name__}, not an object"
     for key, types in _RECORD_FIELDS.items():
         if key not in record:
-            if key in ("overrides", "spec_params", "space_hash"):  # older records lack these
+            if key in ("overrides", "spec_params", "space_hash", "spec_copy"):  # older records lack these
                 continue
             return f"{key}: missing"
         if not isinstance(record[key], types) or (key == "overrides" and not all(isinstance(o, str) for o in record[key])):
@@ -104,12 +125,13 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def spec_changes(record: dict[str, Any], plan: SweepPlan) -> list[str]:
-    """The spec fields that differ between a sweep's record and `plan`, as `field: old -> new`."""
+def spec_changes(record: dict[str, Any], plan: SweepPlan, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The spec fields that differ between a sweep's record and `plan`, as `field: old -> new`
+    (fields in `ignore` left out)."""
     old = record.get("spec_params") or {}
     new = _jsonable(plan.resolved.flat_params())
     lines = [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
-             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in ignore]
     if record.get("space_hash") and record["space_hash"] != plan.resolved.space.hash:
         lines.append(f"search space {plan.resolved.space.source}: content changed")
     return lines
@@ -151,7 +173,8 @@ def _trial_status(error: bool, step: Any, budget: int, reason: str | None) -> st
 
 
 def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
-    """One row per trial, best first: trial id, arm (`search` or a baseline arm's label, when the
+    """One row per trial, best first: trial (its MLflow run name's `tNN`; Ray's trial id where it
+    has no run), arm (`search` or a baseline arm's label, when the
     spec has baseline arms), status (`ok` at full budget, `stopped at step N`, `error`, ...),
     final metric, step, seed and sampled values."""
     import pandas as pd
@@ -168,7 +191,7 @@ def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
         metrics = result.metrics or {}
         value = metrics.get(spec.metric.name)
         arm = baseline_arm(config)
-        rows.append({"trial": metrics.get("trial_id", "?"),
+        rows.append({"trial": _trial_name(outcome, _result_trial_id(outcome, result), short=True),
                      "arm": (labels[arm] if arm is not None else "search") if labels else None,
                      "status": _trial_status(result.error is not None, metrics.get("step"), budget,
                                              reasons.get(metrics.get("trial_id"))),
@@ -187,11 +210,28 @@ def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
     return table
 
 
+def _trial_name(outcome: SweepOutcome, trial_id: str | None, short: bool = False) -> str:
+    """A trial's MLflow run name (`short`: its first word, `t03`), else Ray's trial id."""
+    name = (getattr(outcome, "run_names", None) or {}).get(trial_id or "")
+    if not name:
+        return trial_id or "?"
+    return name.split(" ", 1)[0] if short else name
+
+
+def _result_trial_id(outcome: SweepOutcome, result: Any) -> str | None:
+    """Ray's trial id of a Result: its metrics', else the one its folder is named after (a trial
+    that failed before reporting has no metrics; Tune names the folder `<trainable>_<id>_...`)."""
+    found = (result.metrics or {}).get("trial_id")
+    folder = f"{Path(str(getattr(result, 'path', '') or '')).name}_"
+    return found or next((t for t in (getattr(outcome, "run_names", None) or {}) if f"_{t}_" in folder), None)
+
+
 def _first_error(outcome: SweepOutcome) -> str:
     for result in outcome.results:
         if result.error is not None:
             lines = [ln for ln in str(result.error).splitlines() if ln.strip()]
-            return " ".join((lines[-1] if lines else type(result.error).__name__).split())[:300]
+            said = " ".join((lines[-1] if lines else type(result.error).__name__).split())[:300]
+            return f"{_trial_name(outcome, _result_trial_id(outcome, result))}: {said}"
     return "no trial reported a result"
 
 
@@ -401,6 +441,7 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
             saved = tune.Tuner.can_restore(str(plan.storage_dir / plan.sweep_id))
             if not saved:
                 _record_path(plan).unlink(missing_ok=True)
+                _spec_copy_path(plan).unlink(missing_ok=True)
             exc.resume_command = _resume_command(plan) if saved else None  # what the CLI tells
             raise
         return _summarise(outcome, print_summary)
@@ -433,14 +474,21 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     problem = record_problem(record, records[-1].stem)
     if problem:
         raise SlsweepError(f"{records[-1]}: {problem}; not a sweep record slsweep wrote (move it away)")
-    plan = plan_sweep(record["spec"], address=address or record["address"],
+    spec = record["spec"]
+    copy = folder / PLANS / str(record.get("spec_copy") or "-")
+    from_copy = spec is not None and not Path(spec).is_file() and copy.is_file()
+    if from_copy:  # the spec file was moved or deleted: the run folder's own copy
+        print(f"{spec}: gone; resuming from the run folder's copy of the resolved spec, {copy}", file=sys.stderr)
+        spec = copy
+    plan = plan_sweep(spec, address=address or record["address"],
                       tracking_uri=tracking_uri or record["tracking_uri"],
                       runs_dir=folder, experiment=record["experiment"],
                       overrides=record.get("overrides") or ())
     plan.sweep_id = record["sweep_id"]
     # Resume runs what was recorded: an edited spec would train one configuration while MLflow
     # records another.
-    changes = spec_changes(record, plan)
+    # (the copy holds the search space itself, not its file's name; its content hash is compared)
+    changes = spec_changes(record, plan, ignore=("search_space",) if from_copy else ())
     if changes:
         raise SlsweepError(
             f"{plan.resolved.path}: spec changed since sweep {plan.sweep_id} started ("

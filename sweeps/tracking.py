@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,19 +186,27 @@ class SweepTracker(Callback):
 
     def get_state(self) -> dict[str, Any]:
         return {"parent_run_id": self.parent_run_id, "runs": dict(self.runs), "ended": dict(self.ended),
-                "reasons": dict(self.stop_reasons)}
+                "reasons": dict(self.stop_reasons), "names": dict(self.run_names)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.parent_run_id = state.get("parent_run_id") or self.parent_run_id
         self.runs.update(state.get("runs", {}))
         self.ended.update(state.get("ended", {}))
         self.stop_reasons.update(state.get("reasons", {}))
+        self.run_names.update(state.get("names", {}))
 
     @property
     def stop_reasons(self) -> dict[str, str]:
         """Tune trial id -> the `slsweep.stop_reason` its run ended with (`early_stopping`,
         `interrupted`, `timeout`, ...); trials that ended at full budget are absent."""
         return self.__dict__.setdefault("reasons", {})  # (absent on trackers pickled before)
+
+    @property
+    def run_names(self) -> dict[str, str]:
+        """Tune trial id -> its MLflow run name: the one name a trial goes by in the progress lines,
+        the summary and errors (Ray's id is the run's tag `trial_id`, Optuna's number its tag
+        `optuna.trial_number`)."""
+        return self.__dict__.setdefault("names", {})  # (absent on trackers pickled before)
 
     @property
     def client(self) -> MlflowClient:
@@ -210,6 +219,15 @@ class SweepTracker(Callback):
     def setup(self, **_: Any) -> None:
         self.experiment_id = prepare_experiment(self.client, self.info.experiment,
                                                 self.info.artifact_location)
+        if self.parent_run_id is not None and not self._run_exists(self.parent_run_id):
+            # The store lost the sweep (a tracking server restarted on an empty database, a
+            # deleted mlflow.db): start its record again rather than fail on the missing run.
+            print(f"{self.tracking_uri}: the MLflow store has lost run {self.parent_run_id} of sweep "
+                  f"{self.info.sweep_id}: re-creating it; the runs of trials that ended before are "
+                  "not in it (their results are in Ray's folder)", file=sys.stderr)
+            self.parent_run_id = None
+            self.runs.clear()
+            self.ended.clear()
         if self.parent_run_id is None:  # a resumed driver may have lost the id, not the run
             found = self.client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`slsweep.kind` = 'sweep' and "
@@ -230,6 +248,16 @@ class SweepTracker(Callback):
         self.client.log_text(self.parent_run_id, self.info.spec_yaml, "spec.yaml")
         self.client.log_text(self.parent_run_id, self.info.space_yaml, "search_space.yaml")
 
+    def _run_exists(self, run_id: str) -> bool:
+        """Whether `run_id` is a live run of this sweep's experiment in the store."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return run.info.lifecycle_stage == "active" and run.info.experiment_id == self.experiment_id
+
     # -- child runs -----------------------------------------------------------------------------
     def _child_run(self, trial: Any) -> str:
         if trial.trial_id in self.runs:
@@ -240,6 +268,7 @@ class SweepTracker(Callback):
                           f"and tags.trial_id = '{trial.trial_id}'", max_results=1)
         if existing:  # a restored driver finds the run it created before it died
             self.runs[trial.trial_id] = existing[0].info.run_id
+            self.run_names.setdefault(trial.trial_id, existing[0].info.run_name)
             return existing[0].info.run_id
         from sweeps.trainable import baseline_arm
 
@@ -257,9 +286,10 @@ class SweepTracker(Callback):
         study_trial = trial.config.get(OPTUNA_TRIAL_KEY)
         if study_trial is not None:
             tags["optuna.trial_number"] = str(study_trial)
-        run = self.client.create_run(self.experiment_id, run_name=self.run_name(trial), tags=tags)
+        name = self.run_names[trial.trial_id] = self.run_name(trial)
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
-        self._link_study_trial(trial, run_id, cfg.seed)
+        self._link_study_trial(trial, run_id, name)
         params = [Param(k, _param_value(v)) for k, v in cfg.flatten().items()]
         params += [Param(f"space.{k}", _param_value(v)) for k, v in sampled.items()]
         for i in range(0, len(params), 100):
@@ -279,10 +309,11 @@ class SweepTracker(Callback):
         """The trial's MLflow run name (`trial_run_name`)."""
         return trial_run_name(self.trial_number(trial), self.resolve(trial.config), self.sampled(trial.config))
 
-    def _link_study_trial(self, trial: Any, run_id: str, seed: int) -> None:
+    def _link_study_trial(self, trial: Any, run_id: str, run_name: str) -> None:
         """Cross-reference the Optuna trial that proposed `trial` and its MLflow run.
 
-        The Optuna trial gets the user attributes `mlflow_run_id` and `tune_trial_id` (suffixed
+        The Optuna trial gets the user attributes `mlflow_run_id`, `mlflow_run_name` and
+        `tune_trial_id` (suffixed
         `.seed<i>` for the i-th repeat of a configuration, i > 0), the study `mlflow_experiment_id`
         and `mlflow_parent_run_id`; the run has the tag `optuna.trial_number`. optuna-dashboard
         and the MLflow UI then point at each other. Linking is best effort: a missing study (a
@@ -303,6 +334,7 @@ class SweepTracker(Callback):
             index = int(trial.config.get(TRIAL_INDEX, 0) or 0)
             suffix = f".seed{index}" if index else ""
             storage.set_trial_user_attr(trial_id, f"mlflow_run_id{suffix}", run_id)
+            storage.set_trial_user_attr(trial_id, f"mlflow_run_name{suffix}", run_name)
             storage.set_trial_user_attr(trial_id, f"tune_trial_id{suffix}", trial.trial_id)
             if "mlflow_parent_run_id" not in storage.get_study_user_attrs(study_id):
                 storage.set_study_user_attr(study_id, "mlflow_experiment_id", self.experiment_id)

@@ -33,6 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import names, paths
 from sweeps.errors import SlsweepError, SweepFailed
+from sweeps.ordered_history import OrderedTPESampler, history_ready
 from sweeps.preflight import SweepPlan, one_line
 from sweeps.ray_env import check_cluster_resources, init_ray, reuse_workers
 from sweeps.interrupt import StopSignals, SweepInterrupted
@@ -58,6 +59,8 @@ class SweepOutcome:
     interrupted: int | None = None  # the signal that stopped the sweep (resumable), or None
     # Tune trial id -> why it ended below its budget (slsweep.stop_reason: early_stopping, ...)
     stop_reasons: dict[str, str] = field(default_factory=dict)
+    # Tune trial id -> its MLflow run name (the name a trial goes by everywhere)
+    run_names: dict[str, str] = field(default_factory=dict)
 
 
 class _FollowRunFolder:
@@ -111,8 +114,9 @@ def _searcher(plan: SweepPlan, space: SearchSpace):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if algo == "tpe":
             startup = min(10, max(2, spec.search.num_samples // 3))
-            sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=startup,
-                                                 multivariate=True, group=True)
+            # proposal k from trials 0 .. k - max_concurrent only: the seed promise under concurrency
+            sampler = OrderedTPESampler(lag=spec.search.max_concurrent, seed=spec.search.seed,
+                                        n_startup_trials=startup, multivariate=True, group=True)
         else:
             sampler = optuna.samplers.RandomSampler(seed=spec.search.seed)
     storage = optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir)) \
@@ -520,7 +524,7 @@ def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
     return SweepOutcome(plan=plan, results=results, parent_run_id=tracker.parent_run_id,
                         seconds=time.perf_counter() - t0, ray_init_seconds=ray_seconds,
                         logging_seconds=tracker.logging_seconds, interrupted=signum,
-                        stop_reasons=dict(tracker.stop_reasons))
+                        stop_reasons=dict(tracker.stop_reasons), run_names=dict(tracker.run_names))
 
 
 def _end_trial_workers(results: Any, wait_s: float = 3.0) -> list[int]:
@@ -653,7 +657,16 @@ class RunFolderOptunaSearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | None:
         """Optuna's suggestion, plus the Optuna trial's number under `OPTUNA_TRIAL_KEY` (the
-        tracker links the MLflow run and the Optuna trial with it; not a search-space value)."""
+        tracker links the MLflow run and the Optuna trial with it; not a search-space value).
+
+        With an `OrderedTPESampler`, None ("not yet": Tune asks again at its next step) until the
+        trials that proposal is made from have finished (sweeps.ordered_history)."""
+        sampler = getattr(getattr(self, "_ot_study", None), "sampler", None)
+        if (isinstance(sampler, OrderedTPESampler) and trial_id not in self._ot_trials
+                and not history_ready(self._ot_study, sampler.lag,
+                                      ((t.number, tid in self._completed_trials)
+                                       for tid, t in self._ot_trials.items()))):
+            return None
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if isinstance(config, dict) and ot_trial is not None:
