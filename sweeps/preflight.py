@@ -100,10 +100,10 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
         if plan.local_store:  # artifacts go to <folder>/artifacts/<safe name>, never elsewhere
             _blame(names.artifacts_dir_problem(folder, plan.experiment), spec_file,
                    "--experiment" if experiment else "tracking.experiment" if spec.tracking.experiment else "name")
+        where_address = "--address" if address else "ray.address"
+        _blame(ray_client_problem(plan), spec_file, where_address)  # no I/O: before the server is asked
         _blame(tracking_uri_problem(plan.tracking_uri), spec_file,
                "--tracking-uri" if tracking_uri else "tracking.uri" if spec.tracking.uri else where_folder)
-        where_address = "--address" if address else "ray.address"
-        _blame(ray_client_problem(plan), spec_file, where_address)
         _blame(ray_address_problem(plan.address), spec_file, where_address)
         field, problem = runtime_env_problem(spec.ray.runtime_env)
         _blame(problem, spec_file, field)

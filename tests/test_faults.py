@@ -353,7 +353,8 @@ def test_r4_runnable_specs_load_but_do_not_plan(name: str, tmp_path: Path) -> No
 
 @pytest.mark.skipif(importlib.util.find_spec("grpc") is not None, reason="ray[client] is installed")
 def test_r4_ray_client_address_without_its_package(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["run", "--address", "ray://127.0.0.1:9", "--runs-dir", str(tmp_path / "r"), "-q"])
+    res = CliRunner().invoke(app, ["run", "--address", "ray://127.0.0.1:9", "--tracking-uri", "http://127.0.0.1:9",
+                                   "--runs-dir", str(tmp_path / "r"), "-q"])
     assert res.exit_code == 2 and "--address: ray://127.0.0.1:9:" in res.output
     assert "pip install 'ray[client]'" in res.output and not (tmp_path / "r").exists()
 
