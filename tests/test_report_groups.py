@@ -275,3 +275,23 @@ def test_a_pooled_mean_that_rounds_differently_still_ties(report_store, tmp_path
     colours += [tuple(c) for coll in ax.collections for c in coll.get_facecolor()]
     assert colours and orange not in colours
     assert "none marked" in plots.caption(fig) and "orange" not in plots.caption(fig)
+
+
+def test_one_group_is_the_best_of_nothing(tpe: SweepRuns) -> None:
+    """A one-trial sweep (or one full-budget group) marks nothing best: no bold, no 'best mean'
+    note, no orange; the report names its group as the only one."""
+    import dataclasses
+
+    from sweeps.report.stats import best_positions
+
+    assert best_positions([0.15], "max") == set() and best_positions([math.nan, 0.15], "min") == set()
+    one = dataclasses.replace(tpe, trials=tpe.trials.iloc[:1])
+    table = ablation_table(one, metrics=["exact_match"])
+    assert len(table.rows) == 1 and table.best_rows("exact_match") == set()
+    assert "**" not in to_markdown(table).split("\n", 1)[1]
+    assert not any("bold" in n or "same mean" in n for n in table.notes)
+    fig = plots.psi_bars(one, by=["family"])
+    assert "orange" not in plots.caption(fig) and "none marked" not in plots.caption(fig)
+    page = build_report(one, figures=[])
+    assert "The only full-budget group (exact_match, max)" in page and "Best group by mean" not in page
+    assert "The best mean is descriptive" not in page

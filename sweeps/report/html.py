@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from sweeps import __version__
@@ -76,6 +77,10 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
     its spread and no test; one seed shows its value alone.
     """
     best = sorted(table.best_rows(metric))
+    means = table.rows[f"{metric}.mean"].to_numpy(float)
+    full = [i for i in range(len(table.rows)) if i not in table.partial_rows and np.isfinite(means[i])]
+    only = not best and len(full) == 1  # one group is the best of nothing: shown as the only one
+    best = full if only else best
     parts = []
     mcol = f"metrics.{metric}"
     if best:
@@ -104,7 +109,9 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
                       f"({mk.text()}: {', '.join(_value(s) for s in group['seed'])})")
         else:
             spread = f"{mean} ({mk.text()}: no interval)"
-        parts.append(f"<p>Best group by mean {_e(metric)} ({_e(runs.direction(metric))}): "
+        what = (f"The only full-budget group ({_e(metric)}, {_e(runs.direction(metric))})" if only else
+                f"Best group by mean {_e(metric)} ({_e(runs.direction(metric))})")
+        parts.append(f"<p>{what}: "
                      f"<strong>{_e(', '.join(f'{k}={v}' for k, v in key) or 'all runs')}</strong> — "
                      f"{_e(spread)}</p>")
         test = row.get(f"{metric}.test") if table.baseline else None
@@ -120,7 +127,7 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
         elif test == "none":
             parts.append(f"<p>Against the baseline ({_e(table.baseline)}): Δ = "
                          f"{_e(_value(row[f'{metric}.diff']))}, {_e(row[f'{metric}.note'])}.</p>")
-        else:
+        elif not only:
             parts.append("<p>The best mean is descriptive: whether it differs from the others is what "
                          "the tables' adjusted p-values (with a baseline) say.</p>")
         parts.append("<p>Configuration shared by its runs:</p>" + _kv_table(shared, "config"))

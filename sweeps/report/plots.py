@@ -411,7 +411,8 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     cap = f"Mean {m} per {' / '.join(names)}"
     if n_bars:
         cap += f" with its {interval_text(CONFIDENCE, bounds)} where a group is one configuration"
-    cap += " (orange: best mean, not a test)." if best else " (every group has the same mean: none marked)."
+    cap += (" (orange: best mean, not a test)." if best else
+            " (every group has the same mean: none marked)." if np.isfinite(means).sum() > 1 else ".")
     if pooled:
         cap += (f" {len(pooled)} group(s) pool configurations that differ in "
                 f"{', '.join(pooled_names) or 'other parameters'} ({'; '.join(dict.fromkeys(p.text() for p in pooled))}): "

@@ -148,18 +148,18 @@ def varies(values: np.ndarray, scale_of: np.ndarray) -> bool:
 
 def best_positions(means: Sequence[float] | np.ndarray, direction: Literal["max", "min"]) -> set[int]:
     """Positions of the best of `means` (NaN skipped) under `direction`; ties all count, and none
-    when every finite mean ties (two or more), since then nothing stands out.
+    when every finite mean ties or fewer than two are finite, since then nothing stands out.
 
     Means within `RELATIVE_NOISE` x their largest magnitude of each other are equal: the mean of
     three runs at 0.1 is 0.10000000000000002, which is no better than one run at 0.1.
     """
     values = np.asarray(means, dtype=float)
     finite = values[np.isfinite(values)]
-    if finite.size == 0:
+    if finite.size < 2:  # one group is the best of nothing
         return set()
     tol = RELATIVE_NOISE * max(float(np.max(np.abs(finite))), 1e-300)
     best = float(np.max(finite) if direction == "max" else np.min(finite))
-    if finite.size > 1 and bool(np.all(np.abs(finite - best) <= tol)):
+    if bool(np.all(np.abs(finite - best) <= tol)):
         return set()
     return {i for i, v in enumerate(values) if np.isfinite(v) and abs(v - best) <= tol}
 

@@ -312,8 +312,11 @@ def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison],
         notes.append(rep)
     best = "; ".join(f"{m}: {'higher' if table.directions[m] == 'max' else 'lower'} is better"
                      for m in table.metrics)
-    notes.append(f"best mean per metric in bold ({best}); bold describes, it does not test")
-    ties = [m for m in table.metrics if not table.best_rows(m) and len(table.rows) > 1]
+    full = [i for i in range(len(table.rows)) if i not in table.partial_rows]
+    compared = [m for m in table.metrics if np.isfinite(table.rows[f"{m}.mean"].to_numpy(float)[full]).sum() > 1]
+    if compared:  # one full-budget group is the best of nothing: no bold, no note
+        notes.append(f"best mean per metric in bold ({best}); bold describes, it does not test")
+    ties = [m for m in compared if not table.best_rows(m)]
     if ties:
         notes.append(f"every group has the same mean {', '.join(ties)}: nothing marked")
     if table.partial_rows:
