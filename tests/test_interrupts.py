@@ -175,12 +175,16 @@ def test_r6_signal_then_resume_finishes_every_configuration_once(signum: int, fo
         target = runs
         if signum == signal.SIGINT:
             target = _edited_spec_is_refused_then_copy(spec, runs, tmp_path)
+        elif not forced:  # issue 24: resume from the record alone, the spec file deleted
+            spec.unlink()
         original = _tree_digest(runs) if target != runs else None
         resumed = Driver(["resume", "--runs-dir", str(target), "-q"], tmp_path / "resume.log",
                          short_tmp("sli6b-"))
         rc = resumed.wait(540)
         resume_s = time.perf_counter() - t0
         assert rc == 0, resumed.text()[-3000:]
+        if signum == signal.SIGTERM and not forced:
+            assert f"{spec}: gone; resuming from the run folder's copy" in resumed.text()
     finally:
         for d in (driver, resumed):
             if d is not None:
