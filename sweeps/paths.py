@@ -16,8 +16,13 @@ RESERVE_BYTES = 4 << 20
 
 
 def default_runs_dir() -> Path:
-    """The run folder: `$SLSWEEP_RUNS_DIR` or `./slsweep-runs` (absolute)."""
-    return Path(os.environ.get(RUNS_DIR_ENV, "slsweep-runs")).expanduser().resolve()
+    """The run folder: `$SLSWEEP_RUNS_DIR` or `./slsweep-runs` (absolute).
+
+    A variable set but empty (`SLSWEEP_RUNS_DIR=`, or `export SLSWEEP_RUNS_DIR=$UNSET`) counts as
+    unset, as in `runs_dir_source`: `Path("")` is the current folder, which would fill it with
+    the run folder's stores.
+    """
+    return Path(os.environ.get(RUNS_DIR_ENV) or "slsweep-runs").expanduser().resolve()
 
 
 def runs_dir_source(given: object = None) -> str:
@@ -28,9 +33,9 @@ def runs_dir_source(given: object = None) -> str:
 
 
 def cache_dir() -> Path:
-    """Cache for built tiny models: `$SLSWEEP_CACHE_DIR` or `~/.cache/slsweep`."""
+    """Cache for built tiny models: `$SLSWEEP_CACHE_DIR` (empty counts as unset) or `~/.cache/slsweep`."""
     default = Path.home() / ".cache" / "slsweep"
-    return Path(os.environ.get(CACHE_DIR_ENV, default)).expanduser().resolve()
+    return Path(os.environ.get(CACHE_DIR_ENV) or default).expanduser().resolve()
 
 
 def default_tracking_uri(runs_dir: Path | None = None) -> str:

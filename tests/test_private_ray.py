@@ -136,6 +136,29 @@ def test_loopback_node_keeps_a_loopback_address_and_restores_ray() -> None:
     assert (ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(RAY_CLUSTER_MODE_ENV)) == before
 
 
+
+def test_an_empty_runs_dir_or_cache_variable_counts_as_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`SLSWEEP_RUNS_DIR=` (set but empty, e.g. `export SLSWEEP_RUNS_DIR=$UNSET`) is the default
+    `./slsweep-runs`, not the current folder itself (`Path("")`), which a sweep would fill with its
+    stores; likewise `SLSWEEP_CACHE_DIR=`. Through the real executable, the error names the folder."""
+    import subprocess
+
+    from sweeps import paths
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(paths.RUNS_DIR_ENV, "")
+    monkeypatch.setenv(paths.CACHE_DIR_ENV, "")
+    assert paths.default_runs_dir() == tmp_path.resolve() / "slsweep-runs"
+    assert paths.runs_dir_source() == "--runs-dir"
+    assert paths.cache_dir() == (Path.home() / ".cache" / "slsweep").resolve()
+    res = subprocess.run([str(BIN / "slsweep"), "status"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, paths.RUNS_DIR_ENV: ""}, timeout=300)
+    assert res.returncode == 2 and res.stdout == "", (res.stdout, res.stderr)
+    assert res.stderr == f"error: {tmp_path.resolve() / 'slsweep-runs'}: --runs-dir: no MLflow store here " \
+                         "(run `slsweep run` first)\n", res.stderr
+    assert not list(tmp_path.iterdir())  # nothing written where the command ran
+
+
 @pytest.mark.slow
 def test_local_sweep_listens_on_loopback_only_and_its_hints_name_the_server(tmp_path: Path) -> None:
     """Every listening socket of a local sweep's processes is on 127.0.0.1; the hints printed after
