@@ -295,3 +295,28 @@ def test_one_group_is_the_best_of_nothing(tpe: SweepRuns) -> None:
     page = build_report(one, figures=[])
     assert "The only full-budget group (exact_match, max)" in page and "Best group by mean" not in page
     assert "The best mean is descriptive" not in page
+
+
+def test_seeds_that_agree_get_no_zero_width_interval(reps: SweepRuns) -> None:
+    """Two seeds both at exact_match 0.1 (4 of 40 examples each) printed '0.1000 ± 0.0000', a 95%
+    interval claiming the mean is known exactly: they now get no interval, say 'no spread', and
+    the figures draw no bar and say why."""
+    import dataclasses
+
+    s = summarize([0.1, 0.1], bounds=(0.0, 1.0))
+    assert s.no_spread and s.sd == 0 and math.isnan(s.ci_low) and math.isnan(s.ci_high)
+    assert not summarize([0.1]).no_spread and not summarize([0.1, 0.2]).no_spread
+    trials = reps.trials.copy()
+    flat = trials["params.loss.eta"] == 0.2
+    trials.loc[flat, "metrics.exact_match"] = 0.1
+    runs = dataclasses.replace(reps, trials=trials)
+    table = ablation_table(runs, ["family", "eta"], ["exact_match"], "loss=hard")
+    row = _row(table, family="soft_label", eta=0.2)
+    assert row["exact_match.n"] == 2 and row["exact_match.sd"] == 0 and math.isnan(row["exact_match.ci_low"])
+    md = to_markdown(table)
+    assert "| soft_label | 0.2 | 0.1000 (no spread) | 2 |" in md and "± 0.0000" not in md
+    assert any(n.startswith("1 group cell(s) have seeds that all gave the same value") for n in table.notes)
+    fig = plots.eta_curve(runs)
+    assert "1 configuration(s) have 2 or more seeds that all gave the same value" in plots.caption(fig)
+    assert "n=2, no spread" in [t.get_text() for t in fig.axes[0].texts]
+    assert all(hi - lo > 0 for lo, hi in _interval_segments(fig.axes[0]))

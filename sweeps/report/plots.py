@@ -218,7 +218,7 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
     colors = colormaps["tab10"]
     ids = configuration_ids(with_x)
     line_ids = configuration_ids(with_x, ignore=[xcol])
-    n_lines = n_bars = singles = 0
+    n_lines = n_bars = singles = flat = 0
     for i, (key, g) in enumerate(_groups(with_x, series)):
         color = colors(i % 10)
         label = _key_label(names, key) if series else "trials"
@@ -244,6 +244,10 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
                 if sm.n >= 2 and math.isfinite(sm.ci_low):
                     _interval_bar(ax, xv, sm, color)
                     n_bars += 1
+                elif sm.no_spread:  # seeds that agree: their dots overlap, and no interval
+                    flat += 1
+                    ax.annotate(f"n={sm.n}, no spread", (xv, sm.mean), xytext=(3, 4),
+                                textcoords="offset points", fontsize=7, color=color)
                 elif len(pts) > 1:  # a point of a line resting on one seed says so
                     singles += 1
                     ax.annotate("n=1", (xv, sm.mean), xytext=(3, 4), textcoords="offset points",
@@ -259,7 +263,7 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
         label = _key_label([runs.display_names(ref_cols)[c] for c in ref_cols], key)
         if mk.replicate:
             shade = math.isfinite(sm.ci_low)
-            what = f"n={sm.n}" if shade else "n=1: no interval"
+            what = f"n={sm.n}" if shade else ("n=1: no interval" if sm.n < 2 else f"n={sm.n}, no spread: no interval")
             if shade:
                 ax.axhspan(sm.ci_low, sm.ci_high, color=color, alpha=0.12, linewidth=0, gid=REFERENCE_GID)
         else:
@@ -304,10 +308,13 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
             "unrelated configurations.")
     if n_bars:
         cap += f" Bars on {n_bars} configuration(s) with 2 or more seeds: {interval_text(CONFIDENCE, bounds)}."
-    else:
+    elif not flat:
         cap += " No interval: no configuration has 2 or more seeds."
     if singles:
         cap += f" {singles} point(s) of a line rest on one seed (n=1): no interval there."
+    if flat:
+        cap += (f" {flat} configuration(s) have 2 or more seeds that all gave the same value (no spread): "
+                "no interval there.")
     if ref_texts:
         cap += f" Dashed: runs without {xname} ({'; '.join(ref_texts)})."
     cap += _partial_text(runs, len(st))
@@ -361,7 +368,7 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     means = np.array([sm.mean for sm in summaries])
     best = best_positions(means, runs.direction(m))  # the tables' rule: ties all count, all-tie none
     jitter = np.random.default_rng(0)
-    n_bars = singles = 0
+    n_bars = singles = flat = 0
     for i, ((_, g), sm, mk) in enumerate(zip(groups, summaries, makeups)):
         color = "tab:orange" if i in best else "tab:blue"
         if not mk.replicate:
@@ -375,9 +382,11 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
                         color=color, capsize=5, markersize=7)
             n_bars += 1
         else:
-            singles += 1
+            singles += sm.n < 2
+            flat += sm.no_spread
             ax.plot([i], [sm.mean], "o", markerfacecolor="white", markeredgecolor=color, markersize=7)
-            ax.annotate("n=1", (i, sm.mean), xytext=(6, 0), textcoords="offset points", fontsize=7,
+            ax.annotate("n=1" if sm.n < 2 else "no spread", (i, sm.mean), xytext=(6, 0),
+                        textcoords="offset points", fontsize=7,
                         va="center", color=color)
     labels = ["\n".join([_value_text(v) for v in k] + [f"n={sm.n}" if mk.replicate else f"{sm.n} runs"])
               for (k, _), sm, mk in zip(groups, summaries, makeups)]
@@ -420,6 +429,9 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
                 "configurations is not a confidence interval).")
     if singles:
         cap += f" {singles} group(s) have one seed (hollow dot, n=1): no interval."
+    if flat:
+        cap += (f" {flat} group(s) have seeds that all gave the same value (hollow dot, no spread): "
+                "no interval.")
     return _set_caption(fig, cap + _partial_text(runs, n_stopped_drawn))
 
 
@@ -717,7 +729,7 @@ def learning_curves(runs: SweepRuns, metric: str | None = None, by: Sequence[str
         sizes.append(n)
         ax.plot(steps, mean, marker=".", color=color,
                 label=_key_label(names, key) + (" (n=1: no band)" if n == 1 else f" (n={n})"))
-        if n >= 2:
+        if n >= 2 and any(math.isfinite(p[1].ci_low) for p in pts):  # seeds that agree: no band there
             bands += 1
             ax.fill_between(steps, [p[1].ci_low for p in pts], [p[1].ci_high for p in pts],
                             color=color, alpha=0.15, linewidth=0)

@@ -32,7 +32,10 @@ ADJUST_LABELS = {"holm": "Holm", "bh": "Benjamini-Hochberg (FDR)", "none": "none
 class Summary:
     """Mean, spread and two-sided Student-t confidence interval of one group's values.
 
-    ``sd``, ``ci_low`` and ``ci_high`` are NaN when ``n < 2`` (no spread to estimate). With
+    ``sd``, ``ci_low`` and ``ci_high`` are NaN when ``n < 2`` (no spread to estimate). Values that
+    do not vary (two seeds both at exact_match 0.1; `varies`) have ``sd`` 0 and no interval
+    (``ci_low``/``ci_high`` NaN, `no_spread`): a zero-width interval would claim the mean is known
+    exactly, when more seeds or examples could differ. With
     `bounds`, the interval is the Student-t interval cut to the bounds (``cut`` says whether it
     was): the true mean of a metric that cannot leave [lo, hi] lies in [lo, hi], so the cut
     interval holds it exactly when the uncut one does (same coverage), and it never leaves them.
@@ -54,6 +57,11 @@ class Summary:
     def half_width(self) -> float:
         return (self.ci_high - self.ci_low) / 2
 
+    @property
+    def no_spread(self) -> bool:
+        """Two or more values, all equal (to rounding): no interval, see above."""
+        return self.n >= 2 and self.sd == 0.0
+
 
 def summarize(values: Sequence[float] | np.ndarray | pd.Series, confidence: float = 0.95,
               bounds: tuple[float, float] | None = None) -> Summary:
@@ -73,6 +81,8 @@ def summarize(values: Sequence[float] | np.ndarray | pd.Series, confidence: floa
     mean, lo_x, hi_x = float(x.mean()), float(x.min()), float(x.max())
     if n < 2:
         return Summary(1, mean, nan, nan, nan, confidence, lo_x, hi_x, bounds)
+    if not varies(x, x):
+        return Summary(n, mean, 0.0, nan, nan, confidence, lo_x, hi_x, bounds)
     sd = float(x.std(ddof=1))
     half = float(stats.t.ppf((1 + confidence) / 2, df=n - 1)) * sd / math.sqrt(n)
     low, high = mean - half, mean + half

@@ -307,6 +307,12 @@ def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison],
     singles = int(sum((table.rows[f"{m}.n"] == 1).sum() for m in table.metrics))
     if singles:
         notes.append(f"{singles} group cell(s) have n = 1: no interval (± n/a), no test")
+    rows = [i for i in range(len(table.rows)) if i not in table.pooled_rows()]
+    flat = int(sum(((table.rows[f"{m}.n"] >= 2) & table.rows[f"{m}.ci_low"].isna()).iloc[rows].sum()
+                   for m in table.metrics))
+    if flat:
+        notes.append(f"{flat} group cell(s) have seeds that all gave the same value (no spread): no "
+                     "interval, since a zero-width one would claim the mean is known exactly")
     rep = runs.replicate_note(table.metrics)
     if rep:
         notes.append(rep)
@@ -446,6 +452,8 @@ def _grid(table: AblationTable) -> tuple[list[str], list[list[_Cell]]]:
             if i in pooled:  # a spread over configurations, never an interval
                 low, high = float(r.iloc[i][f"{m}.min"]), float(r.iloc[i][f"{m}.max"])
                 text = f"{_num(mean, dec[m])} ({_num(low, dec[m])}–{_num(high, dec[m])})"
+            elif int(r.iloc[i][f"{m}.n"]) >= 2 and not math.isfinite(lo):  # seeds agree: no interval
+                text = f"{_num(mean, dec[m])} (no spread)"
             elif math.isfinite(lo) and math.isfinite(hi) and not math.isclose(mean - lo, hi - mean,
                                                                                 rel_tol=1e-9, abs_tol=1e-12):
                 text = f"{_num(mean, dec[m])} [{_num(lo, dec[m])}, {_num(hi, dec[m])}]"  # cut at a bound
