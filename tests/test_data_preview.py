@@ -316,12 +316,14 @@ def test_run_has_one_line_per_split_before_ray(tmp_path: Path, folder: Path) -> 
     from sweeps.preflight import plan_sweep
 
     lines = plan_sweep(folder / "spec.yaml", runs_dir=tmp_path / "runs").data_lines
-    assert len(lines) == 2
+    # One line per split, then the memory planner's line (sweeps.models.memory).
+    assert len(lines) == 3 and lines[2].startswith("memory: ")
     assert lines[0].startswith("train task.data_path: 6 rows; answers 1..12 [1-2:2 3-4:1 5-6:1 ")
     assert lines[0].endswith("; soft-target coverage 100% (soft_label)")
     assert lines[1] == "eval task.eval_data_path: 1 row; answers 0..0 [0:1]; soft-target coverage 100% (soft_label)"
-    [line] = plan_sweep("counting", runs_dir=tmp_path / "runs",
-                        overrides=[*SMALL, "resources.cpu=1", "resources.gpu=0"]).data_lines
+    line, memory = plan_sweep("counting", runs_dir=tmp_path / "runs",
+                              overrides=[*SMALL, "resources.cpu=1", "resources.gpu=0"]).data_lines
+    assert memory.startswith("memory: ")
     assert line.startswith("train+eval synthetic counting: generated per step (figures over the first 64 "
                            "drawn); answers 0..")
     assert line.endswith("; soft-target coverage 100% (soft_label)")

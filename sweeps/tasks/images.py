@@ -187,6 +187,8 @@ def _orientation(image: Image.Image, loc: str) -> bool:
     `ImageOps.exif_transpose` and viewers ignore any other value)."""
     try:
         value = image.getexif().get(ExifTags.Base.Orientation)
+    except OSError:  # a truncated file (PNG's getexif() decodes it): the caller's "cannot read image" line
+        raise
     except Exception as exc:  # noqa: BLE001 - a malformed EXIF block
         raise DataError(f"{loc}: cannot read the image's EXIF data: {type(exc).__name__}: {exc}") from None
     return value in range(2, 9)
