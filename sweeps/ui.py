@@ -31,7 +31,7 @@ __all__ = ["address_problem", "latest_sweep_url", "serve_ui", "ui_command", "wai
 
 def ui_command(folder: Path, host: str, port: int, workers: int = 1) -> list[str]:
     """The `mlflow ui` command line for the run folder's store (artifacts stay in the folder)."""
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", paths.default_tracking_uri(folder),
+    return [sys.executable, "-P", "-m", "mlflow", "ui", "--backend-store-uri", paths.default_tracking_uri(folder),
             "--artifacts-destination", (folder / "artifacts").as_uri(),
             "--host", host, "--port", str(port), "--workers", str(workers),
             "--uvicorn-opts", "--log-level warning --no-access-log"]  # no line per HTTP request

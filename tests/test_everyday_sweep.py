@@ -168,7 +168,13 @@ def _group_alive(pgid: int) -> bool:
 def test_ui_shows_the_sweep_with_its_named_trials_and_stops_on_sigterm(sweep, tmp_path: Path) -> None:
     _, runs, _, exp, parent, children = sweep
     port = _free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "ui", "--runs-dir", str(runs), "--port", str(port)],
+    # Started from a folder holding a module named like one MLflow's server imports (requests' optional
+    # `socks`): the server must not import code from the folder it was started in.
+    here = tmp_path / "cwd"
+    here.mkdir()
+    (here / "socks.py").write_text(f"open({str(here / 'imported')!r}, 'w').close()\n")
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "slsweep"), "ui", "--runs-dir", str(runs), "--port",
+                           str(port)], cwd=here,
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     server_pgid = None
     try:
@@ -181,6 +187,7 @@ def test_ui_shows_the_sweep_with_its_named_trials_and_stops_on_sigterm(sweep, tm
             if line.startswith("MLflow UI on"):  # printed only once the server answers
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
                     assert resp.status == 200
+        assert not (here / "imported").exists()  # the server ran with a safe import path (python -P)
         runs_url = lines[-1].split(": ", 1)[1]
         assert runs_url == (f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs"
                             "?workflowType=machine_learning")

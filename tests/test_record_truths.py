@@ -74,6 +74,18 @@ def test_a_run_folder_from_the_variable_is_blamed_on_the_variable(command: list[
     assert folder.read_text() == "a file, not a folder\n"  # nothing written
 
 
+@pytest.mark.parametrize("command", [["table"], ["report", "-o", "r.html"], ["plot", "--kind", "psi-bars"],
+                                     ["confirm"]])
+def test_an_empty_run_folder_from_the_variable_is_named_by_reports(command: list[str], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reading commands: a run folder with no store, chosen by $SLSWEEP_RUNS_DIR, names it."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, command, env={RUNS_DIR_ENV: str(tmp_path)})
+    err = res.output.strip()
+    assert res.exit_code == 2 and err.count("\n") == 0 and f"the run folder from {RUNS_DIR_ENV}" in err, err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "r.html").exists()
+
+
 @pytest.mark.parametrize("args, names", [
     (["run", "--search-seed", "-1"], "--search-seed"),
     (["run", "--no-such-option"], "--no-such-option"),

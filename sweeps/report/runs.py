@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from sweeps.errors import SlsweepError, did_you_mean
-from sweeps.paths import default_tracking_uri, relocate_store
+from sweeps.paths import default_tracking_uri, relocate_store, runs_dir_source
 
 KIND_TAG = "slsweep.kind"
 SWEEP_ID_TAG = "slsweep.sweep_id"
@@ -108,7 +108,8 @@ def resolve_tracking_uri(tracking_uri: str | None = None, runs_dir: Path | str |
     uri = tracking_uri or default_tracking_uri(Path(runs_dir).expanduser().resolve() if runs_dir else None)
     db = sqlite_path(uri) if _is_sqlite(uri) else None
     if db is not None and not db.exists():
-        hint = "pass --tracking-uri or --runs-dir, or run `slsweep run` first"
+        chosen = "" if tracking_uri else f"the run folder from {runs_dir_source(runs_dir)}; "
+        hint = f"{chosen}pass --tracking-uri or --runs-dir, or run `slsweep run` first"
         raise NoSweepError(f"no MLflow store at {db} ({hint})")
     if db is not None and not tracking_uri:
         relocate_store(db.parent)  # a moved or copied run folder reads and writes only itself
