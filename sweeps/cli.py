@@ -331,7 +331,8 @@ def confirm(
     allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Search, then confirm: rerun the TOP best configurations of a search sweep (plus a baseline)
-    with SEEDS fresh seeds at full budget as a new, linked sweep; print its adjusted table.
+    with SEEDS fresh seeds at full budget (or the train.steps an override sets) as a new, linked
+    sweep; print its adjusted table.
 
     \b
     Examples:

@@ -26,6 +26,7 @@ from sweeps.errors import SlsweepError
 from sweeps.report.runs import ARM_COLUMN, SweepRuns, config_key, sqlite_path
 from sweeps.yamlio import dump_yaml, load_yaml
 
+FULL_BUDGET = "at full budget"  # the confirm spec's description, unless an override sets train.steps
 CONFIRMS_TAG = "slsweep.confirms"          # on the confirm sweep: the id of the sweep it confirms
 CONFIRMED_BY_TAG = "slsweep.confirmed_by"  # on the searched sweep: the id(s) of its confirm sweeps
 SEARCH_ALGORITHMS = ("tpe", "random")
@@ -218,12 +219,17 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
         notes.append(f"seeds from {start} overlap the search's (0..{used - 1}): the values of those "
                      "seeds are the ones the configurations were chosen on (optimistic)")
 
-    # Points name every resolved-config key that differs between candidates or from the base spec
-    # (a loss or train key the spec sets to the candidates' common value stays the spec's, so a
-    # `train.steps=100` override of the confirm spec applies).
+    # Points name the resolved-config keys that differ between candidates: the searched values,
+    # the only ones a run name shows. A loss or train key the candidates share but the spec does
+    # not set to that value (a default, a planned batch) is written into the spec instead (so a
+    # `train.steps=100` override of the confirm spec still applies, and no run name carries
+    # `compile=False data_workers=1`).
     keys = sorted({k for c in candidates for k in c.params})
-    varying = [k for k in keys if len({repr(c.params.get(k)) for c in candidates}) > 1
-               or (k.startswith(("loss.", "train.")) and not _spec_sets(spec, k, candidates[0].params.get(k)))]
+    varying = [k for k in keys if len({repr(c.params.get(k)) for c in candidates}) > 1]
+    for k in keys:
+        value = candidates[0].params.get(k)
+        if k not in varying and k.startswith(("loss.", "train.")) and not _spec_sets(spec, k, value):
+            _spec_set(spec, k, value)
     params: dict[str, Any] = {}
     for k in varying:
         values = []
@@ -236,7 +242,7 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
     source = runs.sweep.sweep_id
     spec["name"] = f"{spec.get('name', 'sweep')}-confirm"
     spec["description"] = (f"Confirmation of sweep {source}: {', '.join(c.label for c in candidates)} "
-                           f"with seeds {start}..{start + seeds - 1} at full budget")
+                           f"with seeds {start}..{start + seeds - 1} {FULL_BUDGET}")
     spec["search_space"] = {"name": f"confirm-{source}", "description": spec["description"],
                             "params": params, "points": points}
     search = dict(spec.get("search") or {})
@@ -256,6 +262,17 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
             spec[section][key] = value
     return ConfirmPlan(spec=spec, candidates=candidates, first_seed=start, seeds=seeds,
                        source_sweep=source, baseline=baseline, fresh_seeds=start >= used, notes=notes)
+
+
+def _spec_set(spec: dict[str, Any], key: str, value: Any) -> None:
+    """Set dotted `key` (``train.compile``) of the spec mapping to `value`."""
+    *sections, last = key.split(".")
+    node = spec
+    for part in sections:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value
 
 
 def _spec_sets(spec: dict[str, Any], key: str, value: Any) -> bool:
@@ -349,7 +366,9 @@ def legend(plan: ConfirmPlan) -> list[str]:
 
 def check_overrides(plan: ConfirmPlan, overrides: Sequence[str]) -> None:
     """Validate `key=value` overrides on the confirm spec exactly as `slsweep run` does (before
-    anything is written). Raises SpecError naming the override and the field."""
+    anything is written), and say in the spec's description what budget the trials get when an
+    override changes `train.steps` ("at 30 steps (override)", not "at full budget").
+    Raises SpecError naming the override and the field."""
     if not overrides:
         return
     import tempfile
@@ -359,7 +378,11 @@ def check_overrides(plan: ConfirmPlan, overrides: Sequence[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{plan.source_sweep}-confirm.yaml"
         path.write_text(dump_yaml(plan.spec), encoding="utf-8")
-        load_spec(path, overrides)
+        before = load_spec(path).base_trial_config().train.steps
+        after = load_spec(path, overrides).base_trial_config().train.steps
+    if after != before:
+        text = plan.spec["description"].replace(FULL_BUDGET, f"at {after} steps (override)")
+        plan.spec["description"] = plan.spec["search_space"]["description"] = text
 
 
 def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,

@@ -430,7 +430,7 @@ def test_numbers_print_with_four_significant_digits() -> None:
 # -- search, then confirm: the plan -----------------------------------------------------------------
 
 def test_confirm_plan_takes_the_best_configurations_and_fresh_seeds(trust_store, tmp_path) -> None:
-    from sweeps.confirm import confirm_hint, plan_confirm, write_confirm_spec
+    from sweeps.confirm import check_overrides, confirm_hint, plan_confirm, write_confirm_spec
     from sweeps.space import load_space
 
     uri, _ = trust_store
@@ -447,6 +447,13 @@ def test_confirm_plan_takes_the_best_configurations_and_fresh_seeds(trust_store,
     assert spec["tracking"]["experiment"] == "trust" and spec["name"] == "trust-confirm"
     space = load_space(spec["search_space"])
     assert [p["loss.family"] for p in space.grid()] == ["gaussian", "ntil", "hard"]
+    # Only what differs between candidates is a grid parameter (and so in a run name); a value they
+    # share that the spec leaves to its default is written into the spec.
+    assert list(space.params) == ["loss.family"] and float(spec["train"]["lr"]) == 0.001
+    assert spec["description"].endswith("with seeds 8..10 at full budget")
+    check_overrides(plan, ["train.steps=30"])  # the budget an override gives is the one described
+    assert spec["description"].endswith("with seeds 8..10 at 30 steps (override)")
+    assert spec["search_space"]["description"] == spec["description"]
     path = write_confirm_spec(plan, tmp_path)
     assert path.name == "s1-confirm.yaml" and "top1:" in path.read_text()
     early = plan_confirm(runs, top=1, seeds=2, first_seed=0)
