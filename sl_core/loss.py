@@ -127,6 +127,28 @@ def _resolve_psi(psi: str | torch.Tensor, psi_param: float | None) -> torch.Tens
     return psi_matrix(psi, psi_param)
 
 
+def label_columns(labels: torch.Tensor, cols: torch.Tensor, ignore_index: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which rows' labels are among the columns `cols`, and which column each is.
+
+    Args:
+        labels: [...] int64 token ids (shifted), `ignore_index` where nothing is supervised.
+        cols: [K] int64 distinct token ids (any order).
+
+    Returns:
+        safe [N] (labels flattened, 0 where ignored: a valid index), valid [N] bool (not ignored),
+        hit [N] bool (valid and the label is in `cols`), which [N] int64 (index into `cols` of the
+        label; meaningful where `hit`).
+        One sort of the K columns and a binary search per row: no [N, K] comparison.
+    """
+    flat = labels.reshape(-1)
+    valid = flat != ignore_index
+    safe = torch.where(valid, flat, torch.zeros_like(flat))
+    sorted_cols, order = torch.sort(cols)
+    pos = torch.searchsorted(sorted_cols, safe).clamp_max(cols.numel() - 1)
+    return safe, valid, valid & (sorted_cols[pos] == safe), order[pos]
+
+
 def soft_target(labels: torch.Tensor, cols: torch.Tensor, psi_m: torch.Tensor, *, eta: float, lam: float,
                 ignore_index: int, cdt: torch.dtype, place_exponent: float | None = None,
                 ) -> tuple[SparseTarget, torch.Tensor]:
@@ -138,28 +160,22 @@ def soft_target(labels: torch.Tensor, cols: torch.Tensor, psi_m: torch.Tensor, *
         psi_m: [K, K] row k is the soft distribution over `cols` for a label equal to cols[k].
         eta, lam: as in `soft_label_cross_entropy`; eta may be scaled per token by place_exponent.
     """
-    flat = labels.reshape(-1)
-    valid = flat != ignore_index
-    safe = torch.where(valid, flat, torch.zeros_like(flat))
-    sorted_cols, order = torch.sort(cols)
-    pos = torch.searchsorted(sorted_cols, safe).clamp_max(cols.numel() - 1)
-    is_soft = valid & (sorted_cols[pos] == safe)
-    which = order[pos]  # index into cols of each row's label (meaningful where is_soft)
+    safe, valid, is_soft, which = label_columns(labels, cols, ignore_index)
 
     if place_exponent and eta > 0:
         eta_rows = eta * place_factors(is_soft.view(labels.shape), place_exponent).reshape(-1).to(cdt)
     else:
-        eta_rows = torch.full(flat.shape, eta, dtype=cdt, device=flat.device)
-    one = torch.ones((), dtype=cdt, device=flat.device)
-    zero = torch.zeros((), dtype=cdt, device=flat.device)
+        eta_rows = torch.full(safe.shape, eta, dtype=cdt, device=safe.device)
+    one = torch.ones((), dtype=cdt, device=safe.device)
+    zero = torch.zeros((), dtype=cdt, device=safe.device)
     onehot = torch.where(is_soft, 1.0 - eta_rows, torch.where(valid, one, zero))
     weight = torch.where(is_soft, torch.full_like(onehot, lam), torch.where(valid, one, zero))
     if eta > 0:
         soft_rows = is_soft.nonzero().squeeze(1)
         soft_vals = eta_rows[soft_rows].unsqueeze(1) * psi_m[which[soft_rows]]
     else:  # eta = 0: the digits' targets are one-hot, no soft columns at all
-        soft_rows = torch.zeros(0, dtype=torch.long, device=flat.device)
-        soft_vals = torch.zeros(0, cols.numel(), dtype=cdt, device=flat.device)
+        soft_rows = torch.zeros(0, dtype=torch.long, device=safe.device)
+        soft_vals = torch.zeros(0, cols.numel(), dtype=cdt, device=safe.device)
     return SparseTarget(safe, onehot, weight, soft_rows, cols, soft_vals), valid
 
 

@@ -38,7 +38,7 @@ from sl_core import _validate as V
 from sl_core._kernel import compute_dtype
 from sl_core.backend import check_backend, resolve_backend
 from sl_core.digits import NumericTokens
-from sl_core.loss import soft_target, sparse_soft_ce
+from sl_core.loss import label_columns, soft_target, sparse_soft_ce
 from sl_core.peers import Ids, _prepare, digit_row_term, reduce_term_rows
 from sl_core.registry import DIST2_DISTANCES
 
@@ -201,18 +201,13 @@ def smmd_term(logits: torch.Tensor, labels: torch.Tensor, numeric: NumericTokens
     dev = logits.device
     cols = torch.tensor(numeric.ids, dtype=torch.long, device=dev)
     group = _group_index(numeric).to(dev)
-    flat = labels.reshape(-1)
-    valid = flat != ignore_index
-    safe = torch.where(valid, flat, torch.zeros_like(flat))
-    sorted_cols, order = torch.sort(cols)
-    pos = torch.searchsorted(sorted_cols, safe).clamp_max(cols.numel() - 1)
-    is_num = valid & (sorted_cols[pos] == safe)
+    flat, valid, is_num, which_all = label_columns(labels, cols, ignore_index)
     rows = is_num.nonzero().squeeze(1)
     per_row = torch.zeros(flat.shape, dtype=cdt, device=dev)
     if rows.numel():
         lead = logits.shape[:-1]
         index = torch.unravel_index(rows, lead) if len(lead) != 1 else (rows,)
-        which = order[pos[rows]]  # [M] index of each row's target among the numeric tokens
+        which = which_all[rows]  # [M] index of each row's target among the numeric tokens
         z = logits[tuple(i.unsqueeze(1) for i in index) + (cols.unsqueeze(0),)].to(cdt)  # [M, K]
         z = z.masked_fill(group.unsqueeze(0) != group[which].unsqueeze(1), -torch.inf)
         p = torch.softmax(z, dim=-1)
