@@ -176,12 +176,15 @@ def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
     """One row per trial, best first: trial (its MLflow run name's `tNN`; Ray's trial id where it
     has no run), arm (`search` or a baseline arm's label, when the
     spec has baseline arms), status (`ok` at full budget, `stopped at step N`, `error`, ...),
-    final metric, step, seed and sampled values."""
+    final metric, step, seed and search-space values (a baseline arm's: what it ran with)."""
     import pandas as pd
 
-    from sweeps.trainable import baseline_arm, sampled_params
+    from sweeps.trainable import Resolver, baseline_arm
 
     plan, spec = outcome.plan, outcome.plan.spec
+    # A baseline arm samples nothing: it shows the values it ran with at the searched targets.
+    space_values = Resolver(plan.resolved.base_trial_config(), plan.resolved.space,
+                            plan.resolved.arm_overrides()).space_values
     budget = plan.resolved.base_trial_config().train.steps
     labels = plan.resolved.arm_labels()
     reasons = getattr(outcome, "stop_reasons", None) or {}
@@ -198,7 +201,7 @@ def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
                      spec.metric.name: value if isinstance(value, (int, float)) else math.nan,
                      "step": metrics.get("step"),
                      "seed": spec.search.first_seed + int(config.get("__trial_index__", 0)),
-                     **sampled_params(config)})
+                     **space_values(config)})
     # Peers' params are absent elsewhere; the metric column stays even when no trial reached an
     # evaluation (every trial failed before its first one).
     table = pd.DataFrame(rows)
@@ -297,8 +300,9 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
             params = {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in table.columns
                       if k not in ("trial", "arm", "status", "step", spec.metric.name) and pd.notna(best[k])}
             shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+            tie = _tie_text(searched, spec.metric.name, spec.metric.mode)
             print(f"\nBest at full budget ({budget} steps): {spec.metric.name}="
-                  f"{best[spec.metric.name]:.4g} with {shown}")
+                  f"{best[spec.metric.name]:.4g}" + (f", {tie}; the first " if tie else " ") + f"with {shown}")
     try:
         from sweeps.report.runs import load_trials
         from sweeps.report.tables import ablation_table_text
@@ -335,6 +339,20 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
             print(line)
 
 
+def _tie_text(ranked: pd.DataFrame, metric: str, mode: str) -> str:
+    """``"tied by 3 trials (t02, t05, t07)"`` when several rows of `ranked` (best
+    first) share the best `metric` value (`sweeps.report.stats.best_positions`: equal within
+    rounding noise), else ``""``."""
+    from sweeps.report.stats import best_positions
+
+    values = ranked[metric].to_numpy(dtype=float)
+    tied = best_positions(values, "max" if mode == "max" else "min")
+    if not tied:  # one value, or every value ties (nothing stands out)
+        tied = {i for i, v in enumerate(values) if math.isfinite(v)}
+    if len(tied) < 2:
+        return ""
+    names = ", ".join(str(ranked["trial"].iloc[i]) for i in sorted(tied))
+    return f"tied by {len(tied)} trials ({names})"
 def confirm_command(plan: SweepPlan, baseline: str) -> str:
     """The exact `slsweep confirm` command for this sweep against `baseline` (`loss=hard`)."""
     return (f"slsweep confirm {shlex.quote(plan.sweep_id)} --top 3 --seeds 5 --baseline {shlex.quote(baseline)}"

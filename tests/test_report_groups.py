@@ -277,6 +277,20 @@ def test_a_pooled_mean_that_rounds_differently_still_ties(report_store, tmp_path
     assert "none marked" in plots.caption(fig) and "orange" not in plots.caption(fig)
 
 
+def test_the_run_summary_says_when_its_best_is_a_tie() -> None:
+    """'Best at full budget: exact_match=0.1 with ...' named one trial where three tied: the
+    summary says 'tied by 3 trials' by the same rule as the tables (best_positions)."""
+    from sweeps.service import _tie_text
+
+    ranked = pd.DataFrame({"trial": ["t02", "t05", "t07", "t01"],
+                           "exact_match": [0.1, np.mean([0.1] * 3), 0.1, 0.05]})
+    assert _tie_text(ranked, "exact_match", "max") == "tied by 3 trials (t02, t05, t07)"
+    assert _tie_text(ranked.iloc[[0, 1, 2]], "exact_match", "max") == "tied by 3 trials (t02, t05, t07)"
+    assert _tie_text(ranked.iloc[[0, 3]], "exact_match", "max") == ""  # a clear best
+    assert _tie_text(ranked.iloc[[0]], "exact_match", "max") == ""
+    assert _tie_text(ranked.iloc[[3, 0]], "exact_match", "min") == ""
+
+
 def test_one_group_is_the_best_of_nothing(tpe: SweepRuns) -> None:
     """A one-trial sweep (or one full-budget group) marks nothing best: no bold, no 'best mean'
     note, no orange; the report names its group as the only one."""
