@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
@@ -149,7 +149,7 @@ class TrainConfig(_Section):
     steps: int = Field(1000, gt=0)
     # examples per micro-batch; "auto": the largest that fits the device's memory, with grad_accum
     # set to keep `effective_batch_size` (sweeps.models.memory.plan_trial_memory)
-    batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = 32
+    batch_size: int | Literal["auto"] = 32
     grad_accum: int = Field(1, ge=1)
     effective_batch_size: int = Field(32, gt=0)  # batch_size x grad_accum, for batch_size: auto
     lr: float = Field(1e-3, gt=0)
@@ -165,6 +165,13 @@ class TrainConfig(_Section):
     checkpoint_every: int | None = Field(None, gt=0)
     # DataLoader worker processes that build training batches ahead of the step (0 = inline)
     data_workers: int = Field(1, ge=0, le=64)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size_ok(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            return value
+        raise ValueError(f"a positive integer or 'auto' (got {value!r})")
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> TrainConfig:

@@ -325,7 +325,7 @@ def fit_hint(estimate_at: Any, budget: int, *, lora: bool, checkpointing: bool, 
         options.append(("model.dtype: bfloat16", (lora, checkpointing, True)))
     if len(options) > 1:
         options.append((" + ".join(o for o, _ in options), (True, True, True)))
-    shown = [f"{label} -> {estimate_at(*flags).gb:.1f} GB" for label, flags in options]
+    shown = [f"{label} -> {estimate_at(*flags).gb:.3g} GB" for label, flags in options]
     fits = [s for (label, flags), s in zip(options, shown) if estimate_at(*flags).peak <= budget]
     text = "; ".join(fits or shown)
     return (f"would fit with {text}" if fits else f"still too large with {text}") + \
@@ -453,9 +453,9 @@ def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: li
                         lora=cfg.model.lora is not None, checkpointing=cfg.model.gradient_checkpointing,
                         bf16=cfg.model.dtype == "bfloat16")
         raise MemoryFitError(
-            f"{cfg.model.path}: a trial needs ~{first.gb:.1f} GB at micro-batch 1 ({first.summary()} GB; "
-            f"{shape.tokens} tokens per example) but {source} gives {memory / GB:.1f} GB "
-            f"({headroom:.0%} usable: {budget / GB:.1f} GB); {hint}")
+            f"{cfg.model.path}: a trial needs ~{first.gb:.3g} GB at micro-batch 1 ({first.summary()} GB; "
+            f"{shape.tokens} tokens per example) but {source} gives {memory / GB:.3g} GB "
+            f"({headroom:.0%} usable: {budget / GB:.3g} GB); {hint}")
     if auto:
         micro, accum = auto_batch(lambda b, a: at(b, a), budget, train.effective_batch_size)  # type: ignore[misc]
         cfg = cfg.model_copy(deep=True)
