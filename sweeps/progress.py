@@ -115,7 +115,8 @@ class SweepProgress(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         step = int(result.get("step") or 0)
         self._advance(trial, step)
-        shown = "  ".join(f"{k}={_short(result[k])}" for k in (self.metric, "train_loss") if k in result)
+        shown = "  ".join(f"{k}={_short(result[k])}" for k in dict.fromkeys((self.metric, "train_loss"))
+                           if k in result)  # (once when the sweep's metric is train_loss)
         self._say(f"{self.name(trial)}: step {step}/{self.max_steps}  {shown}")
 
     def _end(self, trial: Any, how: str) -> None:

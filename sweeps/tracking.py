@@ -34,6 +34,10 @@ _NON_METRIC = {"predictions", "node", "hostname", "pid", "done", "trial_id", "da
 OPTUNA_TRIAL_KEY = "__optuna_trial__"  # a Tune config's Optuna trial number (set by the searcher)
 LAST_STEP_TAG = "last_step"  # the last optimizer step a trial reported (its budget reached, or not)
 LOSS_CURVE = "train_loss_curve"  # a result's [[step, mean train loss], ...] since the last result
+# The MLflow metric of those points: the mean loss of every `sweeps.trial.LOSS_LOG_EVERY` (10) steps.
+# `train_loss` itself is one value per evaluation, the very number Tune, Optuna, ASHA and the
+# summary read (the mean since the previous evaluation): one name, one number.
+LOSS_CURVE_METRIC = "train_loss_10"
 ARM_TAG = "slsweep.arm"  # on a trial run: `search` (a configuration the search chose) or `baseline`
 STOP_REASON_TAG = "slsweep.stop_reason"
 
@@ -153,16 +157,21 @@ class SweepTracker(Callback):
         tracking_uri: any MLflow tracking URI (SQLite file, http server).
         info: the sweep's description for the parent run.
         resolve: maps a Tune trial config to the resolved `TrialConfig` (same code the trial uses).
-        sampled: maps a Tune trial config to the search-space values it was given.
+        sampled: maps a Tune trial config to the search-space values it was given (the run name).
+        ran: maps a Tune trial config to the search-space values it ran with, logged as the
+            `space.*` params (`Resolver.space_values`: a baseline arm's resolved values too);
+            default `sampled`.
     """
 
     def __init__(self, tracking_uri: str, info: SweepInfo,
                  resolve: Callable[[dict[str, Any]], TrialConfig],
-                 sampled: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+                 sampled: Callable[[dict[str, Any]], dict[str, Any]],
+                 ran: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.info = info
         self.resolve = resolve
         self.sampled = sampled
+        self.ran = ran
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
         self.runs: dict[str, str] = {}          # Tune trial id -> MLflow run id
@@ -279,7 +288,6 @@ class SweepTracker(Callback):
                 "psi": cfg.loss.psi if cfg.loss.family == "soft_label" else "none",
                 "search_space": self.info.space_source, "search_space_hash": self.info.space_hash,
                 "status": "running", ARM_TAG: "baseline" if baseline_arm(trial.config) is not None else "search"}
-        sampled = self.sampled(trial.config)
         number = self.trial_number(trial)
         if number is not None:
             tags["trial_number"] = str(number)
@@ -291,7 +299,8 @@ class SweepTracker(Callback):
         run_id = run.info.run_id
         self._link_study_trial(trial, run_id, name)
         params = [Param(k, _param_value(v)) for k, v in cfg.flatten().items()]
-        params += [Param(f"space.{k}", _param_value(v)) for k, v in sampled.items()]
+        ran = (self.__dict__.get("ran") or self.sampled)(trial.config)  # (absent on trackers pickled before)
+        params += [Param(f"space.{k}", _param_value(v)) for k, v in ran.items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i:i + 100])
         self.client.log_text(run_id, cfg.to_yaml(), "config.yaml")
@@ -365,10 +374,8 @@ class SweepTracker(Callback):
         step = int(result.get("step") or result.get("training_iteration") or 0)
         now = int(time.time() * 1000)
         values = numeric_metrics(result)
-        curve = result.get(LOSS_CURVE) or []
-        if curve:  # the loss every few steps, batched into the evaluation's one call
-            values.pop("train_loss", None)
-        metrics = [Metric("train_loss", float(v), now, int(s)) for s, v in curve if math.isfinite(v)]
+        curve = result.get(LOSS_CURVE) or []  # the loss every few steps, batched into this one call
+        metrics = [Metric(LOSS_CURVE_METRIC, float(v), now, int(s)) for s, v in curve if math.isfinite(v)]
         metrics += [Metric(k, v, now, step) for k, v in values.items()]
         tags = [RunTag(LAST_STEP_TAG, str(step))]
         if "node" in result:

@@ -74,6 +74,16 @@ class Resolver:
         # (Resolvers pickled before baseline arms existed have no `arms`.)
         return resolve_trial_config(self.base, self.space, config, self.__dict__.get("arms", ()))
 
+    def space_values(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The search-space values a trial ran with, by space parameter name: the sampled ones;
+        for a baseline arm (nothing sampled), its resolved config's value at each parameter's
+        target (`train.lr` of the spec's base, `loss.family: hard`; a parameter its loss family
+        does not use is absent), so tables and plots show what it ran with, not a gap."""
+        if baseline_arm(config) is None:
+            return sampled_params(config)
+        flat = self(config).flatten()
+        return {name: flat[target] for name, target in self.space.targets.items() if target in flat}
+
 
 # -- the trial as Tune runs it --------------------------------------------------------------------
 def _limit_threads() -> None:

@@ -286,8 +286,9 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
         on_step: called after every optimizer step with (step, that step's training loss).
 
     Each report also carries `train_loss_curve`: `[[step, mean loss], ...]` every
-    `LOSS_LOG_EVERY` steps since the previous report (the driver logs it as the `train_loss`
-    curve; the report's own `train_loss` is the mean since the previous evaluation).
+    `LOSS_LOG_EVERY` steps since the previous report (the driver logs it as the MLflow metric
+    `train_loss_10`); the report's own `train_loss` is the mean since the previous evaluation,
+    the one value called `train_loss` everywhere (Tune, Optuna, ASHA, MLflow, summaries).
     Returns:
         The final metrics, the evaluation history and sample predictions.
     """

@@ -472,7 +472,7 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     _limit_cleanup_wait(plan)
     resolver = Resolver(plan.resolved.base_trial_config(), space, plan.resolved.arm_overrides())
-    tracker = SweepTracker(plan.tracking_uri, sweep_info(plan), resolver, sampled_params)
+    tracker = SweepTracker(plan.tracking_uri, sweep_info(plan), resolver, sampled_params, resolver.space_values)
     trainable = _trainable_for(plan, resolver)
     num = plan.resolved.trial_count if spec.search.algorithm != "grid" else 1  # baseline arms included
     tuner = tune.Tuner(

@@ -71,6 +71,8 @@ def test_quiet_run_prints_progress_and_the_summary_only(sweep) -> None:
         assert noise not in text, (noise, text[-4000:])
     assert "sweep: 3/3 trials done" in proc.stderr  # the overall bar
     assert "t02 soft_label lr=0.001 s0: step 15/30" in proc.stderr  # per-trial progress
+    line = next(ln for ln in proc.stderr.splitlines() if "t02 soft_label lr=0.001 s0: step 15/30" in ln)
+    assert line.count("train_loss=") == 1, line  # the sweep's metric is train_loss: shown once
     assert "t03 soft_label lr=1e-07 s0: stopped early at step 15" in proc.stderr
     assert proc.stdout.lstrip().startswith("Sweep everyday-e2e-") and "MLflow:" in proc.stdout
 
@@ -82,6 +84,9 @@ def test_summary_says_where_a_trial_stopped_and_what_the_arm_answers(sweep) -> N
     assert len(ranked) == 3, out
     assert sorted(" ".join(r.split()[1:3]) for r in ranked) == [
         "hard ok", "search ok", "search stopped"], out  # trial, arm, status, ...
+    # The arm samples nothing, but ran with the spec's lr: shown, not NaN.
+    assert "NaN" not in out.split("trials in", 1)[1].split("\n\n", 1)[0], out
+    assert next(r for r in ranked if r.split()[1] == "hard").split()[-1] == "0.001", out
     assert " stopped at step 15 " in out
     # train_loss is each loss's own objective: the arm is named, the comparison refused.
     assert "soft_label vs hard CE: no comparison on train_loss" in out
@@ -95,10 +100,19 @@ def test_run_names_loss_curve_and_no_step_metric(sweep) -> None:
     assert parent.data.params["task.train_size"] == "96"  # the override, recorded
     first = children[1]
     assert "step" not in first.data.metrics and first.data.tags["last_step"] == "30"
-    curve = [(m.step, m.value) for m in client.get_metric_history(first.info.run_id, "train_loss")]
+    curve = [(m.step, m.value) for m in client.get_metric_history(first.info.run_id, "train_loss_10")]
     assert [s for s, _ in curve] == [10, 15, 20, 30]  # every 10 steps and at both evaluations
     assert [m.step for m in client.get_metric_history(first.info.run_id, "exact_match")] == [15, 30]
     assert curve[-1][1] < curve[0][1]
+    # train_loss is one value per evaluation: the mean since the previous one, as Tune reported it.
+    losses = [(m.step, m.value) for m in client.get_metric_history(first.info.run_id, "train_loss")]
+    assert [s for s, _ in losses] == [15, 30]
+    assert losses[1][1] == pytest.approx(first.data.metrics["train_loss"])
+    from sweeps.tracking import LOSS_CURVE_METRIC
+    from sweeps.trial import LOSS_LOG_EVERY
+    assert LOSS_CURVE_METRIC == f"train_loss_{LOSS_LOG_EVERY}"
+    # The arm's searched dimension: the value it ran with, so tables and plots show it.
+    assert children[0].data.params["space.lr"] == "0.001" and "space.lr" in first.data.params
 
 
 def test_early_stopped_trial_is_stopped_everywhere(sweep) -> None:
@@ -130,6 +144,10 @@ def test_early_stopped_trial_is_stopped_everywhere(sweep) -> None:
     assert full.state == optuna.trial.TrialState.COMPLETE and sorted(full.intermediate_values) == [15, 30]
     assert pruned.state == optuna.trial.TrialState.PRUNED and sorted(pruned.intermediate_values) == [15]
     assert full.intermediate_values[30] == pytest.approx(full.value)  # the curve ends at the value
+    # One train_loss: what Optuna and ASHA got is what MLflow (and so every table) shows.
+    assert full.value == pytest.approx(done.data.metrics["train_loss"])
+    assert pruned.intermediate_values[15] == pytest.approx(stopped.data.metrics["train_loss"])
+    assert f"(train_loss {stopped.data.metrics['train_loss']:.4g} there" in stopped.data.tags["mlflow.note.content"]
     # Optuna's importance evaluators read COMPLETE trials only: the stopped one is not among them.
     assert study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)) == [full]
 
@@ -139,6 +157,8 @@ def test_early_stopped_trial_is_stopped_everywhere(sweep) -> None:
     trials = load_trials(paths.default_tracking_uri(runs), sweep_id=sweep_id, include_unfinished=True).trials
     cut = trials[trials["run_id"] == stopped.info.run_id].iloc[0]
     assert not cut["full_budget"] and cut["at_step"] == "15 (stopped early)"
+    assert cut["metrics.train_loss"] == pytest.approx(pruned.intermediate_values[15])
+    assert trials[trials["run_id"] == arm.info.run_id].iloc[0]["params.space.lr"] == 0.001
     assert trials[trials["run_id"] != stopped.info.run_id]["full_budget"].all()
 
 
