@@ -373,6 +373,8 @@ def headline(plan: SweepPlan, table: pd.DataFrame) -> list[str]:
         soft_label vs hard CE: best soft_label exact_match 0.46 vs hard CE 0.41 on seed 0 (Δ +0.05, ...)
         1 seed: a lead, not a test. Test it: slsweep confirm ... --baseline loss=hard
     """
+    from sweeps.report.runs import own_objective
+
     spec = plan.spec
     if not spec.baselines or table.empty or "arm" not in table:
         return []
@@ -386,8 +388,8 @@ def headline(plan: SweepPlan, table: pd.DataFrame) -> list[str]:
         shown = "hard CE" if label == "hard" else label
         base = full[full["arm"] == label]
         lines.append(f"\n{family} vs {shown}:")
-        if m == "train_loss" and str(arm.get("loss.family", family)) != family:
-            lines[-1] += (" no comparison on train_loss: each loss family's own objective "
+        if own_objective(m) and str(arm.get("loss.family", family)) != family:
+            lines[-1] += (f" no comparison on {m}: each loss family's own objective "
                           "(compare a task metric: slsweep table --baseline " + _arm_selector(arm) + ")")
             continue
         if searched.empty or base.empty:

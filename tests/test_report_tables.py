@@ -275,6 +275,36 @@ def test_ties_and_constant_values_are_not_marked_or_tested(report_runs: SweepRun
     assert "no test: differences do not vary" in to_markdown(table) and "***" not in to_markdown(table)
 
 
+def test_train_loss_is_not_compared_across_loss_families(report_runs: SweepRuns) -> None:
+    """Each family's train_loss is its own objective (hard CE's and a soft-label loss's are
+    different functions): no paired test with stars against hard CE, no bold 'best', in the table
+    and in the report, while a task metric of the same runs is still tested and ranked."""
+    import dataclasses
+
+    from sweeps.report.html import build_report
+
+    trials = report_runs.trials.copy()
+    hard = trials["params.loss.family"] == "hard"
+    noise = np.random.default_rng(0).normal(0, 0.05, len(trials))
+    trials["metrics.train_loss"] = np.where(hard, 0.2, 1.5) + noise  # hard CE 'wins' by 1.3
+    runs = dataclasses.replace(report_runs, trials=trials)
+    table = ablation_table(runs, metrics=["train_loss", "exact_match"], baseline="loss=hard")
+    assert table.own_objective == {"train_loss"} and table.best_rows("train_loss") == set()
+    assert table.best_rows("exact_match")  # a task metric is still ranked ...
+    others = table.rows[table.rows["family"] != "hard"]
+    assert others["train_loss.p"].isna().all() and others["train_loss.diff"].isna().all()
+    assert set(others["train_loss.note"]) == {"no test: train_loss is each loss family's own objective"}
+    assert np.isfinite(others["exact_match.p"].astype(float)).any()  # ... and tested
+    md = to_markdown(table)
+    assert "train_loss is each loss family's own training objective" in md
+    assert md.count("| no test: train_loss is each loss family's own objective |") == len(others)
+    page = build_report(runs, metrics=["train_loss"], baseline="loss=hard", figures=[])
+    assert "No best configuration by train_loss" in page and "Best group by mean" not in page
+    # One loss family: its train_loss values are one function's, so they are ranked as usual.
+    soft = dataclasses.replace(runs, trials=trials[trials["params.loss.family"] == "soft_label"])
+    assert ablation_table(soft, metrics=["train_loss"]).own_objective == set()
+
+
 def test_latex_booktabs_and_escaping(report_runs: SweepRuns) -> None:
     tex = to_latex(ablation_table(report_runs, metrics=["exact_match"], baseline="loss=hard"))
     lines = tex.splitlines()

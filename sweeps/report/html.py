@@ -76,6 +76,11 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
     (and its test against the baseline when there is one); a group pooling configurations shows
     its spread and no test; one seed shows its value alone.
     """
+    if metric in table.own_objective:  # (sweeps.report.runs.own_objective)
+        return (f"<p>No best configuration by {_e(metric)}: it is each loss family's own training "
+                "objective, and these runs train several loss families (their losses are different "
+                "functions, so neither a best nor a test across them means anything). Rank them by "
+                "a task metric (<code>slsweep report --metric NAME</code>).</p>")
     best = sorted(table.best_rows(metric))
     means = table.rows[f"{metric}.mean"].to_numpy(float)
     full = [i for i in range(len(table.rows)) if i not in table.partial_rows and np.isfinite(means[i])]

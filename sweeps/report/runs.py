@@ -52,6 +52,14 @@ DEFAULT_BY_KEYS = ("loss.family", "loss.psi", "loss.eta", "loss.lam")
 LOWER_IS_BETTER = frozenset({"mse", "rmse", "train_loss", "eval_loss", "loss"})  # besides the tasks' own "min" metrics
 
 Direction = Literal["max", "min"]
+FAMILY_COLUMN = "params.loss.family"
+
+
+def own_objective(metric: str) -> bool:
+    """Whether `metric` is each loss family's own training objective (`train_loss`, and its
+    finer curve `train_loss_10`): hard CE's and soft_label's values are losses of different
+    functions, so runs of different loss families are never tested or ranked on it."""
+    return metric == "train_loss" or metric.startswith("train_loss_")
 
 
 class ReportError(SlsweepError):

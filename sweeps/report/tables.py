@@ -19,11 +19,13 @@ import pandas as pd
 from sweeps.report.fmt import distinct_texts, value_text
 from sweeps.report.groups import Makeup, describe, makeup
 from sweeps.report.runs import (
+    FAMILY_COLUMN,
     Direction,
     ReportError,
     SweepRuns,
     UnknownColumnError,
     configuration_ids,
+    own_objective,
     param_columns,
 )
 from sweeps.report.stats import (
@@ -77,6 +79,8 @@ class AblationTable:
         power: whether the rows carry `POWER_FIELDS` (seeds needed for 80% power).
         mde: the difference the power analysis targets (None: the observed one).
         partial_rows: positions of rows holding runs stopped before their budget.
+        own_objective: metrics that are each loss family's own objective (`train_loss`) in a table
+            whose runs span several loss families: no best marked, no test across families.
     """
 
     title: str
@@ -95,6 +99,7 @@ class AblationTable:
     partial_rows: set[int] = field(default_factory=set)
     makeups: list[Makeup] = field(default_factory=list)
     bounds: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    own_objective: set[str] = field(default_factory=set)
 
     def pooled_rows(self) -> set[int]:
         """Row positions that pool several configurations (spread, no interval, no test)."""
@@ -102,7 +107,10 @@ class AblationTable:
 
     def best_rows(self, metric: str) -> set[int]:
         """Row positions holding the best mean of `metric` among full-budget rows (ties all count;
-        none when every group ties, since then nothing stands out)."""
+        none when every group ties, since then nothing stands out; none on a loss family's own
+        objective across families)."""
+        if metric in self.own_objective:
+            return set()
         means = self.rows[f"{metric}.mean"].to_numpy(dtype=float).copy()
         means[list(self.partial_rows)] = np.nan  # a stopped run's value is from another budget
         return best_positions(means, self.directions[metric])
@@ -213,6 +221,10 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
     ids = configuration_ids(df)  # the one rule of what a configuration is
     base_pooled = base is not None and not makeup(base, ids).replicate
     bounds = {m: runs.metric_range(m) for m in metric_names}
+    families = (lambda frame: set(frame[FAMILY_COLUMN].dropna())) if FAMILY_COLUMN in df else (lambda _f: set())
+    # train_loss under hard CE and under soft_label are different functions: not compared (as the
+    # run summary's headline refuses it, sweeps.service.headline).
+    own = {m for m in metric_names if own_objective(m) and len(families(df[full])) > 1}
 
     records = []
     makeups: list[Makeup] = []
@@ -241,6 +253,9 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
                     c = Comparison(math.nan, math.nan, "none", note="no test: stopped before its budget")
                 elif base_step is not None and STEP_COLUMN in frame and set(frame[STEP_COLUMN]) != {base_step}:
                     c = Comparison(math.nan, math.nan, "none", note="no test: another budget than the baseline's")
+                elif m in own and families(frame) != families(base):
+                    c = Comparison(math.nan, math.nan, "none",
+                                   note=f"no test: {m} is each loss family's own objective")
                 elif base_pooled:
                     c = Comparison(diff, math.nan, "none", note="no test: the baseline pools configurations")
                 elif not mk.replicate:
@@ -272,7 +287,7 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
                           directions={m: runs.direction(m) for m in metric_names}, rows=rows,
                           baseline=baseline, confidence=confidence, adjust=adjust, alpha=alpha,
                           power=power and base is not None, mde=mde, partial_rows=partial_rows,
-                          makeups=makeups, bounds=bounds)
+                          makeups=makeups, bounds=bounds, own_objective=own)
     table.notes = _notes(table, runs, [c for _, _, c in cells], len(base) if base is not None else 0,
                          tested, power_target)
     return table
@@ -319,10 +334,14 @@ def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison],
     best = "; ".join(f"{m}: {'higher' if table.directions[m] == 'max' else 'lower'} is better"
                      for m in table.metrics)
     full = [i for i in range(len(table.rows)) if i not in table.partial_rows]
-    compared = [m for m in table.metrics if np.isfinite(table.rows[f"{m}.mean"].to_numpy(float)[full]).sum() > 1]
+    compared = [m for m in table.metrics if m not in table.own_objective and np.isfinite(table.rows[f"{m}.mean"].to_numpy(float)[full]).sum() > 1]
     if compared:  # one full-budget group is the best of nothing: no bold, no note
         notes.append(f"best mean per metric in bold ({best}); bold describes, it does not test")
     ties = [m for m in compared if not table.best_rows(m)]
+    for m in sorted(table.own_objective):
+        notes.append(f"{m} is each loss family's own training objective (hard CE's and a soft-label "
+                     "loss's are different functions): no best marked and no test across loss "
+                     "families; compare a task metric")
     if ties:
         notes.append(f"every group has the same mean {', '.join(ties)}: nothing marked")
     if table.partial_rows:
