@@ -185,7 +185,23 @@ class _BaselineArms(Searcher):
 class _SeedRepeater(Repeater):
     """Ray's `Repeater` (one configuration on `search.seeds` seeds; the searcher learns the mean)
     that also tells the searcher the lowest `step` its seeds reached: a configuration with a seed
-    stopped early did not reach the full budget (PRUNED in Optuna, see `RunFolderOptunaSearch`)."""
+    stopped early did not reach the full budget (PRUNED in Optuna, see `RunFolderOptunaSearch`),
+    and passes on per-step results: at each training step every seed of a configuration reported,
+    the searcher gets the mean over those seeds (Optuna's intermediate value at that step)."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        group = self._trial_id_to_group.get(trial_id)
+        metric = self.searcher.metric
+        step, value = result.get("step"), result.get(metric)
+        if group is None or not isinstance(step, (int, float)) or not isinstance(value, (int, float)):
+            return
+        per_step: dict[str, dict[int, dict[str, float]]] = self.__dict__.setdefault("_per_step", {})
+        at = per_step.setdefault(group.primary_trial_id, {}).setdefault(int(step), {})
+        at[trial_id] = float(value)
+        if group.full() and len(at) == group.max_trials:  # every seed reached this step
+            self.searcher.on_trial_result(group.primary_trial_id,
+                                          {**result, metric: float(np.mean(list(at.values())))})
+            del per_step[group.primary_trial_id][int(step)]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs: Any) -> None:
         group = self._trial_id_to_group.get(trial_id)

@@ -83,6 +83,28 @@ def test_random_sampler_with_a_seed_proposes_the_same_under_any_finishing_order(
     assert all(r == runs[0] for r in runs[1:])
 
 
+def test_seeds_of_a_configuration_give_optuna_the_mean_at_each_step() -> None:
+    """`search.seeds: 2`: the Optuna trial of a configuration gets intermediate values at its
+    training steps (the mean over its seeds at each step both reached), not at the last step
+    only; the curve ends at the trial's value (the mean of the seeds' final values)."""
+    from sweeps.tune_runner import _SeedRepeater
+
+    searcher = RunFolderOptunaSearch(space=_space().define_by_run, metric="m", mode="min",
+                                     sampler=optuna.samplers.RandomSampler(seed=3))
+    searcher.max_steps = 30
+    repeater = _SeedRepeater(searcher, repeat=2, set_index=True)
+    assert repeater.suggest("a") is not None and repeater.suggest("b") is not None  # seeds 0 and 1
+    curves = {"a": {10: 3.0, 20: 2.0, 30: 1.0}, "b": {10: 5.0, 20: 4.0, 30: 2.0}}
+    for step in (10, 20):  # the seeds interleave, as two running trials do
+        for trial_id in ("a", "b"):
+            repeater.on_trial_result(trial_id, {"m": curves[trial_id][step], "step": step})
+    for trial_id in ("a", "b"):
+        repeater.on_trial_complete(trial_id, result={"m": curves[trial_id][30], "step": 30})
+    (trial,) = searcher._ot_study.trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == pytest.approx(1.5)
+    assert trial.intermediate_values == {10: 4.0, 20: 3.0, 30: 1.5}
+
+
 def test_one_slot_is_plain_tpe() -> None:
     """lag 1 (max_concurrent 1): trial k sees trials 0 .. k-1, as plain TPE run one at a time."""
     global SLOTS
