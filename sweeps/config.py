@@ -292,9 +292,10 @@ def _resolve_plugins(loss: Any) -> None:
                                   f"(choose one of {', '.join(LOSS_FAMILIES)} "
                                   "or a plug-in 'package.module:builder')")
         try:
+            builder = load_object(loss.family, what="loss family")  # refuses before torch is imported
             from sl_core.families import register_loss_family
 
-            register_loss_family(load_object(loss.family, what="loss family"))
+            register_loss_family(builder)
         except ValueError as exc:
             raise FieldValueError("family", str(exc)) from None
     if is_dotted(loss.psi):

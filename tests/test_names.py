@@ -196,6 +196,23 @@ def test_a_spec_naming_a_plugin_imports_nothing_without_an_allow(field: str, ext
     assert not marker.exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("loss", ["{family: 'evil_pkg.mod:builder'}",
+                                  "{family: soft_label, eta: 0.1, psi: 'evil_pkg.mod:shape'}"])
+def test_a_refused_plugin_is_refused_before_torch_is_imported(loss: str, tmp_path: Path) -> None:
+    """The refusal is a name check: it must not wait for torch (~4 s on a busy core), as the loss
+    family's registration used to."""
+    marker = _evil_package(tmp_path)
+    (tmp_path / "s.yaml").write_text(SPEC.format(name="evil", extra="").replace("{family: hard}", loss))
+    code = ("import sys\nfrom sweeps.errors import SpecError\nfrom sweeps.spec import load_spec\n"
+            "try:\n    load_spec('s.yaml')\nexcept SpecError as exc:\n    print(exc)\n"
+            "print('torch imported:', 'torch' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "SLSWEEP_ALLOW_PLUGINS"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert "not imported" in proc.stdout and "torch imported: False" in proc.stdout, (proc.stdout, proc.stderr)
+    assert not marker.exists()
+
+
 def test_allowed_plugins_are_imported_at_validation(tmp_path: Path) -> None:
     marker = _evil_package(tmp_path)
     text = SPEC.format(name="evil", extra="").replace("name: counting,", "name: 'evil_pkg.mod:Task',")
