@@ -10,6 +10,7 @@ comparisons across seeds and losses).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,29 +51,75 @@ def loader_options(task: Task, cfg: TaskConfig) -> dict[str, Any]:
     return opts
 
 
-def _load(task: Task, cfg: TaskConfig, path: str, split: str | None, limit: int | None) -> list[Example]:
-    examples = task.load(path, split=split, limit=limit, image_size=cfg.image_size, **loader_options(task, cfg))
-    if not examples:
-        raise DataError(f"{path}: split {split or '(all)'}: no examples")
-    # a plug-in's loader may hand back grey, transparent or EXIF-rotated images: decoded like files
-    return [rgb_example(e, f"{path}: example {i}") for i, e in enumerate(examples)]
+@dataclass(frozen=True)
+class DataRead:
+    """One read of real data a trial makes (`data_reads`).
+
+    Attributes:
+        field: the spec field naming its source (task.data_path, task.eval_data_path,
+            task.eval_split, task.data.split, task.data.eval_split).
+        role: "train", "eval", or "train+eval" (a pool whose last task.eval_size rows are held out).
+        path: the data file or folder; None for a Hugging Face dataset (`TaskConfig.data`).
+        split: the split read (None: the whole file).
+        limit: the most rows read (None: all of them).
+    """
+
+    field: str
+    role: str
+    path: str | None
+    split: str | None
+    limit: int | None
 
 
-def _hf_split(task: Task, cfg: TaskConfig) -> tuple[list[Example], list[Example]]:
-    """(training pool, held-out set) from a Hugging Face dataset (`cfg.data`)."""
-    from sweeps.tasks.hf import load_hf
-
+def data_reads(cfg: TaskConfig) -> list[DataRead]:
+    """The reads of real data a trial with task config `cfg` makes, in order: a training read and
+    a held-out read, or one pool read whose last `eval_size` rows are held out. Empty for synthetic
+    data. `TaskData` loads them; the preflight of `slsweep run` checks every row of them."""
     data = cfg.data
+    if data is not None:
+        if data.eval_split:
+            return [DataRead("task.data.split", "train", None, data.split, cfg.train_size),
+                    DataRead("task.data.eval_split", "eval", None, data.eval_split, cfg.eval_size)]
+        limit = cfg.train_size + cfg.eval_size if data.streaming else None
+        return [DataRead("task.data.split", "train+eval", None, data.split, limit)]
+    if not cfg.data_path:
+        return []
+    if cfg.eval_data_path or cfg.eval_split:
+        field = "task.eval_data_path" if cfg.eval_data_path else "task.eval_split"
+        return [DataRead("task.data_path", "train", cfg.data_path, cfg.train_split, cfg.train_size),
+                DataRead(field, "eval", cfg.eval_data_path or cfg.data_path, cfg.eval_split, cfg.eval_size)]
+    return [DataRead("task.data_path", "train+eval", cfg.data_path, cfg.train_split, None)]
 
-    def load(split: str, limit: int | None) -> list[Example]:
-        return load_hf(data, task, split=split, limit=limit, image_size=cfg.image_size, params=cfg.params)
-    if data.eval_split:
-        return load(data.split, cfg.train_size), load(data.eval_split, cfg.eval_size)
-    pool = load(data.split, None if not data.streaming else cfg.train_size + cfg.eval_size)
-    if len(pool) <= cfg.eval_size:
-        raise DataError(f"{data.hf}: split {data.split}: task.eval_size: {cfg.eval_size} held-out rows requested "
-                        f"but the split has only {len(pool)}; name task.data.eval_split")
-    return pool[:-cfg.eval_size][:cfg.train_size], pool[-cfg.eval_size:]
+
+def read_examples(task: Task, cfg: TaskConfig, read: DataRead, *, images: bool = True) -> list[Example]:
+    """The examples of one `DataRead` (`task.load` or `sweeps.tasks.hf.load_hf`), images decoded
+    and resized to `cfg.image_size`; with `images=False` no image is decoded (see `Task.load`;
+    only for a loader that takes `images`).
+
+    Raises:
+        DataError: naming the file or dataset, the record and the field; or no examples.
+    """
+    if read.path is None:
+        from sweeps.tasks.hf import load_hf
+
+        return load_hf(cfg.data, task, split=read.split, limit=read.limit, image_size=cfg.image_size,
+                       params=cfg.params, images=images)
+    extra = {} if images else {"images": False}
+    examples = task.load(read.path, split=read.split, limit=read.limit, image_size=cfg.image_size,
+                         **loader_options(task, cfg), **extra)
+    if not examples:
+        raise DataError(f"{read.path}: split {read.split or '(all)'}: no examples")
+    if not images:
+        return examples
+    # a plug-in's loader may hand back grey, transparent or EXIF-rotated images: decoded like files
+    return [rgb_example(e, f"{read.path}: example {i}") for i, e in enumerate(examples)]
+
+
+def loads_without_images(task: Task) -> bool:
+    """Whether `task.load` takes `images=False` (the built-in loaders do; see `Task.load`)."""
+    import inspect
+
+    return "images" in inspect.signature(task.load).parameters
 
 
 def check_held_out_apart(cfg: TaskConfig) -> None:
@@ -115,21 +162,21 @@ class TaskData:
         self.task, self.cfg, self.seed = task, cfg, seed
         self._pool: list[Example] | None = None
         check_held_out_apart(cfg)
-        if cfg.data is not None:
-            self._pool, self.held_out = _hf_split(task, cfg)
-            return
-        if not cfg.data_path:
+        reads = data_reads(cfg)
+        if not reads:
             self.held_out = task.synthetic(cfg.eval_size, seed=_derived_seed(_EVAL_TAG),
                                            **synthetic_params(cfg))
             return
-        if cfg.eval_data_path or cfg.eval_split:
-            self._pool = _load(task, cfg, cfg.data_path, cfg.train_split, cfg.train_size)
-            self.held_out = _load(task, cfg, cfg.eval_data_path or cfg.data_path, cfg.eval_split,
-                                  cfg.eval_size)
+        loaded = [read_examples(task, cfg, r) for r in reads]
+        if len(loaded) == 2:
+            self._pool, self.held_out = loaded
             return
-        # One file, no eval split named: hold out its last eval_size examples.
-        pool = _load(task, cfg, cfg.data_path, cfg.train_split, None)
+        # One file or split, no eval split named: hold out its last eval_size examples.
+        pool = loaded[0]
         if len(pool) <= cfg.eval_size:
+            if cfg.data is not None:
+                raise DataError(f"{cfg.data.hf}: split {cfg.data.split}: task.eval_size: {cfg.eval_size} held-out "
+                                f"rows requested but the split has only {len(pool)}; name task.data.eval_split")
             raise DataError(f"{cfg.data_path}: task.eval_size: {cfg.eval_size} held-out examples "
                             f"requested but the file has only {len(pool)}; name an eval_split or "
                             "eval_data_path")

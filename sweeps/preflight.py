@@ -364,6 +364,7 @@ def preflight(plan: SweepPlan) -> None:
     field, problem = lora_problem(cfg.model.lora)
     _blame(problem, spec_file, field)
     samples = check_data(cfg, spec_file)
+    check_rows(cfg, spec_file)
     batcher, tokens = _check_loss_tokens(plan, cfg, spec_file, [e.answer for _, ex in samples for e in ex])
     from sweeps.preview.figures import preflight_lines
 
@@ -585,10 +586,7 @@ def check_data(cfg: TrialConfig, spec_file: str) -> list[tuple[str, list[Any]]]:
                 rows = load_hf(data, task, split=split, limit=PREFLIGHT_RECORDS, image_size=task_cfg.image_size,
                                params=task_cfg.params)
             except DataError as exc:
-                text = one_line(str(exc))
-                blame = next((f"task.data.columns.{r}" for r in ("image", "question", "answer")
-                              if f"task.data.columns.{r}" in text), field if "split" in text else "task.data.hf")
-                raise SpecError(spec_file, blame, text) from None
+                raise _data_error(spec_file, field, exc, hf=True) from None
             except (ValueError, TypeError) as exc:  # the task's params do not fit
                 raise SpecError(spec_file, "task.params", one_line(str(exc))) from None
             role = "eval" if field == "task.data.eval_split" else "train" if data.eval_split else "train+eval"
@@ -619,7 +617,7 @@ def check_data(cfg: TrialConfig, spec_file: str) -> list[tuple[str, list[Any]]]:
             examples = task.load(path, split=split, limit=PREFLIGHT_RECORDS,
                                  image_size=task_cfg.image_size, **loader_options(task, task_cfg))
         except DataError as exc:
-            raise SpecError(spec_file, field, one_line(str(exc))) from None
+            raise _data_error(spec_file, field, exc, hf=False) from None
         except (ValueError, TypeError) as exc:  # unknown loader option and the like
             raise SpecError(spec_file, "task.loader", one_line(str(exc))) from None
         if not examples:
@@ -627,3 +625,44 @@ def check_data(cfg: TrialConfig, spec_file: str) -> list[tuple[str, list[Any]]]:
         role = "eval" if field != "task.data_path" else "train" if len(loads) > 1 else "train+eval"
         samples.append((f"{role} {field}", examples))
     return samples
+
+
+def check_rows(cfg: TrialConfig, spec_file: str) -> None:
+    """Check every row a trial will read, not only the first `PREFLIGHT_RECORDS`: each answer (and
+    box) by the task's own loader, each image file's existence, no image decoded.
+
+    The reads are the trial's own (`sweeps.datasets.data_reads`: bounded by task.train_size /
+    task.eval_size where the trial reads that many, else the whole file or split), made with
+    `images=False` (`Task.load`; for Hugging Face data `load_hf` reads each image's header for its
+    size). A plug-in task whose `load` takes no `images` keeps the first-records check only.
+    Measured on a shared 2-core machine under load: 20,000 JSON counting records with 20,000 image
+    files in 0.5 s; a saved Hugging Face split of 20,000 JPEG rows in 4-6 s (header reads).
+
+    Raises:
+        SpecError: naming `spec_file`, the field of the read, and the loader's one-line DataError
+            (file, record, field).
+    """
+    from sweeps.datasets import data_reads, loads_without_images, read_examples
+    from sweeps.tasks import DataError, get_task
+
+    task = get_task(cfg.task.name)
+    if cfg.task.data is None and not loads_without_images(task):
+        return
+    for read in data_reads(cfg.task):
+        try:
+            read_examples(task, cfg.task, read, images=False)
+        except DataError as exc:
+            raise _data_error(spec_file, read.field, exc, hf=read.path is None) from None
+        except (ValueError, TypeError) as exc:  # the task's params or loader options do not fit
+            raise SpecError(spec_file, "task.params" if read.path is None else "task.loader",
+                            one_line(str(exc))) from None
+
+
+def _data_error(spec_file: str, field: str, exc: Exception, *, hf: bool) -> SpecError:
+    """A loader's DataError as the SpecError naming the spec field it blames: for Hugging Face data
+    the column's `task.data.columns.*` field, the split's field, or task.data.hf."""
+    text = one_line(str(exc))
+    if hf:
+        field = next((f"task.data.columns.{r}" for r in ("image", "question", "answer")
+                      if f"task.data.columns.{r}" in text), field if "split" in text else "task.data.hf")
+    return SpecError(spec_file, field, text)

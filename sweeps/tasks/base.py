@@ -28,7 +28,7 @@ class Example:
     """One question about one image.
 
     Attributes:
-        image: RGB image.
+        image: RGB image (None only from a loader called with `images=False`, see `Task.load`).
         prompt: question text shown to the model (the model layer adds any image placeholder).
         answer: the exact target text the model is trained to emit.
         target: structured truth (int count, box (x0, y0, x1, y1), float or str).
@@ -105,7 +105,13 @@ class Task(ABC):
         **params: Any,
     ) -> list[Example]:
         """Examples from a dataset in its public format; images resized to a square
-        `image_size` when given; the first `limit` records when given."""
+        `image_size` when given; the first `limit` records when given.
+
+        A loader may also take `images: bool = True` (the built-in ones do): with `images=False`
+        it reads and checks every answer (and box) as usual, checks that each image file exists
+        (`ImageCache(decode=False)`) but decodes none, and returns examples whose `image` is None.
+        `slsweep run`'s preflight uses it to check every row a trial will read before Ray starts;
+        a loader without it has only its first records checked there."""
 
     def from_record(self, image: Image.Image, question: str, answer: Any, loc: str,
                     **params: Any) -> Example:
@@ -479,18 +485,39 @@ def resize_square(image: Image.Image, image_size: int | None) -> Image.Image:
 
 
 class ImageCache:
-    """Loads each image file once per loader call (many questions share one image)."""
+    """Loads each image file once per loader call (many questions share one image).
 
-    def __init__(self, image_size: int | None) -> None:
+    Args:
+        image_size: the square side images are resized to (None: as decoded).
+        decode: False for a loader called with `images=False`: `get` only checks that the file is
+            there (`sweeps.tasks.images.check_image_file`, a stat) and returns None, so every
+            row's answer of a large dataset can be checked in a second (the preflight of
+            `slsweep run`).
+    """
+
+    def __init__(self, image_size: int | None, decode: bool = True) -> None:
         self.image_size = image_size
-        self._cache: dict[Path, Image.Image] = {}
+        self.decode = decode
+        self._cache: dict[Path, Image.Image | None] = {}
+        self._keys: dict[Path, Path] = {}
 
-    def get(self, path: Path, loc: str, expect_size: tuple[int, int] | None = None) -> Image.Image:
-        """The image at `path` (see `open_image`)."""
-        try:
-            key = path.resolve()
-        except (OSError, RuntimeError):  # a symlink loop: open_image says so in one line
-            key = path
+    def get(self, path: Path, loc: str, expect_size: tuple[int, int] | None = None) -> Image.Image | None:
+        """The image at `path` (see `open_image`); None after a successful check when not decoding
+        (the size against `expect_size` is then not checked)."""
+        if not self.decode:  # a stat per path written in the data; resolving would cost more than it saves
+            if path not in self._cache:
+                from .images import check_image_file
+
+                check_image_file(path, loc)
+                self._cache[path] = None
+            return None
+        key = self._keys.get(path)
+        if key is None:  # each path written in the data is resolved once
+            try:
+                key = path.resolve()
+            except (OSError, RuntimeError):  # a symlink loop: open_image says so in one line
+                key = path
+            self._keys[path] = key
         if key not in self._cache:
             self._cache[key] = open_image(path, loc, self.image_size, expect_size)
         return self._cache[key]

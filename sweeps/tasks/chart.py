@@ -247,6 +247,7 @@ class ChartTask(Task):
         split: str | None = None,
         limit: int | None = None,
         image_size: int | None = None,
+        images: bool = True,
         **params: Any,
     ) -> list[Example]:
         """ChartQA examples from a json file, or from the dataset folder with `split`.
@@ -259,7 +260,7 @@ class ChartTask(Task):
         if opts["subset"] not in ("human", "augmented", "all"):
             raise ValueError(f"option 'subset' must be human, augmented or all, got {opts['subset']!r}")
         files = _chartqa_files(Path(path), split, opts["subset"])
-        images = ImageCache(image_size)
+        cache = ImageCache(image_size, decode=images)
         out: list[Example] = []
         for file in files:
             img_dir = Path(opts["image_dir"]) if opts["image_dir"] is not None else _png_dir(file)
@@ -276,7 +277,7 @@ class ChartTask(Task):
                 if not isinstance(name, str) or not isinstance(query, str):
                     raise DataError(f"{loc}: fields 'imgname' and 'query' must be strings")
                 answer = label_text(label, f"{loc}: field 'label'")
-                image = images.get(img_dir / name, loc)
+                image = cache.get(img_dir / name, loc)
                 meta = {"source": str(file), "index": i, "imgname": name, "image_path": str(img_dir / name)}
                 out.append(Example(image, query.strip(), answer, label_target(answer), meta))
         return nonempty(out, Path(path), split)

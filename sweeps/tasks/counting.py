@@ -171,6 +171,7 @@ class CountingTask(Task):
         split: str | None = None,
         limit: int | None = None,
         image_size: int | None = None,
+        images: bool = True,
         **params: Any,
     ) -> list[Example]:
         """Counting examples from a CountBench / PixMo-Count / TallyQA style JSON(L) file.
@@ -184,7 +185,7 @@ class CountingTask(Task):
             check_template(opts["question_template"], "counting loader option question_template")
         file, records = split_records(Path(path), split)
         base = Path(opts["image_dir"]) if opts["image_dir"] is not None else file.parent
-        images = ImageCache(image_size)
+        cache = ImageCache(image_size, decode=images)
         out: list[Example] = []
         for i, rec in records:
             if limit is not None and len(out) >= limit:
@@ -196,7 +197,7 @@ class CountingTask(Task):
             question = self._record_question(rec, opts["question_template"], loc)
             ans_key, ans_value = field_item(rec, ANSWER_KEYS, loc, "integer answer")
             count = int_value(ans_value, loc, ans_key)
-            image = images.get(img_path, loc)
+            image = cache.get(img_path, loc)
             meta = {"source": str(file), "index": i, "id": rid, "image_path": str(img_path)}
             meta.update({k: v for k, v in rec.items() if isinstance(v, (str, int, float, bool)) and k not in meta})
             out.append(Example(image, question, str(count), count, meta))

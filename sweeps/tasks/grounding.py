@@ -287,6 +287,7 @@ class GroundingTask(Task):
         split: str | None = None,
         limit: int | None = None,
         image_size: int | None = None,
+        images: bool = True,
         **params: Any,
     ) -> list[Example]:
         """Examples (one per sentence) from a RefCOCO / RefCOCO+ / RefCOCOg folder or refs file.
@@ -328,7 +329,7 @@ class GroundingTask(Task):
                 raise DataError(f"{refs_path}: no refs for split {split!r} (splits present: {', '.join(present)})")
         else:
             refs_idx = list(enumerate(refs))
-        cache = ImageCache(image_size)
+        cache = ImageCache(image_size, decode=images)
         out: list[Example] = []
         for i, ref in refs_idx:
             if limit is not None and len(out) >= limit:

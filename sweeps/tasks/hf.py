@@ -16,13 +16,15 @@ relative paths are refused. Answers of float32 / float16 columns keep their own 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from .base import DataError, Example, Task, resize_square, rgb_example
-from .images import decode_image
+from .images import decode_image, displayed_size
 
 __all__ = ["load_hf"]
 
@@ -77,8 +79,19 @@ def _typed(answer: Any, float_type: type | None) -> Any:
     return answer
 
 
+def _stand_in(source: Any, loc: str, *, base: Path | None) -> Image.Image:
+    """A blank image of the displayed size of the image in `source`, read from its header (one
+    shared stand-in per size: making a fresh one per row would cost more than reading the header)."""
+    return _blank(displayed_size(source, loc, base=base))
+
+
+@functools.lru_cache(maxsize=256)
+def _blank(size: tuple[int, int]) -> Image.Image:
+    return Image.new("1", size)
+
+
 def load_hf(data: Any, task: Task, *, split: str, limit: int | None = None, image_size: int | None = None,
-            params: dict[str, Any] | None = None) -> list[Example]:
+            params: dict[str, Any] | None = None, images: bool = True) -> list[Example]:
     """Examples of `task` from one split of the dataset `data` (an `HFDataConfig`).
 
     Args:
@@ -88,6 +101,10 @@ def load_hf(data: Any, task: Task, *, split: str, limit: int | None = None, imag
         limit: read at most this many rows (None: all).
         image_size: resize images to a square of this side.
         params: the task's params (`task.params` of the spec), passed to `from_record`.
+        images: False to check every row without decoding its image (the preflight of `slsweep
+            run`): each image's header is read for its displayed size
+            (`sweeps.tasks.images.displayed_size`), and `from_record` gets a blank stand-in of that
+            size (a grounding box is checked against it); the examples hold that stand-in.
 
     Raises:
         DataError: the dataset cannot be opened, lacks a column, has no rows, or a row's image or
@@ -124,7 +141,7 @@ def load_hf(data: Any, task: Task, *, split: str, limit: int | None = None, imag
         if limit is not None and i >= limit:
             break
         loc = f"{where}: row {i}"
-        image = decode_image(row[cols.image], f"{loc}: column {cols.image!r}", base=base)
+        image = (decode_image if images else _stand_in)(row[cols.image], f"{loc}: column {cols.image!r}", base=base)
         question = row[cols.question]
         if not isinstance(question, str) or not question.strip():
             raise DataError(f"{loc}: column {cols.question!r} must be a non-empty text, got {question!r}")
@@ -133,6 +150,9 @@ def load_hf(data: Any, task: Task, *, split: str, limit: int | None = None, imag
             raise DataError(f"{loc}: column {cols.answer!r} is empty")
         ex = task.from_record(image, question, _typed(answer, float_type), f"{loc}: column {cols.answer!r}",
                               **(params or {}))
+        if not images:
+            out.append(ex)
+            continue
         ex = rgb_example(ex, loc)  # a plug-in's from_record may hand back another image
         if image_size is not None:
             ex = dataclasses.replace(ex, image=resize_square(ex.image, image_size))

@@ -46,7 +46,10 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +58,7 @@ from PIL import ExifTags, Image, ImageOps
 
 from .base import DataError
 
-__all__ = ["SOURCE_MODE", "EXIF_TRANSPOSED", "as_rgb", "decode_image"]
+__all__ = ["SOURCE_MODE", "EXIF_TRANSPOSED", "as_rgb", "check_image_file", "decode_image", "displayed_size"]
 
 SOURCE_MODE = "slsweep_source_mode"
 """`image.info` key: the mode of the source image before conversion (e.g. "I;16", "RGBA")."""
@@ -88,8 +91,43 @@ def decode_image(source: Any, loc: str, *, base: Path | None = None) -> Image.Im
     Raises:
         DataError: the source is no image or cannot be read or decoded (one line, starting `loc`).
     """
+    fp, what = _source(source, loc, base)
+    return _open_and_convert(fp, loc, what)
+
+
+def displayed_size(source: Any, loc: str, *, base: Path | None = None) -> tuple[int, int]:
+    """(width, height) `decode_image(source, ...)` would return, read from the file's header only
+    (no pixel is decoded: fast enough for every row of a large dataset).
+
+    Same `source`, `loc` and `base` as `decode_image`. The EXIF orientation is read where the header
+    holds it (JPEG, TIFF, WebP; a PNG's eXIf chunk before its pixels); a PNG whose eXIf chunk follows
+    its pixels is taken as unturned (reading it would decode the file).
+
+    Raises:
+        DataError: as `decode_image` for a missing, unreadable or unidentifiable file (one line,
+            starting `loc`); a truncated or corrupt body is not noticed here.
+    """
+    fp, what = _source(source, loc, base)
+    if isinstance(fp, Image.Image):
+        return fp.size if not _orientation(fp, loc) else _displayed(fp)
+    if isinstance(fp, Path):
+        check_image_file(fp, loc)
+    with _reading(loc, what), Image.open(fp) as im:
+        if im.format == "PNG" and "exif" not in im.info:  # getexif() would decode the whole file
+            return im.size
+        return _displayed(im)
+
+
+def _displayed(image: Image.Image) -> tuple[int, int]:
+    w, h = image.size
+    turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # the ones that swap axes
+    return (h, w) if turned else (w, h)
+
+
+def _source(source: Any, loc: str, base: Path | None) -> tuple[Path | io.BytesIO | Image.Image, str]:
+    """What `decode_image` opens for `source`, and how its messages name it."""
     if isinstance(source, Image.Image):
-        return _open_and_convert(source, loc, "the image")
+        return source, "the image"
     if isinstance(source, dict):
         if source.get("bytes"):
             source = source["bytes"]
@@ -98,10 +136,10 @@ def decode_image(source: Any, loc: str, *, base: Path | None = None) -> Image.Im
         else:
             raise DataError(f"{loc}: the image value has neither bytes nor a path")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _open_and_convert(io.BytesIO(bytes(source)), loc, "the image")
+        return io.BytesIO(bytes(source)), "the image"
     if isinstance(source, (str, Path)) and str(source).strip():
         path = _resolve(source, base, loc)
-        return _open_and_convert(path, loc, f"image {path}")
+        return path, f"image {path}"
     raise DataError(f"{loc}: not an image (expected a path, bytes, an Image value or a PIL image), "
                     f"got {type(source).__name__}")
 
@@ -133,15 +171,23 @@ def _resolve(source: str | Path, base: Path | None, loc: str) -> Path:
 
 def _open_and_convert(fp: Path | io.BytesIO | Image.Image, loc: str, what: str) -> Image.Image:
     if isinstance(fp, Path):
-        _check_path(fp, loc)
+        check_image_file(fp, loc)
+    with _reading(loc, what):
+        if isinstance(fp, Image.Image):
+            return _convert(fp, loc)
+        with Image.open(fp) as im:
+            im.seek(0)
+            return _convert(im, loc)
+    raise AssertionError("unreachable")  # _reading re-raises every exception as a DataError
+
+
+@contextmanager
+def _reading(loc: str, what: str) -> Iterator[None]:
+    """Pillow's exceptions while reading `what` as one DataError line starting `loc`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if isinstance(fp, Image.Image):
-                return _convert(fp, loc)
-            with Image.open(fp) as im:
-                im.seek(0)
-                return _convert(im, loc)
+            yield
     except DataError:
         raise
     except _BOMB as exc:
@@ -155,18 +201,17 @@ def _open_and_convert(fp: Path | io.BytesIO | Image.Image, loc: str, what: str) 
         raise DataError(f"{loc}: cannot read {what}: {type(exc).__name__}: {exc}") from None
 
 
-def _check_path(path: Path, loc: str) -> None:
-    """One line for a path that cannot be an image file (before PIL blocks on a FIFO, say)."""
+def check_image_file(path: Path, loc: str) -> None:
+    """DataError (one line starting `loc`) unless `path` is an existing regular file (a stat, no
+    read: before PIL blocks on a FIFO, say, and cheap enough for every row of a dataset)."""
     try:
         st = path.stat()
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise DataError(f"{loc}: image file not found: {path}") from None
         raise DataError(f"{loc}: cannot read image {path}: {_os_reason(exc)}") from None
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise DataError(f"{loc}: image path is a folder, not a file: {path}")
-    import stat
-
     if not stat.S_ISREG(st.st_mode):
         raise DataError(f"{loc}: image path is not a regular file: {path}")
 

@@ -138,16 +138,16 @@ class NumericVQATask(Task):
         return self._make(image, question, texts, p, {"source": loc})
 
     def load(self, path: str | Path, *, split: str | None = None, limit: int | None = None,
-             image_size: int | None = None, **params: Any) -> list[Example]:
+             image_size: int | None = None, images: bool = True, **params: Any) -> list[Example]:
         """Records {"image", "question", "answer"} from a JSON / JSON Lines file (or
         <path>/<split>.json[l]; a file of several splits is filtered by each record's `split`)."""
         check_load_args(limit, image_size)
         file, records = split_records(Path(path), split)
-        images = ImageCache(image_size)
+        cache = ImageCache(image_size, decode=images)
         out = []
         for i, rec in records[:limit]:
             loc = where(file, i, rec.get("id"))
-            image = images.get(resolve_image(field_value(rec, ("image",), loc, "image path"), file.parent,
+            image = cache.get(resolve_image(field_value(rec, ("image",), loc, "image path"), file.parent,
                                              loc, "image"), loc)
             question = field_value(rec, ("question",), loc, "question text")
             if not isinstance(question, str) or not question.strip():
