@@ -72,6 +72,10 @@ def test_confirm_reruns_the_best_configurations_on_fresh_seeds(tmp_path, capsys)
                                 f"tags.`slsweep.sweep_id` = '{new_id}'")
     assert len(trials) == 3 * 2 and all(t.info.status == "FINISHED" for t in trials)
     assert all(t.data.params["train.steps"] == "2" for t in trials)
+    # Run names name what differs between the candidates, never shared constants.
+    assert not any(word in t.info.run_name for t in trials for word in ("compile=", "data_workers=", "steps="))
+    spec_text = (runs_dir / "confirm" / f"{source}-confirm.yaml").read_text()
+    assert "at 2 steps (override)" in spec_text and "at full budget" not in spec_text
     configs: dict[tuple, set[int]] = {}
     for t in trials:
         p = t.data.params
