@@ -66,18 +66,31 @@ def relocate_store(runs_dir: Path) -> int:
     strings (`file:///old/place/artifacts/EXPERIMENT`); after the folder was moved or copied they
     would still name the old folder, and a copy would write its figures into the original. Every
     location of this layout (`<folder>/artifacts/...`) whose folder is not `runs_dir` is rewritten
-    in place, in one transaction. A store that cannot be written (a read-only archive) is left as
-    it is; locations elsewhere (an artifact server, a bucket) are never touched.
+    in place, in one transaction. An experiment whose location is any other local folder (MLflow
+    creates the store's `Default` experiment at `<creator's cwd>/mlruns/0`; `mlflow` run elsewhere
+    makes others so) is pointed at `names.artifacts_dir(runs_dir, name)` for its new runs; its
+    existing runs keep their artifact URIs (their files are not here). A store that cannot be
+    written (a read-only archive) is left as it is; locations elsewhere (an artifact server, a
+    bucket) are never touched.
     """
     db = runs_dir / "mlflow.db"
     if not db.is_file() or not os.access(db, os.W_OK) or not os.access(runs_dir, os.W_OK):
         return 0
+    from sweeps.names import artifacts_dir
+
     here = artifacts_root(runs_dir)
     changed = 0
     try:
         with closing(sqlite3.connect(str(db), timeout=30)) as con:
-            rows = con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
-            for exp_id, location in rows:
+            rows = con.execute("SELECT experiment_id, name, artifact_location FROM experiments").fetchall()
+            for exp_id, name, location in rows:
+                local = bool(location) and (location.startswith(("file:", "/")))
+                if local and not location.startswith(here + "/") and (
+                        not location.startswith("file://") or "/artifacts/" not in location):
+                    con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                                (artifacts_dir(runs_dir, name).as_uri(), exp_id))
+                    changed += 1
+                    continue
                 if not location or not location.startswith("file://") or "/artifacts/" not in location:
                     continue
                 old = location[: location.rindex("/artifacts/")] + "/artifacts"

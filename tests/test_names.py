@@ -124,6 +124,33 @@ def test_a_hostile_experiment_name_writes_nothing_outside_the_run_folder(tmp_pat
     assert logged and all(names.artifacts_dir(runs, hostile) in p.parents for p in logged)
 
 
+def test_mlflows_default_experiment_is_pointed_inside_the_run_folder(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow creates a SQLite store's `Default` experiment at `<cwd>/mlruns/0`; `--experiment
+    Default` (or a store `mlflow` made elsewhere) would put the sweep's artifacts there."""
+    from sweeps.tracking import prepare_experiment
+
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    client = MlflowClient(paths.default_tracking_uri(runs))
+    eid = prepare_experiment(client, "Default", names.artifacts_dir(runs, "Default").as_uri())
+    assert str(elsewhere) in client.get_experiment(eid).artifact_location  # MLflow's own choice
+    old_run = client.create_run(eid)
+    assert paths.relocate_store(runs) == 1
+    assert client.get_experiment(eid).artifact_location == names.artifacts_dir(runs, "Default").as_uri()
+    assert client.get_run(old_run.info.run_id).info.artifact_uri == old_run.info.artifact_uri  # its files are there
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    run = client.create_run(prepare_experiment(client, "Default", None))
+    client.log_artifact(run.info.run_id, str(note))
+    assert [p.parent.parent.parent for p in runs.rglob("note.txt")] == [names.artifacts_dir(runs, "Default")]
+    assert not list(elsewhere.rglob("note.txt"))
+    assert paths.relocate_store(runs) == 0  # idempotent
+
+
 # --------------------------------------------------------------------------- names checked in preflight
 
 
