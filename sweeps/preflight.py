@@ -257,10 +257,11 @@ def tracking_uri_problem(uri: str) -> str | None:
         except (urllib.error.URLError, OSError) as exc:
             return f"{uri}: MLflow server unreachable ({exc})"
     elif parsed.scheme == "sqlite":
-        parent = Path(parsed.path).parent
-        existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
-        if existing is None or not os.access(existing, os.W_OK):
-            return f"{uri}: cannot create the SQLite file there"
+        # SQLAlchemy: sqlite:///rel.db is relative to the current folder, sqlite:////abs.db absolute
+        db = Path(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        problem = folder_problem(db.absolute().parent) if db.name else None  # no name: in memory
+        if problem or (db.name and db.is_dir()):
+            return f"{uri}: cannot create the SQLite file there ({problem or f'{db} is a folder'})"
     elif parsed.scheme.split("+")[0] in _DATABASES:
         return database_driver_problem(uri)
     elif parsed.scheme not in ("file", "", "databricks"):

@@ -72,6 +72,11 @@ def test_flags_and_tracking_drivers(setup: dict) -> None:
                             "not installed",))
     assert "secret" not in err
     _refused(setup, "--tracking-uri", "mysql+nodriver://db.invalid/m", needles=("--tracking-uri: ",))
+    # a SQLite store under a file (absolute, and relative to the current folder: sqlite:///rel.db)
+    (setup["tmp"] / "a_file").write_text("")
+    for uri in (f"sqlite:///{setup['tmp']}/a_file/mlflow.db", "sqlite:///a_file/mlflow.db"):
+        _refused(setup, "--tracking-uri", uri, needles=(f"--tracking-uri: {uri}: cannot create the SQLite file "
+                                                        f"there ({setup['tmp'] / 'a_file'}: not a folder",))
 
 
 def test_environment_folders_that_are_files_or_too_deep(setup: dict) -> None:
