@@ -264,7 +264,13 @@ def tracking_uri_problem(uri: str) -> str | None:
             return f"{uri}: cannot create the SQLite file there ({problem or f'{db} is a folder'})"
     elif parsed.scheme.split("+")[0] in _DATABASES:
         return database_driver_problem(uri)
-    elif parsed.scheme not in ("file", "", "databricks"):
+    elif parsed.scheme in ("file", ""):  # MLflow 3 refuses to open a file store for writing
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("1", "true"):
+            return (f"{uri}: MLflow's file store is retired (MLflow 3 refuses it); use "
+                    "sqlite:///PATH/mlflow.db, or set MLFLOW_ALLOW_FILE_STORE=true")
+        problem = folder_problem(Path(parsed.path or uri).expanduser().absolute())
+        return f"{uri}: {problem}" if problem else None
+    elif parsed.scheme != "databricks":
         return f"{uri}: unsupported scheme {parsed.scheme!r}"
     return None
 

@@ -77,6 +77,12 @@ def test_flags_and_tracking_drivers(setup: dict) -> None:
     for uri in (f"sqlite:///{setup['tmp']}/a_file/mlflow.db", "sqlite:///a_file/mlflow.db"):
         _refused(setup, "--tracking-uri", uri, needles=(f"--tracking-uri: {uri}: cannot create the SQLite file "
                                                         f"there ({setup['tmp'] / 'a_file'}: not a folder",))
+    # MLflow 3 refuses to open a file store (it failed after the run folder was made, exit 1)
+    for uri in (f"file://{setup['tmp']}/mlruns", "./mlruns"):
+        _refused(setup, "--tracking-uri", uri, env={"MLFLOW_ALLOW_FILE_STORE": ""},
+                 needles=(f"--tracking-uri: {uri}: MLflow's file store is retired", "MLFLOW_ALLOW_FILE_STORE=true"))
+    _refused(setup, "--tracking-uri", f"file://{setup['tmp']}/a_file/mlruns", env={"MLFLOW_ALLOW_FILE_STORE": "true"},
+             needles=("is a file, not a folder",))
 
 
 def test_environment_folders_that_are_files_or_too_deep(setup: dict) -> None:
