@@ -400,8 +400,8 @@ def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any
         mem = plan_trial_memory(cfg, model_config=config, batcher=batcher, examples=examples[:16], memory=memory,
                                 source=where, device_type=device)
     except MemoryFitError as exc:
-        raise SpecError(spec_file, "resources.memory_gb" if resources.memory_gb else "model.path",
-                        one_line(str(exc))) from None
+        field = exc.field if exc.field != "model.path" or not resources.memory_gb else "resources.memory_gb"
+        raise SpecError(spec_file, field, one_line(str(exc))) from None
     if cfg.train.batch_size == "auto":
         plan.spec.train.batch_size, plan.spec.train.grad_accum = mem.cfg.train.batch_size, mem.cfg.train.grad_accum
         return f"{mem.line()}; train.batch_size auto -> {mem.cfg.train.batch_size} (effective batch " \

@@ -494,6 +494,7 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     problem = record_problem(record, records[-1].stem)
     if problem:
         raise SlsweepError(f"{records[-1]}: {problem}; not a sweep record slsweep wrote (move it away)")
+    _refuse_finished_locally(folder, record, tracking_uri)  # before the spec, data and model are checked
     spec = record["spec"]
     copy = folder / PLANS / str(record.get("spec_copy") or "-")
     from_copy = spec is not None and not Path(spec).is_file() and copy.is_file()
@@ -531,6 +532,25 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
         lock.release()
 
 
+def _refuse_finished_locally(folder: Path, record: dict[str, Any], tracking_uri: str | None) -> None:
+    """`_refuse_finished` in under a second for a sweep recorded in the run folder's own SQLite
+    store (read with sqlite3, as `slsweep status` does; no MLflow import, no planning)."""
+    from sweeps.report.status import SWEEP_ID_TAG, read_local_store
+
+    db = folder / "mlflow.db"
+    if tracking_uri or record.get("tracking_uri") or not db.is_file():  # None: the folder's own store
+        return
+    view = read_local_store(db)
+    for parent in view.parents if view is not None else ():
+        if parent.tags.get(SWEEP_ID_TAG) == record["sweep_id"] and parent.status == "FINISHED":
+            raise _finished(folder, record["sweep_id"], parent.tags.get("slsweep.stop_reason"))
+
+
+def _finished(folder: Path, sweep_id: str, reason: str | None) -> SlsweepError:
+    return SlsweepError(f"{folder}: sweep_id: sweep {sweep_id} already finished"
+                        f"{f' ({reason})' if reason else ''}; nothing to resume")
+
+
 def _refuse_finished(plan: SweepPlan) -> None:
     """A sweep whose parent run is FINISHED has nothing left to resume (it ran to its end or to
     its time limit); resuming it would re-run what Tune's saved state still lists as running."""
@@ -547,9 +567,7 @@ def _refuse_finished(plan: SweepPlan) -> None:
     found = client.search_runs([exp.experiment_id], filter_string=f"tags.`slsweep.kind` = 'sweep' and "
                                f"tags.`slsweep.sweep_id` = '{plan.sweep_id}'", max_results=1)
     if found and found[0].info.status == "FINISHED":
-        reason = found[0].data.tags.get("slsweep.stop_reason")
-        raise SlsweepError(f"{plan.runs_dir}: sweep_id: sweep {plan.sweep_id} already finished"
-                           f"{f' ({reason})' if reason else ''}; nothing to resume")
+        raise _finished(plan.runs_dir, plan.sweep_id, found[0].data.tags.get("slsweep.stop_reason"))
 
 
 def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None = None) -> str:

@@ -357,6 +357,9 @@ def _create_stores(plan: SweepPlan) -> None:
         paths.relocate_store(plan.runs_dir)  # a moved or copied folder writes only itself
         paths.keep_reserve(plan.runs_dir)
         prepare_experiment(MlflowClient(plan.tracking_uri), info.experiment, info.artifact_location)
+        # MLflow creates its `Default` experiment with the store, at <current folder>/mlruns/0:
+        # point it (and any other experiment outside) inside the run folder now.
+        paths.relocate_store(plan.runs_dir)
         if plan.spec.search.algorithm != "grid":
             optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir))
 

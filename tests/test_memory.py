@@ -105,3 +105,18 @@ def test_auto_batch_fits_a_measured_run(smolvlm_one_layer: Path) -> None:
     peak = result.metrics["memory.peak_gb"] * GB
     assert 0 < peak <= memory, (peak / GB, memory / GB)
     assert result.metrics["memory.estimate_gb"] == pytest.approx(chosen.estimate.gb, rel=0.05)
+
+
+def test_a_fixed_batch_that_cannot_fit_is_refused_naming_the_batch(tmp_path: Path) -> None:
+    """Micro-batch 1 fits, the asked-for micro-batch does not: one line on train.batch_size, before Ray."""
+    import ray
+
+    from sweeps.cli import app
+
+    runs = tmp_path / "runs"
+    res = CliRunner().invoke(app, ["run", "default", "train.batch_size=100000", "resources.memory_gb=4",
+                                   "--runs-dir", str(runs)])
+    text = res.output.strip()
+    assert res.exit_code == 2 and "\n" not in text and "Traceback" not in text, res.output
+    assert ": train.batch_size: " in text and "at micro-batch 100000" in text and "train.batch_size: auto" in text
+    assert not ray.is_initialized() and not runs.exists()

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, LlavaProcessor
 
 from sweeps.errors import SlsweepError
-from sweeps.models.tiny import build_tiny_model, greedy_generation_config
+from sweeps.models.tiny import build_tiny_model, greedy_generation_config, save_model_folder
 
 __all__ = ["build_tiny_model_around", "IMAGE_TOKEN"]
 
@@ -72,6 +72,5 @@ def build_tiny_model_around(path: str | Path, tokenizer: str | Path, *, seed: in
     # LlavaProcessor prefers the tokenizer's own image token (Gemma-3: "<image_soft_token>") over ours.
     model.config.image_token_id = tok.convert_tokens_to_ids(processor.image_token)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
+    save_model_folder(model, processor, path)
     return path

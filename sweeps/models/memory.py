@@ -386,7 +386,12 @@ def _hwm() -> int:
 
 # ------------------------------------------------------------------------------------ trial plans
 class MemoryFitError(SlsweepError):
-    """A trial cannot fit its device's memory even at micro-batch 1."""
+    """A trial cannot fit its device's memory: even at micro-batch 1 (`field` "model.path"), or at
+    the fixed `train.batch_size` the config asks for (`field` "train.batch_size")."""
+
+    def __init__(self, message: str, field: str = "model.path") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -461,6 +466,12 @@ def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: li
         cfg = cfg.model_copy(deep=True)
         cfg.train.batch_size, cfg.train.grad_accum = micro, accum
     est = at(cfg.train.batch_size, cfg.train.grad_accum)
+    if est.peak > budget:  # a fixed micro-batch that fits only smaller
+        raise MemoryFitError(
+            f"{cfg.model.path}: a trial needs ~{est.gb:.3g} GB at micro-batch {cfg.train.batch_size} "
+            f"({est.summary()} GB) but {source} gives {memory / GB:.3g} GB ({headroom:.0%} usable: "
+            f"{budget / GB:.3g} GB); set train.batch_size: auto (the largest micro-batch that fits, with "
+            f"grad_accum keeping train.effective_batch_size), or a smaller train.batch_size", "train.batch_size")
     return MemoryPlan(cfg=cfg, estimate=est, memory=memory, source=source, headroom=headroom)
 
 

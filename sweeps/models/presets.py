@@ -47,6 +47,7 @@ from sweeps.models.tiny import (
     Qwen2VLProcessorNoVideo,
     build_tiny_tokenizer,
     greedy_generation_config,
+    save_model_folder,
 )
 
 __all__ = ["PRESETS", "Preset", "PresetError", "build_preset_model", "build_preset_processor",
@@ -395,8 +396,7 @@ def build_preset_model(name: str, path: str | Path, *, layers: int | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+        save_model_folder(model, processor, tmp)
         marker = {"preset": name, "hub_id": preset.hub_id, "layers": layers, "seed": seed,
                   "parameters": sum(p.numel() for p in model.parameters()), "tokenizer": tokenizer_line,
                   "source": preset.source}

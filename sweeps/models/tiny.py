@@ -232,9 +232,23 @@ def build_tiny_model(
         torch.manual_seed(seed)
         model, processor = builder(tokenizer, **sizes)
     model.generation_config = greedy_generation_config(tokenizer)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
+    save_model_folder(model, processor, path)
     return path
+
+
+def save_model_folder(model: Any, processor: Any, path: Path) -> None:
+    """`save_pretrained` of model and processor into `path`, without transformers' "Writing model
+    shards" progress bar (a command's output stays its own lines; an error stays one line)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path)
+        processor.save_pretrained(path)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def greedy_generation_config(tokenizer) -> GenerationConfig:
