@@ -31,7 +31,7 @@ __all__ = ["address_problem", "latest_sweep_url", "serve_ui", "ui_command", "wai
 
 def ui_command(folder: Path, host: str, port: int, workers: int = 1) -> list[str]:
     """The `mlflow ui` command line for the run folder's store (artifacts stay in the folder)."""
-    return [sys.executable, "-P", "-m", "mlflow", "ui", "--backend-store-uri", paths.default_tracking_uri(folder),
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", paths.default_tracking_uri(folder),
             "--artifacts-destination", (folder / "artifacts").as_uri(),
             "--host", host, "--port", str(port), "--workers", str(workers),
             "--uvicorn-opts", "--log-level warning --no-access-log"]  # no line per HTTP request
@@ -153,7 +153,10 @@ def serve_ui(folder: Path | None, host: str = "127.0.0.1", port: int = 5000, *,
     url = f"http://{_reachable(host)}:{port}"
     cmd = ui_command(folder, host, port)
     proc = subprocess.Popen(cmd, start_new_session=True,
-                            env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"})
+                            # Neither the server nor the uvicorn it starts (whose --app-dir "" puts the
+                            # current folder on sys.path) imports modules from the folder `slsweep ui` was
+                            # started in: they run in "/" (every path they are given is absolute).
+                            cwd="/", env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true", "PYTHONSAFEPATH": "1"})
     stopping: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
