@@ -389,3 +389,20 @@ def test_table_command_user_errors_exit_2(cli: typer.Typer, report_store: Store,
 def test_table_command_missing_store_exit_2(cli: typer.Typer, tmp_path) -> None:
     res = CliRunner().invoke(cli, ["table", "--runs-dir", str(tmp_path / "none")])
     assert res.exit_code == 2 and "error: no MLflow store at" in res.stderr
+
+
+@pytest.mark.parametrize("command", [["table"], ["plot", "--kind", "psi-bars"], ["report"]])
+def test_an_unknown_by_name_is_refused_before_the_heavy_imports(report_store: Store, command: list[str]) -> None:
+    """Read from the run folder's own store with sqlite3: no MLflow, no scipy; the same message as
+    the full check (`SweepRuns.resolve`), with its did-you-mean."""
+    import subprocess
+    import sys
+
+    args = [*command, "--by", "lamda", "--runs-dir", str(report_store.runs_dir)]
+    code = ("import sys\nfrom sweeps.cli import app\n"
+            f"try:\n    app({args!r})\nexcept SystemExit as e:\n    print('RC', e.code)\n"
+            "print('HEAVY', sorted(m for m in ('mlflow', 'scipy', 'matplotlib') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "RC 2" in proc.stdout and "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
+    err = proc.stderr.strip()
+    assert err.startswith("error: unknown column 'lamda'") and "did you mean 'lam'?" in err and "\n" not in err
