@@ -28,7 +28,7 @@ MAX_EXPERIMENT_NAME = 500
 MAX_SPEC_NAME = 100
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (U+0080-U+009F: e.g. CSI)
 
 
 def spec_name_problem(name: str) -> str | None:

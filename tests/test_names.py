@@ -182,6 +182,8 @@ def test_experiment_names_beyond_mlflows_rules_are_one_line(tmp_path: Path) -> N
                     "--experiment: 600 characters")
     one_line_exit_2(cli("run", str(spec), "--runs-dir", str(runs), "--experiment", "a\nb", cwd=tmp_path),
                     "--experiment: ", "control characters")
+    one_line_exit_2(cli("run", str(spec), "--runs-dir", str(runs), "--experiment", "a\u009bb", cwd=tmp_path),
+                    "--experiment: ", "control characters")  # a C1 control (CSI) too
     one_line_exit_2(cli("run", str(spec), "--runs-dir", str(runs), "--experiment", " ", cwd=tmp_path),
                     "--experiment: empty experiment name")
     assert not runs.exists()
