@@ -345,6 +345,10 @@ class TrialConfig(_Section):
         parsed = parse_overrides(overrides)
         doc = load_yaml(path, what="trial config")
         data = apply_overrides(require_mapping(doc, "trial config"), parsed, source=doc.source)
+        if "search_space" in data and "search_space" not in cls.model_fields:  # a sweep spec, not one trial
+            raise SpecError(doc.source, "search_space", "this is a sweep spec: `slsweep trial` runs one trial "
+                            "config (sweeps/specs/trials/, `slsweep list`); run a sweep spec with `slsweep run`",
+                            line=doc.line_of(("search_space",)))
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

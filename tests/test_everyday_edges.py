@@ -50,6 +50,8 @@ def test_a_short_steps_override_brings_eval_warmup_and_the_scheduler_along(capsy
     (["run", "default", "train.stpes=5"], "did you mean 'steps'?"),
     (["trial", "countin"], "did you mean 'counting'?"),
     (["resume", "--runs-dir", "nowhere"], "no sweep to resume"),
+    (["trial", str(Path(__file__).parents[1] / "sweeps" / "specs" / "default.yaml")],
+     "search_space: this is a sweep spec: `slsweep trial` runs one trial config"),
 ])
 def test_near_misses_answer_at_once(tmp_path: Path, args: list[str], needle: str) -> None:
     """Each is refused before Ray, MLflow or torch are imported (well under 2 s on an idle core)."""
