@@ -392,17 +392,21 @@ def test_table_command_missing_store_exit_2(cli: typer.Typer, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("command", [["table"], ["plot", "--kind", "psi-bars"], ["report"]])
-def test_an_unknown_by_name_is_refused_before_the_heavy_imports(report_store: Store, command: list[str]) -> None:
+@pytest.mark.parametrize("flag, value, message", [
+    ("--by", "lamda", "error: unknown column 'lamda'"),
+    ("--metric", "exact_mach", "error: metric 'exact_mach' is not logged on the selected trial runs")])
+def test_an_unknown_by_name_is_refused_before_the_heavy_imports(report_store: Store, command: list[str], flag: str,
+                                                                 value: str, message: str) -> None:
     """Read from the run folder's own store with sqlite3: no MLflow, no scipy; the same message as
-    the full check (`SweepRuns.resolve`), with its did-you-mean."""
+    the full check (`SweepRuns.resolve` / `resolve_metric`), with its did-you-mean."""
     import subprocess
     import sys
 
-    args = [*command, "--by", "lamda", "--runs-dir", str(report_store.runs_dir)]
+    args = [*command, flag, value, "--runs-dir", str(report_store.runs_dir)]
     code = ("import sys\nfrom sweeps.cli import app\n"
             f"try:\n    app({args!r})\nexcept SystemExit as e:\n    print('RC', e.code)\n"
             "print('HEAVY', sorted(m for m in ('mlflow', 'scipy', 'matplotlib') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "RC 2" in proc.stdout and "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
     err = proc.stderr.strip()
-    assert err.startswith("error: unknown column 'lamda'") and "did you mean 'lam'?" in err and "\n" not in err
+    assert err.startswith(message) and "did you mean '" in err and "\n" not in err

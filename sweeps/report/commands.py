@@ -106,14 +106,16 @@ def _by(by: str | None) -> list[str] | None:
     return split_names([by]) if by else None
 
 
-def _precheck(by: str | None, tracking_uri: str | None, runs_dir: Path | None, all_runs: bool) -> None:
-    """An unknown --by name refused from the run folder's own store before the heavy imports
-    (`runs.precheck_columns`); a tracking server, or --all-runs (unfinished runs' keys), is left to
-    the full check."""
-    if by and tracking_uri is None and not all_runs:
+def _precheck(by: str | None, tracking_uri: str | None, runs_dir: Path | None, all_runs: bool,
+              metric: str | list[str] | None = None) -> None:
+    """An unknown --by name or --metric refused from the run folder's own store before the heavy
+    imports (`runs.precheck_columns`); a tracking server, or --all-runs (unfinished runs' keys), is
+    left to the full check."""
+    if (by or metric) and tracking_uri is None and not all_runs:
         from sweeps.report.runs import precheck_columns
 
-        _guard(lambda: precheck_columns(_by(by) or [], runs_dir))
+        metrics = split_names(metric if isinstance(metric, list) else [metric] if metric else [])
+        _guard(lambda: precheck_columns(_by(by) or [], runs_dir, metrics))
 
 
 def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt = None,
@@ -128,7 +130,7 @@ def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt 
     param equal, seed aside) adds its 95% CI over seeds, a group pooling configurations its min-max
     spread. With --baseline, one-configuration groups get the difference with its CI, the test used
     and raw and adjusted p-values (and with --power, the seeds needed); pooled groups are never tested."""
-    _precheck(by, tracking_uri, runs_dir, all_runs)
+    _precheck(by, tracking_uri, runs_dir, all_runs, metric)
     from sweeps.report.tables import ablation_table, render, to_html
 
     def go() -> None:
@@ -155,7 +157,7 @@ def plot(kind: Annotated[PlotKind, typer.Option("--kind", "-k", help="Figure to 
                                                      "(default: <kind>.png).", show_default=False)] = None,
          no_log: NoLogOpt = False) -> None:
     """Draw a figure and log it as an artifact of the sweep's parent run."""
-    _precheck(by, tracking_uri, runs_dir, all_runs)
+    _precheck(by, tracking_uri, runs_dir, all_runs, metric)
     from sweeps.report import plots
 
     def go() -> None:
@@ -180,7 +182,7 @@ def report(experiment: ExperimentArg = None, metric: MetricOpt = None, by: ByOpt
                "report.html"),
            no_log: NoLogOpt = False) -> None:
     """One self-contained HTML page: spec, search space, best configuration, tables, figures."""
-    _precheck(by, tracking_uri, runs_dir, all_runs)
+    _precheck(by, tracking_uri, runs_dir, all_runs, metric)
     from sweeps.report.html import build_report
 
     def go() -> None:

@@ -438,9 +438,7 @@ class SweepRuns:
         name = name.strip().removeprefix("metrics.")
         col = f"metrics.{name}"
         if col not in self.trials.columns or self.trials[col].isna().all():
-            raise UnknownMetricError(f"metric '{name}' is not logged on the selected trial runs"
-                                     f"{did_you_mean(name, self.metric_keys)} "
-                                     f"(available: {', '.join(self.metric_keys) or 'none'})")
+            raise unknown_metric(name, self.metric_keys)
         return col
 
     def varying(self, columns: Iterable[str]) -> list[str]:
@@ -750,8 +748,14 @@ def resolve_column(name: str, param_keys: Sequence[str], columns: Iterable[str])
                              f"(params: {', '.join(shown) or 'none'})")
 
 
-def precheck_columns(names: Sequence[str], runs_dir: Path | str | None) -> None:
-    """Refuse a --by name no finished trial of the run folder's own store has, read with sqlite3
+def unknown_metric(name: str, metric_keys: Sequence[str]) -> UnknownMetricError:
+    """The one message for a metric the selected trials do not log."""
+    return UnknownMetricError(f"metric '{name}' is not logged on the selected trial runs"
+                              f"{did_you_mean(name, metric_keys)} (available: {', '.join(metric_keys) or 'none'})")
+
+
+def precheck_columns(names: Sequence[str], runs_dir: Path | str | None, metrics: Sequence[str] = ()) -> None:
+    """Refuse a --by name or --metric no finished trial of the run folder's own store has, read with sqlite3
     before MLflow, pandas' readers and scipy are imported (an input error answers in well under 2 s).
 
     Every finished trial's keys are a superset of the selected sweep's full-budget trials' keys, so
@@ -764,9 +768,13 @@ def precheck_columns(names: Sequence[str], runs_dir: Path | str | None) -> None:
     from sweeps.report.status import read_local_store
 
     db = Path(runs_dir or default_runs_dir()).expanduser() / "mlflow.db"
-    view = read_local_store(db) if names and db.is_file() else None
+    view = read_local_store(db) if (names or metrics) and db.is_file() else None
     if view is None or not view.trials:
         return
+    logged = sorted({k for t in view.trials for k, v in t.metrics.items() if v == v})  # v == v: not NaN
+    for metric in metrics:
+        if metric.strip().removeprefix("metrics.") not in logged:
+            raise unknown_metric(metric.strip().removeprefix("metrics."), logged)
     params = sorted({k for t in view.trials for k in t.params})
     columns = {f"params.{k}" for k in params} | {f"tags.{k}" for t in view.trials for k in t.tags} | {
         f"metrics.{k}" for t in view.trials for k in t.metrics}
