@@ -124,6 +124,15 @@ def _slsweep(args: list[str], ray_tmp: Path, log: Path) -> OwnedProcess:
                  env={"SLSWEEP_RAY_TMP": str(ray_tmp), "OMP_NUM_THREADS": "1"})
 
 
+
+def _end_drill(sampler, driver, ray_tmp: Path) -> None:  # noqa: ANN001 - this file's Sampler, cluster_utils' driver
+    """Stop the socket sampler and the driver, then whatever the drill's private Ray left, by pid."""
+    if sampler is not None:
+        sampler.stop()
+    driver.stop(grace=3.0)
+    kill_leftovers(str(ray_tmp))
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
 def test_loopback_node_keeps_a_loopback_address_and_restores_ray() -> None:
     """Ray replaces a loopback node address with the machine's network address in cluster mode
     (Linux's default); inside `loopback_node` it keeps it, and afterwards Ray is as before."""
@@ -175,11 +184,7 @@ def test_local_sweep_listens_on_loopback_only_and_its_hints_name_the_server(tmp_
             sampler = Sampler(driver.command_pid()).start()
             rc = driver.proc.wait(timeout=540)
         finally:
-            if sampler is not None:
-                sampler.stop()
-            driver.stop(grace=3.0)
-            kill_leftovers(str(ray_tmp))
-            shutil.rmtree(ray_tmp, ignore_errors=True)
+            _end_drill(sampler, driver, ray_tmp)
         out = log.read_text(errors="replace")
         assert rc == 0, out[-3000:]
         # The drill is real: the GCS, the raylet and trial workers were caught listening.
@@ -246,11 +251,7 @@ def test_driver_sigkill_leaves_no_ray_process_behind(tmp_path: Path) -> None:
             time.sleep(0.1)
         left = sampler.alive()
     finally:
-        if sampler is not None:
-            sampler.stop()
-        driver.stop(grace=3.0)
-        kill_leftovers(str(ray_tmp))
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        _end_drill(sampler, driver, ray_tmp)
     print("\nSIGKILL: seconds from the kill to each process's exit:\n" +
           "\n".join(f"  {t:5.1f}  {p[:90]}" for p, t in sorted(gone.items(), key=lambda kv: kv[1])))
     assert not left, left  # everything exited by itself
