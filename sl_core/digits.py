@@ -62,6 +62,27 @@ def digit_token_ids(tokenizer: Any, *, allow_merged: bool = False) -> list[int]:
             ("▁0".."▁9", "Ġ0".."Ġ9"): an answer's first digit is then often a marked token these
             ids miss, and a soft-label loss given them is silently hard CE there. Use
             `digit_token_groups(tokenizer)` (every soft-label loss takes the groups as `digit_ids`).
+
+    Example:
+        A tiny word-level tokenizer that splits numbers into digits, built offline (a hub tokenizer
+        from `AutoTokenizer.from_pretrained` is used the same way):
+
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers as pre
+        >>> from sl_core import digit_token_ids
+        >>> vocab = {t: i for i, t in enumerate(["<unk>", "x", "=", *"0123456789"])}
+        >>> tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        >>> tok.pre_tokenizer = pre.Sequence([pre.Whitespace(), pre.Digits(individual_digits=True)])
+        >>> digit_token_ids(tok)
+        [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+
+        A tokenizer that merges digits ("12" is one token) is refused:
+
+        >>> merged = Tokenizer(models.WordLevel({**vocab, "12": 13}, unk_token="<unk>"))
+        >>> merged.pre_tokenizer = pre.Whitespace()
+        >>> digit_token_ids(merged)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: tokenizer (Tokenizer) merges digits into multi-digit tokens (['12'] from ...
     """
     tok = _vocab_owner(tokenizer)
     ids = _bare_digit_ids(tok, allow_merged)
@@ -76,7 +97,22 @@ def digit_token_ids(tokenizer: Any, *, allow_merged: bool = False) -> list[int]:
 
 
 class MarkedDigitsWarning(UserWarning):
-    """`digit_token_ids` on a vocabulary whose answers may use marked digits ("▁7", "Ġ7")."""
+    """`digit_token_ids` on a vocabulary whose answers may use marked digits ("▁7", "Ġ7").
+
+    Example:
+        >>> import warnings
+        >>> from tokenizers import Tokenizer, models
+        >>> from sl_core import MarkedDigitsWarning, digit_token_groups, digit_token_ids
+        >>> vocab = {t: i for i, t in enumerate(["<unk>", *"0123456789", *[f"▁{d}" for d in range(10)]])}
+        >>> tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     ids = digit_token_ids(tok)
+        >>> [w.category is MarkedDigitsWarning for w in caught]
+        [True]
+        >>> len(digit_token_groups(tok))  # what to pass instead: "0".."9" and "▁0".."▁9"
+        2
+    """
 
 
 def _bare_digit_ids(tok: Any, allow_merged: bool) -> list[int]:
@@ -128,6 +164,16 @@ def digit_token_groups(tokenizer: Any, *, allow_merged: bool = False,
 
     Raises:
         ValueError: as `digit_token_ids`.
+
+    Example:
+        A SentencePiece-style vocabulary with bare and "▁"-marked digits gives two groups:
+
+        >>> from tokenizers import Tokenizer, models
+        >>> from sl_core import digit_token_groups
+        >>> vocab = {t: i for i, t in enumerate(["<unk>", *"0123456789", *[f"▁{d}" for d in range(10)]])}
+        >>> groups = digit_token_groups(Tokenizer(models.WordLevel(vocab, unk_token="<unk>")))
+        >>> groups[0], groups[1]
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20])
     """
     tok = _vocab_owner(tokenizer)
     vocab = tok.get_vocab()
@@ -154,6 +200,18 @@ class NumericTokens:
 
     Tokens are grouped by (marker, width): "7" and "Ġ7" and "07" are in different groups because
     trading one for another changes the text, not just the value.
+
+    Raises:
+        ValueError: the four tuples are empty or of different lengths, or ids repeat.
+
+    Example:
+        >>> from sl_core import NumericTokens
+        >>> nt = NumericTokens(ids=(5, 9, 11), values=(7, 42, 7), widths=(1, 2, 1), markers=("", "", "Ġ"))
+        >>> len(nt), nt.groups
+        (3, (('', 1), ('', 2), ('Ġ', 1)))
+        >>> digits = NumericTokens.from_digit_ids(range(20, 30))  # ten digit ids "0".."9"
+        >>> digits.values[:4], set(digits.groups)
+        ((0, 1, 2, 3), {('', 1)})
     """
 
     ids: tuple[int, ...]
@@ -204,6 +262,16 @@ def numeric_token_values(tokenizer: Any, *, max_width: int | None = None,
 
     Raises:
         ValueError: the vocabulary has no numeric tokens.
+
+    Example:
+        A merged-digit vocabulary (LLaMA-3 style: "42" and "Ġ7" are single tokens):
+
+        >>> from tokenizers import Tokenizer, models
+        >>> from sl_core import numeric_token_values
+        >>> vocab = {t: i for i, t in enumerate(["<unk>", "7", "42", "Ġ7", "042", "x"])}
+        >>> nt = numeric_token_values(Tokenizer(models.WordLevel(vocab, unk_token="<unk>")))
+        >>> list(zip(nt.ids, nt.values, nt.widths, nt.markers))
+        [(1, 7, 1, ''), (2, 42, 2, ''), (4, 42, 3, ''), (3, 7, 1, 'Ġ')]
     """
     tok = _vocab_owner(tokenizer)
     marks = tuple(markers)
@@ -222,7 +290,18 @@ def numeric_token_values(tokenizer: Any, *, max_width: int | None = None,
 
 
 def numeric_token_ids(tokenizer: Any) -> frozenset[int]:
-    """Ids of every token whose text is a digit string, after at most one leading-space marker."""
+    """Ids of every token whose text is a digit string, after at most one leading-space marker.
+
+    Returns:
+        A frozenset of ids, empty when the vocabulary has no numeric token.
+
+    Example:
+        >>> from tokenizers import Tokenizer, models
+        >>> from sl_core import numeric_token_ids
+        >>> vocab = {t: i for i, t in enumerate(["<unk>", "7", "42", "Ġ7", "x"])}
+        >>> sorted(numeric_token_ids(Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))))
+        [1, 2, 3]
+    """
     try:
         return frozenset(numeric_token_values(tokenizer).ids)
     except ValueError:  # no numeric tokens at all
@@ -259,6 +338,18 @@ def soft_target_coverage(token_ids: Iterable[Sequence[int]], soft_ids: Iterable[
 
     Returns:
         A Coverage; `share` 0 means the soft-label loss equals hard CE on these answers.
+
+    Example:
+        Digit-only soft targets on a vocabulary that also has the merged token "42":
+
+        >>> from tokenizers import Tokenizer, models
+        >>> from sl_core import soft_target_coverage
+        >>> vocab = {t: i for i, t in enumerate(["<unk>", "x", *"0123456789", "42"])}
+        >>> tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        >>> answers = [[vocab["x"], vocab["42"]], [vocab["7"]]]  # "x 42" merged, "7" a digit
+        >>> cov = soft_target_coverage(answers, [vocab[str(d)] for d in range(10)], tok)
+        >>> cov.numeric, cov.covered, cov.share
+        (2, 1, 0.5)
     """
     tok = _vocab_owner(tokenizer)
     numeric = numeric_token_ids(tok)

@@ -40,6 +40,22 @@ Tokens = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | NumericTokens 
 
 
 class LossFn(Protocol):
+    """What `build_loss` returns: fn(logits [..., V], labels [...], *, num_items_in_batch=None) -> scalar.
+
+    labels are already shifted (labels[..., i] is the target of logits[..., i, :]) and -100 is
+    ignored; with num_items_in_batch the summed loss is divided by it (gradient accumulation).
+
+    Example:
+        >>> import torch
+        >>> from sl_core import LossFn, build_loss
+        >>> fn: LossFn = build_loss("hard")
+        >>> logits = torch.zeros(1, 3, 12)  # uniform over V = 12: every token's CE is log(12)
+        >>> round(fn(logits, torch.tensor([[5, 7, -100]])).item(), 4)
+        2.4849
+        >>> round(fn(logits, torch.tensor([[5, 7, -100]]), num_items_in_batch=4).item(), 4)  # 2 * log(12) / 4
+        1.2425
+    """
+
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor, *,
                  num_items_in_batch: int | float | torch.Tensor | None = None) -> torch.Tensor: ...
 
@@ -64,6 +80,19 @@ def family_tokens(family: str, tokenizer: Any) -> Tokens:
     Raises:
         ValueError: the tokenizer cannot serve the family (no single-digit tokens, merged digits);
             the message names the family and the one to use instead.
+
+    Example:
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers as pre
+        >>> from sl_core import family_tokens
+        >>> vocab = {t: i for i, t in enumerate(["<unk>", "x", "=", *"0123456789"])}
+        >>> tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        >>> tok.pre_tokenizer = pre.Sequence([pre.Whitespace(), pre.Digits(individual_digits=True)])
+        >>> family_tokens("hard", tok) is None
+        True
+        >>> family_tokens("soft_label", tok)  # [G, 10] digit groups
+        [[3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
+        >>> len(family_tokens("value_aware", tok))  # NumericTokens: here the ten digits
+        10
     """
     need = family_spec(family).tokens
     if need == "none":
@@ -110,6 +139,30 @@ def build_loss(family: str, digit_ids: Tokens = None, *, backend: str = "auto", 
     Raises:
         ValueError: unknown family or parameter, a missing required one (eta), a value out of its
             bounds, or digit_ids the family cannot use.
+
+    Example:
+        Tokens 2..11 of a 12-token vocabulary are the digits "0".."9" here (in practice:
+        `family_tokens("soft_label", tokenizer)`):
+
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from sl_core import build_loss
+        >>> digits = list(range(2, 12))
+        >>> loss_fn = build_loss("soft_label", digits, eta=0.1, lam=2.0, psi="gaussian")
+        >>> _ = torch.manual_seed(0)
+        >>> logits = torch.randn(2, 5, 12, requires_grad=True)  # [B, T, V]
+        >>> labels = torch.tensor([[1, 6, 7, -100, -100], [0, 1, 11, 2, 3]])  # shifted, -100 ignored
+        >>> loss = loss_fn(logits, labels)
+        >>> loss.shape, loss.dtype
+        (torch.Size([]), torch.float32)
+        >>> loss.backward()
+        >>> hard = build_loss("soft_label", digits, eta=0.0)  # eta = 0, lam = 1: plain cross-entropy
+        >>> torch.allclose(hard(logits, labels), F.cross_entropy(logits.view(-1, 12), labels.view(-1)))
+        True
+        >>> build_loss("soft_label", digits, eta=1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: eta must be in [0, 1], got 1.5
     """
     spec = family_spec(family)
     p = {**check_family_params(family, params), "backend": check_backend(backend)}
@@ -137,6 +190,22 @@ def register_loss_family(builder: Callable[..., LossFn]) -> str:
     Raises:
         ValueError: `builder` was not declared with `loss_family`, or its name is a built-in's or is
             registered with other parameters.
+
+    Example:
+        A family "scaled_ce" (hard CE times a factor), registered, then built like a built-in:
+
+        >>> import torch
+        >>> from sl_core import build_loss, hard_cross_entropy, loss_family, register_loss_family
+        >>> @loss_family(params={"factor": 1.0}, tokens="none", name="scaled_ce")
+        ... def scaled_ce(tokens, factor):
+        ...     def fn(logits, labels, *, num_items_in_batch=None):
+        ...         return factor * hard_cross_entropy(logits, labels, num_items_in_batch=num_items_in_batch)
+        ...     return fn
+        >>> register_loss_family(scaled_ce)
+        'scaled_ce'
+        >>> logits, labels = torch.zeros(4, 12), torch.tensor([1, 2, 3, 4])
+        >>> round(build_loss("scaled_ce", factor=2.0)(logits, labels).item(), 4)  # 2 * log(12)
+        4.9698
     """
     spec = getattr(builder, "family_spec", None)
     if spec is None or not callable(builder):

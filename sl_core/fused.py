@@ -92,8 +92,29 @@ def fused_linear_soft_label_cross_entropy(
     Returns:
         Scalar loss (float32, float64 for float64 inputs) or [...] per-token losses for "none".
 
+    Raises:
+        ValueError: naming the argument (hidden, weight, bias, labels, chunk_size, and those of
+            `soft_label_cross_entropy`).
+
     Note: for "mean"/"sum" the gradients are precomputed in forward and backward consumes them, so
     calling backward twice through the same graph raises a RuntimeError.
+
+    Example:
+        Equal to the unfused loss on the materialised logits, with equal gradients:
+
+        >>> import torch
+        >>> from sl_core import fused_linear_soft_label_cross_entropy, soft_label_cross_entropy
+        >>> digits = list(range(2, 12))
+        >>> _ = torch.manual_seed(0)
+        >>> hidden = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)  # [N, H]
+        >>> weight = torch.randn(12, 8, dtype=torch.float64, requires_grad=True)  # lm_head [V, H]
+        >>> labels = torch.tensor([0, 5, 6, 11, -100, 1])
+        >>> fused = fused_linear_soft_label_cross_entropy(hidden, weight, labels, digits, eta=0.1, chunk_size=4)
+        >>> fused.backward()
+        >>> ref = soft_label_cross_entropy(hidden @ weight.T, labels, digits, eta=0.1)
+        >>> g_hidden, g_weight = torch.autograd.grad(ref, (hidden, weight))
+        >>> torch.allclose(fused, ref), torch.allclose(hidden.grad, g_hidden), torch.allclose(weight.grad, g_weight)
+        (True, True, True)
     """
     V.check_logits(hidden, "hidden")
     V.check_logits(weight, "weight")

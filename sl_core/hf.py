@@ -18,6 +18,12 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torc
 
     Same as transformers' ForCausalLMLoss: padding the labels instead of slicing the logits keeps the
     [..., T, V] logits untouched (no copy of the largest tensor of the step).
+
+    Example:
+        >>> import torch
+        >>> from sl_core.hf import shift_labels
+        >>> shift_labels(torch.tensor([[5, 6, 7, 8]])).tolist()
+        [[6, 7, 8, -100]]
     """
     return torch.nn.functional.pad(labels, (0, 1), value=ignore_index)[..., 1:]
 
@@ -51,6 +57,28 @@ def make_compute_loss_func(
     batch; it shifts them like the model's own loss (logits[..., i, :] predicts labels[..., i + 1])
     and divides by `num_items_in_batch` when the Trainer passes it (gradient accumulation), so
     accumulating micro-batches gives the loss and gradients of the full batch.
+
+    Raises:
+        ValueError: from `build_loss` (unknown family or parameter, unusable digit_ids) when built;
+            when called, labels missing or not matching the logits' shape, or outputs without logits.
+
+    Example:
+        With a Trainer: `Trainer(model=model, args=args, train_dataset=ds, compute_loss_func=
+        make_compute_loss_func(sl_core.family_tokens("soft_label", tokenizer), eta=0.1))`. Called
+        directly on a model output and the unshifted labels:
+
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> from sl_core import build_loss, make_compute_loss_func
+        >>> digits = list(range(2, 12))  # "0".."9" in a 12-token vocabulary
+        >>> compute_loss = make_compute_loss_func(digits, "soft_label", eta=0.1, lam=2.0)
+        >>> _ = torch.manual_seed(0)
+        >>> outputs = SimpleNamespace(logits=torch.randn(2, 4, 12))  # what model(**batch) returns
+        >>> labels = torch.tensor([[-100, 0, 5, 6], [-100, 1, 11, 2]])  # as in the batch, unshifted
+        >>> loss = compute_loss(outputs, labels)
+        >>> same = build_loss("soft_label", digits, eta=0.1, lam=2.0)(outputs.logits[:, :-1], labels[:, 1:])
+        >>> torch.allclose(loss, same)
+        True
     """
     loss_fn = build_loss(family, digit_ids, **params)
 

@@ -74,6 +74,28 @@ def soft_label_cross_entropy(
     Raises:
         ValueError: naming the argument (eta, lam, psi, psi_param, digit_ids, labels, reduction,
             num_items_in_batch, place_exponent).
+
+    Example:
+        Tokens 2..11 of a 12-token vocabulary are the digits "0".."9" (in practice
+        `sl_core.digit_token_groups(tokenizer)`); a causal LM's logits[:, :-1] and labels[:, 1:]:
+
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from sl_core import soft_label_cross_entropy
+        >>> digits = list(range(2, 12))
+        >>> _ = torch.manual_seed(0)
+        >>> logits = torch.randn(2, 6, 12, requires_grad=True)
+        >>> labels = torch.tensor([[0, 1, 6, 8, -100, -100], [1, 0, 1, 11, 2, 3]])
+        >>> z, y = logits[:, :-1], labels[:, 1:]  # shift: position i predicts token i + 1
+        >>> loss = soft_label_cross_entropy(z, y, digits, eta=0.1, lam=2.0)
+        >>> loss.backward()
+        >>> loss.dtype, logits.grad.shape
+        (torch.float32, torch.Size([2, 6, 12]))
+        >>> soft_label_cross_entropy(z, y, digits, eta=0.1, reduction="none").shape  # per token
+        torch.Size([2, 5])
+        >>> plain = soft_label_cross_entropy(z, y, digits, eta=0.0)  # eta = 0, lam = 1: hard CE
+        >>> torch.allclose(plain, F.cross_entropy(z.reshape(-1, 12), y.reshape(-1)))
+        True
     """
     V.check_logits(logits)
     vocab = logits.shape[-1]
@@ -189,6 +211,15 @@ def place_factors(is_digit: torch.Tensor, exponent: float) -> torch.Tensor:
     Returns:
         [..., T] float64: for the digit at position j (0 = most significant) of a run of length L,
         ((L - j) / L) ** exponent, so the first digit of a number gets 1; 0 at non-digit positions.
+
+    Example:
+        "x = 375": a run of three digits gets 1, 2/3 and 1/3 with exponent 1:
+
+        >>> import torch
+        >>> from sl_core import place_factors
+        >>> is_digit = torch.tensor([False, False, True, True, True])
+        >>> [round(f, 3) for f in place_factors(is_digit, 1.0).tolist()]
+        [0.0, 0.0, 1.0, 0.667, 0.333]
     """
     d = is_digit.to(torch.int64)
     if d.dim() == 0:

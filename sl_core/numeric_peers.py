@@ -126,6 +126,23 @@ def dist2_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, numeric: Num
 
     Returns:
         Scalar (float32, float64 for float64 logits) or [...] for "none".
+
+    Raises:
+        ValueError: numeric not a NumericTokens or with ids outside [0, V), tau <= 0, an unknown
+            distance, or bad logits, labels, reduction, num_items_in_batch.
+
+    Example:
+        On digit tokens with the squared distance, DIST2Loss is Gaussian soft CE with sigma = sqrt(tau / 2):
+
+        >>> import torch
+        >>> from sl_core import NumericTokens, dist2_cross_entropy, gaussian_soft_cross_entropy
+        >>> digits = list(range(2, 12))  # token ids of "0".."9" in a 12-token vocabulary
+        >>> numeric = NumericTokens.from_digit_ids(digits)  # or sl_core.numeric_token_values(tokenizer)
+        >>> _ = torch.manual_seed(0)
+        >>> logits, labels = torch.randn(6, 12), torch.tensor([0, 2, 5, 11, -100, 7])
+        >>> loss = dist2_cross_entropy(logits, labels, numeric, temperature=2.0)
+        >>> torch.allclose(loss, gaussian_soft_cross_entropy(logits, labels, digits, sigma=1.0))
+        True
     """
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
     numeric = _check_numeric(numeric, vocab)
@@ -192,6 +209,24 @@ def smmd_term(logits: torch.Tensor, labels: torch.Tensor, numeric: NumericTokens
 
     Returns:
         Scalar, or [...] per position (0 off numeric rows) for "none".
+
+    Raises:
+        ValueError: numeric not a NumericTokens or with ids outside [0, V), sigma <= 0, alpha < 0,
+            or bad logits, labels, reduction, num_items_in_batch.
+
+    Example:
+        A model sure of the digit 4: the row whose target is 4 costs nothing, the one whose target is
+        2 does:
+
+        >>> import torch
+        >>> from sl_core import NumericTokens, smmd_term
+        >>> digits = list(range(2, 12))  # token ids of "0".."9" in a 12-token vocabulary
+        >>> logits = torch.zeros(3, 12)
+        >>> _ = logits[:, digits[4]].fill_(20.0)
+        >>> labels = torch.tensor([digits[2], digits[4], 0])
+        >>> per_row = smmd_term(logits, labels, NumericTokens.from_digit_ids(digits), reduction="none")
+        >>> [round(v, 3) for v in per_row.tolist()]
+        [1.809, 0.0, 0.0]
     """
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
     numeric = _check_numeric(numeric, vocab)
@@ -246,6 +281,22 @@ def del_term(logits: torch.Tensor, labels: torch.Tensor, digit_ids: Ids, *, igno
 
     Returns:
         Scalar, or [...] per position (0 off digit rows) for "none".
+
+    Raises:
+        ValueError: bad logits, labels, digit_ids, reduction or num_items_in_batch (named).
+
+    Example:
+        The number "24" against a model sure of the digit 4: the tens digit (place weight 4) is
+        wrong with softplus(20) = 20 per wrong logit, the units digit (weight 2) is right:
+
+        >>> import torch
+        >>> from sl_core import del_term
+        >>> digits = list(range(2, 12))  # token ids of "0".."9" in a 12-token vocabulary
+        >>> logits = torch.zeros(1, 3, 12)
+        >>> _ = logits[..., digits[4]].fill_(20.0)
+        >>> labels = torch.tensor([[digits[2], digits[4], 0]])
+        >>> [round(v, 3) for v in del_term(logits, labels, digits, reduction="none")[0].tolist()]
+        [8.0, 0.0, 0.0]
     """
     def term(z_d, td, after, full_rows):
         p = torch.softmax(z_d, dim=-1)

@@ -48,6 +48,18 @@ def hard_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, digit_ids: Id
 
     Args:
         logits: [..., V]; labels: [...] already shifted. Returns a scalar or [...] for "none".
+
+    Raises:
+        ValueError: bad logits, labels, reduction, num_items_in_batch or digit_ids (named).
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from sl_core import hard_cross_entropy
+        >>> _ = torch.manual_seed(0)
+        >>> logits, labels = torch.randn(2, 5, 12), torch.tensor([[1, 2, 3, -100, 4], [5, 6, 7, 8, 9]])
+        >>> torch.allclose(hard_cross_entropy(logits, labels), F.cross_entropy(logits.view(-1, 12), labels.view(-1)))
+        True
     """
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
     if digit_ids is not None:
@@ -65,6 +77,19 @@ def label_smoothing_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, di
 
     Args:
         logits: [..., V]; labels: [...] already shifted; smoothing in [0, 1].
+
+    Raises:
+        ValueError: smoothing outside [0, 1], or bad logits, labels, reduction, num_items_in_batch.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from sl_core import label_smoothing_cross_entropy
+        >>> _ = torch.manual_seed(0)
+        >>> logits, labels = torch.randn(6, 12), torch.tensor([1, 2, 3, -100, 4, 5])
+        >>> ours = label_smoothing_cross_entropy(logits, labels, smoothing=0.1)
+        >>> torch.allclose(ours, F.cross_entropy(logits, labels, label_smoothing=0.1))
+        True
     """
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
     eps = V.check_fraction("smoothing", smoothing)
@@ -87,6 +112,22 @@ def gaussian_soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, digi
 
     Args:
         logits: [..., V]; labels: [...] already shifted; sigma >= 0 in digit units.
+
+    Raises:
+        ValueError: sigma < 0, digit_ids not ten ids (or [G, 10] groups) in [0, V), or bad logits,
+            labels, reduction, num_items_in_batch.
+
+    Example:
+        >>> import torch
+        >>> from sl_core import gaussian_soft_cross_entropy, hard_cross_entropy
+        >>> digits = list(range(2, 12))  # token ids of "0".."9" in a 12-token vocabulary
+        >>> _ = torch.manual_seed(0)
+        >>> logits, labels = torch.randn(6, 12), torch.tensor([0, 2, 5, 11, -100, 7])
+        >>> gaussian_soft_cross_entropy(logits, labels, digits, sigma=1.0).shape
+        torch.Size([])
+        >>> torch.allclose(gaussian_soft_cross_entropy(logits, labels, digits, sigma=0.0),
+        ...                hard_cross_entropy(logits, labels))
+        True
     """
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
     groups = V.check_digit_groups(digit_ids, vocab)
@@ -109,6 +150,18 @@ def ntl_was(logits: torch.Tensor, labels: torch.Tensor, digit_ids: Ids, *, rewei
 
     Args:
         logits: [..., V]; labels: [...] already shifted. "mean" averages over digit targets.
+
+    Example:
+        >>> import torch
+        >>> from sl_core import ntl_was
+        >>> digits = list(range(2, 12))  # token ids of "0".."9" in a 12-token vocabulary
+        >>> logits = torch.zeros(3, 12)
+        >>> _ = logits[:, digits[4]].fill_(20.0)  # every row predicts the digit 4
+        >>> labels = torch.tensor([digits[7], digits[4], 0])  # targets: digit 7, digit 4, a non-digit token
+        >>> [round(v, 3) for v in ntl_was(logits, labels, digits, reduction="none").tolist()]  # |4 - 7|, |4 - 4|
+        [3.0, 0.0, 0.0]
+        >>> ntl_was(logits, labels, digits).item()  # mean over the two digit targets
+        1.5
     """
     return _number_token_term(logits, labels, digit_ids, "was", reweigh, ignore_index, reduction,
                               num_items_in_batch)
@@ -123,6 +176,16 @@ def ntl_mse(logits: torch.Tensor, labels: torch.Tensor, digit_ids: Ids, *, rewei
 
     Args:
         logits: [..., V]; labels: [...] already shifted. "mean" averages over digit targets.
+
+    Example:
+        >>> import torch
+        >>> from sl_core import ntl_mse
+        >>> digits = list(range(2, 12))  # token ids of "0".."9" in a 12-token vocabulary
+        >>> logits = torch.zeros(3, 12)
+        >>> _ = logits[:, digits[4]].fill_(20.0)  # every row predicts the digit 4
+        >>> labels = torch.tensor([digits[7], digits[4], 0])  # targets: digit 7, digit 4, a non-digit token
+        >>> [round(v, 3) for v in ntl_mse(logits, labels, digits, reduction="none").tolist()]  # (4 - 7)^2
+        [9.0, 0.0, 0.0]
     """
     return _number_token_term(logits, labels, digit_ids, "mse", reweigh, ignore_index, reduction,
                               num_items_in_batch)
@@ -140,6 +203,22 @@ def ntil_emd(logits: torch.Tensor, labels: torch.Tensor, digit_ids: Ids, *, digi
 
     Args:
         logits: [..., V]; labels: [...] already shifted; digit_exp > 0.
+
+    Raises:
+        ValueError: digit_exp <= 0, or bad logits, labels, digit_ids, reduction, num_items_in_batch.
+
+    Example:
+        The number "24" against a model that predicts 4 everywhere: the tens digit is off by 2 and
+        weighs 1.2 ** 1, the units digit is right:
+
+        >>> import torch
+        >>> from sl_core import ntil_emd
+        >>> digits = list(range(2, 12))  # token ids of "0".."9" in a 12-token vocabulary
+        >>> logits = torch.zeros(1, 3, 12)
+        >>> _ = logits[..., digits[4]].fill_(20.0)
+        >>> labels = torch.tensor([[digits[2], digits[4], 0]])
+        >>> [round(v, 3) for v in ntil_emd(logits, labels, digits, digit_exp=1.2, reduction="none")[0].tolist()]
+        [2.4, 0.0, 0.0]
     """
     exp = V.check_positive("digit_exp", digit_exp)
     return _number_token_term(logits, labels, digit_ids, "emd", False, ignore_index, reduction,
