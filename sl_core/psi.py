@@ -67,6 +67,20 @@ def register_psi(name: str, fn: PsiFn, *, default_param: float | None = None,
         overwrite: replace an existing shape of the same name instead of raising.
 
     The shape is validated immediately at its default parameter (finite, non-negative, rows sum to 1).
+
+    Example:
+        A shape that keeps 1 - p on the target and gives p to the next digit up (down for 9):
+
+        >>> from sl_core import psi_matrix, register_psi
+        >>> def next_up(t, p):
+        ...     row = [0.0] * 10
+        ...     row[t], row[t + 1 if t < 9 else t - 1] = 1.0 - p, p
+        ...     return row
+        >>> register_psi("next_up", next_up, default_param=0.25)
+        >>> psi_matrix("next_up")[9].tolist()[7:]
+        [0.0, 0.25, 0.75]
+
+        It is now a `psi=` of every soft-label loss and of sweep specs (`loss.psi: next_up`).
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"psi name must be a non-empty string, got {name!r}")
@@ -93,7 +107,13 @@ def register_psi(name: str, fn: PsiFn, *, default_param: float | None = None,
 
 
 def available_psi() -> tuple[str, ...]:
-    """Names of the registered shapes, built-ins first."""
+    """Names of the registered shapes, built-ins first.
+
+    Example:
+        >>> from sl_core import available_psi
+        >>> available_psi()[:6]
+        ('triangular', 'binomial', 'poisson', 'uniform', 'gaussian', 'laplace')
+    """
     return tuple(_REGISTRY)
 
 
@@ -117,6 +137,17 @@ def psi_matrix(name: str, param: float | None = None) -> torch.Tensor:
     Raises:
         ValueError: unknown name (argument `psi`), a non-positive or superfluous parameter
             (argument `psi_param`), or a shape function that returns an invalid distribution.
+
+    Example:
+        >>> from sl_core import psi_matrix
+        >>> psi_matrix("triangular")[4].tolist()  # half-width 2: neighbours get half the peak
+        [0.0, 0.0, 0.0, 0.25, 0.5, 0.25, 0.0, 0.0, 0.0, 0.0]
+        >>> [round(p, 3) for p in psi_matrix("laplace", 0.5)[0, :4].tolist()]
+        [0.865, 0.117, 0.016, 0.002]
+        >>> psi_matrix("uniform", 2.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: psi_param: shape 'uniform' takes no parameter, got 2.0
     """
     shape = _shape(name)
     if param is not None:

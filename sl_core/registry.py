@@ -206,7 +206,22 @@ LOSS_FAMILY_SPECS: dict[str, LossFamilySpec] = {f.name: f for f in _FAMILIES}
 
 
 def family_spec(family: str) -> LossFamilySpec:
-    """The family's spec; ValueError naming the known families for an unknown name."""
+    """The family's spec; ValueError naming the known families for an unknown name.
+
+    Example:
+        >>> from sl_core import family_spec
+        >>> spec = family_spec("soft_label")
+        >>> spec.tokens, spec.distance_aware
+        ('digits', True)
+        >>> spec.defaults
+        {'eta': REQUIRED, 'lam': 1.0, 'psi': 'triangular', 'psi_param': None, 'place_exponent': None}
+        >>> family_spec("hard").tokens
+        'none'
+        >>> family_spec("soft")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: loss family: unknown 'soft'; choose one of hard, label_smoothing, ...
+    """
     spec = LOSS_FAMILY_SPECS.get(family) if isinstance(family, str) else None
     if spec is None:
         raise ValueError(f"loss family: unknown {family!r}; choose one of {', '.join(LOSS_FAMILY_SPECS)}")
@@ -219,6 +234,15 @@ def check_family_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ValueError: unknown family, a parameter the family does not take, a required one missing,
             or a value out of its bounds (the message names the parameter).
+
+    Example:
+        >>> from sl_core.registry import check_family_params
+        >>> check_family_params("gaussian", {})
+        {'sigma': 1.0}
+        >>> check_family_params("gaussian", {"sigma": -1})
+        Traceback (most recent call last):
+        ...
+        ValueError: sigma must be >= 0, got -1
     """
     spec = family_spec(family)
     for name in params:
@@ -252,6 +276,22 @@ def loss_family(*, params: tuple[ParamSpec, ...] | dict[str, Any] = (), tokens: 
         tokens: "none", "digits" or "numeric".
         name: the family's name (default: "module:function", the dotted path sweeps use).
         doc: one line for tables and help.
+
+    Raises:
+        ValueError: tokens is not one of "none", "digits", "numeric".
+
+    Example:
+        Declaring a family only describes it (nothing is registered yet; see
+        `sl_core.register_loss_family` for the rest):
+
+        >>> from sl_core import loss_family
+        >>> @loss_family(params={"weight": 0.5}, tokens="digits", name="my_digit_loss",
+        ...              doc="CE plus a digit penalty")
+        ... def my_digit_loss(digit_groups, weight):
+        ...     ...  # return fn(logits, labels, *, num_items_in_batch=None) -> scalar
+        >>> spec = my_digit_loss.family_spec
+        >>> spec.name, spec.tokens, spec.defaults, spec.doc
+        ('my_digit_loss', 'digits', {'weight': 0.5}, 'CE plus a digit penalty')
     """
     if tokens not in ("none", "digits", "numeric"):
         raise ValueError(f"tokens must be 'none', 'digits' or 'numeric', got {tokens!r}")

@@ -40,6 +40,16 @@ def value_psi_matrix(numeric: NumericTokens, psi: str = "laplace", scale: float 
         numeric: the numeric tokens (from `numeric_token_values` or `NumericTokens.from_digit_ids`).
         psi: one of VALUE_KERNELS.
         scale: the kernel's scale in value units (> 0); None uses the default. `uniform` takes none.
+
+    Example:
+        Tokens "40", "41", "43" and "Ġ41": a target "41" spreads its soft mass over its own group
+        (unmarked, two digits) by value distance, never onto "Ġ41":
+
+        >>> from sl_core import NumericTokens, value_psi_matrix
+        >>> nt = NumericTokens(ids=(7, 8, 9, 10), values=(40, 41, 43, 41), widths=(2, 2, 2, 2),
+        ...                    markers=("", "", "", "Ġ"))
+        >>> [round(p, 3) for p in value_psi_matrix(nt, "triangular", 3.0)[1].tolist()]
+        [0.333, 0.5, 0.167, 0.0]
     """
     return _cached_value_psi(numeric, psi, scale).clone()
 
@@ -97,6 +107,19 @@ def value_aware_soft_label_cross_entropy(
 
     Returns:
         Scalar loss (float32, float64 for float64 logits) or [...] per-token losses for "none".
+
+    Example:
+        On digit tokens it is `soft_label_cross_entropy` with the same shape and parameter:
+
+        >>> import torch
+        >>> from sl_core import NumericTokens, soft_label_cross_entropy, value_aware_soft_label_cross_entropy
+        >>> digits = list(range(2, 12))  # token ids of "0".."9" in a 12-token vocabulary
+        >>> numeric = NumericTokens.from_digit_ids(digits)  # or sl_core.numeric_token_values(tokenizer)
+        >>> _ = torch.manual_seed(0)
+        >>> logits, labels = torch.randn(6, 12), torch.tensor([0, 2, 5, 11, -100, 7])
+        >>> loss = value_aware_soft_label_cross_entropy(logits, labels, numeric, eta=0.2, psi="laplace")
+        >>> torch.allclose(loss, soft_label_cross_entropy(logits, labels, digits, eta=0.2, psi="laplace"))
+        True
     """
     V.check_logits(logits)
     vocab = logits.shape[-1]
