@@ -6,7 +6,7 @@
 - Every ```python block of README.md runs as written (offline, on CPU) and checks its own result.
 - Every `slsweep` command the README shows names a command of the CLI that accepts the options
   shown, and `slsweep <command> --help` exits 0 (in-process, click's CliRunner). The commands
-  themselves are run by the CLI's own tests (e.g. tests/test_everyday_edges.py runs the README's
+  themselves are exercised by the CLI's own tests (e.g. tests/test_everyday_edges.py loads the README's
   `slsweep trial counting train.steps=50` config); these checks only keep the README in step.
 """
 
@@ -73,11 +73,11 @@ def _public_callables() -> list[str]:
     return [n for n in sl_core.__all__ if not inspect.ismodule(getattr(sl_core, n)) and callable(getattr(sl_core, n))]
 
 
-def test_public_names_are_sorted_into_callables_and_data() -> None:
-    """What has no example must be data (a dict, a tuple), never a function or class."""
+def test_public_names_are_callables_or_data() -> None:
+    """What needs no example is data (a dict or tuple of constants); the callables are all checked below."""
     data = {n for n in sl_core.__all__ if not inspect.ismodule(getattr(sl_core, n))} - set(_public_callables())
-    assert data == {"FAMILY_DEFAULTS", "FAMILY_PARAMS", "LOSS_FAMILIES", "LOSS_FAMILY_SPECS"}
-    assert len(_public_callables()) >= 30
+    assert data and all(isinstance(getattr(sl_core, n), (dict, tuple)) for n in data), data
+    assert len(_public_callables()) >= 30  # the lazy exports resolved: functions and classes alike
 
 
 @pytest.mark.parametrize("name", _public_callables())
