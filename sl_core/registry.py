@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
-    "REQUIRED", "VALUE_KERNELS", "DIST2_DISTANCES", "LossFamilySpec", "ParamSpec", "LOSS_FAMILY_SPECS", "family_spec",
+    "REQUIRED", "DIST2_DISTANCES", "LossFamilySpec", "ParamSpec", "LOSS_FAMILY_SPECS", "family_spec",
     "check_family_params", "loss_family",
 ]
 
@@ -38,10 +38,6 @@ class _Required:
 REQUIRED: Any = _Required()
 """Default of a parameter that has none: the caller must give it."""
 
-VALUE_KERNELS: dict[str, float | None] = {"laplace": 1.0, "gaussian": 1.0, "triangular": 2.0, "uniform": None}
-"""Kernels of the value-aware mode (`sl_core.value_aware`) and their default scale in value units."""
-
-
 DIST2_DISTANCES: tuple[str, ...] = ("squared", "absolute")
 """Distances d(v, t) between numeric values of DIST2Loss (`sl_core.numeric_peers.dist2_cross_entropy`)."""
 
@@ -53,7 +49,21 @@ def _digit_shapes() -> tuple[str, ...]:
 
 
 def _value_kernels() -> tuple[str, ...]:
-    return tuple(VALUE_KERNELS)
+    from sl_core.psi import value_kernels  # the psi shapes declared by a kernel of the distance
+
+    return value_kernels()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VALUE_KERNELS":  # deprecated: the psi registry owns the kernels and their defaults
+        import warnings
+
+        from sl_core import psi
+
+        warnings.warn("sl_core.registry.VALUE_KERNELS is deprecated: use sl_core.psi.value_kernels() and "
+                      "sl_core.psi.psi_default_param(name)", DeprecationWarning, stacklevel=2)
+        return {k: psi.psi_default_param(k) for k in psi.value_kernels()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

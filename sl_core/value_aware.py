@@ -6,9 +6,10 @@ spreads over the tokens j of the same group by distance in value d = |v_j - v_i|
 
     psi_value(j | i) proportional to  k(d; scale)   for j in group(i), 0 elsewhere
 
-with the kernels `triangular` k = max(0, scale - d), `gaussian` k = exp(-d^2 / (2 scale^2)),
-`laplace` k = exp(-d / scale) and `uniform` k = 1, i.e. the digit shapes of `sl_core.psi` with the
-distance measured in value units. The target is then, as in the paper,
+with k the kernel of a distance shape of `sl_core.psi` (`sl_core.psi.value_kernels()`: `triangular`
+k = max(0, scale - d), `gaussian` k = exp(-d^2 / (2 scale^2)), `laplace` k = exp(-d / scale),
+`uniform` k = 1, and any shape registered with a kernel), i.e. the digit shapes with the distance
+measured in value units; the kernel functions are the psi registry's own (`sl_core.psi.psi_kernel`). The target is then, as in the paper,
 q = (1 - eta) * onehot(i) + eta * psi_value(. | i), and the token's loss is weighted by lam.
 
 On a digit-splitting tokenizer (one group "0".."9") this is exactly `soft_label_cross_entropy`
@@ -27,9 +28,9 @@ from sl_core._kernel import compute_dtype
 from sl_core.backend import check_backend, resolve_backend
 from sl_core.digits import NumericTokens
 from sl_core.loss import soft_target, sparse_soft_ce
-from sl_core.registry import VALUE_KERNELS
+from sl_core.psi import psi_default_param, psi_kernel, psi_takes_param, validate_psi_rows, value_kernels
 
-__all__ = ["VALUE_KERNELS", "value_psi_matrix", "value_aware_soft_label_cross_entropy"]
+__all__ = ["value_psi_matrix", "value_aware_soft_label_cross_entropy"]
 
 
 
@@ -38,8 +39,9 @@ def value_psi_matrix(numeric: NumericTokens, psi: str = "laplace", scale: float 
 
     Args:
         numeric: the numeric tokens (from `numeric_token_values` or `NumericTokens.from_digit_ids`).
-        psi: one of VALUE_KERNELS.
-        scale: the kernel's scale in value units (> 0); None uses the default. `uniform` takes none.
+        psi: a kernel shape of `sl_core.psi` (`value_kernels()`: laplace, gaussian, triangular, uniform).
+        scale: the kernel's scale in value units (> 0); None uses the shape's default parameter
+            (`sl_core.psi.psi_default_param`). `uniform` takes none.
 
     Example:
         Tokens "40", "41", "43" and "Ġ41": a target "41" spreads its soft mass over its own group
@@ -56,28 +58,22 @@ def value_psi_matrix(numeric: NumericTokens, psi: str = "laplace", scale: float 
 
 @functools.lru_cache(maxsize=32)
 def _cached_value_psi(numeric: NumericTokens, psi: str, scale: float | None) -> torch.Tensor:
-    if psi not in VALUE_KERNELS:
-        raise ValueError(f"psi: unknown value-aware kernel {psi!r}; choose one of {', '.join(VALUE_KERNELS)}")
-    if psi == "uniform":
+    if not isinstance(psi, str) or psi not in value_kernels():
+        raise ValueError(f"psi: unknown value-aware kernel {psi!r}; choose one of {', '.join(value_kernels())}")
+    if not psi_takes_param(psi):
         if scale is not None:
-            raise ValueError(f"scale: kernel 'uniform' takes no scale, got {scale!r}")
-        s = 1.0
+            raise ValueError(f"scale: kernel {psi!r} takes no scale, got {scale!r}")
+        s = None
     else:
-        s = V.check_positive("scale", VALUE_KERNELS[psi] if scale is None else scale)
+        s = V.check_positive("scale", psi_default_param(psi) if scale is None else scale)
     values = torch.tensor(numeric.values, dtype=torch.float64)
     group_keys = {g: k for k, g in enumerate(dict.fromkeys(numeric.groups))}
     group = torch.tensor([group_keys[g] for g in numeric.groups])
     d = (values.unsqueeze(0) - values.unsqueeze(1)).abs()
-    if psi == "laplace":
-        logw = -d / s
-    elif psi == "gaussian":
-        logw = -(d * d) / (2.0 * s * s)
-    elif psi == "triangular":
-        logw = torch.log(torch.clamp(s - d, min=0.0))
-    else:
-        logw = torch.zeros_like(d)
+    logw = psi_kernel(psi)(d, s)
     logw = logw.masked_fill(group.unsqueeze(0) != group.unsqueeze(1), -torch.inf)
-    return torch.softmax(logw, dim=1)  # the diagonal is always finite, so rows are proper
+    # the diagonal is finite for a proper kernel, so rows are distributions; a user kernel's are checked
+    return validate_psi_rows(torch.softmax(logw, dim=1), what=f"value-aware psi {psi!r} (scale={s!r})")
 
 
 def value_aware_soft_label_cross_entropy(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -116,3 +120,83 @@ def test_bad_arguments_name_themselves() -> None:
         P.psi_matrix("uniform", 1.0)
     with pytest.raises(ValueError, match="default_param"):
         P.register_psi("test_neg_default", lambda t, p: [0.1] * 10, default_param=-2.0)
+
+
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+@pytest.mark.parametrize("space, units, target", [("paper.yaml", "digits", "loss.psi_param"),
+                                                  ("paper_value_aware.yaml", "value", "loss.scale")])
+def test_search_ranges_are_those_of_the_search_spaces(space: str, units: str, target: str) -> None:
+    # each shape owns its range; the shipped spaces still spell them out, and must agree until they read them
+    params = yaml.safe_load((SPACES / space).read_text())["params"]
+    shapes = params["psi"]["choices"]
+    for name in shapes:
+        ranges = [{"low": p["low"], "high": p["high"], "log": p.get("log", False)} for p in params.values()
+                  if p.get("target") == target and p.get("when") == {"psi": name}]
+        assert P.psi_search_range(name, units) == (ranges[0] if ranges else None), name
+    assert P.psi_search_range("uniform") is None and P.psi_search_range("uniform", "value") is None
+    assert P.psi_search_range("binomial", "value") is None  # not a kernel of the distance: digit-only
+
+
+def test_search_range_is_a_copy_and_bad_arguments_name_themselves() -> None:
+    P.psi_search_range("gaussian")["low"] = 99.0
+    assert P.psi_search_range("gaussian") == {"low": 0.3, "high": 2.0, "log": False}
+    with pytest.raises(ValueError, match="psi: unknown shape 'cosine'"):
+        P.psi_search_range("cosine")
+    with pytest.raises(ValueError, match="units must be 'digits' or 'value'"):
+        P.psi_search_range("gaussian", "bits")
+    for bad, match in [({"low": 2.0, "high": 1.0}, "low must be < high"), ({"low": 0.0, "high": 1.0}, "must be > 0"),
+                       ({"high": 1.0}, "keys low, high"), ({"low": 0.1, "high": 1.0, "log": "yes"}, "log must be")]:
+        with pytest.raises(ValueError, match=match):
+            P.register_psi("test_bad_range", lambda t, p: [0.1] * 10, search_range=bad)
+    with pytest.raises(ValueError, match="only a kernel shape"):
+        P.register_psi("test_bad_range", lambda t, p: [0.1] * 10, value_search_range={"low": 1.0, "high": 2.0})
+    with pytest.raises(ValueError, match="exactly one of fn and kernel"):
+        P.register_psi("test_bad_range")
+    assert "test_bad_range" not in P.available_psi()
+
+
+def test_search_range_is_read_without_torch() -> None:
+    code = ("import sys, sl_core.psi as P\n"
+            "assert P.psi_search_range('binomial') == {'low': 0.5, 'high': 2.0, 'log': True}\n"
+            "assert P.value_kernels() == ('triangular', 'uniform', 'gaussian', 'laplace')\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+@pytest.mark.parametrize("name, param", [("triangular", 2.5), ("gaussian", 0.7), ("laplace", 1.3), ("uniform", None)])
+def test_kernel_shapes_rows_are_softmax_of_their_kernel(name: str, param: float | None) -> None:
+    # the one formula: digit row t = softmax_k kernel(|k - t|), as written in the module docstring's table
+    kernel = P.psi_kernel(name)
+    d = (torch.arange(10, dtype=torch.float64) - 6).abs()
+    w = {"triangular": lambda: (param - d).clamp(min=0), "gaussian": lambda: torch.exp(-d * d / (2 * param ** 2)),
+         "laplace": lambda: torch.exp(-d / param), "uniform": lambda: torch.ones(10, dtype=torch.float64)}[name]()
+    torch.testing.assert_close(torch.softmax(kernel(d, param), 0), w / w.sum())
+    torch.testing.assert_close(P.psi_matrix(name, param)[6], w / w.sum())
+    with pytest.raises(ValueError, match="'poisson' is not a kernel of the distance; kernels: triangular"):
+        P.psi_kernel("poisson")
+
+
+def test_registered_kernel_shape_serves_digits_and_value_aware_mode() -> None:
+    from sl_core.digits import NumericTokens
+    from sl_core.value_aware import value_psi_matrix
+
+    def cauchy(d: torch.Tensor, gamma: float) -> torch.Tensor:  # log of 1 / (1 + (d / gamma)^2)
+        return -torch.log1p((d / gamma) ** 2)
+
+    P.register_psi("test_cauchy", kernel=cauchy, default_param=1.5, value_search_range={"low": 1.0, "high": 9.0})
+    try:
+        assert "test_cauchy" in P.value_kernels()
+        assert P.psi_search_range("test_cauchy") is None
+        assert P.psi_search_range("test_cauchy", "value") == {"low": 1.0, "high": 9.0, "log": False}
+        num = NumericTokens(ids=(5, 6, 7), values=(10, 20, 50), widths=(2, 2, 2), markers=("", "", ""))
+        m = value_psi_matrix(num, "test_cauchy", 10.0)
+        w = 1.0 / (1.0 + (torch.tensor([0.0, 10.0, 40.0], dtype=torch.float64) / 10.0) ** 2)
+        torch.testing.assert_close(m[0], w / w.sum())
+        _assert_valid(P.psi_matrix("test_cauchy"))
+    finally:
+        P._REGISTRY.pop("test_cauchy", None)
+        P._cached_matrix.cache_clear()
