@@ -3,8 +3,9 @@
 A LossFn is `fn(logits [..., V], labels [...], *, num_items_in_batch=None) -> scalar`, with labels
 already shifted (position i of labels is the target of position i of logits) and -100 ignored.
 
-The families, their parameters, defaults, bounds and token requirements are declared once in
-`sl_core.registry.LOSS_FAMILY_SPECS`; this module builds the loss for each.
+Each family is declared once, in `sl_core.registry` (its parameters, defaults, bounds, token
+requirement and the path of its builder, through `loss_family` as plug-ins are); the built-in
+builders below are imported from there on a family's first build.
 
 A parameter given as None means "the default". Digit families take the ten digit ids or [G, 10]
 digit groups, `value_aware` a `NumericTokens` (or digit ids): `family_tokens(family, tokenizer)`
@@ -27,7 +28,10 @@ from sl_core.peers import (
     gaussian_soft_cross_entropy, hard_cross_entropy, label_smoothing_cross_entropy, ntil_emd, ntl_mse, ntl_was,
 )
 from sl_core.psi import psi_matrix
-from sl_core.registry import LOSS_FAMILY_SPECS, _register_spec, check_family_params, family_spec
+# register_loss_family: re-exported (sl_core.families' public name); _BUILDERS: the registry's builders
+from sl_core.registry import (  # noqa: F401
+    _BUILDERS, LOSS_FAMILY_SPECS, check_family_params, family_builder, family_spec, register_loss_family,
+)
 from sl_core.value_aware import value_aware_soft_label_cross_entropy, value_psi_matrix
 
 __all__ = ["LossFn", "LOSS_FAMILIES", "FAMILY_PARAMS", "FAMILY_DEFAULTS", "build_loss", "family_tokens",
@@ -165,185 +169,129 @@ def build_loss(family: str, digit_ids: Tokens = None, *, backend: str = "auto", 
         ValueError: eta must be in [0, 1], got 1.5
     """
     spec = family_spec(family)
-    p = {**check_family_params(family, params), "backend": check_backend(backend)}
+    p = check_family_params(family, params)
+    backend = check_backend(backend)
+    if spec.takes_backend:
+        p["backend"] = backend
+    builder = family_builder(family)
     if spec.tokens == "none":
         if digit_ids is not None and not isinstance(digit_ids, NumericTokens):
             V.check_digit_groups(digit_ids)  # given but malformed: say so rather than ignore it
-        return _BUILDERS[family](None, p)
+        return builder(None, **p)
     if digit_ids is None:
         raise ValueError(f"loss family {family!r} needs digit_ids (sl_core.family_tokens({family!r}, tokenizer))")
     if spec.tokens == "numeric":
         numeric = digit_ids if isinstance(digit_ids, NumericTokens) else \
             NumericTokens.from_digit_ids(V.check_digit_groups(digit_ids))
-        return _BUILDERS[family](numeric, p)
+        return builder(numeric, **p)
     if isinstance(digit_ids, NumericTokens):
         raise ValueError(f"loss family {family!r} takes digit ids, not NumericTokens "
                          "(those are for value_aware, dist2 and smmd)")
-    return _BUILDERS[family](V.check_digit_groups(digit_ids), p)
+    return builder(V.check_digit_groups(digit_ids), **p)
 
 
-def register_loss_family(builder: Callable[..., LossFn]) -> str:
-    """Add a user loss family declared with `sl_core.registry.loss_family`; returns its name.
-
-    The builder is called as `builder(tokens, **params)` (params validated, defaults filled in).
-
-    Raises:
-        ValueError: `builder` was not declared with `loss_family`, or its name is a built-in's or is
-            registered with other parameters.
-
-    Example:
-        A family "scaled_ce" (hard CE times a factor), registered, then built like a built-in:
-
-        >>> import torch
-        >>> from sl_core import build_loss, hard_cross_entropy, loss_family, register_loss_family
-        >>> @loss_family(params={"factor": 1.0}, tokens="none", name="scaled_ce")
-        ... def scaled_ce(tokens, factor):
-        ...     def fn(logits, labels, *, num_items_in_batch=None):
-        ...         return factor * hard_cross_entropy(logits, labels, num_items_in_batch=num_items_in_batch)
-        ...     return fn
-        >>> register_loss_family(scaled_ce)
-        'scaled_ce'
-        >>> logits, labels = torch.zeros(4, 12), torch.tensor([1, 2, 3, 4])
-        >>> round(build_loss("scaled_ce", factor=2.0)(logits, labels).item(), 4)  # 2 * log(12)
-        4.9698
-    """
-    spec = getattr(builder, "family_spec", None)
-    if spec is None or not callable(builder):
-        raise ValueError("a loss family plug-in must be a builder decorated with @sl_core.registry.loss_family(...)")
-    if spec.name in _BUILTIN_NAMES:
-        raise ValueError(f"loss family {spec.name!r} is built in")
-    _register_spec(spec)
-
-    def plugin(tokens: Any, p: dict[str, Any]) -> LossFn:
-        return builder(tokens, **{k: v for k, v in p.items() if k != "backend"})
-    _BUILDERS[spec.name] = plugin
-    return spec.name
-
-
-def _hard(ids: list[list[int]] | None, p: dict[str, Any]) -> LossFn:
+# The built-in families' builders, declared (with their parameters) in sl_core.registry._BUILTINS:
+# builder(digit_ids, **params) -> LossFn, params validated with defaults filled in.
+def _hard(digit_ids: None) -> LossFn:
     def hard(logits, labels, *, num_items_in_batch=None):
         return hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
     return hard
 
 
-def _label_smoothing(ids: list[list[int]] | None, p: dict[str, Any]) -> LossFn:
-    eps = p["smoothing"]
-
+def _label_smoothing(digit_ids: None, *, smoothing: float) -> LossFn:
     def label_smoothing(logits, labels, *, num_items_in_batch=None):
-        return label_smoothing_cross_entropy(logits, labels, smoothing=eps, ignore_index=IGNORE_INDEX,
+        return label_smoothing_cross_entropy(logits, labels, smoothing=smoothing, ignore_index=IGNORE_INDEX,
                                              num_items_in_batch=num_items_in_batch)
     return label_smoothing
 
 
-def _gaussian(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
-    sigma = p["sigma"]
-
+def _gaussian(digit_ids: list[list[int]], *, sigma: float) -> LossFn:
     def gaussian(logits, labels, *, num_items_in_batch=None):
-        return gaussian_soft_cross_entropy(logits, labels, ids, sigma=sigma, ignore_index=IGNORE_INDEX,
+        return gaussian_soft_cross_entropy(logits, labels, digit_ids, sigma=sigma, ignore_index=IGNORE_INDEX,
                                            num_items_in_batch=num_items_in_batch)
     return gaussian
 
 
-def _ntl(term: Callable[..., torch.Tensor]) -> Callable[[list[list[int]] | None, dict[str, Any]], LossFn]:
-    def builder(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
-        w = p["ntl_weight"]
-
+def _ntl(term: Callable[..., torch.Tensor]) -> Callable[..., LossFn]:
+    def builder(digit_ids: list[list[int]], *, ntl_weight: float) -> LossFn:
         def ntl(logits, labels, *, num_items_in_batch=None):
             ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
-            if w == 0:
+            if ntl_weight == 0:
                 return ce
-            return ce + w * term(logits, labels, ids, ignore_index=IGNORE_INDEX,
-                                 num_items_in_batch=num_items_in_batch)
+            return ce + ntl_weight * term(logits, labels, digit_ids, ignore_index=IGNORE_INDEX,
+                                          num_items_in_batch=num_items_in_batch)
         ntl.__name__ = term.__name__
         return ntl
     return builder
 
 
-def _ntil(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
-    w, exp = p["ntil_weight"], p["digit_exp"]
+_ntl_was = _ntl(ntl_was)
+_ntl_mse = _ntl(ntl_mse)
 
+
+def _ntil(digit_ids: list[list[int]], *, ntil_weight: float, digit_exp: float) -> LossFn:
     def ntil(logits, labels, *, num_items_in_batch=None):
         ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
-        if w == 0:
+        if ntil_weight == 0:
             return ce
-        emd = ntil_emd(logits, labels, ids, digit_exp=exp, ignore_index=IGNORE_INDEX,
+        emd = ntil_emd(logits, labels, digit_ids, digit_exp=digit_exp, ignore_index=IGNORE_INDEX,
                        num_items_in_batch=num_items_in_batch)
         # NTIL rescales the EMD term to the magnitude of CE (stop-gradient ratio), then weights it
-        return ce + w * (ce / (emd + 1e-10)).detach() * emd
+        return ce + ntil_weight * (ce / (emd + 1e-10)).detach() * emd
     return ntil
 
 
-def _dist2(numeric: NumericTokens, p: dict[str, Any]) -> LossFn:
-    tau, distance = p["dist2_temperature"], p["dist2_distance"]
-    dist2_psi_matrix(numeric, tau, distance)  # builds (and caches) the targets now
+def _dist2(digit_ids: NumericTokens, *, dist2_temperature: float, dist2_distance: str, backend: str) -> LossFn:
+    tau, distance = dist2_temperature, dist2_distance
+    dist2_psi_matrix(digit_ids, tau, distance)  # builds (and caches) the targets now
 
     def dist2(logits, labels, *, num_items_in_batch=None):
-        return dist2_cross_entropy(logits, labels, numeric, temperature=tau, distance=distance,
-                                   ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch,
-                                   backend=p["backend"])
+        return dist2_cross_entropy(logits, labels, digit_ids, temperature=tau, distance=distance,
+                                   ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch, backend=backend)
     return dist2
 
 
-def _smmd(numeric: NumericTokens, p: dict[str, Any]) -> LossFn:
-    w, sigma, alpha = p["smmd_weight"], p["smmd_sigma"], p["smmd_alpha"]
-    smmd_kernel(numeric, sigma)  # builds (and caches) the kernel now
+def _smmd(digit_ids: NumericTokens, *, smmd_weight: float, smmd_sigma: float, smmd_alpha: float | None) -> LossFn:
+    w, sigma, alpha = smmd_weight, smmd_sigma, smmd_alpha
+    smmd_kernel(digit_ids, sigma)  # builds (and caches) the kernel now
 
     def smmd(logits, labels, *, num_items_in_batch=None):
         ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
         if w == 0:
             return ce
-        return ce + w * smmd_term(logits, labels, numeric, sigma=sigma, alpha=alpha, ignore_index=IGNORE_INDEX,
+        return ce + w * smmd_term(logits, labels, digit_ids, sigma=sigma, alpha=alpha, ignore_index=IGNORE_INDEX,
                                   num_items_in_batch=num_items_in_batch)
     return smmd
 
 
-def _del(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
-    w = p["del_weight"]
-
+def _del(digit_ids: list[list[int]], *, del_weight: float) -> LossFn:
     def del_loss(logits, labels, *, num_items_in_batch=None):
         ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
-        if w == 0:
+        if del_weight == 0:
             return ce
-        return ce + w * del_term(logits, labels, ids, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
+        return ce + del_weight * del_term(logits, labels, digit_ids, ignore_index=IGNORE_INDEX,
+                                          num_items_in_batch=num_items_in_batch)
     return del_loss
 
 
-def _soft_label(ids: list[list[int]], p: dict[str, Any]) -> LossFn:
-    eta, lam, place = p["eta"], p["lam"], p["place_exponent"]
-    psi_matrix(p["psi"], p["psi_param"])  # validates psi_param against the shape now
+def _soft_label(digit_ids: list[list[int]], *, eta: float, lam: float, psi: str, psi_param: float | None,
+                place_exponent: float | None, backend: str) -> LossFn:
+    psi_matrix(psi, psi_param)  # validates psi_param against the shape now
 
     def soft_label(logits, labels, *, num_items_in_batch=None):
-        return soft_label_cross_entropy(logits, labels, ids, eta=eta, lam=lam, psi=p["psi"], psi_param=p["psi_param"],
+        return soft_label_cross_entropy(logits, labels, digit_ids, eta=eta, lam=lam, psi=psi, psi_param=psi_param,
                                         ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch,
-                                        place_exponent=place, backend=p["backend"])
+                                        place_exponent=place_exponent, backend=backend)
     return soft_label
 
 
-def _value_aware(numeric: NumericTokens, p: dict[str, Any]) -> LossFn:
-    eta, lam, place = p["eta"], p["lam"], p["place_exponent"]
-    value_psi_matrix(numeric, p["psi"], p["scale"])  # validates scale against the kernel now
+def _value_aware(digit_ids: NumericTokens, *, eta: float, lam: float, psi: str, scale: float | None,
+                 place_exponent: float | None, backend: str) -> LossFn:
+    value_psi_matrix(digit_ids, psi, scale)  # validates scale against the kernel now
 
     def value_aware(logits, labels, *, num_items_in_batch=None):
-        return value_aware_soft_label_cross_entropy(logits, labels, numeric, eta=eta, lam=lam, psi=p["psi"],
-                                                    scale=p["scale"], ignore_index=IGNORE_INDEX,
-                                                    num_items_in_batch=num_items_in_batch, place_exponent=place,
-                                                    backend=p["backend"])
+        return value_aware_soft_label_cross_entropy(logits, labels, digit_ids, eta=eta, lam=lam, psi=psi,
+                                                    scale=scale, ignore_index=IGNORE_INDEX,
+                                                    num_items_in_batch=num_items_in_batch,
+                                                    place_exponent=place_exponent, backend=backend)
     return value_aware
-
-
-_BUILDERS: dict[str, Callable[[list[list[int]] | None, dict[str, Any]], LossFn]] = {
-    "hard": _hard,
-    "label_smoothing": _label_smoothing,
-    "gaussian": _gaussian,
-    "ntl_was": _ntl(ntl_was),
-    "ntl_mse": _ntl(ntl_mse),
-    "ntil": _ntil,
-    "dist2": _dist2,
-    "smmd": _smmd,
-    "del": _del,
-    "soft_label": _soft_label,
-    "value_aware": _value_aware,
-}
-_BUILTIN_NAMES = frozenset(_BUILDERS)
-
-assert set(_BUILDERS) == set(LOSS_FAMILY_SPECS), "every registered family needs a builder"

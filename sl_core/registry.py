@@ -1,8 +1,12 @@
 """The loss families of sl_core as data: names, parameters, defaults, bounds and the tokens each needs.
 
-This module is the one place a loss family is declared. `sl_core.families.build_loss` validates its
-parameters here and builds the loss; `sweeps` derives its config validation, search-space checks
-and preflight from it. It imports no torch, so a CLI or a spec validator can read it cheaply.
+This module is the one place a loss family is declared: each built-in is one entry of `_BUILTINS`,
+made with the decorator plug-ins use (`loss_family`) applied to the "module:function" path of its
+builder, which is imported on the family's first build. `register_loss_family` adds a family (built-in
+or plug-in) to the one registry: its spec to `LOSS_FAMILY_SPECS`, its builder to `family_builder`.
+`sl_core.families.build_loss` validates the parameters here and calls the builder; `sweeps` derives its
+config validation, search-space checks and preflight from it. It imports no torch, so a CLI or a spec
+validator can read it cheaply.
 
 Token requirements (`LossFamilySpec.tokens`):
 
@@ -19,6 +23,7 @@ numeric tokens, which `sl_core.soft_target_coverage` measures.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +31,7 @@ from typing import Any, Literal
 
 __all__ = [
     "REQUIRED", "DIST2_DISTANCES", "LossFamilySpec", "ParamSpec", "LOSS_FAMILY_SPECS", "family_spec",
-    "check_family_params", "loss_family",
+    "check_family_params", "loss_family", "register_loss_family", "family_builder",
 ]
 
 
@@ -132,12 +137,16 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class LossFamilySpec:
-    """A loss family: its parameters and the tokens it needs (see the module docstring)."""
+    """A loss family: its parameters and the tokens it needs (see the module docstring).
+
+    `takes_backend`: the builder also receives `backend` ("torch" or "triton", see `sl_core.backend`).
+    """
 
     name: str
     params: tuple[ParamSpec, ...]
     tokens: Literal["none", "digits", "numeric"]
     doc: str
+    takes_backend: bool = False
     param_map: dict[str, ParamSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -178,41 +187,11 @@ def _weight(name: str) -> ParamSpec:
     return ParamSpec(name, 0.3, low=0.0, doc="weight of the auxiliary term added to CE")
 
 
-_FAMILIES: tuple[LossFamilySpec, ...] = (
-    LossFamilySpec("hard", (), "none", "cross-entropy with one-hot targets"),
-    LossFamilySpec("label_smoothing", (ParamSpec("smoothing", 0.1, low=0.0, high=1.0, high_open=True,
-                                                 doc="uniform mass over the vocabulary"),),
-                   "none", "CE with uniform label smoothing over the vocabulary"),
-    LossFamilySpec("gaussian", (ParamSpec("sigma", 1.0, low=0.0, doc="width in digit units (0: hard CE)"),),
-                   "digits", "Gaussian soft CE on digit tokens (Zausinger et al., ICML 2025)"),
-    LossFamilySpec("ntl_was", (_weight("ntl_weight"),), "digits", "CE + w * NTL-WAS (Number Token Loss)"),
-    LossFamilySpec("ntl_mse", (_weight("ntl_weight"),), "digits", "CE + w * NTL-MSE (Number Token Loss)"),
-    LossFamilySpec("ntil", (_weight("ntil_weight"),
-                            ParamSpec("digit_exp", 1.2, low=0.0, low_open=True, doc="place weight base")),
-                   "digits", "CE + w * NTIL place-weighted EMD (ACL 2025)"),
-    LossFamilySpec("dist2", (ParamSpec("dist2_temperature", 1.0, low=0.0, low_open=True,
-                                       doc="temperature tau of the target exp(-d / tau)"),
-                             ParamSpec("dist2_distance", "squared", kind="choice", choices=lambda: DIST2_DISTANCES,
-                                       doc="d(v, t): squared or absolute value difference")),
-                   "numeric", "DIST2Loss: CE to a target exp(-d(v, t) / tau) over the numeric tokens (ICLR 2026)"),
-    LossFamilySpec("smmd", (ParamSpec("smmd_weight", 1.0, low=0.0, doc="weight of the SMMD term added to CE"),
-                            ParamSpec("smmd_sigma", 2.0, low=0.0, low_open=True,
-                                      doc="Gaussian kernel bandwidth over (squashed) value distance"),
-                            ParamSpec("smmd_alpha", None, low=0.0,
-                                      doc="weight of the smoothness term (None: 1 / (2 mean kernel degree))")),
-                   "numeric", "CE + w * Smooth MMD over the numeric tokens (ICML 2026)"),
-    LossFamilySpec("del", (ParamSpec("del_weight", 0.01, low=0.0, doc="weight of the DEL term added to CE"),),
-                   "digits", "CE + w * Digit Entropy Loss (arXiv 2605.20369)"),
-    LossFamilySpec("soft_label", _soft_params("triangular", _digit_shapes, "psi shape over the digits",
-                                              "psi_param", "the shape's parameter (None: the shape's default)"),
-                   "digits", "soft-label CE on digit tokens (Wang et al., ICCV 2025)"),
-    LossFamilySpec("value_aware", _soft_params("laplace", _value_kernels, "value kernel over the numeric tokens",
-                                               "scale", "kernel scale in value units (None: the kernel's default)"),
-                   "numeric", "value-aware soft-label CE for merged-digit tokenizers"),
-)
+LOSS_FAMILY_SPECS: dict[str, LossFamilySpec] = {}
+"""Every loss family by name, in the order tables list them (built-ins first; filled by `register_loss_family`)."""
 
-LOSS_FAMILY_SPECS: dict[str, LossFamilySpec] = {f.name: f for f in _FAMILIES}
-"""Every loss family by name, in the order tables list them."""
+_BUILDERS: dict[str, Callable[..., Any]] = {}
+_BUILTIN_NAMES: set[str] = set()
 
 
 def family_spec(family: str) -> LossFamilySpec:
@@ -272,23 +251,31 @@ def check_family_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def loss_family(*, params: tuple[ParamSpec, ...] | dict[str, Any] = (), tokens: str = "digits",
-                name: str | None = None, doc: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a user loss family: decorate its builder `builder(tokens, **params) -> LossFn`.
+                name: str | None = None, doc: str = "", takes_backend: bool = False,
+                ) -> Callable[[Callable[..., Any] | str], Callable[..., Any]]:
+    """Declare a loss family: decorate its builder `builder(digit_ids, **params) -> LossFn`.
 
     The builder receives what `tokens` asks for (None, the [G, 10] digit groups or NumericTokens,
     see the module docstring) and the family's parameters validated with defaults filled in, and
     returns `fn(logits [..., V], labels [...] shifted, *, num_items_in_batch=None) -> scalar`.
-    `sl_core.families.register_loss_family(builder)` (or a sweep's `loss.family: pkg.mod:builder`)
-    adds it to LOSS_FAMILY_SPECS.
+    `register_loss_family(builder)` (or a sweep's `loss.family: pkg.mod:builder`) adds it to
+    LOSS_FAMILY_SPECS. Instead of a function, the decorator also takes its "module:function" path
+    (`loss_family(...)("pkg.mod:builder")`): the module is imported on the first build, so the
+    declaration stays import-free (how the built-in families are declared).
 
     Args:
         params: ParamSpecs, or a mapping name -> default (an unbounded real parameter each).
         tokens: "none", "digits" or "numeric".
         name: the family's name (default: "module:function", the dotted path sweeps use).
-        doc: one line for tables and help.
+        doc: one line for tables and help (default: the builder's docstring, cut to 80 characters).
+        takes_backend: pass the builder `backend` too ("torch" or "triton").
+
+    Returns:
+        The decorator; it returns the builder with a `family_spec` attribute (for a path, a callable
+        that imports and calls the function).
 
     Raises:
-        ValueError: tokens is not one of "none", "digits", "numeric".
+        ValueError: tokens is not one of the three, or the path is not "module:function".
 
     Example:
         Declaring a family only describes it (nothing is registered yet; see
@@ -307,16 +294,125 @@ def loss_family(*, params: tuple[ParamSpec, ...] | dict[str, Any] = (), tokens: 
         raise ValueError(f"tokens must be 'none', 'digits' or 'numeric', got {tokens!r}")
     specs = tuple(ParamSpec(k, v) for k, v in params.items()) if isinstance(params, dict) else tuple(params)
 
-    def wrap(builder: Callable[..., Any]) -> Callable[..., Any]:
-        family = name or f"{builder.__module__}:{builder.__name__}"
-        builder.family_spec = LossFamilySpec(family, specs, tokens, doc or (builder.__doc__ or "").strip()[:80])
+    def wrap(builder: Callable[..., Any] | str) -> Callable[..., Any]:
+        if isinstance(builder, str):
+            builder = _LazyBuilder(builder)
+            family = name or builder.path
+        else:
+            family = name or f"{builder.__module__}:{builder.__name__}"
+        builder.family_spec = LossFamilySpec(family, specs, tokens, doc or (builder.__doc__ or "").strip()[:80],
+                                             takes_backend)
         return builder
     return wrap
 
 
-def _register_spec(spec: LossFamilySpec) -> None:
-    """Add `spec` (used by `sl_core.families.register_loss_family`, which owns the builders)."""
+class _LazyBuilder:
+    """A builder given as "module:function": imported on its first call."""
+
+    def __init__(self, path: str) -> None:
+        module, _, attr = path.partition(":")
+        if not module or not attr:
+            raise ValueError(f"a builder path must be 'module:function', got {path!r}")
+        self.path = path
+        self.__doc__ = None
+        self._fn: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._fn is None:
+            module, _, attr = self.path.partition(":")
+            self._fn = getattr(importlib.import_module(module), attr)
+        return self._fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<loss family builder {self.path}>"
+
+
+def register_loss_family(builder: Callable[..., Any], *, _builtin: bool = False) -> str:
+    """Add a loss family declared with `loss_family` to the registry; returns its name.
+
+    The builder is called as `builder(digit_ids, **params)` (params validated, defaults filled in;
+    `backend` too when declared with takes_backend). Registering the same declaration again is a
+    no-op apart from replacing the builder.
+
+    Raises:
+        ValueError: `builder` was not declared with `loss_family`, or its name is a built-in's or is
+            registered with other parameters.
+
+    Example:
+        A family "scaled_ce" (hard CE times a factor), registered, then built like a built-in:
+
+        >>> import torch
+        >>> from sl_core import build_loss, hard_cross_entropy, loss_family, register_loss_family
+        >>> @loss_family(params={"factor": 1.0}, tokens="none", name="scaled_ce")
+        ... def scaled_ce(tokens, factor):
+        ...     def fn(logits, labels, *, num_items_in_batch=None):
+        ...         return factor * hard_cross_entropy(logits, labels, num_items_in_batch=num_items_in_batch)
+        ...     return fn
+        >>> register_loss_family(scaled_ce)
+        'scaled_ce'
+        >>> logits, labels = torch.zeros(4, 12), torch.tensor([1, 2, 3, 4])
+        >>> round(build_loss("scaled_ce", factor=2.0)(logits, labels).item(), 4)  # 2 * log(12)
+        4.9698
+    """
+    spec = getattr(builder, "family_spec", None)
+    if not isinstance(spec, LossFamilySpec) or not callable(builder):
+        raise ValueError("a loss family plug-in must be a builder decorated with @sl_core.registry.loss_family(...)")
+    if spec.name in _BUILTIN_NAMES:
+        raise ValueError(f"loss family {spec.name!r} is built in")
     old = LOSS_FAMILY_SPECS.get(spec.name)
     if old is not None and old != spec:
         raise ValueError(f"loss family {spec.name!r} is already registered with other parameters")
     LOSS_FAMILY_SPECS[spec.name] = spec
+    _BUILDERS[spec.name] = builder
+    if _builtin:
+        _BUILTIN_NAMES.add(spec.name)
+    return spec.name
+
+
+def family_builder(family: str) -> Callable[..., Any]:
+    """The builder registered for `family` (ValueError naming the known families for an unknown one)."""
+    return _BUILDERS[family_spec(family).name]
+
+
+# The built-in loss families: one declaration each (spec and builder), in the order tables list them.
+# Their builders live in sl_core.families (torch), imported on the first build.
+_F = "sl_core.families:"
+_BUILTINS: tuple[Callable[..., Any], ...] = (
+    loss_family(name="hard", tokens="none", doc="cross-entropy with one-hot targets")(_F + "_hard"),
+    loss_family(name="label_smoothing", tokens="none", doc="CE with uniform label smoothing over the vocabulary",
+                params=(ParamSpec("smoothing", 0.1, low=0.0, high=1.0, high_open=True,
+                                  doc="uniform mass over the vocabulary"),))(_F + "_label_smoothing"),
+    loss_family(name="gaussian", doc="Gaussian soft CE on digit tokens (Zausinger et al., ICML 2025)",
+                params=(ParamSpec("sigma", 1.0, low=0.0, doc="width in digit units (0: hard CE)"),))(_F + "_gaussian"),
+    loss_family(name="ntl_was", doc="CE + w * NTL-WAS (Number Token Loss)",
+                params=(_weight("ntl_weight"),))(_F + "_ntl_was"),
+    loss_family(name="ntl_mse", doc="CE + w * NTL-MSE (Number Token Loss)",
+                params=(_weight("ntl_weight"),))(_F + "_ntl_mse"),
+    loss_family(name="ntil", doc="CE + w * NTIL place-weighted EMD (ACL 2025)",
+                params=(_weight("ntil_weight"),
+                        ParamSpec("digit_exp", 1.2, low=0.0, low_open=True, doc="place weight base")))(_F + "_ntil"),
+    loss_family(name="dist2", tokens="numeric", takes_backend=True,
+                doc="DIST2Loss: CE to a target exp(-d(v, t) / tau) over the numeric tokens (ICLR 2026)",
+                params=(ParamSpec("dist2_temperature", 1.0, low=0.0, low_open=True,
+                                  doc="temperature tau of the target exp(-d / tau)"),
+                        ParamSpec("dist2_distance", "squared", kind="choice", choices=lambda: DIST2_DISTANCES,
+                                  doc="d(v, t): squared or absolute value difference")))(_F + "_dist2"),
+    loss_family(name="smmd", tokens="numeric", doc="CE + w * Smooth MMD over the numeric tokens (ICML 2026)",
+                params=(ParamSpec("smmd_weight", 1.0, low=0.0, doc="weight of the SMMD term added to CE"),
+                        ParamSpec("smmd_sigma", 2.0, low=0.0, low_open=True,
+                                  doc="Gaussian kernel bandwidth over (squashed) value distance"),
+                        ParamSpec("smmd_alpha", None, low=0.0,
+                                  doc="weight of the smoothness term (None: 1 / (2 mean kernel degree))")))(_F + "_smmd"),
+    loss_family(name="del", doc="CE + w * Digit Entropy Loss (arXiv 2605.20369)",
+                params=(ParamSpec("del_weight", 0.01, low=0.0, doc="weight of the DEL term added to CE"),))(_F + "_del"),
+    loss_family(name="soft_label", takes_backend=True, doc="soft-label CE on digit tokens (Wang et al., ICCV 2025)",
+                params=_soft_params("triangular", _digit_shapes, "psi shape over the digits", "psi_param",
+                                    "the shape's parameter (None: the shape's default)"))(_F + "_soft_label"),
+    loss_family(name="value_aware", tokens="numeric", takes_backend=True,
+                doc="value-aware soft-label CE for merged-digit tokenizers",
+                params=_soft_params("laplace", _value_kernels, "value kernel over the numeric tokens", "scale",
+                                    "kernel scale in value units (None: the kernel's default)"))(_F + "_value_aware"),
+)
+for _builder in _BUILTINS:
+    register_loss_family(_builder, _builtin=True)
+del _builder
