@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
@@ -147,6 +149,40 @@ def check_digit_groups(digit_ids: Any, vocab: int | None = None, name: str = "di
     if vocab is not None and any(i < 0 or i >= vocab for i in flat):
         raise ValueError(f"{name} must lie in [0, {vocab}) (the logits' vocabulary), got {groups if nested else flat}")
     return [[int(i) for i in g] for g in groups]
+
+
+def check_numeric_tokens(digit_ids: Any, vocab: int | None = None, name: str = "digit_ids") -> Any:
+    """The NumericTokens of `digit_ids`: a NumericTokens as is, digit ids or [G, 10] groups through
+    `NumericTokens.from_digit_ids`; every id in [0, vocab) when vocab is known (ValueError otherwise)."""
+    from sl_core.digits import NumericTokens
+
+    if not isinstance(digit_ids, NumericTokens):
+        if isinstance(digit_ids, (str, bytes)) or not isinstance(digit_ids, (Sequence, torch.Tensor)):
+            raise ValueError(f"{name} must be a NumericTokens (sl_core.numeric_token_values) or digit token ids, "
+                             f"got {type(digit_ids).__name__}")
+        return NumericTokens.from_digit_ids(check_digit_groups(digit_ids, vocab, name))
+    if vocab is not None and any(i < 0 or i >= vocab for i in digit_ids.ids):
+        raise ValueError(f"{name}: token ids must lie in [0, {vocab}) (the logits' vocabulary)")
+    return digit_ids
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def renamed_argument(old: str, new: str) -> Callable[[F], F]:
+    """Accept keyword `old` as a deprecated alias of `new` (DeprecationWarning; TypeError if both are given)."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{fn.__name__}() got both {new!r} and its deprecated alias {old!r}")
+                warnings.warn(f"{fn.__name__}({old}=...) is deprecated: the argument is now called {new!r}",
+                              DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+        return inner  # type: ignore[return-value]
+    return wrap
 
 
 def check_num_items(num_items_in_batch: Any) -> float | torch.Tensor | None:

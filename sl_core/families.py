@@ -115,13 +115,17 @@ def family_tokens(family: str, tokenizer: Any) -> Tokens:
         raise ValueError(f"loss family {family!r} cannot use this tokenizer: {str(exc).rstrip('.')}{hint}") from None
 
 
-def soft_columns(tokens: Tokens) -> tuple[int, ...]:
-    """The token ids a family's soft targets reach (empty for None): digit groups flattened or NumericTokens.ids."""
-    if tokens is None:
+@V.renamed_argument("tokens", "digit_ids")
+def soft_columns(digit_ids: Tokens) -> tuple[int, ...]:
+    """The token ids a family's soft targets reach (empty for None): digit groups flattened or NumericTokens.ids.
+
+    `digit_ids` is what `family_tokens` returns (`tokens=` is a deprecated alias).
+    """
+    if digit_ids is None:
         return ()
-    if isinstance(tokens, NumericTokens):
-        return tokens.ids
-    return tuple(i for g in V.check_digit_groups(tokens) for i in g)
+    if isinstance(digit_ids, NumericTokens):
+        return digit_ids.ids
+    return tuple(i for g in V.check_digit_groups(digit_ids) for i in g)
 
 
 def build_loss(family: str, digit_ids: Tokens = None, *, backend: str = "auto", **params: Any) -> LossFn:

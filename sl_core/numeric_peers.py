@@ -31,6 +31,7 @@ probabilities) and takes digit ids / [G, 10] groups like `ntl_was`.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 
@@ -50,13 +51,8 @@ SMMD_SQUASH_FACTOR = 9.0
 the smallest non-zero value distance maps to 1 and the largest to 9 (the identity on the digits 0..9)."""
 
 
-def _check_numeric(numeric: NumericTokens, vocab: int) -> NumericTokens:
-    if not isinstance(numeric, NumericTokens):
-        raise ValueError(f"numeric must be a NumericTokens (sl_core.numeric_token_values or "
-                         f"NumericTokens.from_digit_ids), got {type(numeric).__name__}")
-    if any(i < 0 or i >= vocab for i in numeric.ids):
-        raise ValueError(f"numeric: token ids must lie in [0, {vocab}) (the logits' vocabulary)")
-    return numeric
+def _check_numeric(digit_ids: Any, vocab: int | None = None) -> NumericTokens:
+    return V.check_numeric_tokens(digit_ids, vocab)
 
 
 def _group_index(numeric: NumericTokens) -> torch.Tensor:
@@ -72,19 +68,21 @@ def _distances(numeric: NumericTokens) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------- DIST2Loss
 
-def dist2_psi_matrix(numeric: NumericTokens, temperature: float = 1.0, distance: str = "squared") -> torch.Tensor:
+@V.renamed_argument("numeric", "digit_ids")
+def dist2_psi_matrix(digit_ids: NumericTokens | Ids, temperature: float = 1.0, distance: str = "squared") -> torch.Tensor:
     """[K, K] float64 DIST2Loss targets: row i is p_d(. | token i) proportional to exp(-d(v_j, v_i) / tau)
     over the tokens j of token i's (marker, width) group, 0 elsewhere.
 
     Args:
-        numeric: the numeric tokens (K of them).
+        digit_ids: the numeric tokens (K of them): a NumericTokens, or digit ids / [G, 10] groups
+            (`NumericTokens.from_digit_ids`). `numeric=` is a deprecated alias.
         temperature: tau > 0.
         distance: "squared" d = (v_j - v_i)^2 or "absolute" d = |v_j - v_i| (value units).
 
     Raises:
-        ValueError: tau <= 0 or an unknown distance.
+        ValueError: tau <= 0, an unknown distance or malformed digit_ids.
     """
-    return _cached_dist2_psi(numeric, V.check_positive("temperature", temperature), _check_distance(distance)).clone()
+    return _cached_dist2_psi(_check_numeric(digit_ids), V.check_positive("temperature", temperature), _check_distance(distance)).clone()
 
 
 def _check_distance(distance: str) -> str:
@@ -103,7 +101,8 @@ def _cached_dist2_psi(numeric: NumericTokens, temperature: float, distance: str)
     return torch.softmax(logw, dim=1)
 
 
-def dist2_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, numeric: NumericTokens, *,
+@V.renamed_argument("numeric", "digit_ids")
+def dist2_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, digit_ids: NumericTokens | Ids, *,
                         temperature: float = 1.0, distance: str = "squared", ignore_index: int = -100,
                         reduction: str = "mean", num_items_in_batch: int | float | torch.Tensor | None = None,
                         backend: str = "auto") -> torch.Tensor:
@@ -119,7 +118,8 @@ def dist2_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, numeric: Num
 
     Args:
         logits: [..., V]; labels: [...] already shifted (ignore_index skipped).
-        numeric: the vocabulary's numeric tokens.
+        digit_ids: the vocabulary's numeric tokens (`sl_core.numeric_token_values(tokenizer)`), or
+            digit ids / [G, 10] groups (`NumericTokens.from_digit_ids`). `numeric=` is a deprecated alias.
         temperature, distance: see `dist2_psi_matrix`.
         reduction, num_items_in_batch: as in `soft_label_cross_entropy` (mean over non-ignored tokens).
         backend: "auto", "torch" or "triton" (`sl_core.backend`).
@@ -128,8 +128,8 @@ def dist2_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, numeric: Num
         Scalar (float32, float64 for float64 logits) or [...] for "none".
 
     Raises:
-        ValueError: numeric not a NumericTokens or with ids outside [0, V), tau <= 0, an unknown
-            distance, or bad logits, labels, reduction, num_items_in_batch.
+        ValueError: digit_ids neither NumericTokens nor digit ids, or with ids outside [0, V), tau <= 0,
+            an unknown distance, or bad logits, labels, reduction, num_items_in_batch.
 
     Example:
         On digit tokens with the squared distance, DIST2Loss is Gaussian soft CE with sigma = sqrt(tau / 2):
@@ -145,7 +145,7 @@ def dist2_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, numeric: Num
         True
     """
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
-    numeric = _check_numeric(numeric, vocab)
+    numeric = _check_numeric(digit_ids, vocab)
     psi = dist2_psi_matrix(numeric, temperature, distance)
     engine = resolve_backend(check_backend(backend), logits.device, logits.dtype)
     cdt = compute_dtype(logits.dtype)
@@ -157,7 +157,8 @@ def dist2_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, numeric: Num
 
 # ----------------------------------------------------------------------------------------------------- SMMD
 
-def smmd_kernel(numeric: NumericTokens, sigma: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+@V.renamed_argument("numeric", "digit_ids")
+def smmd_kernel(digit_ids: NumericTokens | Ids, sigma: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The SMMD kernel over the numeric tokens and each group's smoothness scale.
 
     Inside each (marker, width) group: d = |v_i - v_j| squashed to [1, SMMD_SQUASH_FACTOR] on its
@@ -165,10 +166,15 @@ def smmd_kernel(numeric: NumericTokens, sigma: float = 2.0) -> tuple[torch.Tenso
     to [0, 1]; K_ij = 0 across groups. alpha_g = 1 / (2 mean_i deg_i) over the group's tokens, with
     deg_i = sum_j K_ij (the authors' "auto" scale, computed per group since each group is its own V_num).
 
+    Args:
+        digit_ids: the numeric tokens: a NumericTokens, or digit ids / [G, 10] groups
+            (`NumericTokens.from_digit_ids`). `numeric=` is a deprecated alias.
+        sigma: kernel bandwidth (> 0).
+
     Returns:
         K [K, K] float64 and alpha [K] float64 (each token's group scale).
     """
-    k, alpha = _cached_smmd_kernel(numeric, V.check_positive("sigma", sigma))
+    k, alpha = _cached_smmd_kernel(_check_numeric(digit_ids), V.check_positive("sigma", sigma))
     return k.clone(), alpha.clone()
 
 
@@ -191,7 +197,8 @@ def _cached_smmd_kernel(numeric: NumericTokens, sigma: float) -> tuple[torch.Ten
     return kern, alpha
 
 
-def smmd_term(logits: torch.Tensor, labels: torch.Tensor, numeric: NumericTokens, *, sigma: float = 2.0,
+@V.renamed_argument("numeric", "digit_ids")
+def smmd_term(logits: torch.Tensor, labels: torch.Tensor, digit_ids: NumericTokens | Ids, *, sigma: float = 2.0,
               alpha: float | None = None, ignore_index: int = -100, reduction: str = "mean",
               num_items_in_batch: int | float | torch.Tensor | None = None) -> torch.Tensor:
     """Smooth MMD on the rows whose label is a numeric token (the authors' `SMMDLoss`, mode "smmd").
@@ -202,7 +209,9 @@ def smmd_term(logits: torch.Tensor, labels: torch.Tensor, numeric: NumericTokens
     Use as CE + weight * smmd_term.
 
     Args:
-        logits: [..., V]; labels: [...] already shifted; numeric: the vocabulary's numeric tokens.
+        logits: [..., V]; labels: [...] already shifted.
+        digit_ids: the vocabulary's numeric tokens (`sl_core.numeric_token_values(tokenizer)`), or digit
+            ids / [G, 10] groups (`NumericTokens.from_digit_ids`). `numeric=` is a deprecated alias.
         sigma: kernel bandwidth (> 0, value units after squashing; the authors' default 2).
         alpha: smoothness weight (>= 0); None: each group's 1 / (2 mean degree).
         reduction, num_items_in_batch: "mean" averages over numeric rows (as `sl_core.peers`).
@@ -211,7 +220,8 @@ def smmd_term(logits: torch.Tensor, labels: torch.Tensor, numeric: NumericTokens
         Scalar, or [...] per position (0 off numeric rows) for "none".
 
     Raises:
-        ValueError: numeric not a NumericTokens or with ids outside [0, V), sigma <= 0, alpha < 0,
+        ValueError: digit_ids neither NumericTokens nor digit ids, or with ids outside [0, V), sigma <= 0,
+            alpha < 0,
             or bad logits, labels, reduction, num_items_in_batch.
 
     Example:
@@ -229,7 +239,7 @@ def smmd_term(logits: torch.Tensor, labels: torch.Tensor, numeric: NumericTokens
         [1.809, 0.0, 0.0]
     """
     vocab, num_items = _prepare(logits, labels, ignore_index, reduction, num_items_in_batch)
-    numeric = _check_numeric(numeric, vocab)
+    numeric = _check_numeric(digit_ids, vocab)
     kern, alpha_k = smmd_kernel(numeric, sigma)
     fixed_alpha = None if alpha is None else V.check_nonneg("alpha", alpha)
     cdt = compute_dtype(logits.dtype)

@@ -20,6 +20,7 @@ with the same shape and parameter. Keeping groups apart means a soft label never
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 
@@ -34,11 +35,13 @@ __all__ = ["value_psi_matrix", "value_aware_soft_label_cross_entropy"]
 
 
 
-def value_psi_matrix(numeric: NumericTokens, psi: str = "laplace", scale: float | None = None) -> torch.Tensor:
-    """[K, K] float64, row i = psi_value(. | token i) over the K numeric tokens (same order as `numeric.ids`).
+@V.renamed_argument("numeric", "digit_ids")
+def value_psi_matrix(digit_ids: NumericTokens | Sequence[int] | Sequence[Sequence[int]], psi: str = "laplace", scale: float | None = None) -> torch.Tensor:
+    """[K, K] float64, row i = psi_value(. | token i) over the K numeric tokens (same order as the tokens' ids).
 
     Args:
-        numeric: the numeric tokens (from `numeric_token_values` or `NumericTokens.from_digit_ids`).
+        digit_ids: the numeric tokens (`numeric_token_values`), or digit ids / [G, 10] groups
+            (`NumericTokens.from_digit_ids`). `numeric=` is a deprecated alias.
         psi: a kernel shape of `sl_core.psi` (`value_kernels()`: laplace, gaussian, triangular, uniform).
         scale: the kernel's scale in value units (> 0); None uses the shape's default parameter
             (`sl_core.psi.psi_default_param`). `uniform` takes none.
@@ -53,7 +56,7 @@ def value_psi_matrix(numeric: NumericTokens, psi: str = "laplace", scale: float 
         >>> [round(p, 3) for p in value_psi_matrix(nt, "triangular", 3.0)[1].tolist()]
         [0.333, 0.5, 0.167, 0.0]
     """
-    return _cached_value_psi(numeric, psi, scale).clone()
+    return _cached_value_psi(V.check_numeric_tokens(digit_ids), psi, scale).clone()
 
 
 @functools.lru_cache(maxsize=32)
@@ -76,10 +79,11 @@ def _cached_value_psi(numeric: NumericTokens, psi: str, scale: float | None) -> 
     return validate_psi_rows(torch.softmax(logw, dim=1), what=f"value-aware psi {psi!r} (scale={s!r})")
 
 
+@V.renamed_argument("numeric", "digit_ids")
 def value_aware_soft_label_cross_entropy(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    numeric: NumericTokens,
+    digit_ids: NumericTokens | Sequence[int] | Sequence[Sequence[int]],
     *,
     eta: float,
     lam: float = 1.0,
@@ -95,7 +99,8 @@ def value_aware_soft_label_cross_entropy(
 
     Args:
         logits: [..., V]; labels: [...] int, already shifted, values in [0, V) or ignore_index.
-        numeric: the vocabulary's numeric tokens (`sl_core.numeric_token_values(tokenizer)`).
+        digit_ids: the vocabulary's numeric tokens (`sl_core.numeric_token_values(tokenizer)`), or digit
+            ids / [G, 10] groups (`NumericTokens.from_digit_ids`). `numeric=` is a deprecated alias.
         eta, lam, ignore_index, reduction, num_items_in_batch, place_exponent: as in
             `soft_label_cross_entropy` (place-aware runs are runs of numeric tokens).
         psi, scale: the value kernel and its scale in value units (see `value_psi_matrix`).
@@ -119,11 +124,7 @@ def value_aware_soft_label_cross_entropy(
     """
     V.check_logits(logits)
     vocab = logits.shape[-1]
-    if not isinstance(numeric, NumericTokens):
-        raise ValueError(f"numeric must be a NumericTokens (see sl_core.numeric_token_values), "
-                         f"got {type(numeric).__name__}")
-    if any(i < 0 or i >= vocab for i in numeric.ids):
-        raise ValueError(f"numeric: token ids must lie in [0, {vocab}) (the logits' vocabulary)")
+    numeric = V.check_numeric_tokens(digit_ids, vocab)
     eta_f, lam_f, num_items, place_exponent = V.check_soft_label_args(eta, lam, reduction, num_items_in_batch,
                                                                       place_exponent)
     V.check_labels(labels, logits.shape[:-1], vocab, ignore_index)

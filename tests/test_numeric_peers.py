@@ -197,7 +197,8 @@ def test_families_compose_as_documented() -> None:
 @pytest.mark.parametrize("call, match", [
     (lambda z, y: dist2_cross_entropy(z, y, MERGED, temperature=0.0), "temperature must be > 0"),
     (lambda z, y: dist2_cross_entropy(z, y, MERGED, distance="cubic"), "distance: unknown 'cubic'"),
-    (lambda z, y: dist2_cross_entropy(z, y, BARE), "numeric must be a NumericTokens"),
+    (lambda z, y: dist2_cross_entropy(z, y, "0123456789"), "digit_ids must be a NumericTokens .* or digit token ids"),
+    (lambda z, y: dist2_cross_entropy(z, y, BARE[:9]), "digit_ids must hold exactly 10"),
     (lambda z, y: smmd_term(z, y, MERGED, sigma=-1.0), "sigma must be > 0"),
     (lambda z, y: smmd_term(z, y, MERGED, alpha=-0.1), "alpha must be >= 0"),
     (lambda z, y: smmd_term(z[..., :30], y.clamp_max(29), MERGED), r"token ids must lie in \[0, 30\)"),
@@ -222,3 +223,32 @@ def test_bad_inputs(call, match: str) -> None:
 def test_family_params_are_validated(family: str, params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_loss(family, BARE, **params)
+
+
+def test_one_name_for_the_token_ids_and_the_old_keyword_still_works() -> None:
+    # every loss takes the vocabulary's digit / numeric tokens as `digit_ids`: the numeric losses take digit
+    # ids or groups as well as NumericTokens; `numeric=` is a deprecated alias of it
+    import warnings
+
+    from sl_core.families import soft_columns
+    from sl_core.value_aware import value_aware_soft_label_cross_entropy, value_psi_matrix
+
+    logits, labels = case(9, [c for g in MARKED for c in g])
+    marked = TOKEN_SETS["marked"]
+    for fn, kw in [(dist2_cross_entropy, {"temperature": 2.0}), (smmd_term, {"sigma": 1.5}),
+                   (value_aware_soft_label_cross_entropy, {"eta": 0.3})]:
+        expected = fn(logits, labels, marked, **kw)
+        torch.testing.assert_close(fn(logits, labels, MARKED, **kw), expected)
+        torch.testing.assert_close(fn(logits, labels, digit_ids=marked, **kw), expected)
+        with pytest.warns(DeprecationWarning, match=r"\(numeric=\.\.\.\) is deprecated: the argument is now called"):
+            torch.testing.assert_close(fn(logits, labels, numeric=marked, **kw), expected)
+        with pytest.raises(TypeError, match="got both 'digit_ids' and its deprecated alias 'numeric'"):
+            fn(logits, labels, numeric=marked, digit_ids=marked, **kw)
+    torch.testing.assert_close(value_psi_matrix(BARE, "gaussian"), value_psi_matrix(TOKEN_SETS["digits"], "gaussian"))
+    torch.testing.assert_close(dist2_psi_matrix(BARE), dist2_psi_matrix(TOKEN_SETS["digits"]))
+    torch.testing.assert_close(smmd_kernel(BARE)[0], smmd_kernel(TOKEN_SETS["digits"])[0])
+    with pytest.warns(DeprecationWarning, match="soft_columns"):
+        assert soft_columns(tokens=MERGED) == MERGED.ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert soft_columns(MARKED) == tuple(c for g in MARKED for c in g)
