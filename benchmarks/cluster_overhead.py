@@ -84,8 +84,8 @@ def _compare(work: Path, args: argparse.Namespace) -> dict:
     import ray
 
     from cluster_utils import MlflowServer, RayCluster, apply_driver_env
-    from sweeps.service import ensure_tiny_model, run_sweep
-    from sweeps.spec import load_spec
+    from sweeps.driver.service import ensure_tiny_model, run_sweep
+    from sweeps.config.spec import load_spec
 
     spec = work / "spec.yaml"
     spec.write_text(SPEC.format(steps=args.steps, eval_every=max(1, args.steps // 3),

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl
 PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
-# always installed there: sweeps.config needs pydantic; loss_bench's Liger contender needs liger-kernel
+# always installed there: sweeps.config.trial_config needs pydantic; loss_bench's Liger contender needs liger-kernel
 ALWAYS="pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0 liger-kernel==0.8.5"
 # installed there only if its transformers lacks the PIL image processors the tiny models use
 TRANSFORMERS="transformers==5.24.0 regex==2026.11.19"

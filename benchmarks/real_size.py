@@ -4,11 +4,11 @@
         [--checkpointing] [--freeze-vision] [--micro-batch 1] [--steps 2] [--out FILE]
 
 Builds the preset with random weights (`sweeps.models.presets.build_preset_model`, cached under
-/tmp/slsweep-presets), loads it once through the trial's own setup (`sweeps.trial.setup_trial`: the
+/tmp/slsweep-presets), loads it once through the trial's own setup (`sweeps.trial.run.setup_trial`: the
 same model options, optimizer (AdamW), clipping and batch), and on one fixed micro-batch of the
 counting task alternates, step by step:
 
-- slsweep: `sweeps.trial.train_step` (soft_label, eta 0.1; answer-only logits, fused loss);
+- slsweep: `sweeps.trial.run.train_step` (soft_label, eta 0.1; answer-only logits, fused loss);
 - hf: `model(**inputs, labels=labels).loss.backward()` (the model's built-in cross-entropy over all
   positions), then the same clipping and optimizer step, under the same autocast.
 
@@ -16,7 +16,7 @@ One warm-up step of each first (AdamW creates its states there); then `--steps` 
 interleaved (slsweep, hf, slsweep, hf, ...). Peak memory per step: CPU: the process's peak resident
 set (VmHWM, reset before each step after `malloc_trim`) minus its resident set before the model was
 loaded; CUDA: `torch.cuda.max_memory_allocated` reset before each step. The planner's estimate
-(`sweeps.models.memory`) for the same configuration is printed beside the slsweep step's measured
+(`sweeps.trial.memory`) for the same configuration is printed beside the slsweep step's measured
 peak. Prints one JSON object: medians, ratios (slsweep / hf) and the conditions (load average, CPU
 count, torch version).
 """
@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from sweeps.config import TrialConfig
-    from sweeps.models.memory import PeakMeter, batch_shape, counts_of, estimate_memory
+    from sweeps.config.trial_config import TrialConfig
+    from sweeps.trial.memory import PeakMeter, batch_shape, counts_of, estimate_memory
     from sweeps.models.presets import build_preset_model
-    from sweeps.trial import _autocast, pick_device, setup_trial, train_step
+    from sweeps.trial.run import _autocast, pick_device, setup_trial, train_step
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,7 +1,7 @@
 """What the service costs on top of the work: the same trials as a plain loop and through slsweep.
 
 Runs the same 8 trial configurations (a grid: eta x psi, tiny model, counting) twice in one
-process: once as a plain Python loop calling `sweeps.trial.run_trial` (no Ray, no MLflow), once
+process: once as a plain Python loop calling `sweeps.trial.run.run_trial` (no Ray, no MLflow), once
 through the service (`run_sweep`: Ray Tune, the MLflow tracker, the grid search path) with one
 trial at a time and the same CPU threads. Prints `service_vs_plain` and where the service's extra
 wall time goes:
@@ -117,7 +117,7 @@ class CpuSampler(threading.Thread):
 
 
 def plain_loop(configs: list) -> dict[str, Any]:
-    from sweeps.trial import run_trial
+    from sweeps.trial.run import run_trial
 
     t0 = time.perf_counter()
     results = [run_trial(cfg) for cfg in configs]
@@ -127,8 +127,8 @@ def plain_loop(configs: list) -> dict[str, Any]:
 def service(spec_path: Path, work: Path) -> dict[str, Any]:
     import ray
 
-    from sweeps.service import run_sweep
-    from sweeps.trainable import TRIAL_TIMES_ENV
+    from sweeps.driver.service import run_sweep
+    from sweeps.trial.trainable import TRIAL_TIMES_ENV
 
     times_file = work / "trial_times.jsonl"
     os.environ[TRIAL_TIMES_ENV] = str(times_file)  # inherited by the local Ray's workers
@@ -213,9 +213,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from sweeps.service import ensure_tiny_model
-    from sweeps.spec import load_spec
-    from sweeps.trainable import resolve_trial_config
+    from sweeps.driver.service import ensure_tiny_model
+    from sweeps.config.spec import load_spec
+    from sweeps.trial.trainable import resolve_trial_config
 
     root = Path(tempfile.mkdtemp(prefix="slsweep-overhead-"))
     spec_path = root / "overhead.yaml"

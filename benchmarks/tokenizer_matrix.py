@@ -25,12 +25,12 @@ import torch  # noqa: E402
 
 import sl_core  # noqa: E402
 from sl_core.registry import LOSS_FAMILY_SPECS  # noqa: E402
-from sweeps.coverage import CoverageError, loss_tokens, measure_coverage  # noqa: E402
+from sweeps.trial.coverage import CoverageError, loss_tokens, measure_coverage  # noqa: E402
 from sweeps.errors import SlsweepError  # noqa: E402
 from sweeps.models import Batcher, load_model_and_processor  # noqa: E402
 from sweeps.models.around import build_tiny_model_around  # noqa: E402
 from sweeps.tasks import get_task  # noqa: E402
-from sweeps.trial import answer_loss  # noqa: E402
+from sweeps.trial.run import answer_loss  # noqa: E402
 from tests.marked_tokenizers import bytelevel_marked, sentencepiece_marked  # noqa: E402
 from tests.real_tokenizers import NAMES, tokenizer_folder  # noqa: E402
 

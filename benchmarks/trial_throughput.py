@@ -3,7 +3,7 @@
     python benchmarks/trial_throughput.py [--device cpu|cuda] [--model tiny|smolvlm-256m-shape]
         [--workers 0,1] [--steps 60] [--batch-size 32] [--json] [--out FILE]
 
-Runs `sweeps.trial.run_trial` on the default counting configuration (`sweeps/specs/trials/counting.yaml`)
+Runs `sweeps.trial.run.run_trial` on the default counting configuration (`sweeps/specs/trials/counting.yaml`)
 once per `--workers` value (train.data_workers: 0 = batches built inline), with one evaluation at the
 end on a small held-out set, and reports for the training loop alone (evaluation excluded):
 steps/s, samples/s, tokens/s, the data-wait share (time the loop blocked on the next batch, over the
@@ -90,11 +90,11 @@ def step_flops(cfg: Any, device: Any) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sweeps.datasets import TaskData
-    from sweeps.loader import StepBatches
+    from sweeps.trial.data import TaskData
+    from sweeps.trial.batches import StepBatches
     from sweeps.models import Batcher, load_model_and_processor
     from sweeps.tasks import get_task
-    from sweeps.trial import _autocast, _load_dtype, answer_loss
+    from sweeps.trial.run import _autocast, _load_dtype, answer_loss
 
     model, processor = load_model_and_processor(cfg.model.path, device=device, dtype=_load_dtype(cfg))
     batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
@@ -117,7 +117,7 @@ def step_flops(cfg: Any, device: Any) -> int:
 
 
 def run_one(cfg: Any, device: Any) -> dict[str, Any]:
-    from sweeps.trial import run_trial
+    from sweeps.trial.run import run_trial
 
     _reset_peak(device)
     t0 = time.perf_counter()
@@ -157,7 +157,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from sweeps.config import TrialConfig
+    from sweeps.config.trial_config import TrialConfig
 
     device = torch.device(args.device)
     if args.threads:

@@ -28,7 +28,7 @@ def user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sweeps.interrupt import SignalStop, SweepInterrupted, exit_code
+        from sweeps.driver.signals import SignalStop, SweepInterrupted, exit_code
 
         try:
             return fn(*args, **kwargs)
@@ -89,7 +89,7 @@ AllowPlugins = typer.Option(False, "--allow-plugins", help="Import the plug-ins 
 def _builtin(sub: str, incomplete: str) -> list[str]:
     """Shell completion: the built-in specs (or trial configs, `sub="trials"`) starting with
     `incomplete` (the shell completes file names besides)."""
-    from sweeps.spec import packaged_spec_dir
+    from sweeps.config.spec import packaged_spec_dir
 
     return sorted(p.stem for p in (packaged_spec_dir() / sub).glob("*.yaml") if p.stem.startswith(incomplete))
 
@@ -124,7 +124,7 @@ def run(
       slsweep run counting train.steps=200 search.num_samples=4
       slsweep run my_spec.yaml --search-seed 7 -v   # -v: with Ray Tune's tables
     """
-    from sweeps.service import run_sweep
+    from sweeps.driver.service import run_sweep
 
     _allow(allow_plugins)
     outcome = run_sweep(spec, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
@@ -135,17 +135,17 @@ def run(
 
 def _writable_folder(path: Path, name: str) -> None:
     """Refuse (exit 2, naming the argument) a folder argument that is a file or cannot be made."""
-    from sweeps.preflight import folder_problem
+    from sweeps.driver.preflight import folder_problem
 
     problem = folder_problem(path)
     if problem:
         raise SlsweepError(f"{name}: {problem}")
 
 
-def _exit_for(outcome: Any) -> None:  # outcome: sweeps.service.RunSummary
+def _exit_for(outcome: Any) -> None:  # outcome: sweeps.driver.service.RunSummary
     """Exit status of a sweep that ran: 128 + signal if a signal stopped it (resumable), 1 with
     one line if every trial failed."""
-    from sweeps.interrupt import exit_code
+    from sweeps.driver.signals import exit_code
 
     if outcome.interrupted:
         raise typer.Exit(exit_code(outcome.interrupted))
@@ -165,7 +165,7 @@ def resume(
     allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Resume an interrupted sweep: finished trials are kept, unfinished ones continue."""
-    from sweeps.service import resume_sweep
+    from sweeps.driver.service import resume_sweep
 
     _allow(allow_plugins)
     outcome = resume_sweep(sweep_id, runs_dir=runs_dir, verbose=_verbosity(quiet, verbose),
@@ -180,7 +180,7 @@ def status(
     tracking_uri: Optional[str] = TrackingUri,
 ) -> None:
     """Sweeps recorded in the MLflow store, newest first, with trial counts."""
-    from sweeps.service import sweep_status
+    from sweeps.driver.service import sweep_status
 
     typer.echo(sweep_status(runs_dir=runs_dir, tracking_uri=tracking_uri))
 
@@ -189,7 +189,7 @@ def status(
 @user_errors
 def list_builtin() -> None:
     """Built-in sweep specs and search spaces."""
-    from sweeps.service import builtin_listing
+    from sweeps.driver.service import builtin_listing
 
     typer.echo(builtin_listing())
 
@@ -205,7 +205,7 @@ def trial(
     allow_plugins: bool = AllowPlugins,
 ) -> None:
     """Run one trial without Ray or MLflow, with a progress bar (for debugging)."""
-    from sweeps.service import run_single_trial
+    from sweeps.driver.service import run_single_trial
 
     _allow(allow_plugins)
     result = run_single_trial(config, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
@@ -306,7 +306,7 @@ def ui(
 ) -> None:
     """Open the MLflow UI on the run folder's store (the URL is printed once it answers; Ctrl-C
     or SIGTERM stops the server and its workers)."""
-    from sweeps.ui import serve_ui
+    from sweeps.store.ui import serve_ui
 
     raise typer.Exit(serve_ui(runs_dir, host, port, echo=typer.echo))
 
@@ -339,8 +339,8 @@ def confirm(
       slsweep confirm SWEEP --top 3 --seeds 5 --baseline loss=hard
       slsweep confirm SWEEP train.steps=100 --top 1 --seeds 2 --baseline loss=hard   # a quick check
     """
-    from sweeps.confirm import run_confirm
-    from sweeps.service import split_spec_args
+    from sweeps.driver.confirm import run_confirm
+    from sweeps.driver.service import split_spec_args
 
     if adjust not in ("holm", "bh", "none"):
         raise SlsweepError(f"--adjust '{adjust}': choose holm, bh or none")

@@ -11,8 +11,8 @@ import pytest
 from datasets import Dataset, Features, Image as HFImage, Sequence, Value
 from PIL import Image
 
-from sweeps.config import HFDataConfig, TaskConfig
-from sweeps.datasets import TaskData
+from sweeps.config.trial_config import HFDataConfig, TaskConfig
+from sweeps.trial.data import TaskData
 from sweeps.tasks import DataError, get_task
 from sweeps.tasks.hf import load_hf
 from sweeps.tasks.parsing import number_text

@@ -12,8 +12,8 @@ import pytest
 from datasets import Dataset, Features, Image as HFImage, Sequence, Value
 from PIL import Image
 
-from sweeps.config import HFDataConfig, TaskConfig
-from sweeps.datasets import TaskData, loader_options
+from sweeps.config.trial_config import HFDataConfig, TaskConfig
+from sweeps.trial.data import TaskData, loader_options
 from sweeps.tasks import DataError, get_task
 from sweeps.tasks.boxes import BOX_FORMATS, BOX_UNITS
 from sweeps.tasks.hf import load_hf

@@ -11,8 +11,8 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from sweeps import paths
-from sweeps.service import run_sweep
+from sweeps.store import paths
+from sweeps.driver.service import run_sweep
 from tests.test_hf_data import COLUMNS, _dataset
 
 pytestmark = pytest.mark.slow
@@ -134,7 +134,7 @@ def test_a_plugin_builder_that_fails_is_refused_before_anything_is_created(
     from sweeps.errors import SpecError
 
     monkeypatch.setenv("SLSWEEP_ALLOW_PLUGINS", "1")
-    from sweeps.preflight import plan_sweep
+    from sweeps.driver.preflight import plan_sweep
 
     pkg = tmp_path / "bad_plugins"
     pkg.mkdir()

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from cluster_utils import MlflowServer, RayCluster, apply_driver_env
 from sweeps.cli import app
-from sweeps.service import run_sweep
-from sweeps.ray_env import runtime_env
+from sweeps.driver.service import run_sweep
+from sweeps.driver.ray_env import runtime_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "bad_inputs"

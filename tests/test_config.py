@@ -10,9 +10,9 @@ import yaml
 from pydantic import ValidationError
 
 from sl_core.registry import LOSS_FAMILY_SPECS, REQUIRED, check_family_params
-from sweeps.config import LOSS_FAMILIES, LossConfig, TaskConfig, TrialConfig
+from sweeps.config.trial_config import LOSS_FAMILIES, LossConfig, TaskConfig, TrialConfig
 from sweeps.errors import SlsweepError, SpecError, spec_error_from_validation
-from sweeps.yamlio import load_yaml, parse_yaml
+from sweeps.config.yamlio import load_yaml, parse_yaml
 
 BAD_DIR = Path(__file__).parent / "bad_inputs"
 EXPECTED = yaml.safe_load((BAD_DIR / "EXPECTED.yaml").read_text())
@@ -189,10 +189,10 @@ def test_registries_import_without_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, sl_core.registry, sl_core.psi, sweeps.config\n"
-            "from sweeps.config import LossConfig\n"
+    code = ("import sys, sl_core.registry, sl_core.psi, sweeps.config.trial_config\n"
+            "from sweeps.config.trial_config import LossConfig\n"
             "LossConfig(family='value_aware', eta=0.1, psi='gaussian')\n"
-            "assert sorted(sl_core.registry.LOSS_FAMILY_SPECS) == sorted(sweeps.config.LOSS_FAMILIES)\n"
+            "assert sorted(sl_core.registry.LOSS_FAMILY_SPECS) == sorted(sweeps.config.trial_config.LOSS_FAMILIES)\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]

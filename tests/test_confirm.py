@@ -10,9 +10,9 @@ import ray
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from sweeps import paths
-from sweeps.confirm import CONFIRMED_BY_TAG, CONFIRMS_TAG
-from sweeps.service import run_sweep
+from sweeps.store import paths
+from sweeps.driver.confirm import CONFIRMED_BY_TAG, CONFIRMS_TAG
+from sweeps.driver.service import run_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ SMALL = ["task.eval_size=16", "task.train_size=64", "train.steps=4", "train.batc
 
 def test_confirm_reruns_the_best_configurations_on_fresh_seeds(tmp_path, capsys) -> None:
     from sweeps.cli import app
-    from sweeps.service import _print_summary, sweep_status
+    from sweeps.driver.service import _print_summary, sweep_status
 
     runs_dir = tmp_path / "runs"
     searched = run_sweep("default", runs_dir=runs_dir, verbose=0, print_summary=False, overrides=SMALL)

@@ -240,7 +240,7 @@ def test_figures_keep_the_answers_precision() -> None:
     """The range and integer bin labels are the numbers as the data writes them (no 6-digit '%g':
     2500000 was '2.5e+06', 0.123456789 was '0.123457', the bin ending at 1000002 read '1e+06');
     integer answers give integer JSON figures (2601, not 2601.0)."""
-    from sweeps.preview.figures import SplitFigures, answer_figures, split_line
+    from sweeps.trial.figures import SplitFigures, answer_figures, split_line
 
     big = answer_figures([3, 1234567, 2500000])
     line = split_line(SplitFigures("train", 3, 3, big))
@@ -313,10 +313,10 @@ def test_run_has_one_line_per_split_before_ray(tmp_path: Path, folder: Path) -> 
     `slsweep data`."""
     import ray
 
-    from sweeps.preflight import plan_sweep
+    from sweeps.driver.preflight import plan_sweep
 
     lines = plan_sweep(folder / "spec.yaml", runs_dir=tmp_path / "runs").data_lines
-    # One line per split, then the memory planner's line (sweeps.models.memory).
+    # One line per split, then the memory planner's line (sweeps.trial.memory).
     assert len(lines) == 3 and lines[2].startswith("memory: ")
     assert lines[0].startswith("train task.data_path: 6 rows; answers 1..12 [1-2:2 3-4:1 5-6:1 ")
     assert lines[0].endswith("; soft-target coverage 100% (soft_label)")

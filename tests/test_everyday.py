@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from sweeps.cli import app
 from sweeps.errors import SpecError
-from sweeps.spec import find_trial_config, load_spec, packaged_spec_dir
+from sweeps.config.spec import find_trial_config, load_spec, packaged_spec_dir
 from trial_helpers import tiny_trial_config
 
 SPEC = """
@@ -81,7 +81,7 @@ def test_status_on_the_local_store_imports_no_heavy_library(tmp_path: Path) -> N
     """The run folder's SQLite store is read without MLflow (1.6-1.8 s of imports and store set-up)."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps import paths
+    from sweeps.store import paths
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -102,7 +102,7 @@ def _store_with_sweeps(runs: Path) -> str:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from sweeps import paths
+    from sweeps.store import paths
 
     uri = paths.default_tracking_uri(runs)
     client = MlflowClient(uri)
@@ -137,7 +137,7 @@ def _store_with_sweeps(runs: Path) -> str:
 
 def test_status_readers_agree_on_a_store_mlflow_wrote(tmp_path: Path) -> None:
     from sweeps.report.status import read_local_store, read_mlflow, status_table
-    from sweeps.service import sweep_status
+    from sweeps.driver.service import sweep_status
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -228,7 +228,7 @@ def test_builtin_specs_and_trials_by_name_from_any_folder(tmp_path: Path, monkey
 
 
 def test_sampler_seed_is_fresh_per_sweep_unless_given(tmp_path: Path) -> None:
-    from sweeps.preflight import plan_sweep
+    from sweeps.driver.preflight import plan_sweep
 
     spec = tmp_path / "s.yaml"
     spec.write_text(SPEC)
@@ -245,7 +245,7 @@ def test_sampler_seed_is_fresh_per_sweep_unless_given(tmp_path: Path) -> None:
 
 
 def test_run_names_a_person_can_scan() -> None:
-    from sweeps.tracking import trial_run_name
+    from sweeps.driver.tracking import trial_run_name
 
     cfg = tiny_trial_config(overrides={"seed": 2})
     name = trial_run_name(3, cfg, {"loss.family": "soft_label", "eta": 0.123456, "lam": 2.5,
@@ -256,7 +256,7 @@ def test_run_names_a_person_can_scan() -> None:
 def test_prepare_experiment_marks_new_and_existing_experiments_as_model_training(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, prepare_experiment
+    from sweeps.driver.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, prepare_experiment
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     new = prepare_experiment(client, "fresh", None)
@@ -273,7 +273,7 @@ def test_prepare_experiment_marks_new_and_existing_experiments_as_model_training
 
 @pytest.mark.slow
 def test_trial_progress_from_step_one_and_loss_curve_between_evaluations() -> None:
-    from sweeps.trial import LOSS_LOG_EVERY, run_trial
+    from sweeps.trial.run import LOSS_LOG_EVERY, run_trial
 
     assert LOSS_LOG_EVERY == 10
     steps, reports, lines = [], [], []
@@ -311,7 +311,7 @@ def test_status_survives_odd_values_and_refuses_what_is_not_a_store(tmp_path: Pa
     mlflow.db is no database, or a folder, is one line and exit 2; an empty file stays empty."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps import paths
+    from sweeps.store import paths
     from sweeps.cli import app
 
     runs = tmp_path / "runs"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from report_fixtures import Store, report_runs, report_store  # noqa: F401  (fixtures)
-from sweeps.config import TrialConfig
+from sweeps.config.trial_config import TrialConfig
 from sweeps.report import UnknownColumnError, UnknownMetricError
-from sweeps.spec import find_trial_config, load_spec
+from sweeps.config.spec import find_trial_config, load_spec
 from tests.test_names import cli, one_line_exit_2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +93,8 @@ def test_hints_are_shell_quoted(tmp_path: Path) -> None:
     """`Next:`/resume/confirm hints carry the run folder and tracking URI, quoted for a shell."""
     import shlex
 
-    from sweeps import service
-    from sweeps.preflight import plan_sweep
+    from sweeps.driver import service
+    from sweeps.driver.preflight import plan_sweep
 
     spec = ROOT / "sweeps" / "specs" / "default.yaml"
     runs = tmp_path / "my runs; rm -rf ~"

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from cdp import CHROMIUM, Browser
-from sweeps import paths
+from sweeps.store import paths
 
 pytestmark = pytest.mark.slow
 
@@ -108,8 +108,8 @@ def test_run_names_loss_curve_and_no_step_metric(sweep) -> None:
     losses = [(m.step, m.value) for m in client.get_metric_history(first.info.run_id, "train_loss")]
     assert [s for s, _ in losses] == [15, 30]
     assert losses[1][1] == pytest.approx(first.data.metrics["train_loss"])
-    from sweeps.tracking import LOSS_CURVE_METRIC
-    from sweeps.trial import LOSS_LOG_EVERY
+    from sweeps.driver.tracking import LOSS_CURVE_METRIC
+    from sweeps.trial.run import LOSS_LOG_EVERY
     assert LOSS_CURVE_METRIC == f"train_loss_{LOSS_LOG_EVERY}"
     # The arm's searched dimension: the value it ran with, so tables and plots show it.
     assert children[0].data.params["space.lr"] == "0.001" and "space.lr" in first.data.params
@@ -119,7 +119,7 @@ def test_early_stopped_trial_is_stopped_everywhere(sweep) -> None:
     """MLflow: KILLED (never the green FINISHED of a full-budget run) with its step in the name;
     Optuna: PRUNED, intermediate values at training steps; status and reports: not full budget."""
     from sweeps.report.runs import load_trials
-    from sweeps.service import sweep_status
+    from sweeps.driver.service import sweep_status
 
     _, runs, client, _, parent, children = sweep
     arm, done, stopped = children

@@ -30,15 +30,15 @@ from ray import tune
 from typer.testing import CliRunner
 
 from cluster_utils import TINY, OwnedProcess, kill_leftovers, private_local_ray, pids_mentioning, short_tmp, spawn, wait_until
-from sweeps import paths
-from sweeps.checkpoint import STATE_FILE, load_checkpoint
+from sweeps.store import paths
+from sweeps.trial.checkpoint import STATE_FILE, load_checkpoint
 from sweeps.cli import app
 from sweeps.errors import SpecError
-from sweeps.service import ensure_tiny_model
-from sweeps.spec import load_spec
-from sweeps.tracking import SweepTracker
-from sweeps.preflight import plan_sweep
-from sweeps.tune_runner import close_orphan_study_trials, execute, sweep_info
+from sweeps.driver.service import ensure_tiny_model
+from sweeps.config.spec import load_spec
+from sweeps.driver.tracking import SweepTracker
+from sweeps.driver.preflight import plan_sweep
+from sweeps.driver.tuner import close_orphan_study_trials, execute, sweep_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).parent / "bad_inputs"
@@ -477,5 +477,5 @@ def test_r5_servers_bind_loopback_by_default() -> None:
     host = next(p for p in ui.params if p.name == "host")
     assert host.default == "127.0.0.1"
     # `slsweep run` starts no web server of its own: the local Ray instance runs without its dashboard.
-    source = (ROOT / "sweeps" / "ray_env.py").read_text()
+    source = (ROOT / "sweeps" / "driver" / "ray_env.py").read_text()
     assert re.search(r"""["']?include_dashboard["']?\s*[:=]\s*False""", source)

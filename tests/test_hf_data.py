@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value
 
-from sweeps.config import HFDataConfig
+from sweeps.config.trial_config import HFDataConfig
 from sweeps.tasks import DataError, get_task
 from sweeps.tasks.hf import load_hf
 

@@ -14,7 +14,7 @@ import pytest
 from datasets import Dataset, Features, Image as HFImage, Value
 from PIL import Image
 
-from sweeps.config import HFDataConfig
+from sweeps.config.trial_config import HFDataConfig
 from sweeps.tasks import CountingTask, DataError, Example, get_task
 from sweeps.tasks.hf import load_hf
 from sweeps.tasks.images import EXIF_TRANSPOSED, SOURCE_MODE, decode_image

@@ -28,10 +28,10 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from cluster_utils import TINY, kill_leftovers, private_local_ray, pids_mentioning, short_tmp, stop_session, wait_until
-from sweeps import paths
-from sweeps.service import ensure_tiny_model
-from sweeps.preflight import plan_sweep
-from sweeps.tune_runner import execute
+from sweeps.store import paths
+from sweeps.driver.service import ensure_tiny_model
+from sweeps.driver.preflight import plan_sweep
+from sweeps.driver.tuner import execute
 
 BIN = Path(sys.executable).parent
 # Three TPE trials one at a time, long enough (12 evaluations, ~15 s) to be caught mid-way.
@@ -441,7 +441,7 @@ def test_r11_disk_full_mid_sweep_then_resume(tmp_path: Path) -> None:
 
 def test_sweep_ids_started_together_differ() -> None:
     """Two sweeps of one spec started in the same second get different ids (random suffix)."""
-    from sweeps.preflight import new_sweep_id
+    from sweeps.driver.preflight import new_sweep_id
 
     ids = {new_sweep_id("same") for _ in range(2000)}
     assert len(ids) == 2000 and all(i.startswith("same-") for i in ids)
@@ -462,7 +462,7 @@ def test_r10_sweep_time_limit_ends_the_sweep_for_good(tmp_path: Path) -> None:
 
     from sweeps.cli import app
 
-    from sweeps.service import run_sweep
+    from sweeps.driver.service import run_sweep
 
     spec = tmp_path / "budget.yaml"
     spec.write_text(BUDGET)
@@ -492,8 +492,8 @@ def test_r10_trial_size_no_node_can_hold_is_refused_after_the_wait(tmp_path: Pat
     """On a cluster (here: a 1-CPU Ray, joined as if it were one) a trial asking 4 CPUs is
     refused after `limits.resources_wait_seconds`, with one line naming resources.cpu."""
     from sweeps.errors import SpecError
-    from sweeps.preflight import plan_sweep
-    from sweeps.ray_env import check_cluster_resources
+    from sweeps.driver.preflight import plan_sweep
+    from sweeps.driver.ray_env import check_cluster_resources
 
     spec = tmp_path / "big.yaml"
     spec.write_text(SHORT.replace("resources: {cpu: 1, gpu: 0}", "resources: {cpu: 4, gpu: 0}\n"

@@ -1,6 +1,6 @@
 """A bad row after the first records the preflight previews (64) is refused before Ray starts:
 every row a trial reads has its answer (and box) checked by the task's own loader and its image
-file's existence checked, with no image decoded (`sweeps.preflight.check_rows`)."""
+file's existence checked, with no image decoded (`sweeps.driver.preflight.check_rows`)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from datasets import Dataset, Features, Image as HFImage, Sequence, Value
 from PIL import Image
 
 from sweeps.errors import SpecError
-from sweeps.preflight import plan_sweep
+from sweeps.driver.preflight import plan_sweep
 from sweeps.tasks import get_task
 from sweeps.tasks.hf import load_hf
-from sweeps.config import HFDataConfig
+from sweeps.config.trial_config import HFDataConfig
 
 SPEC = """
 name: late

@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import AutoProcessor
 
-from sweeps.datasets import TaskData
-from sweeps.loader import StepBatches, TrainBatches
+from sweeps.trial.data import TaskData
+from sweeps.trial.batches import StepBatches, TrainBatches
 from sweeps.models import Batcher, tiny_model_path
 from sweeps.tasks import get_task
-from sweeps.trial import run_trial
+from sweeps.trial.run import run_trial
 from tests.trial_helpers import tiny_trial_config
 
 CPU = torch.device("cpu")

@@ -9,9 +9,9 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from cluster_utils import TINY
-from sweeps.preflight import plan_sweep
-from sweeps.tracking import SweepTracker
-from sweeps.tune_runner import sweep_info
+from sweeps.driver.preflight import plan_sweep
+from sweeps.driver.tracking import SweepTracker
+from sweeps.driver.tuner import sweep_info
 
 SPEC = "name: lost" + TINY + """
 train: {steps: 4, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, eval_every: 2, max_new_tokens: 4}

@@ -1,4 +1,4 @@
-"""The memory planner (sweeps.models.memory): the formula by hand, refusal through the real CLI before
+"""The memory planner (sweeps.trial.memory): the formula by hand, refusal through the real CLI before
 Ray starts, and `train.batch_size: auto` against a measured run."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sweeps.models.memory import GB, BatchShape, ParamCounts, estimate_memory
+from sweeps.trial.memory import GB, BatchShape, ParamCounts, estimate_memory
 from sweeps.models.presets import build_preset_model, preset_config
 
 
@@ -74,11 +74,11 @@ def test_cli_refuses_a_preset_that_cannot_fit_before_ray_starts(tmp_path: Path, 
 def test_auto_batch_fits_a_measured_run(smolvlm_one_layer: Path) -> None:
     from transformers import AutoConfig
 
-    from sweeps.config import TrialConfig
-    from sweeps.models.memory import DEFAULT_HEADROOM, batch_shape, param_counts, plan_trial_memory
-    from sweeps.preflight import load_batcher
+    from sweeps.config.trial_config import TrialConfig
+    from sweeps.trial.memory import DEFAULT_HEADROOM, batch_shape, param_counts, plan_trial_memory
+    from sweeps.driver.preflight import load_batcher
     from sweeps.tasks import get_task
-    from sweeps.trial import run_trial
+    from sweeps.trial.run import run_trial
 
     cfg = TrialConfig.model_validate(dict(
         task=dict(name="counting", eval_size=1, image_size=48),

@@ -15,9 +15,10 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from sweeps import names, paths
+from sweeps.store import names
+from sweeps.store import paths
 from sweeps.errors import SpecError
-from sweeps.preflight import plan_sweep
+from sweeps.driver.preflight import plan_sweep
 
 SPEC = """name: {name}
 task: {{name: counting, eval_size: 8, train_size: 16, image_size: 32}}
@@ -104,7 +105,7 @@ def test_a_symlinked_experiment_folder_that_leads_outside_is_refused(tmp_path: P
 @pytest.mark.slow
 def test_a_hostile_experiment_name_writes_nothing_outside_the_run_folder(tmp_path: Path) -> None:
     """`..` and an absolute Databricks-style name, in one real sweep on local Ray."""
-    from sweeps.service import run_sweep
+    from sweeps.driver.service import run_sweep
 
     hostile = "/Users/me@example.org/../../../../escape"
     spec = tmp_path / "s.yaml"
@@ -128,7 +129,7 @@ def test_mlflows_default_experiment_is_pointed_inside_the_run_folder(tmp_path: P
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """MLflow creates a SQLite store's `Default` experiment at `<cwd>/mlruns/0`; `--experiment
     Default` (or a store `mlflow` made elsewhere) would put the sweep's artifacts there."""
-    from sweeps.tracking import prepare_experiment
+    from sweeps.driver.tracking import prepare_experiment
 
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
@@ -232,7 +233,7 @@ def test_a_refused_plugin_is_refused_before_torch_is_imported(loss: str, tmp_pat
     family's registration used to."""
     marker = _evil_package(tmp_path)
     (tmp_path / "s.yaml").write_text(SPEC.format(name="evil", extra="").replace("{family: hard}", loss))
-    code = ("import sys\nfrom sweeps.errors import SpecError\nfrom sweeps.spec import load_spec\n"
+    code = ("import sys\nfrom sweeps.errors import SpecError\nfrom sweeps.config.spec import load_spec\n"
             "try:\n    load_spec('s.yaml')\nexcept SpecError as exc:\n    print(exc)\n"
             "print('torch imported:', 'torch' in sys.modules)\n")
     env = {k: v for k, v in os.environ.items() if k != "SLSWEEP_ALLOW_PLUGINS"}

@@ -58,7 +58,7 @@ def test_spec_values_ray_or_peft_would_reject(setup: dict, override: str, field:
 
 def test_unknown_lora_options_are_checked_with_peft() -> None:
     pytest.importorskip("peft")
-    from sweeps.preflight import lora_problem
+    from sweeps.driver.preflight import lora_problem
 
     assert lora_problem({"lora_alfa": 4}) == ("model.lora.lora_alfa", "not an option of peft's LoraConfig; did you mean 'lora_alpha'?")
     assert lora_problem({"rank": 4}) == ("model.lora.rank", "not an option of peft's LoraConfig")

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sweeps.cli import app
-from sweeps.coverage import loss_tokens, measure_coverage
+from sweeps.trial.coverage import loss_tokens, measure_coverage
 from sweeps.models import Batcher, load_model_and_processor
 from sweeps.models.loading import count_parameters
 from sweeps.models.presets import (
@@ -184,8 +184,8 @@ def test_two_step_trial_with_lora_bf16_checkpointing(name: str, family: str, tmp
 
 @pytest.mark.slow
 def test_lora_bf16_trains_float32_adapters_only(trial_models: dict[str, Path]) -> None:
-    from sweeps.config import TrialConfig
-    from sweeps.trial import setup_trial
+    from sweeps.config.trial_config import TrialConfig
+    from sweeps.trial.run import setup_trial
 
     cfg = TrialConfig.from_mapping({
         "name": "lean", "task": {"name": "counting", "eval_size": 2, "train_size": 8},
@@ -243,7 +243,7 @@ def test_lm_head_gets_a_contiguous_input() -> None:
 @pytest.mark.slow
 def test_compiled_decoder_layers_train_like_eager() -> None:
     from tests.trial_helpers import tiny_trial_config
-    from sweeps.trial import run_trial
+    from sweeps.trial.run import run_trial
 
     losses = []
     for compiled in (False, True):

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from cluster_utils import TINY, BIN, MlflowServer, OwnedProcess, kill_leftovers, short_tmp, spawn, wait_until
 from sweeps.cli import app
-from sweeps.ray_env import RAY_CLUSTER_MODE_ENV, loopback_node
+from sweeps.driver.ray_env import RAY_CLUSTER_MODE_ENV, loopback_node
 
 # Two random-search trials one at a time, short: the summary and its hints are what is checked.
 HINTS = "name: lb2" + TINY + """
@@ -152,7 +152,7 @@ def test_an_empty_runs_dir_or_cache_variable_counts_as_unset(tmp_path: Path, mon
     stores; likewise `SLSWEEP_CACHE_DIR=`. Through the real executable, the error names the folder."""
     import subprocess
 
-    from sweeps import paths
+    from sweeps.store import paths
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(paths.RUNS_DIR_ENV, "")

@@ -18,11 +18,11 @@ import torch
 
 import sl_core
 from sl_core.registry import LOSS_FAMILY_SPECS
-from sweeps.coverage import CoverageError, loss_tokens, measure_coverage
+from sweeps.trial.coverage import CoverageError, loss_tokens, measure_coverage
 from sweeps.models import Batcher, load_model_and_processor
 from sweeps.models.around import build_tiny_model_around
 from sweeps.tasks import get_task
-from sweeps.trial import answer_loss
+from sweeps.trial.run import answer_loss
 from tests.marked_tokenizers import bytelevel_marked, sentencepiece_marked
 from tests.real_tokenizers import NAMES, tokenizer_folder
 
@@ -203,8 +203,8 @@ def test_value_aware_sweep_runs_on_the_llama3_tokenizer(tmp_path: Path, llama3_m
     import ray
     from mlflow.tracking import MlflowClient
 
-    from sweeps import paths
-    from sweeps.service import run_sweep
+    from sweeps.store import paths
+    from sweeps.driver.service import run_sweep
 
     spec = tmp_path / "va.yaml"
     spec.write_text(VA_SPEC.format(model=llama3_model, family="value_aware", space="paper_value_aware.yaml"))

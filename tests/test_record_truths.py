@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from cluster_utils import TINY
 from sweeps.cli import app
-from sweeps.paths import RUNS_DIR_ENV
-from sweeps.preflight import plan_sweep
-from sweeps.tracking import SweepTracker
-from sweeps.tune_runner import sweep_info
+from sweeps.store.paths import RUNS_DIR_ENV
+from sweeps.driver.preflight import plan_sweep
+from sweeps.driver.tracking import SweepTracker
+from sweeps.driver.tuner import sweep_info
 
 BIN = Path(sys.executable).parent
 SPEC = "name: rec" + TINY + """

@@ -216,7 +216,7 @@ def test_report_page_says_what_its_groups_are(tpe: SweepRuns) -> None:
     import html
     import shlex
 
-    from sweeps.confirm import confirm_hint
+    from sweeps.driver.confirm import confirm_hint
     from sweeps.report.runs import sqlite_path
 
     folder = sqlite_path(tpe.tracking_uri).parent
@@ -280,7 +280,7 @@ def test_a_pooled_mean_that_rounds_differently_still_ties(report_store, tmp_path
 def test_the_run_summary_says_when_its_best_is_a_tie() -> None:
     """'Best at full budget: exact_match=0.1 with ...' named one trial where three tied: the
     summary says 'tied by 3 trials' by the same rule as the tables (best_positions)."""
-    from sweeps.service import _tie_text
+    from sweeps.driver.service import _tie_text
 
     ranked = pd.DataFrame({"trial": ["t02", "t05", "t07", "t01"],
                            "exact_match": [0.1, np.mean([0.1] * 3), 0.1, 0.05]})

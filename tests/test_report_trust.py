@@ -199,7 +199,7 @@ def test_all_runs_shows_stopped_runs_at_their_step_never_averaged(trust_store) -
 
 
 def test_status_best_is_a_full_budget_value(trust_store) -> None:
-    from sweeps.service import sweep_status
+    from sweeps.driver.service import sweep_status
 
     uri, folder = trust_store
     text = sweep_status(runs_dir=folder, tracking_uri=uri)
@@ -430,8 +430,8 @@ def test_numbers_print_with_four_significant_digits() -> None:
 # -- search, then confirm: the plan -----------------------------------------------------------------
 
 def test_confirm_plan_takes_the_best_configurations_and_fresh_seeds(trust_store, tmp_path) -> None:
-    from sweeps.confirm import check_overrides, confirm_hint, plan_confirm, write_confirm_spec
-    from sweeps.space import load_space
+    from sweeps.driver.confirm import check_overrides, confirm_hint, plan_confirm, write_confirm_spec
+    from sweeps.config.space import load_space
 
     uri, _ = trust_store
     runs = load_sweep("s1", tracking_uri=uri)
@@ -463,7 +463,7 @@ def test_confirm_plan_takes_the_best_configurations_and_fresh_seeds(trust_store,
 
 
 def test_search_space_points_are_validated() -> None:
-    from sweeps.space import load_space
+    from sweeps.config.space import load_space
 
     with pytest.raises(SpecError, match=r"points\[0\]\.loss\.eta: 0\.3 is not a value 'loss\.eta' allows"):
         load_space({"params": {"loss.eta": {"type": "categorical", "choices": [0.1, 0.2]}},

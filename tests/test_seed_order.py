@@ -18,11 +18,11 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps import paths
-from sweeps.ordered_history import OrderedTPESampler
-from sweeps.preflight import plan_sweep
-from sweeps.tracking import OPTUNA_TRIAL_KEY
-from sweeps.tune_runner import RunFolderOptunaSearch
+from sweeps.store import paths
+from sweeps.driver.ordered_history import OrderedTPESampler
+from sweeps.driver.preflight import plan_sweep
+from sweeps.driver.tracking import OPTUNA_TRIAL_KEY
+from sweeps.driver.tuner import RunFolderOptunaSearch
 
 SLOTS, TRIALS = 2, 12
 
@@ -87,7 +87,7 @@ def test_seeds_of_a_configuration_give_optuna_the_mean_at_each_step() -> None:
     """`search.seeds: 2`: the Optuna trial of a configuration gets intermediate values at its
     training steps (the mean over its seeds at each step both reached), not at the last step
     only; the curve ends at the trial's value (the mean of the seeds' final values)."""
-    from sweeps.tune_runner import _SeedRepeater
+    from sweeps.driver.tuner import _SeedRepeater
 
     searcher = RunFolderOptunaSearch(space=_space().define_by_run, metric="m", mode="min",
                                      sampler=optuna.samplers.RandomSampler(seed=3))

@@ -10,10 +10,10 @@ import optuna
 import pytest
 import yaml
 
-from sweeps.config import LOSS_FAMILIES, LossConfig, TaskConfig, TrialConfig
+from sweeps.config.trial_config import LOSS_FAMILIES, LossConfig, TaskConfig, TrialConfig
 from sweeps.errors import SpecError
-from sweeps.space import CategoricalParam, FixedParam, FloatParam, IntParam, SearchSpace, load_space
-from sweeps.spec import packaged_space_path, packaged_spaces
+from sweeps.config.space import CategoricalParam, FixedParam, FloatParam, IntParam, SearchSpace, load_space
+from sweeps.config.spec import packaged_space_path, packaged_spaces
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 BAD_DIR = Path(__file__).parent / "bad_inputs"
@@ -195,7 +195,7 @@ def test_hash_ignores_formatting_but_not_content(tmp_path: Path) -> None:
 
 
 def test_inline_space_errors_point_into_the_spec_file() -> None:
-    from sweeps.yamlio import parse_yaml
+    from sweeps.config.yamlio import parse_yaml
 
     doc = parse_yaml("search_space:\n  params:\n    eta: {type: float, low: 0.5, high: 0.1}\n", "s.yaml")
     with pytest.raises(SpecError) as info:

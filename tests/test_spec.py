@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from sweeps.errors import SpecError
-from sweeps.spec import load_spec, packaged_spec_path, packaged_specs
+from sweeps.config.spec import load_spec, packaged_spec_path, packaged_specs
 
 BAD_DIR = Path(__file__).parent / "bad_inputs"
 EXPECTED = yaml.safe_load((BAD_DIR / "EXPECTED.yaml").read_text())
@@ -66,7 +66,7 @@ def test_default_spec() -> None:
 def test_baseline_arm_resolves_to_its_family_defaults_on_the_trial_seed() -> None:
     """An arm that switches the family starts from its defaults: plain hard CE, none of the base's
     soft-label parameters recorded; the seed is the trial's; `baselines=[]` drops the arms."""
-    from sweeps.trainable import BASELINE_ARM, TRIAL_INDEX, Resolver, baseline_arm, sampled_params
+    from sweeps.trial.trainable import BASELINE_ARM, TRIAL_INDEX, Resolver, baseline_arm, sampled_params
 
     r = load_spec(None)
     resolve = Resolver(r.base_trial_config(), r.space, r.arm_overrides())
@@ -103,7 +103,7 @@ def test_resolved_spec_pickles() -> None:
 
 
 def test_trial_config_applies_sample_and_seed() -> None:
-    from sweeps.trainable import resolve_trial_config  # what each Tune trial runs
+    from sweeps.trial.trainable import resolve_trial_config  # what each Tune trial runs
 
     r = load_spec(None)
     cfg = resolve_trial_config(r.base_trial_config(), r.space,
@@ -180,8 +180,8 @@ def test_worker_reuse_defaults_to_local_ray_only(tmp_path: Path, address: str | 
                                                   setting: bool | None, expected: bool) -> None:
     """Reused trial workers skip re-importing torch, but on a cluster they would pin every later
     trial to the first trials' nodes, so reuse is on for local Ray only unless the spec says."""
-    from sweeps.preflight import plan_sweep
-    from sweeps.ray_env import reuse_workers
+    from sweeps.driver.preflight import plan_sweep
+    from sweeps.driver.ray_env import reuse_workers
 
     ray_line = "" if setting is None else f"ray: {{reuse_workers: {str(setting).lower()}}}\n"
     plan = plan_sweep(_write(tmp_path, MINIMAL + "search_space: paper.yaml\n" + ray_line), address=address,

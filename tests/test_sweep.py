@@ -10,8 +10,8 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from sweeps import paths
-from sweeps.service import run_sweep
+from sweeps.store import paths
+from sweeps.driver.service import run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -323,8 +323,8 @@ def test_chartqa_errors(tmp_path: Path):
 def test_held_out_set_is_never_read_from_the_training_records(tmp_path: Path):
     """The same split twice, or an eval split of a file whose training pool reads every split, would
     score trials on their training rows: refused before any trial (preflight) and in TaskData."""
-    from sweeps.config import HFDataConfig, TaskConfig
-    from sweeps.datasets import TaskData, check_held_out_apart
+    from sweeps.config.trial_config import HFDataConfig, TaskConfig
+    from sweeps.trial.data import TaskData, check_held_out_apart
 
     make_image(tmp_path / "a.png")
     file = write_json(tmp_path / "all.json", [{"image": "a.png", "question": "How many?", "answer": k, "split": s}

@@ -10,8 +10,8 @@ import pytest
 
 import torch
 
-from sweeps.loader import StepBatches
-from sweeps.trial import (
+from sweeps.trial.batches import StepBatches
+from sweeps.trial.run import (
     NonFiniteLossError, evaluation_metrics, report_evaluation, run_trial, setup_trial, train_step,
 )
 from tests.trial_helpers import tiny_trial_config

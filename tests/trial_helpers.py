@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sweeps.config import TrialConfig
+from sweeps.config.trial_config import TrialConfig
 
 
 def tiny_trial_config(task: str = "counting", *, steps: int = 6, eval_every: int = 3,

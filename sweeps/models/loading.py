@@ -81,7 +81,7 @@ def load_model_and_processor(
 
     With a 16-bit `dtype`, the parameters that train stay float32 (master copies: AdamW updates of
     bf16 weights lose small steps); frozen ones (the base model under LoRA, a frozen vision tower)
-    stay 16-bit. Compute runs under autocast (`sweeps.trial`).
+    stay 16-bit. Compute runs under autocast (`sweeps.trial.run`).
 
     Returns:
         The model (in train mode) and its processor.

@@ -49,7 +49,7 @@ from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3I
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-from sweeps.paths import cache_dir
+from sweeps.store.paths import cache_dir
 
 TinyArch = Literal["llava", "qwen2_vl", "idefics3"]
 TINY_ARCHS: tuple[str, ...] = ("llava", "qwen2_vl", "idefics3")

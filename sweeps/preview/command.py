@@ -1,8 +1,8 @@
 """`slsweep data SPEC`: the spec's task data as a trial builds it, before paying for a sweep.
 
 The spec and its overrides are loaded and validated as `slsweep run` does (`load_spec`), the first
-records are checked with the run's preflight (`sweeps.preflight.check_data`: same messages), then
-the data is built by the trial's own class (`sweeps.datasets.TaskData`, the trial's seed) and the
+records are checked with the run's preflight (`sweeps.driver.preflight.check_data`: same messages), then
+the data is built by the trial's own class (`sweeps.trial.data.TaskData`, the trial's seed) and the
 answers tokenized by the trial's `Batcher`. Nothing is written to the run folder or MLflow and Ray
 is not started (a built-in tiny model is built into the model cache when missing, as `run` does).
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from sweeps.errors import SlsweepError, SpecError
 from sweeps.preview.examples import ExampleView, view_example
-from sweeps.preview.figures import SplitFigures, split_figures, split_line
+from sweeps.trial.figures import SplitFigures, split_figures, split_line
 from sweeps.preview.tokens import TokenMarker
 
 __all__ = ["SCHEMA", "SYNTHETIC_FIGURES", "DataPreview", "build_preview", "preview_command"]
@@ -75,7 +75,7 @@ def _training_stream(data: Any, cfg: Any, count: int) -> list[Any]:
 
 
 def _loss_tokens(families: Sequence[str], batcher: Any, cfg: Any, spec_file: str) -> dict[str, Any]:
-    from sweeps.coverage import loss_tokens
+    from sweeps.trial.coverage import loss_tokens
 
     out = {}
     for family in families:
@@ -102,10 +102,10 @@ def build_preview(spec: str | Path | None, overrides: Sequence[str] = (), *, n: 
     """
     from sl_core.registry import family_spec
 
-    from sweeps.datasets import TaskData
-    from sweeps.preflight import check_data, load_batcher, model_source, reachable_families
-    from sweeps.service import split_spec_args
-    from sweeps.spec import load_spec
+    from sweeps.trial.data import TaskData
+    from sweeps.driver.preflight import check_data, load_batcher, model_source, reachable_families
+    from sweeps.driver.service import split_spec_args
+    from sweeps.config.spec import load_spec
     from sweeps.tasks import DataError, get_task
 
     spec_path, overrides = split_spec_args(spec, overrides)

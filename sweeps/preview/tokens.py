@@ -2,7 +2,7 @@
 
 The ids are `Batcher.answer_ids` (the answer tokenized alone, then eos: exactly what training
 supervises). A token gets a soft target when its id is one of the loss family's soft columns
-(`sweeps.coverage.LossTokens.soft_ids`, from `sl_core.family_tokens`); numeric tokens
+(`sweeps.trial.coverage.LossTokens.soft_ids`, from `sl_core.family_tokens`); numeric tokens
 (`sl_core.digits.numeric_token_ids`) outside them are listed too: those are the ones a family
 would silently train with one-hot targets.
 """
@@ -72,7 +72,7 @@ class TokenMarker:
 
     Args:
         batcher: the trial's `sweeps.models.Batcher` (its tokenizer and `answer_ids`).
-        loss_tokens: the family's `sweeps.coverage.LossTokens`.
+        loss_tokens: the family's `sweeps.trial.coverage.LossTokens`.
     """
 
     def __init__(self, batcher: Any, loss_tokens: Any) -> None:

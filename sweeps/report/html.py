@@ -153,7 +153,7 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
 
 def _confirm_hint(runs: SweepRuns) -> str:
     """For a search sweep (TPE/random): why its best value is optimistic and how to confirm it."""
-    from sweeps.confirm import confirm_hint
+    from sweeps.driver.confirm import confirm_hint
 
     hint = confirm_hint(runs)
     return f'<p class="notes">{_e(hint)}</p>' if hint else ""

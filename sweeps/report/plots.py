@@ -30,7 +30,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from sweeps.paths import optuna_storage_uri
+from sweeps.store.paths import optuna_storage_uri
 from sweeps.report.fmt import value_text
 from sweeps.report.groups import makeup, most_associated
 from sweeps.report.runs import ARM_COLUMN, ReportError, SweepRuns, configuration_ids, param_columns, sqlite_path
@@ -559,7 +559,7 @@ def _persisted_study(runs: SweepRuns) -> object | None:
         study = optuna.load_study(study_name=name, storage=storage)
     except Exception:  # an unreadable study must not break a report built from MLflow
         return None
-    # An ASHA-stopped trial is PRUNED (sweeps.tune_runner.RunFolderOptunaSearch), so COMPLETE trials
+    # An ASHA-stopped trial is PRUNED (sweeps.driver.tuner.RunFolderOptunaSearch), so COMPLETE trials
     # are full-budget ones. Stores written before that rule kept stopped trials COMPLETE with the
     # value of the step they reached: a study with stopped runs but no PRUNED trial mixes budgets,
     # and the full-budget MLflow runs are used instead. (Failed trials are FAIL: they carry no value.)

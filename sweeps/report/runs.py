@@ -38,13 +38,13 @@ import numpy as np
 import pandas as pd
 
 from sweeps.errors import SlsweepError, did_you_mean
-from sweeps.paths import default_runs_dir, default_tracking_uri, relocate_store, runs_dir_source
+from sweeps.store.paths import default_runs_dir, default_tracking_uri, relocate_store, runs_dir_source
 
 KIND_TAG = "slsweep.kind"
 SWEEP_ID_TAG = "slsweep.sweep_id"
 SPEC_NAME_TAG = "slsweep.spec_name"
 PARENT_TAG = "mlflow.parentRunId"
-ARM_COLUMN = "tags.slsweep.arm"  # `baseline` on a spec's fixed baseline-arm runs (sweeps.tracking.ARM_TAG)
+ARM_COLUMN = "tags.slsweep.arm"  # `baseline` on a spec's fixed baseline-arm runs (sweeps.driver.tracking.ARM_TAG)
 
 # Columns searched for a default --by: the loss knobs an ablation varies.
 DEFAULT_BY_KEYS = ("loss.family", "loss.psi", "loss.eta", "loss.lam")

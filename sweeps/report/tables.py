@@ -223,7 +223,7 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
     bounds = {m: runs.metric_range(m) for m in metric_names}
     families = (lambda frame: set(frame[FAMILY_COLUMN].dropna())) if FAMILY_COLUMN in df else (lambda _f: set())
     # train_loss under hard CE and under soft_label are different functions: not compared (as the
-    # run summary's headline refuses it, sweeps.service.headline).
+    # run summary's headline refuses it, sweeps.driver.service.headline).
     own = {m for m in metric_names if own_objective(m) and len(families(df[full])) > 1}
 
     records = []

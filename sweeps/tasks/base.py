@@ -74,7 +74,7 @@ class Task(ABC):
     # Subclasses name their synthetic parameter dataclass here.
     _params_cls: ClassVar[Any]
     # Task params that describe real data too (a grounding box convention, the coordinate grid):
-    # a trial passes them to `load` with the loader options (`sweeps.datasets.loader_options`).
+    # a trial passes them to `load` with the loader options (`sweeps.trial.data.loader_options`).
     data_params: ClassVar[tuple[str, ...]] = ()
 
     def synthetic(self, n: int, seed: int, **params: Any) -> list[Example]:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from sweeps.errors import SlsweepError
 from sweeps.report.runs import ARM_COLUMN, SweepRuns, config_key, sqlite_path
-from sweeps.yamlio import dump_yaml, load_yaml
+from sweeps.config.yamlio import dump_yaml, load_yaml
 
 FULL_BUDGET = "at full budget"  # the confirm spec's description, unless an override sets train.steps
 CONFIRMS_TAG = "slsweep.confirms"          # on the confirm sweep: the id of the sweep it confirms
@@ -373,7 +373,7 @@ def check_overrides(plan: ConfirmPlan, overrides: Sequence[str]) -> None:
         return
     import tempfile
 
-    from sweeps.spec import load_spec
+    from sweeps.config.spec import load_spec
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{plan.source_sweep}-confirm.yaml"
@@ -402,10 +402,10 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
     Raises:
         ConfirmError / SlsweepError: bad arguments or a store without the sweep.
     """
-    from sweeps import paths
+    from sweeps.store import paths
     from sweeps.report.runs import load_sweep
     from sweeps.report.tables import ablation_table, render
-    from sweeps.service import run_sweep
+    from sweeps.driver.service import run_sweep
 
     runs = load_sweep(experiment, tracking_uri=tracking_uri, runs_dir=runs_dir)
     plan = plan_confirm(runs, top=top, seeds=seeds, baseline=baseline, metric=metric,

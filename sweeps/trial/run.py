@@ -20,14 +20,14 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 import sl_core
-from sweeps.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from sweeps.config import TrialConfig
-from sweeps.coverage import COVERAGE_METRIC, coverage_warning, loss_tokens, measure_coverage
-from sweeps.datasets import TaskData
-from sweeps.loader import StepBatches, TrainBatches
+from sweeps.trial.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from sweeps.config.trial_config import TrialConfig
+from sweeps.trial.coverage import COVERAGE_METRIC, coverage_warning, loss_tokens, measure_coverage
+from sweeps.trial.data import TaskData
+from sweeps.trial.batches import StepBatches, TrainBatches
 from sweeps.errors import SlsweepError
 from sweeps.models import Batcher, load_model_and_processor
-from sweeps.models.memory import (MemoryRecord, PeakMeter, batch_shape, counts_of, estimate_memory,
+from sweeps.trial.memory import (MemoryRecord, PeakMeter, batch_shape, counts_of, estimate_memory,
                                   plan_on_device)
 from sweeps.tasks import Example, Task, get_task
 
@@ -55,7 +55,7 @@ class TrialResult:
     seconds: float = 0.0
     restarts: int = 0
     train_s: float = 0.0  # the training loop's time (this run, from its start or resume), evaluations excluded
-    data_wait_s: float = 0.0  # of which the loop waited for batches (sweeps.loader.TrainBatches.wait_s)
+    data_wait_s: float = 0.0  # of which the loop waited for batches (sweeps.trial.batches.TrainBatches.wait_s)
     train_tokens: int = 0  # input tokens of the steps this run trained
     setup_s: float = 0.0  # setup_trial: model load, data, coverage, optimizer, checkpoint restore
     eval_s: float = 0.0  # evaluations (greedy generation on the held-out set)
@@ -157,7 +157,7 @@ class TrialSetup:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     state: TrainState
-    memory: MemoryRecord | None = None  # the planner's estimate and the measured peak (sweeps.models.memory)
+    memory: MemoryRecord | None = None  # the planner's estimate and the measured peak (sweeps.trial.memory)
 
 
 def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | None = None,

@@ -1,6 +1,6 @@
 """The trial as Ray Tune runs it, in the trial worker: config resolution and the function trainable.
 
-Kept apart from `sweeps.tune_runner` (the driver side: Tuner, search, scheduler, MLflow tracker) so
+Kept apart from `sweeps.driver.tuner` (the driver side: Tuner, search, scheduler, MLflow tracker) so
 that a trial worker imports only Tune's trainable API and the trial itself, not MLflow, Optuna or
 the driver's planning code: a worker starts about a second sooner.
 """
@@ -18,9 +18,9 @@ from typing import Any
 import ray
 from ray import tune
 
-from sweeps.config import TrialConfig
-from sweeps.space import SearchSpace
-from sweeps.trial import TrialResult, run_trial
+from sweeps.config.trial_config import TrialConfig
+from sweeps.config.space import SearchSpace
+from sweeps.trial.run import TrialResult, run_trial
 
 IMPORTED_AT = time.time()  # when this worker had imported the trial code (epoch seconds)
 

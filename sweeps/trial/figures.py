@@ -7,7 +7,7 @@ both print, so the two never disagree on what a figure means.
 Answer values are the numbers in each example's structured `target` (a count, the four box
 coordinates on the task's grid, a chart value, numeric_vqa's tuple); a text target counts as a text
 answer. Coverage is `sl_core.soft_target_coverage` over the answers' token ids exactly as training
-supervises them (`Batcher.answer_ids`), per loss family (`sweeps.coverage.LossTokens`); None for a
+supervises them (`Batcher.answer_ids`), per loss family (`sweeps.trial.coverage.LossTokens`); None for a
 family that gives no soft target (`hard`, `label_smoothing`).
 """
 
@@ -141,8 +141,8 @@ class CoverageFigure:
 
 
 def coverage_figure(lt: Any, tokenizer: Any, answer_ids: Sequence[Sequence[int]]) -> CoverageFigure:
-    """Coverage of the family `lt` (`sweeps.coverage.LossTokens`) on `answer_ids` (each answer's ids
-    as `Batcher.answer_ids` gives them, eos included). Unlike `sweeps.coverage.measure_coverage`,
+    """Coverage of the family `lt` (`sweeps.trial.coverage.LossTokens`) on `answer_ids` (each answer's ids
+    as `Batcher.answer_ids` gives them, eos included). Unlike `sweeps.trial.coverage.measure_coverage`,
     a zero share is reported, not raised: a preview shows it."""
     import sl_core
 
@@ -183,7 +183,7 @@ class SplitFigures:
 def split_figures(split: str, examples: Sequence[Any], batcher: Any, loss_tokens: Sequence[Any], *,
                   rows: int | None, truncated: bool = False, note: str = "") -> SplitFigures:
     """Figures of `examples` (`sweeps.tasks.Example`), their answers tokenized by `batcher`
-    (`sweeps.models.Batcher`) and measured against each `sweeps.coverage.LossTokens`."""
+    (`sweeps.models.Batcher`) and measured against each `sweeps.trial.coverage.LossTokens`."""
     ids = [batcher.answer_ids(e.answer) for e in examples]
     coverage = tuple(coverage_figure(lt, batcher.tokenizer, ids) for lt in loss_tokens)
     return SplitFigures(split, rows, len(examples), answer_figures([e.target for e in examples]), coverage,
@@ -228,7 +228,7 @@ def split_line(fig: SplitFigures) -> str:
 def preflight_lines(samples: Sequence[tuple[str, Sequence[Any]]], batcher: Any, loss_tokens: Sequence[Any], *,
                     limit: int) -> list[str]:
     """The `slsweep run` preflight's line per split (`split_line`) over the examples it read:
-    `samples` is `sweeps.preflight.check_data`'s (label, examples) list, at most `limit` examples
+    `samples` is `sweeps.driver.preflight.check_data`'s (label, examples) list, at most `limit` examples
     each (a read that returned fewer holds the whole split; synthetic data is generated per step)."""
     lines = []
     for label, examples in samples:

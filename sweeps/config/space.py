@@ -48,9 +48,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sweeps.config import LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
+from sweeps.config.trial_config import LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, dotted, spec_error_from_validation
-from sweeps.yamlio import YamlDoc, dump_yaml, load_yaml
+from sweeps.config.yamlio import YamlDoc, dump_yaml, load_yaml
 
 __all__ = ["MAX_GRID_POINTS", "Param", "SearchSpace", "load_space"]
 

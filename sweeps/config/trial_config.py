@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from sl_core.registry import LOSS_FAMILY_SPECS, ParamSpec, check_family_params
 
 from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_from_validation
-from sweeps.yamlio import load_yaml, require_mapping
+from sweeps.config.yamlio import load_yaml, require_mapping
 
 __all__ = [
     "LOSS_FAMILIES",
@@ -111,7 +111,7 @@ class ModelConfig(_Section):
     def _lora_ok(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         # peft's LoraConfig takes r=0, lora_dropout=1.5 and the like, and every trial then fails
         # when the adapters are built; the values peft would reject later are refused here
-        # (unknown option names: `sweeps.preflight`, which imports peft).
+        # (unknown option names: `sweeps.driver.preflight`, which imports peft).
         if value is None:
             return value
         try:
@@ -148,7 +148,7 @@ class TrainConfig(_Section):
 
     steps: int = Field(1000, gt=0)
     # examples per micro-batch; "auto": the largest that fits the device's memory, with grad_accum
-    # set to keep `effective_batch_size` (sweeps.models.memory.plan_trial_memory)
+    # set to keep `effective_batch_size` (sweeps.trial.memory.plan_trial_memory)
     batch_size: int | Literal["auto"] = 32
     grad_accum: int = Field(1, ge=1)
     effective_batch_size: int = Field(32, gt=0)  # batch_size x grad_accum, for batch_size: auto
@@ -338,9 +338,9 @@ class TrialConfig(_Section):
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrialConfig:
         """Load and validate a trial config file, with `key=value` overrides applied before
-        validation (`train.steps=20`; see `sweeps.overrides`); SpecError naming the file (or the
+        validation (`train.steps=20`; see `sweeps.config.overrides`); SpecError naming the file (or the
         override) and the field."""
-        from sweeps.overrides import apply_overrides, blame_override, overridden_lines, parse_overrides
+        from sweeps.config.overrides import apply_overrides, blame_override, overridden_lines, parse_overrides
 
         parsed = parse_overrides(overrides)
         doc = load_yaml(path, what="trial config")
@@ -412,7 +412,7 @@ class TrialConfig(_Section):
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (logged with every trial)."""
-        from sweeps.yamlio import dump_yaml
+        from sweeps.config.yamlio import dump_yaml
 
         return dump_yaml(self.model_dump(mode="json"))
 

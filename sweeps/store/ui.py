@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from sweeps import paths
+from sweeps.store import paths
 from sweeps.errors import SlsweepError
 
 READY_TIMEOUT_S = 180.0  # MLflow's first start on a busy 2-core machine takes tens of seconds

@@ -1,7 +1,7 @@
 """A trial's training batches, built ahead of the optimizer step in DataLoader worker processes.
 
 Item k of `StepBatches` is everything optimizer step k consumes: its `grad_accum` micro-batches,
-each generated (image rendering or sampling, `sweeps.datasets.TaskData.batch`) and encoded by the
+each generated (image rendering or sampling, `sweeps.trial.data.TaskData.batch`) and encoded by the
 processor (`Batcher.train_batch`). The batch of step k depends only on (trial seed, k, micro), never
 on which process built it or on what was built before, so a trial restored at step k sees the same
 batches with or without workers: the loader simply starts its sampler at k.
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sweeps.datasets import TaskData
+from sweeps.trial.data import TaskData
 from sweeps.models import Batcher
 
 MicroBatches = list[dict[str, torch.Tensor]]

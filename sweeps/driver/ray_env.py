@@ -17,7 +17,7 @@ import ray
 from sweeps.errors import SlsweepError, SpecError
 from sweeps.plugins import ALLOW_ENV, plugin_roots
 
-from sweeps.preflight import SweepPlan
+from sweeps.driver.preflight import SweepPlan
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
 
 def _plugin_names(plan: SweepPlan) -> list[Any]:
     """Every value the spec or its search space may give a task name, loss family or psi shape."""
-    from sweeps.space import CategoricalParam, FixedParam
+    from sweeps.config.space import CategoricalParam, FixedParam
 
     spec, space = plan.spec, plan.resolved.space
     names: list[Any] = [spec.task.name, spec.loss.family, spec.loss.psi]

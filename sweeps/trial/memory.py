@@ -45,7 +45,7 @@ live across steps:
 
 (with one micro-batch per step, gradients are allocated while backward frees the activations).
 Sources of each term: PyTorch's AdamW (two float32 states per parameter), torch.autocast's weight
-cast cache, the lean step in `sweeps.trial.answer_loss`. Not counted: the framework itself (CUDA
+cast cache, the lean step in `sweeps.trial.run.answer_loss`. Not counted: the framework itself (CUDA
 context, kernels, Python objects), which the measured peak (`memory_peak_gb`) also leaves out
 (`torch.cuda.max_memory_allocated`, or on CPU the growth of the resident set over its value before
 the model was loaded).
@@ -434,7 +434,7 @@ def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: li
         MemoryFitError: micro-batch 1 does not fit; the one-line message gives the estimate and the
             options that would make it fit.
     """
-    from sweeps.trial import bf16_autocast
+    from sweeps.trial.run import bf16_autocast
 
     counts = param_counts(model_config, lora=cfg.model.lora, freeze_vision=cfg.model.freeze_vision)
     shape = batch_shape(batcher, examples, model_config)
@@ -486,7 +486,7 @@ def plan_on_device(cfg: Any, device: Any) -> MemoryPlan:
     import torch
     from transformers import AutoConfig, AutoProcessor
 
-    from sweeps.datasets import TaskData
+    from sweeps.trial.data import TaskData
     from sweeps.models import Batcher
     from sweeps.models.loading import resolve_model_path
     from sweeps.tasks import get_task

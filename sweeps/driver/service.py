@@ -15,19 +15,19 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sweeps import paths
-from sweeps.config import TrialConfig
+from sweeps.store import paths
+from sweeps.config.trial_config import TrialConfig
 from sweeps.errors import SlsweepError
-from sweeps.paths import PLANS
-from sweeps.spec import packaged_spec_dir
+from sweeps.store.paths import PLANS
+from sweeps.config.spec import packaged_spec_dir
 
 # pandas, Ray, Optuna, MLflow and torch load only in the functions that need them: `slsweep list`
 # and `status` answer in about a second instead of the 7-16 s those imports take.
 if TYPE_CHECKING:
     import pandas as pd
 
-    from sweeps.preflight import SweepPlan
-    from sweeps.tune_runner import SweepOutcome
+    from sweeps.driver.preflight import SweepPlan
+    from sweeps.driver.tuner import SweepOutcome
 
 
 @dataclass
@@ -90,7 +90,7 @@ def _self_contained_spec(plan: SweepPlan) -> str:
     the search space's content in place of its file name."""
     import yaml
 
-    from sweeps.yamlio import dump_yaml
+    from sweeps.config.yamlio import dump_yaml
 
     data = plan.resolved.spec.model_dump(mode="json", exclude_none=True)
     data["search_space"] = yaml.safe_load(plan.resolved.space.to_yaml())
@@ -179,7 +179,7 @@ def ranked_trials(outcome: SweepOutcome) -> pd.DataFrame:
     final metric, step, seed and search-space values (a baseline arm's: what it ran with)."""
     import pandas as pd
 
-    from sweeps.trainable import Resolver, baseline_arm
+    from sweeps.trial.trainable import Resolver, baseline_arm
 
     plan, spec = outcome.plan, outcome.plan.spec
     # A baseline arm samples nothing: it shows the values it ran with at the searched targets.
@@ -417,7 +417,7 @@ def headline(plan: SweepPlan, table: pd.DataFrame) -> list[str]:
 def split_spec_args(spec: str | Path | None, overrides: Sequence[str] = ()) -> tuple[str | Path | None, list[str]]:
     """`slsweep run train.steps=50`: a first word that is `key=value` (and no file) is an override
     of the default spec, not a spec file."""
-    from sweeps.overrides import looks_like_override
+    from sweeps.config.overrides import looks_like_override
 
     if isinstance(spec, str) and looks_like_override(spec) and not Path(spec).exists():
         return None, [spec, *overrides]
@@ -435,13 +435,13 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
         overrides: `key=value` spec overrides (`train.steps=50`), validated like the file.
         search_seed: the sampler's seed (default: the spec's `search.seed`, else a fresh one).
     """
-    from sweeps.preflight import plan_sweep
+    from sweeps.driver.preflight import plan_sweep
 
     spec_path, overrides = split_spec_args(spec_path, overrides)
     plan = plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
                       experiment=experiment, overrides=overrides, search_seed=search_seed)
-    from sweeps.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
-    from sweeps.tune_runner import execute
+    from sweeps.driver.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
+    from sweeps.driver.tuner import execute
 
     for line in plan.data_lines:  # per task split: rows, answer range, coverage (as `slsweep data`)
         print(f"data {line}", file=sys.stderr)
@@ -477,7 +477,7 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     `address` and `tracking_uri` replace the Ray cluster and MLflow store the sweep was started
     with (a new head node, a moved server); by default the recorded ones are used.
     """
-    from sweeps.preflight import plan_sweep
+    from sweeps.driver.preflight import plan_sweep
 
     folder = Path(runs_dir or paths.default_runs_dir()).resolve()
     if folder.exists() and not folder.is_dir():
@@ -516,8 +516,8 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
             + "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
             + "): restore it to resume, or start a new sweep with `slsweep run`")
     _refuse_finished(plan)
-    from sweeps.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
-    from sweeps.tune_runner import resume as resume_plan
+    from sweeps.driver.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
+    from sweeps.driver.tuner import resume as resume_plan
 
     lock = sweep_lock(plan)
     try:
@@ -624,11 +624,11 @@ def run_single_trial(config_path: str | Path, *, checkpoint_dir: Path | None = N
         config_path: a trial config file or a built-in trial's name (`slsweep list`).
         overrides: `key=value` config overrides (`train.steps=20`), validated like the file.
     """
-    from sweeps.spec import find_trial_config
+    from sweeps.config.spec import find_trial_config
 
     cfg = TrialConfig.from_yaml(find_trial_config(config_path), overrides=overrides)
-    from sweeps.progress import TrialProgress  # Ray Tune, torch: only once the input is good
-    from sweeps.trial import run_trial
+    from sweeps.driver.progress import TrialProgress  # Ray Tune, torch: only once the input is good
+    from sweeps.trial.run import run_trial
 
     ensure_tiny_model(cfg)
     progress = TrialProgress(cfg.train.steps)

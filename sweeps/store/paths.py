@@ -76,7 +76,7 @@ def relocate_store(runs_dir: Path) -> int:
     db = runs_dir / "mlflow.db"
     if not db.is_file() or not os.access(db, os.W_OK) or not os.access(runs_dir, os.W_OK):
         return 0
-    from sweeps.names import artifacts_dir
+    from sweeps.store.names import artifacts_dir
 
     here = artifacts_root(runs_dir)
     changed = 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeps.errors import SpecError
-from sweeps.yamlio import parse_yaml
+from sweeps.config.yamlio import parse_yaml
 
 __all__ = ["FOLLOW_STEPS", "Override", "apply_overrides", "blame_override", "follow_steps", "looks_like_override",
            "overridden_lines", "parse_overrides", "say_followed"]
@@ -110,7 +110,7 @@ def follow_steps(original: dict[str, Any], data: dict[str, Any], overrides: Sequ
     if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
         return []  # validation reports it
     before = original.get("train") if isinstance(original.get("train"), dict) else {}
-    from sweeps.config import TrainConfig
+    from sweeps.config.trial_config import TrainConfig
 
     old_steps = before.get("steps", TrainConfig.model_fields["steps"].default)
     changes = []

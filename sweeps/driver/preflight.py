@@ -25,10 +25,11 @@ from typing import Any, Sequence
 from urllib.parse import urlparse
 
 
-from sweeps import names, paths
-from sweeps.config import MAX_SEED, TrialConfig
+from sweeps.store import names
+from sweeps.store import paths
+from sweeps.config.trial_config import MAX_SEED, TrialConfig
 from sweeps.errors import SlsweepError, SpecError, did_you_mean
-from sweeps.spec import ResolvedSpec, load_spec
+from sweeps.config.spec import ResolvedSpec, load_spec
 
 # -- planning: every user error surfaces here, before side effects --------------------------------
 @dataclass
@@ -43,7 +44,7 @@ class SweepPlan:
     sweep_id: str
     fresh_search_seed: bool = False  # the sampler seed was drawn for this sweep (none was given)
     # one line per task split the preflight read: rows, answer range, soft-target coverage
-    # (`sweeps.preview.figures.preflight_lines`); `slsweep run` prints them before Ray starts
+    # (`sweeps.trial.figures.preflight_lines`); `slsweep run` prints them before Ray starts
     data_lines: tuple[str, ...] = ()
 
     @property
@@ -373,14 +374,14 @@ def preflight(plan: SweepPlan) -> None:
     samples = check_data(cfg, spec_file)
     check_rows(cfg, spec_file)
     batcher, tokens = _check_loss_tokens(plan, cfg, spec_file, [e.answer for _, ex in samples for e in ex])
-    from sweeps.preview.figures import preflight_lines
+    from sweeps.trial.figures import preflight_lines
 
     plan.data_lines = tuple(preflight_lines(samples, batcher, list(tokens.values()), limit=PREFLIGHT_RECORDS))
     plan.data_lines += (check_memory(plan, cfg, spec_file, batcher, [e for _, ex in samples for e in ex]),)
 
 
 def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any, examples: list[Any]) -> str:
-    """Estimate a trial's peak memory (`sweeps.models.memory`) against its device's; resolve
+    """Estimate a trial's peak memory (`sweeps.trial.memory`) against its device's; resolve
     `train.batch_size: auto` into the plan's spec (every trial then starts from it). Returns the line
     to print.
 
@@ -390,7 +391,7 @@ def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any
     """
     from transformers import AutoConfig
 
-    from sweeps.models.memory import MemoryFitError, device_memory, plan_trial_memory
+    from sweeps.trial.memory import MemoryFitError, device_memory, plan_trial_memory
 
     resources = plan.spec.resources
     memory, where = device_memory(resources.memory_gb, resources.gpu)
@@ -466,10 +467,10 @@ def load_batcher(cfg: TrialConfig, spec_file: str, source: str) -> Any:
 def _check_loss_tokens(plan: SweepPlan, cfg: TrialConfig, spec_file: str,
                        answers: list[str]) -> tuple[Any, dict[str, Any]]:
     """Every family the sweep can choose: its required parameters, its tokens, its coverage of `answers`.
-    Returns the trial's Batcher and each family's `sweeps.coverage.LossTokens`."""
+    Returns the trial's Batcher and each family's `sweeps.trial.coverage.LossTokens`."""
     from transformers import AutoTokenizer
 
-    from sweeps.coverage import coverage_warning, loss_tokens, measure_coverage
+    from sweeps.trial.coverage import coverage_warning, loss_tokens, measure_coverage
 
     families = reachable_families(plan.resolved)
     searched = set(plan.resolved.space.targets.values())
@@ -537,7 +538,7 @@ def reachable_families(resolved: ResolvedSpec) -> dict[str, str]:
 
 
 def _searched_families(resolved: ResolvedSpec) -> dict[str, str]:
-    from sweeps.space import CategoricalParam, FixedParam
+    from sweeps.config.space import CategoricalParam, FixedParam
 
     space = resolved.space
     for name, param in space.params.items():
@@ -575,7 +576,7 @@ def check_data(cfg: TrialConfig, spec_file: str) -> list[tuple[str, list[Any]]]:
 
     task_cfg = cfg.task
     task = get_task(task_cfg.name)
-    from sweeps.datasets import check_held_out_apart  # never score a trial on its training rows
+    from sweeps.trial.data import check_held_out_apart  # never score a trial on its training rows
 
     try:
         check_held_out_apart(task_cfg)
@@ -600,7 +601,7 @@ def check_data(cfg: TrialConfig, spec_file: str) -> list[tuple[str, list[Any]]]:
             samples.append((f"{role} {field}={split}", rows))
         return samples
     if not task_cfg.data_path:  # synthetic data: draw examples with the trials' parameters
-        from sweeps.datasets import synthetic_params
+        from sweeps.trial.data import synthetic_params
 
         try:
             drawn = task.synthetic(PREFLIGHT_RECORDS, seed=0, **synthetic_params(task_cfg))
@@ -619,7 +620,7 @@ def check_data(cfg: TrialConfig, spec_file: str) -> list[tuple[str, list[Any]]]:
         if not (Path(path).is_file() or Path(path).is_dir()):  # a FIFO or device would block reads
             raise SpecError(spec_file, field, f"{path}: not a regular file or folder")
         try:
-            from sweeps.datasets import loader_options  # task.loader + the task's data params
+            from sweeps.trial.data import loader_options  # task.loader + the task's data params
 
             examples = task.load(path, split=split, limit=PREFLIGHT_RECORDS,
                                  image_size=task_cfg.image_size, **loader_options(task, task_cfg))
@@ -638,7 +639,7 @@ def check_rows(cfg: TrialConfig, spec_file: str) -> None:
     """Check every row a trial will read, not only the first `PREFLIGHT_RECORDS`: each answer (and
     box) by the task's own loader, each image file's existence, no image decoded.
 
-    The reads are the trial's own (`sweeps.datasets.data_reads`: bounded by task.train_size /
+    The reads are the trial's own (`sweeps.trial.data.data_reads`: bounded by task.train_size /
     task.eval_size where the trial reads that many, else the whole file or split), made with
     `images=False` (`Task.load`; for Hugging Face data `load_hf` reads each image's header for its
     size). A plug-in task whose `load` takes no `images` keeps the first-records check only.
@@ -649,7 +650,7 @@ def check_rows(cfg: TrialConfig, spec_file: str) -> None:
         SpecError: naming `spec_file`, the field of the read, and the loader's one-line DataError
             (file, record, field).
     """
-    from sweeps.datasets import data_reads, loads_without_images, read_examples
+    from sweeps.trial.data import data_reads, loads_without_images, read_examples
     from sweeps.tasks import DataError, get_task
 
     task = get_task(cfg.task.name)

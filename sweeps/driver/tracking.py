@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from sweeps.config import TrialConfig
+from sweeps.config.trial_config import TrialConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _NON_METRIC = {"predictions", "node", "hostname", "pid", "done", "trial_id", "da
 OPTUNA_TRIAL_KEY = "__optuna_trial__"  # a Tune config's Optuna trial number (set by the searcher)
 LAST_STEP_TAG = "last_step"  # the last optimizer step a trial reported (its budget reached, or not)
 LOSS_CURVE = "train_loss_curve"  # a result's [[step, mean train loss], ...] since the last result
-# The MLflow metric of those points: the mean loss of every `sweeps.trial.LOSS_LOG_EVERY` (10) steps.
+# The MLflow metric of those points: the mean loss of every `sweeps.trial.run.LOSS_LOG_EVERY` (10) steps.
 # `train_loss` itself is one value per evaluation, the very number Tune, Optuna, ASHA and the
 # summary read (the mean since the previous evaluation): one name, one number.
 LOSS_CURVE_METRIC = "train_loss_10"
@@ -279,7 +279,7 @@ class SweepTracker(Callback):
             self.runs[trial.trial_id] = existing[0].info.run_id
             self.run_names.setdefault(trial.trial_id, existing[0].info.run_name)
             return existing[0].info.run_id
-        from sweeps.trainable import baseline_arm
+        from sweeps.trial.trainable import baseline_arm
 
         cfg = self.resolve(trial.config)
         tags = {"mlflow.parentRunId": self.parent_run_id, "slsweep.kind": "trial",

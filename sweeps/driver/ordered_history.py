@@ -9,7 +9,7 @@ counted from 0) is made from the results of trials 0 .. k - lag exactly, `lag` b
 - `OrderedTPESampler` (Optuna's TPESampler) shows the sampler a study holding only the trials
   numbered <= k - lag (later trials that already finished are hidden until their turn);
 - `history_ready` says whether all of them have finished; `RunFolderOptunaSearch.suggest`
-  (sweeps.tune_runner) answers "not yet" (None, Tune asks again at its next step) until they have.
+  (sweeps.driver.tuner) answers "not yet" (None, Tune asks again at its next step) until they have.
 
 With `max_concurrent: 1` nothing changes (trial k - 1 has always finished when k is proposed).
 The results are still told to the study as they come (the record and optuna-dashboard stay live);

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sweeps.config import TaskConfig
+from sweeps.config.trial_config import TaskConfig
 from sweeps.tasks import DataError, Example, Task
 from sweeps.tasks.base import rgb_example
 

@@ -31,13 +31,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sweeps.config import MAX_SEED, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
+from sweeps.config.trial_config import MAX_SEED, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_from_validation
-from sweeps.names import experiment_name_problem, spec_name_problem
-from sweeps.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
+from sweeps.store.names import experiment_name_problem, spec_name_problem
+from sweeps.config.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
 from sweeps.plugins import add_search_dir
-from sweeps.space import SearchSpace, load_space
-from sweeps.yamlio import YamlDoc, dump_yaml, load_yaml, require_mapping
+from sweeps.config.space import SearchSpace, load_space
+from sweeps.config.yamlio import YamlDoc, dump_yaml, load_yaml, require_mapping
 
 __all__ = [
     "ResolvedSpec",
@@ -89,7 +89,7 @@ class ResourcesConfig(_Section):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
     # memory of the device one trial runs on, in GB (1e9 bytes), for the memory planner
-    # (sweeps.models.memory); unset: the local GPU's free memory when trials get a GPU, else available RAM
+    # (sweeps.trial.memory); unset: the local GPU's free memory when trials get a GPU, else available RAM
     memory_gb: float | None = Field(None, gt=0)
 
 
@@ -109,7 +109,7 @@ class TrackingConfig(_Section):
     @field_validator("experiment")
     @classmethod
     def _experiment_ok(cls, value: str | None) -> str | None:
-        # Free text for MLflow (never a path: sweeps.names.folder_name), within MLflow's rules.
+        # Free text for MLflow (never a path: sweeps.store.names.folder_name), within MLflow's rules.
         problem = None if value is None else experiment_name_problem(value)
         if problem:
             raise ValueError(problem)
@@ -180,7 +180,7 @@ class SweepSpec(_Section):
     @classmethod
     def _name_ok(cls, value: str) -> str:
         # The name becomes the sweep id: file names in the run folder, the Optuna study, Ray's
-        # folder (sweeps.names), and the experiment unless tracking.experiment names one.
+        # folder (sweeps.store.names), and the experiment unless tracking.experiment names one.
         problem = spec_name_problem(value)
         if problem:
             raise ValueError(problem)
@@ -435,7 +435,7 @@ def load_spec(path: str | Path | None = None, overrides: Sequence[str] = ()) -> 
     Args:
         path: a spec file, or a built-in spec's name (None = the built-in default.yaml).
         overrides: `key=value` words applied to the file's mapping before validation
-            (`train.steps=50`, `search.num_samples=4`; see `sweeps.overrides`).
+            (`train.steps=50`, `search.num_samples=4`; see `sweeps.config.overrides`).
 
     Raises:
         SpecError: naming the spec (or search-space) file, or the override, and the dotted field.

@@ -1,7 +1,7 @@
 """Run a sweep: Ray Tune Tuner + OptunaSearch (or a grid) + ASHA/FIFO + the MLflow tracker.
 
-Planning and its checks live in `sweeps.preflight` (`plan_sweep`: bad input leaves no experiment,
-run or folder behind), the Ray environment in `sweeps.ray_env`; this module assembles the Tuner
+Planning and its checks live in `sweeps.driver.preflight` (`plan_sweep`: bad input leaves no experiment,
+run or folder behind), the Ray environment in `sweeps.driver.ray_env`; this module assembles the Tuner
 (trainable, search algorithm, scheduler, time limits, tracker), runs or resumes it (`execute`,
 `resume`) and keeps the Optuna study truthful afterwards.
 """
@@ -31,20 +31,21 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater,
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps import names, paths
+from sweeps.store import names
+from sweeps.store import paths
 from sweeps.errors import SlsweepError, SweepFailed
-from sweeps.ordered_history import OrderedTPESampler, history_ready
-from sweeps.preflight import SweepPlan, one_line
-from sweeps.ray_env import check_cluster_resources, init_ray, reuse_workers
-from sweeps.interrupt import StopSignals, SweepInterrupted
-from sweeps.progress import SweepProgress, quiet_output
-from sweeps.space import SearchSpace
-from sweeps.tracking import OPTUNA_TRIAL_KEY, SweepInfo, SweepTracker
-from sweeps.trainable import (BASELINE_ARM, GRID_POINT, TRIAL_INDEX, Resolver, baseline_arm, sampled_params,
+from sweeps.driver.ordered_history import OrderedTPESampler, history_ready
+from sweeps.driver.preflight import SweepPlan, one_line
+from sweeps.driver.ray_env import check_cluster_resources, init_ray, reuse_workers
+from sweeps.driver.signals import StopSignals, SweepInterrupted
+from sweeps.driver.progress import SweepProgress, quiet_output
+from sweeps.config.space import SearchSpace
+from sweeps.driver.tracking import OPTUNA_TRIAL_KEY, SweepInfo, SweepTracker
+from sweeps.trial.trainable import (BASELINE_ARM, GRID_POINT, TRIAL_INDEX, Resolver, baseline_arm, sampled_params,
                               tune_trainable)
 
 log = logging.getLogger(__name__)
-_Resolver = Resolver  # the name Tune states saved before sweeps.trainable existed refer to
+_Resolver = Resolver  # the name Tune states saved before sweeps.trial.trainable existed refer to
 # -- running ---------------------------------------------------------------------------------------
 @dataclass
 class SweepOutcome:
@@ -254,7 +255,7 @@ def sweep_info(plan: SweepPlan) -> SweepInfo:
     spec, space = plan.spec, plan.resolved.space
     from sweeps import __version__
 
-    # one safe folder per experiment: its name is data, never a path (sweeps.names)
+    # one safe folder per experiment: its name is data, never a path (sweeps.store.names)
     artifacts = names.artifacts_dir(plan.runs_dir, plan.experiment).as_uri() if plan.local_store else None
     return SweepInfo(
         sweep_id=plan.sweep_id, spec_name=spec.name, experiment=plan.experiment,
@@ -347,7 +348,7 @@ def _create_stores(plan: SweepPlan) -> None:
     from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracking import prepare_experiment
+    from sweeps.driver.tracking import prepare_experiment
 
     info = sweep_info(plan)
     if not plan.local_store:
@@ -679,7 +680,7 @@ class RunFolderOptunaSearch(OptunaSearch):
         tracker links the MLflow run and the Optuna trial with it; not a search-space value).
 
         With an `OrderedTPESampler`, None ("not yet": Tune asks again at its next step) until the
-        trials that proposal is made from have finished (sweeps.ordered_history)."""
+        trials that proposal is made from have finished (sweeps.driver.ordered_history)."""
         sampler = getattr(getattr(self, "_ot_study", None), "sampler", None)
         if (isinstance(sampler, OrderedTPESampler) and trial_id not in self._ot_trials
                 and not history_ready(self._ot_study, sampler.lag,

@@ -1,0 +1,3 @@
+"""One trial, as a Ray worker runs it: task data (`data`), batches (`batches`), the training loop and
+evaluation (`run`), checkpoints (`checkpoint`), soft-target coverage (`coverage`), the memory planner
+(`memory`), data figures (`figures`) and the Tune function trainable (`trainable`)."""
