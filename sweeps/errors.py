@@ -41,7 +41,8 @@ class SpecError(SlsweepError):
 
     Attributes:
         file: the file (or other source such as ``--set``) the value came from.
-        field: dotted path of the offending field, e.g. ``params.eta.low``.
+        field: dotted path of the offending field, e.g. ``params.eta.low``; ``<file>`` when the
+            file itself is the problem (missing, unreadable), and then the message names the file only.
         message: what is wrong, ending with ``(line N)`` when the line is known.
         line: 1-based line in `file`, or None.
     """
@@ -51,7 +52,9 @@ class SpecError(SlsweepError):
         self.field = field or "<root>"
         self.line = line
         self.message = f"{message} (line {line})" if line is not None else message
-        super().__init__(f"{self.file}: {self.field}: {self.message}")
+        # a problem with the file itself (missing, unreadable) names the file only
+        where = self.file if self.field == "<file>" else f"{self.file}: {self.field}"
+        super().__init__(f"{where}: {self.message}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the exception picklable (Ray ships errors between processes).
