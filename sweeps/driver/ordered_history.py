@@ -21,34 +21,13 @@ with `max_concurrent: 1`: ASHA's asynchronous rungs stop trials by arrival order
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-
-class _StudyUpTo:
-    """A read view of an Optuna study holding only its trials numbered <= `last` (everything
-    else is the study's own)."""
-
-    def __init__(self, study: optuna.Study, last: int) -> None:
-        self._ordered_study, self._ordered_last = study, last
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ordered_study, name)
-
-    def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
-                    use_cache: bool = False) -> list[FrozenTrial]:
-        trials = self._ordered_study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return [t for t in trials if t.number <= self._ordered_last]
-
-    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy, states, use_cache=False)
-
-    @property
-    def trials(self) -> list[FrozenTrial]:
-        return self.get_trials()
+from sweeps.driver.tune_internals import study_trial_count, study_up_to
 
 
 class OrderedTPESampler(optuna.samplers.TPESampler):
@@ -64,7 +43,7 @@ class OrderedTPESampler(optuna.samplers.TPESampler):
         self.lag = max(1, int(lag))
 
     def _view(self, study: optuna.Study, trial: FrozenTrial) -> Any:
-        return _StudyUpTo(study, trial.number - self.lag)
+        return study_up_to(study, trial.number - self.lag)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
         return super().infer_relative_search_space(self._view(study, trial), trial)
@@ -88,5 +67,5 @@ def history_ready(study: optuna.Study, lag: int, asked: Iterable[tuple[int, bool
             has but the searcher does not (left by a driver killed between ask and save) are not
             waited for.
     """
-    last = study._storage.get_n_trials(study._study_id) - max(1, int(lag))
+    last = study_trial_count(study) - max(1, int(lag))
     return all(done for number, done in asked if number <= last)

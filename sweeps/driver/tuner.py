@@ -34,6 +34,7 @@ from ray.tune.search.optuna import OptunaSearch
 from sweeps.store import names
 from sweeps.store import paths
 from sweeps.errors import SlsweepError, SweepFailed
+from sweeps.driver import tune_internals as internals
 from sweeps.driver.ordered_history import OrderedTPESampler, history_ready
 from sweeps.driver.preflight import SweepPlan, one_line
 from sweeps.driver.ray_env import check_cluster_resources, init_ray, reuse_workers
@@ -191,7 +192,7 @@ class _SeedRepeater(Repeater):
     the searcher gets the mean over those seeds (Optuna's intermediate value at that step)."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        group = self._trial_id_to_group.get(trial_id)
+        group = internals.repeater_group(self, trial_id)
         metric = self.searcher.metric
         step, value = result.get("step"), result.get(metric)
         if group is None or not isinstance(step, (int, float)) or not isinstance(value, (int, float)):
@@ -205,7 +206,7 @@ class _SeedRepeater(Repeater):
             del per_step[group.primary_trial_id][int(step)]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs: Any) -> None:
-        group = self._trial_id_to_group.get(trial_id)
+        group = internals.repeater_group(self, trial_id)
         if group is None:
             return super().on_trial_complete(trial_id, result, **kwargs)
         steps: dict[str, Any] = self.__dict__.setdefault("_steps", {})
@@ -213,7 +214,7 @@ class _SeedRepeater(Repeater):
         metric = self.searcher.metric
         group.report(trial_id, (result or {}).get(metric, np.nan))
         if group.finished_reporting():
-            reached = [steps.get(t) for t in group._trials]  # _TrialGroup: trial id -> score
+            reached = [steps.get(t) for t in internals.group_trial_ids(group)]
             step = min(reached) if all(isinstance(x, (int, float)) for x in reached) else None
             self.searcher.on_trial_complete(
                 group.primary_trial_id, result={metric: np.nanmean(group.scores()), "step": step}, **kwargs)
@@ -302,7 +303,7 @@ class _TimeLimits:
 
         started: dict[str, float] = self.__dict__.setdefault("_running_since", {})
         now = time.monotonic()
-        controller = wrapped._tune_controller  # the wrapper's own attribute (no access warning)
+        controller = internals.scheduler_controller(wrapped)
         for trial in controller.get_live_trials():
             if trial.status != Trial.RUNNING:
                 started.pop(trial.trial_id, None)
@@ -312,7 +313,7 @@ class _TimeLimits:
                 started.pop(trial.trial_id, None)
                 log.warning("trial %s ran %.0f s, over limits.trial_seconds=%g: ending it",
                             trial, now - since, self.trial_seconds)
-                controller._process_trial_failure(trial, exception=TrialTimeoutError(
+                internals.fail_trial(controller, trial, TrialTimeoutError(
                     f"trial ran {now - since:.0f} s, longer than limits.trial_seconds="
                     f"{self.trial_seconds:g}"))
 
@@ -332,7 +333,7 @@ class _ASHA(_TimeLimits, ASHAScheduler):
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:  # noqa: ANN001
         if is_baseline_arm(trial):
-            self._trial_info.pop(trial.trial_id, None)
+            internals.asha_forget_trial(self, trial.trial_id)
             return
         super().on_trial_complete(tune_controller, trial, result)
 
@@ -444,8 +445,8 @@ def _fit(tuner: Any, tracker: SweepTracker, runs_dir: Path) -> tuple[Any, int | 
 def _fit_marking(tuner: Any, tracker: SweepTracker, stop: StopSignals) -> Any:
     # The tracker must know the sweep was interrupted before Tune calls its on_experiment_end:
     # a Tune callback sees every controller step, so it copies the signal across.
-    marker = _StopReason(stop, tracker, tuner._local_tuner._tune_config.time_budget_s)
-    callbacks = tuner._local_tuner.get_run_config().callbacks  # same list Tune will use
+    marker = _StopReason(stop, tracker, internals.tuner_time_budget_s(tuner))
+    callbacks = internals.tuner_run_config(tuner).callbacks  # same list Tune will use
     callbacks.insert(0, marker)  # before the tracker: its on_experiment_end closes the sweep
     try:
         return tuner.fit()
@@ -475,7 +476,7 @@ class _StopReason(tune.Callback):
 
 
 def _tuner_tracker(tuner: Any) -> SweepTracker:
-    return next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, SweepTracker))
+    return next(c for c in internals.tuner_run_config(tuner).callbacks if isinstance(c, SweepTracker))
 
 
 def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None) -> SweepOutcome:
@@ -517,7 +518,7 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
 
 def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
                ray_seconds: float, verbose: int = 1) -> SweepOutcome:
-    run_config = tuner._local_tuner.get_run_config()
+    run_config = internals.tuner_run_config(tuner)
     run_config.verbose = verbose  # a restored Tuner would keep the verbosity it started with
     # CheckpointConfig(num_to_keep=1) bounds the disk a sweep uses, and makes Tune snapshot its
     # experiment state after each trial checkpoint so the deleted checkpoint is never referenced.
@@ -613,7 +614,7 @@ def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:
     tracker.tracking_uri, tracker._client = plan.tracking_uri, None
     if tracker.info.optuna_storage and plan.local_store:  # the study of this (maybe moved) folder
         tracker.info.optuna_storage, tracker._study_storage = paths.optuna_storage_uri(plan.runs_dir), None
-    searcher = tuner._local_tuner._tune_config.search_alg
+    searcher = internals.tuner_search_alg(tuner)
     if isinstance(searcher, _FollowRunFolder):
         searcher.storage_fs_path = str(plan.storage_dir)
     while searcher is not None and not isinstance(searcher, RunFolderOptunaSearch):
@@ -650,22 +651,24 @@ class RunFolderOptunaSearch(OptunaSearch):
         step = (result or {}).get("step")
         self._report_last(trial_id, result)
         budget = self.__dict__.get("max_steps")  # (absent on searchers pickled before)
+        completed, asked = internals.optuna_search_completed(self), internals.optuna_search_trials(self)
         if (error or not budget or not isinstance(step, (int, float)) or step >= budget
-                or trial_id in self._completed_trials or trial_id not in self._ot_trials):
+                or trial_id in completed or trial_id not in asked):
             return super().on_trial_complete(trial_id, result, error)
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            internals.optuna_search_study(self).tell(asked[trial_id], state=optuna.trial.TrialState.PRUNED)
         except Exception as exc:  # noqa: BLE001 - as Ray's own tell: a study problem is a warning
             log.warning("could not mark Optuna trial of %s PRUNED: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+        completed.add(trial_id)
 
     def _report_last(self, trial_id: str, result: dict | None) -> None:
         """The result a trial ends with goes to `on_trial_complete` only (Tune never passes it to
         `on_trial_result`): record it as an intermediate value too, so the curve reaches the
         step the trial ended at (a step already reported is left as it is)."""
         step, value = (result or {}).get("step"), (result or {}).get(self.metric)
-        ot_trial = self._ot_trials.get(trial_id)
-        if (ot_trial is None or trial_id in self._completed_trials or isinstance(self.metric, list)
+        ot_trial = internals.optuna_search_trials(self).get(trial_id)
+        if (ot_trial is None or trial_id in internals.optuna_search_completed(self)
+                or isinstance(self.metric, list)
                 or not isinstance(step, (int, float)) or not isinstance(value, (int, float))):
             return
         with warnings.catch_warnings():
@@ -681,14 +684,15 @@ class RunFolderOptunaSearch(OptunaSearch):
 
         With an `OrderedTPESampler`, None ("not yet": Tune asks again at its next step) until the
         trials that proposal is made from have finished (sweeps.driver.ordered_history)."""
-        sampler = getattr(getattr(self, "_ot_study", None), "sampler", None)
-        if (isinstance(sampler, OrderedTPESampler) and trial_id not in self._ot_trials
-                and not history_ready(self._ot_study, sampler.lag,
-                                      ((t.number, tid in self._completed_trials)
-                                       for tid, t in self._ot_trials.items()))):
+        study = internals.optuna_search_study(self)
+        sampler = getattr(study, "sampler", None)
+        asked, completed = internals.optuna_search_trials(self), internals.optuna_search_completed(self)
+        if (isinstance(sampler, OrderedTPESampler) and trial_id not in asked
+                and not history_ready(study, sampler.lag,
+                                      ((t.number, tid in completed) for tid, t in asked.items()))):
             return None
         config = super().suggest(trial_id)
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = internals.optuna_search_trials(self).get(trial_id)
         if isinstance(config, dict) and ot_trial is not None:
             config[OPTUNA_TRIAL_KEY] = ot_trial.number
         return config
@@ -699,12 +703,9 @@ class RunFolderOptunaSearch(OptunaSearch):
         if not wanted:
             return
         self.storage_uri = wanted
-        storage = getattr(self._ot_study, "_storage", None)
-        rdb = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
-        if isinstance(rdb, optuna.storages.RDBStorage) and rdb.url != wanted:
-            state = rdb.__getstate__()
-            state["url"] = wanted
-            rdb.__setstate__(state)  # a new engine on this folder's file
+        rdb = internals.rdb_storage_of(internals.optuna_search_study(self))
+        if rdb is not None and rdb.url != wanted:
+            internals.repoint_rdb_storage(rdb, wanted)  # a new engine on this folder's file
 
 
 def _all_ended(results: Any) -> bool:

@@ -1,0 +1,257 @@
+"""Every use of a private name of Ray (Tune, core) and Optuna, behind one door.
+
+The sweep driver needs a few things neither library offers publicly: failing a hung trial through
+Tune's own failure path, the seeds of a `Repeater` group, the Optuna trials an `OptunaSearch`
+holds, a study's trial count without copying its trials, Ray's private `ray.init` options, ...
+Each such use is one named function here, with the versions it was written for
+(`RAY_VERSION`, `OPTUNA_VERSION`) and what it relies on. tests/test_tune_internals.py checks,
+one test per function, that the private attribute or module still exists with the shape used
+here, and that the installed versions are the recorded ones: an upgrade of Ray or Optuna fails
+there, naming the function to re-check, not deep inside a sweep. No other module of `sweeps`
+touches a Ray or Optuna private name (tests/test_tune_internals.py greps for them).
+
+Ray and Optuna are imported inside the functions: the preflight imports this module before Ray
+is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Any
+
+__all__ = [
+    "OPTUNA_VERSION", "RAY_VERSION", "asha_forget_trial", "default_ray_temp_dir", "fail_trial",
+    "group_trial_ids", "local_cpu_count", "local_ray_init_options", "optuna_search_completed",
+    "optuna_search_study", "optuna_search_trials", "ray_cluster_mode", "rdb_storage_of",
+    "repeater_group", "repoint_rdb_storage", "resolve_auto_address", "scheduler_controller",
+    "set_ray_cluster_mode", "study_trial_count", "study_up_to", "tuner_run_config",
+    "tuner_search_alg", "tuner_time_budget_s",
+]
+
+RAY_VERSION = "2.60.0"     # every Ray function below was written for (and checked on) this version
+OPTUNA_VERSION = "5.1.0"   # every Optuna function below was written for this version
+
+
+# ------------------------------------------------------------------------------------- Ray core
+
+def local_cpu_count() -> float:
+    """CPUs a local Ray would see (cgroup/container limits included).
+
+    Ray 2.60: `ray._private.utils.get_num_cpus()`, what `ray.init` uses for a local node's
+    `num_cpus` when none is given."""
+    from ray._private.utils import get_num_cpus
+
+    return get_num_cpus()
+
+
+def default_ray_temp_dir() -> str:
+    """The temp folder a local Ray uses when none is given ($RAY_TMPDIR, else $TMPDIR/ray).
+
+    Ray 2.60: `ray._common.utils.get_default_ray_temp_dir()` (moved from `ray._private.utils`
+    in 2.4x)."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return get_default_ray_temp_dir()
+
+
+def resolve_auto_address(temp_dir: str | None) -> str | None:
+    """`ray.init(address="auto")`'s lookup of a running cluster: its "host:port", or None.
+
+    Ray 2.60: `ray._private.services.canonicalize_bootstrap_address("auto", temp_dir)`; raises
+    ConnectionError (several clusters) or ValueError (bad address) as Ray does."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    return canonicalize_bootstrap_address("auto", temp_dir)
+
+
+def ray_cluster_mode() -> bool:
+    """Whether this process's Ray runs in "cluster mode" (advertises the machine's address).
+
+    Ray 2.60: `ray._private.ray_constants.ENABLE_RAY_CLUSTER`, read from
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once when `ray` is imported."""
+    from ray._private import ray_constants
+
+    return ray_constants.ENABLE_RAY_CLUSTER
+
+
+def set_ray_cluster_mode(enabled: bool) -> bool:
+    """Switch `ray_cluster_mode` for this process; returns the previous value (Ray 2.60: the
+    module constant `ray._private.ray_constants.ENABLE_RAY_CLUSTER`, read by `ray.init`)."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = enabled
+    return saved
+
+
+def local_ray_init_options(*, system_config: dict[str, Any], temp_dir: str | None,
+                           node_ip_address: str) -> dict[str, Any]:
+    """`ray.init` keyword arguments for a private local Ray: Ray's system config, its temp
+    folder (None: Ray's default) and the node address.
+
+    Ray 2.60: the underscore parameters `_system_config`, `_temp_dir`, `_node_ip_address` of
+    `ray.init` (private, documented as such in its docstring)."""
+    out: dict[str, Any] = {"_system_config": dict(system_config), "_node_ip_address": node_ip_address}
+    if temp_dir:
+        out["_temp_dir"] = temp_dir
+    return out
+
+
+# ------------------------------------------------------------------------------------- Ray Tune
+
+def _local_tuner(tuner: Any) -> Any:
+    # Ray 2.60: `Tuner._local_tuner` is the `TunerInternal` (None only in Ray Client mode, which
+    # slsweep does not use).
+    local = tuner._local_tuner
+    if local is None:
+        raise RuntimeError("Ray Client tuners are not supported (no local TunerInternal)")
+    return local
+
+
+def tuner_run_config(tuner: Any) -> Any:
+    """The `RunConfig` a `tune.Tuner` will run with: the same object, so callbacks appended to
+    its `callbacks` list are the ones Tune calls.
+
+    Ray 2.60: `Tuner._local_tuner.get_run_config()` (`TunerInternal`)."""
+    return _local_tuner(tuner).get_run_config()
+
+
+def tuner_time_budget_s(tuner: Any) -> float | None:
+    """The `TuneConfig.time_budget_s` of a (maybe restored) `tune.Tuner`.
+
+    Ray 2.60: `Tuner._local_tuner._tune_config` (`TunerInternal`'s TuneConfig)."""
+    return _local_tuner(tuner)._tune_config.time_budget_s
+
+
+def tuner_search_alg(tuner: Any) -> Any:
+    """The search algorithm of a (maybe restored) `tune.Tuner` (after `Tuner.restore`: the
+    unpickled one Tune will continue with).
+
+    Ray 2.60: `Tuner._local_tuner._tune_config.search_alg`."""
+    return _local_tuner(tuner)._tune_config.search_alg
+
+
+def scheduler_controller(wrapped: Any) -> Any:
+    """The `TuneController` behind the wrapper Tune passes to a scheduler's
+    `choose_trial_to_run` (reaching through the wrapper logs an access warning).
+
+    Ray 2.60: `TrialRunnerWrapper._tune_controller`."""
+    return wrapped._tune_controller
+
+
+def fail_trial(controller: Any, trial: Any, exception: BaseException) -> None:
+    """Fail a running trial through Tune's own failure path: its error file is written, the
+    searcher and callbacks see an errored trial, `FailureConfig.max_failures` may retry it, and
+    its actor is stopped.
+
+    Ray 2.60: `TuneController._process_trial_failure(trial, exception=...)`."""
+    controller._process_trial_failure(trial, exception=exception)
+
+
+def asha_forget_trial(scheduler: Any, trial_id: str) -> None:
+    """Drop a trial from an `ASHAScheduler`'s bookkeeping without letting it set a rung's cutoff
+    (what its `on_trial_complete` does besides recording the result).
+
+    Ray 2.60: `AsyncHyperBandScheduler._trial_info` (trial id -> bracket)."""
+    scheduler._trial_info.pop(trial_id, None)
+
+
+def repeater_group(repeater: Any, trial_id: str) -> Any:
+    """The `Repeater` group (one configuration on its seeds) a trial belongs to, or None.
+
+    Ray 2.60: `Repeater._trial_id_to_group` (trial id -> `_TrialGroup`, whose public attributes
+    `primary_trial_id`, `max_trials` and methods `full`, `report`, `finished_reporting`, `scores`
+    are used as they are)."""
+    return repeater._trial_id_to_group.get(trial_id)
+
+
+def group_trial_ids(group: Any) -> list[str]:
+    """The trial ids of a `Repeater` group, primary first.
+
+    Ray 2.60: `_TrialGroup._trials` (an insertion-ordered dict trial id -> score)."""
+    return list(group._trials)
+
+
+def optuna_search_study(searcher: Any) -> Any:
+    """The Optuna study of a `ray.tune.search.optuna.OptunaSearch` (None before it is set up).
+
+    Ray 2.60: `OptunaSearch._ot_study`."""
+    return searcher.__dict__.get("_ot_study")
+
+
+def optuna_search_trials(searcher: Any) -> dict[str, Any]:
+    """Tune trial id -> the live `optuna.Trial` an `OptunaSearch` asked for it (the dict itself).
+
+    Ray 2.60: `OptunaSearch._ot_trials`."""
+    return searcher._ot_trials
+
+
+def optuna_search_completed(searcher: Any) -> set[str]:
+    """The Tune trial ids an `OptunaSearch` has told its study about (the set itself: add a
+    trial told by other means).
+
+    Ray 2.60: `OptunaSearch._completed_trials`."""
+    return searcher._completed_trials
+
+
+# ------------------------------------------------------------------------------------- Optuna
+
+def study_trial_count(study: Any) -> int:
+    """How many trials a study has (any state), without copying them.
+
+    Optuna 5.1: `Study._storage.get_n_trials(Study._study_id)`."""
+    return study._storage.get_n_trials(study._study_id)
+
+
+def rdb_storage_of(study: Any) -> Any:
+    """The `optuna.storages.RDBStorage` behind a study, or None (in-memory, journal, ...).
+
+    Optuna 5.1: `Study._storage`, an RDBStorage wrapped in `_CachedStorage` whose `_backend` it is."""
+    import optuna
+
+    storage = getattr(study, "_storage", None)
+    rdb = getattr(storage, "_backend", storage)
+    return rdb if isinstance(rdb, optuna.storages.RDBStorage) else None
+
+
+def repoint_rdb_storage(rdb: Any, url: str) -> None:
+    """Point an (unpickled) `RDBStorage` at another database URL in place: a new engine on `url`.
+
+    Optuna 5.1: `RDBStorage.__getstate__` returns its `__dict__` (with `url`, `engine_kwargs`)
+    and `__setstate__` builds the engine from them."""
+    state = rdb.__getstate__()
+    state["url"] = url
+    rdb.__setstate__(state)
+
+
+class _StudyUpTo:
+    """A read view of an Optuna study holding only its trials numbered <= `last` (everything
+    else is the study's own).
+
+    Optuna 5.1: TPESampler reads a study's history through `Study._get_trials(deepcopy, states,
+    use_cache)` (samplers/_tpe/sampler.py), the public `get_trials`/`trials` go through it too."""
+
+    def __init__(self, study: Any, last: int) -> None:
+        self._ordered_study, self._ordered_last = study, last
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ordered_study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Container[Any] | None = None,
+                    use_cache: bool = False) -> list[Any]:
+        trials = self._ordered_study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return [t for t in trials if t.number <= self._ordered_last]
+
+    def get_trials(self, deepcopy: bool = True, states: Container[Any] | None = None) -> list[Any]:
+        return self._get_trials(deepcopy, states, use_cache=False)
+
+    @property
+    def trials(self) -> list[Any]:
+        return self.get_trials()
+
+
+def study_up_to(study: Any, last: int) -> Any:
+    """A view of `study` a sampler can be given in its place, holding only the trials numbered
+    <= `last` (see `_StudyUpTo`: Optuna 5.1's private `Study._get_trials`)."""
+    return _StudyUpTo(study, last)
+
