@@ -160,9 +160,9 @@ def runs_dir_problem(folder: Path) -> str | None:
 def local_resources_problem(cpu: float, gpu: float) -> tuple[str, str | None]:
     """(field, why) when one trial asks more CPUs/GPUs than this machine has (a local Ray never
     schedules it), else (field, None)."""
-    from ray._private.utils import get_num_cpus
+    from sweeps.driver.tune_internals import local_cpu_count
 
-    cpus = get_num_cpus()
+    cpus = local_cpu_count()
     if cpu > cpus:
         return "resources.cpu", (f"{cpu:g} CPUs per trial, but the local Ray has {cpus}: no trial "
                                  "could ever start (lower it, or join a cluster with --address)")
@@ -191,10 +191,10 @@ def ray_temp_problem() -> tuple[str, str | None]:
     if custom:
         where, root = RAY_TMP_ENV, Path(custom).expanduser()
     else:
-        from ray._common.utils import get_default_ray_temp_dir
+        from sweeps.driver.tune_internals import default_ray_temp_dir
 
         where = "RAY_TMPDIR" if os.environ.get("RAY_TMPDIR") else "TMPDIR"
-        root = Path(get_default_ray_temp_dir())
+        root = Path(default_ray_temp_dir())
     problem = folder_problem(root)
     if problem:
         return where, problem
@@ -303,10 +303,10 @@ def ray_address_problem(address: str | None) -> str | None:
     if address in (None, "", "local"):
         return None
     if address == "auto":
-        from ray._private.services import canonicalize_bootstrap_address
+        from sweeps.driver.tune_internals import resolve_auto_address
 
         try:
-            found = canonicalize_bootstrap_address("auto", os.environ.get("SLSWEEP_RAY_TMP"))
+            found = resolve_auto_address(os.environ.get("SLSWEEP_RAY_TMP"))
         except (ConnectionError, ValueError) as exc:
             return (f"auto: no running Ray cluster found ({one_line(str(exc))[:200]}); start one "
                     "with `ray start --head`, or leave the address out for a local Ray")

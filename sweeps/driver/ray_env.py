@@ -17,6 +17,7 @@ import ray
 from sweeps.errors import SlsweepError, SpecError
 from sweeps.plugins import ALLOW_ENV, plugin_roots
 
+from sweeps.driver import tune_internals
 from sweeps.driver.preflight import SweepPlan
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,10 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
             # a machine whose cores the trials fill, that stalls every trial whenever the driver or
             # a Ray process wakes up. Here the trial workers keep the default priority and Ray's
             # helper processes get the lowest one instead (`lower_service_priority`).
-            kwargs["_system_config"] = {"prestart_worker_first_driver": False, "worker_niceness": 0}
-            if os.environ.get("SLSWEEP_RAY_TMP"):
-                kwargs["_temp_dir"] = os.environ["SLSWEEP_RAY_TMP"]
             # Nothing of a private Ray is reachable from the network (`loopback_node`).
-            kwargs["_node_ip_address"] = LOOPBACK
+            kwargs.update(tune_internals.local_ray_init_options(
+                system_config={"prestart_worker_first_driver": False, "worker_niceness": 0},
+                temp_dir=os.environ.get("SLSWEEP_RAY_TMP"), node_ip_address=LOOPBACK))
         # Ray starts its own processes (GCS, raylet, and through the raylet the trial workers)
         # with SIGINT blocked, so that a terminal's Ctrl-C reaches the driver only; SIGTERM sent to
         # the process group (`kill -TERM -PGID`, a scheduler's stop) would still kill them under
@@ -159,15 +159,13 @@ def loopback_node() -> Iterator[None]:
     switched off here, and restored afterwards: a later `ray.init` joining a cluster must
     advertise the machine's real address again.
     """
-    from ray._private import ray_constants
-
-    saved_env, saved = os.environ.get(RAY_CLUSTER_MODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    saved_env = os.environ.get(RAY_CLUSTER_MODE_ENV)
     os.environ[RAY_CLUSTER_MODE_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    saved = tune_internals.set_ray_cluster_mode(False)
     try:
         yield
     finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
+        tune_internals.set_ray_cluster_mode(saved)
         if saved_env is None:
             os.environ.pop(RAY_CLUSTER_MODE_ENV, None)
         else:
