@@ -36,6 +36,8 @@ from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_f
 from sweeps.store.names import experiment_name_problem, spec_name_problem
 from sweeps.config.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
 from sweeps.plugins import add_search_dir
+from sweeps.config.search import (DEFAULT_ALGORITHM, STRATEGIES, SamplerSettings, SearchStrategy, algorithm_names,
+                                  strategy)
 from sweeps.config.space import SearchSpace, load_space
 from sweeps.config.yamlio import YamlDoc, dump_yaml, load_yaml, require_mapping
 
@@ -65,13 +67,31 @@ class _Section(BaseModel):
 class SearchConfig(_Section):
     """How configurations are chosen. See the module docstring for how seeds compose."""
 
-    algorithm: Literal["tpe", "random", "grid"] = "tpe"
+    algorithm: str = DEFAULT_ALGORITHM  # a name in sweeps.config.search.STRATEGIES
     num_samples: int = Field(8, gt=0, le=MAX_TRIALS)
     seeds: int = Field(1, ge=1, le=MAX_TRIALS)
     first_seed: int = Field(0, ge=0, le=MAX_TRIALS)  # trial seeds are first_seed + 0..seeds-1
     max_concurrent: int = Field(1, ge=1)
     # The sampler's seed; None (the default) = a fresh seed per sweep, recorded with the sweep.
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            names = [repr(n) for n in algorithm_names()]
+            raise ValueError(f"unknown {value!r}{did_you_mean(value, algorithm_names())} (choose "
+                             f"{', '.join(names[:-1])} or {names[-1]})")
+        return value
+
+    @property
+    def strategy(self) -> SearchStrategy:
+        """The algorithm's `SearchStrategy` (grid or an Optuna sampler)."""
+        return strategy(self.algorithm)
+
+    def sampler_settings(self) -> SamplerSettings:
+        """What the algorithm's sampler is built from."""
+        return SamplerSettings(seed=self.seed, num_samples=self.num_samples, max_concurrent=self.max_concurrent)
 
 
 class SchedulerConfig(_Section):
@@ -257,7 +277,7 @@ class ResolvedSpec:
     def trial_count(self) -> int:
         """How many trials the sweep runs ((configurations + baseline arms) x seeds)."""
         s = self.spec.search
-        configs = len(self.space.grid()) if s.algorithm == "grid" else s.num_samples
+        configs = len(self.space.grid()) if s.strategy.is_grid else s.num_samples
         return (configs + len(self.spec.baselines)) * s.seeds
 
     def arm_overrides(self) -> list[dict[str, Any]]:
@@ -477,7 +497,7 @@ def _load_spec(spec_path: Path, overrides: list[Override]) -> ResolvedSpec:
             )
         space = load_space(found, base=base)
 
-    if spec.search.algorithm == "grid":
+    if spec.search.strategy.is_grid:
         points = space.grid()
         if "num_samples" in spec.search.model_fields_set and spec.search.num_samples != len(points):
             raise SpecError(

@@ -314,7 +314,7 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
     runs_flag, store = _runs_flag(plan), _store_flags(plan)
     print(f"\nMLflow:   {plan.tracking_uri} (experiment {plan.experiment!r})")
     print(f"Storage:  {plan.runs_dir}")
-    if spec.search.algorithm != "grid":
+    if not spec.search.strategy.is_grid:
         print(f"Search:   {spec.search.algorithm} sampler seed {spec.search.seed}"
               f"{' (fresh for this sweep)' if plan.fresh_search_seed else ''}: the same seed "
               f"proposes the same configurations; repeat with --search-seed {spec.search.seed}, "
@@ -330,7 +330,7 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
         f"the MLflow UI at {plan.tracking_uri}" if plan.tracking_uri.startswith(("http://", "https://"))
         else f"mlflow ui --backend-store-uri {shlex.quote(plan.tracking_uri)}")
     print(f"Next:     slsweep table{store}   |   {ui}   |   slsweep report{store} -o report.html")
-    if spec.search.algorithm in ("tpe", "random"):
+    if spec.search.strategy.selects:
         arms = [_arm_selector(arm) for arm in spec.baselines]
         print(f"Confirm:  {confirm_command(plan, arms[0] if arms else 'loss=hard')}"
               "\n          (a search's best is chosen on the seeds it was measured on: optimistic until "

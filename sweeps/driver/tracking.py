@@ -310,7 +310,10 @@ class SweepTracker(Callback):
     def trial_number(self, trial: Any) -> int | None:
         """The trial's 1-based number in the sweep (tag `trial_number`, the run name's `tNN`)."""
         number = tune_trial_number(trial)
-        if number is not None and self.info.spec_params.get("search.algorithm") == "grid":
+        from sweeps.config.search import STRATEGIES
+
+        algorithm = STRATEGIES.get(self.info.spec_params.get("search.algorithm"))
+        if number is not None and algorithm is not None and algorithm.is_grid:
             number += 1  # Tune numbers grid trials from 0, searcher-made ones from 1
         return number
 

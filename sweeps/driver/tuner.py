@@ -109,18 +109,9 @@ def _search_alg(plan: SweepPlan, space: SearchSpace):
 
 def _searcher(plan: SweepPlan, space: SearchSpace):
     spec = plan.spec
-    algo = spec.search.algorithm
-    if algo == "grid":
+    if spec.search.strategy.is_grid:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if algo == "tpe":
-            startup = min(10, max(2, spec.search.num_samples // 3))
-            # proposal k from trials 0 .. k - max_concurrent only: the seed promise under concurrency
-            sampler = OrderedTPESampler(lag=spec.search.max_concurrent, seed=spec.search.seed,
-                                        n_startup_trials=startup, multivariate=True, group=True)
-        else:
-            sampler = optuna.samplers.RandomSampler(seed=spec.search.seed)
+    sampler = spec.search.strategy.build_sampler(spec.search.sampler_settings())  # sweeps.config.search
     storage = optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir)) \
         if plan.local_store else None
     searcher = RunFolderOptunaSearch(space=space.define_by_run, metric=spec.metric.name, mode=spec.metric.mode,
@@ -222,7 +213,7 @@ class _SeedRepeater(Repeater):
 
 def _param_space(plan: SweepPlan, space: SearchSpace) -> dict[str, Any]:
     spec = plan.spec
-    if spec.search.algorithm == "grid":  # the baseline arms are more grid points
+    if spec.search.strategy.is_grid:  # the baseline arms are more grid points
         arms = [{BASELINE_ARM: i} for i in range(len(spec.baselines))]
         return {GRID_POINT: tune.grid_search(space.grid() + arms),
                 TRIAL_INDEX: tune.grid_search(list(range(spec.search.seeds)))}
@@ -269,7 +260,7 @@ def sweep_info(plan: SweepPlan) -> SweepInfo:
               "ray.address": plan.address or "local"},
         artifact_location=artifacts,
         optuna_storage=paths.optuna_storage_uri(plan.runs_dir)
-        if plan.local_store and spec.search.algorithm != "grid" else None)
+        if plan.local_store and not spec.search.strategy.is_grid else None)
 
 
 class TrialTimeoutError(RuntimeError):
@@ -362,7 +353,7 @@ def _create_stores(plan: SweepPlan) -> None:
         # MLflow creates its `Default` experiment with the store, at <current folder>/mlruns/0:
         # point it (and any other experiment outside) inside the run folder now.
         paths.relocate_store(plan.runs_dir)
-        if plan.spec.search.algorithm != "grid":
+        if not plan.spec.search.strategy.is_grid:
             optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir))
 
 
@@ -495,7 +486,7 @@ def execute(plan: SweepPlan, *, verbose: int = 1, callbacks: list | None = None)
     resolver = Resolver(plan.resolved.base_trial_config(), space, plan.resolved.arm_overrides())
     tracker = SweepTracker(plan.tracking_uri, sweep_info(plan), resolver, sampled_params, resolver.space_values)
     trainable = _trainable_for(plan, resolver)
-    num = plan.resolved.trial_count if spec.search.algorithm != "grid" else 1  # baseline arms included
+    num = 1 if spec.search.strategy.is_grid else plan.resolved.trial_count  # baseline arms included
     tuner = tune.Tuner(
         trainable,
         param_space=_param_space(plan, space),
@@ -722,7 +713,7 @@ def close_orphan_study_trials(plan: SweepPlan, *, all_trials_ended: bool) -> int
     "killed" state; FAIL keeps it out of the sampler's completed history). A sweep stopped with
     unfinished trials (Ctrl-C) is left alone: `slsweep resume` will finish their Optuna trials.
     """
-    if plan.spec.search.algorithm == "grid" or not plan.local_store:
+    if plan.spec.search.strategy.is_grid or not plan.local_store:
         return 0
     if not all_trials_ended:
         return 0
