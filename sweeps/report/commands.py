@@ -1,16 +1,22 @@
-"""The `table`, `plot` and `report` commands of the slsweep CLI (added by `register`)."""
+"""The `table`, `plot` and `report` commands of the slsweep CLI (added by `register`).
+
+`--format`, `--kind` and `--adjust` take their choices, help and validation from the registries
+of `sweeps.report.choices` (read when the app is built, i.e. on each call: an entry a plug-in
+added is offered like a built-in); nothing here restates a name.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand
 
 from sweeps.errors import SlsweepError
+from sweeps.report.choices import ADJUSTMENTS, PLOT_KINDS, TABLE_FORMATS, Registry
 
 if TYPE_CHECKING:  # pandas/scipy load with the command that runs, not with every `slsweep` call
     from sweeps.report.runs import SweepRuns
@@ -18,20 +24,29 @@ if TYPE_CHECKING:  # pandas/scipy load with the command that runs, not with ever
 T = TypeVar("T")
 
 
-class TableFormat(str, Enum):
-    md = "md"
-    latex = "latex"
-    csv = "csv"
-    html = "html"
+REGISTRIES: tuple[Registry, ...] = (PLOT_KINDS, TABLE_FORMATS, ADJUSTMENTS)
 
 
-class PlotKind(str, Enum):
-    eta_curve = "eta-curve"
-    psi_bars = "psi-bars"
-    lambda_curve = "lambda-curve"
-    parallel = "parallel"
-    importance = "importance"
-    learning_curves = "learning-curves"
+class RegistryCommand(TyperCommand):
+    """A command whose registry-backed options (`registry_option`) show the registry's names as
+    their metavar and each name's help after their own, as the registry holds them when the app
+    is built."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            reg = next((r for r in REGISTRIES if r.flag in getattr(param, "opts", ())), None)
+            if reg is not None:
+                param.metavar = "<" + "|".join(reg.names()) + ">"
+                param.help = f"{param.help} " + "; ".join(f"{n} ({h})" for n, h in reg.help_lines()) + "."
+
+
+def registry_option(reg: Registry, help: str, *short: str) -> Any:
+    """A `typer.Option` for `reg.flag` whose value must be one of `reg`'s names (checked by
+    `Registry.parse`: one line, exit 2) with shell completion of the names; use it in a command
+    made with ``cls=RegistryCommand`` for the names in `--help`."""
+    return typer.Option(reg.flag, *short, parser=reg.parse, help=help, metavar=reg.what.upper(),
+                        autocompletion=lambda incomplete: [n for n in reg.names() if n.startswith(incomplete)])
 
 
 ExperimentArg = Annotated[str | None, typer.Argument(
@@ -58,15 +73,8 @@ AllRunsOpt = Annotated[bool, typer.Option(
     "failed), each at the step it reached: never averaged with full-budget runs.")]
 
 
-class Adjust(str, Enum):
-    holm = "holm"
-    bh = "bh"
-    none = "none"
-
-
-AdjustOpt = Annotated[Adjust, typer.Option(
-    "--adjust", help="Multiple-comparison adjustment of the p-values over every comparison the "
-    "table shows: holm (family-wise), bh (false discovery rate) or none.")]
+AdjustOpt = Annotated[str, registry_option(
+    ADJUSTMENTS, "Multiple-comparison adjustment of the p-values over every comparison the table shows, one of:")]
 PowerOpt = Annotated[bool, typer.Option(
     "--power", help="Add the seeds each comparison needs for 80% power (from the observed SD; "
     "needs at least 3 seed pairs, marked ~ below 5).")]
@@ -120,9 +128,9 @@ def _precheck(by: str | None, tracking_uri: str | None, runs_dir: Path | None, a
 
 def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt = None,
           baseline: BaselineOpt = None,
-          fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = TableFormat.md,
+          fmt: Annotated[str, registry_option(TABLE_FORMATS, "Output format, one of:", "-f")] = "md",
           tracking_uri: TrackingOpt = None, runs_dir: RunsDirOpt = None, all_runs: AllRunsOpt = False,
-          all_sweeps: AllSweepsOpt = False, adjust: AdjustOpt = Adjust.holm, power: PowerOpt = False,
+          all_sweeps: AllSweepsOpt = False, adjust: AdjustOpt = "holm", power: PowerOpt = False,
           mde: MdeOpt = None,
           output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to FILE instead of "
                                                       "stdout.", show_default=False)] = None) -> None:
@@ -131,13 +139,13 @@ def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt 
     spread. With --baseline, one-configuration groups get the difference with its CI, the test used
     and raw and adjusted p-values (and with --power, the seeds needed); pooled groups are never tested."""
     _precheck(by, tracking_uri, runs_dir, all_runs, metric)
-    from sweeps.report.tables import ablation_table, render, to_html
+    from sweeps.report.tables import ablation_table, render
 
     def go() -> None:
         runs = _load(experiment, tracking_uri, runs_dir, all_runs, all_sweeps)
         tab = ablation_table(runs, _by(by), split_names(metric) or None, baseline,
-                             adjust=adjust.value, power=power or mde is not None, mde=mde)
-        text = to_html(tab, full_document=True) if fmt is TableFormat.html else render(tab, fmt.value)
+                             adjust=adjust, power=power or mde is not None, mde=mde)
+        text = render(tab, fmt)
         if output is None:
             sys.stdout.write(text)
         else:
@@ -148,7 +156,7 @@ def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt 
     _guard(go)
 
 
-def plot(kind: Annotated[PlotKind, typer.Option("--kind", "-k", help="Figure to draw.")],
+def plot(kind: Annotated[str, registry_option(PLOT_KINDS, "Figure to draw, one of:", "-k")],
          experiment: ExperimentArg = None, metric: Annotated[str | None, typer.Option(
              "--metric", "-m", help="Metric (default: the sweep's metric).", show_default=False)] = None,
          by: ByOpt = None, tracking_uri: TrackingOpt = None, runs_dir: RunsDirOpt = None,
@@ -162,12 +170,12 @@ def plot(kind: Annotated[PlotKind, typer.Option("--kind", "-k", help="Figure to 
 
     def go() -> None:
         runs = _load(experiment, tracking_uri, runs_dir, all_runs, all_sweeps)
-        fig = plots.plot(runs, kind.value, metric, _by(by))
-        path = plots.save_figure(fig, output or Path(f"{kind.value}.png"))
+        fig = plots.plot(runs, kind, metric, _by(by))
+        path = plots.save_figure(fig, output or Path(f"{kind}.png"))
         typer.echo(f"wrote {path}")
         typer.echo(f"caption: {plots.caption(fig)}")
         if not no_log:
-            name = f"figures/{kind.value}-{metric or runs.default_metric()}{path.suffix.lower()}"
+            name = f"figures/{kind}-{metric or runs.default_metric()}{path.suffix.lower()}"
             plots.log_figure(runs, fig, name)
             typer.echo(f"logged {name} to parent run {runs.sweep.run_id}")
 
@@ -177,7 +185,7 @@ def plot(kind: Annotated[PlotKind, typer.Option("--kind", "-k", help="Figure to 
 def report(experiment: ExperimentArg = None, metric: MetricOpt = None, by: ByOpt = None,
            baseline: BaselineOpt = None, tracking_uri: TrackingOpt = None, runs_dir: RunsDirOpt = None,
            all_runs: AllRunsOpt = False, all_sweeps: AllSweepsOpt = False,
-           adjust: AdjustOpt = Adjust.holm, mde: MdeOpt = None,
+           adjust: AdjustOpt = "holm", mde: MdeOpt = None,
            output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path(
                "report.html"),
            no_log: NoLogOpt = False) -> None:
@@ -188,7 +196,7 @@ def report(experiment: ExperimentArg = None, metric: MetricOpt = None, by: ByOpt
     def go() -> None:
         runs = _load(experiment, tracking_uri, runs_dir, all_runs, all_sweeps)
         page = build_report(runs, metrics=split_names(metric) or None, by=_by(by), baseline=baseline,
-                            adjust=adjust.value, mde=mde)
+                            adjust=adjust, mde=mde)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(page, encoding="utf-8")
         typer.echo(f"wrote {output} ({len(page) // 1024} KiB)")
@@ -201,6 +209,6 @@ def report(experiment: ExperimentArg = None, metric: MetricOpt = None, by: ByOpt
 
 def register(app: typer.Typer) -> None:
     """Add the `table`, `plot` and `report` commands to the slsweep app."""
-    app.command("table")(table)
-    app.command("plot")(plot)
-    app.command("report")(report)
+    app.command("table", cls=RegistryCommand)(table)
+    app.command("plot", cls=RegistryCommand)(plot)
+    app.command("report", cls=RegistryCommand)(report)

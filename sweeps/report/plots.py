@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import textwrap
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +31,14 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from sweeps.store.paths import optuna_storage_uri
+from sweeps.store.schema import STOP_REASON_COLUMN, STUDY_NAME_KEY
+from sweeps.report.choices import PLOT_KINDS
 from sweeps.report.fmt import value_text
 from sweeps.report.groups import makeup, most_associated
 from sweeps.report.runs import ARM_COLUMN, ReportError, SweepRuns, configuration_ids, param_columns, sqlite_path
 from sweeps.report.stats import Summary, best_positions, interval_text, summarize
 
-KINDS = ("eta-curve", "psi-bars", "lambda-curve", "parallel", "importance", "learning-curves")
+KINDS = PLOT_KINDS  # the plot kinds, each declared once (name, function, help): iterate for the names
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -530,7 +532,7 @@ def stopped_trials(runs: SweepRuns, *, with_values_only: bool = False) -> int:
     words = []
     if "full_budget" in loaded:
         below = loaded[~loaded["full_budget"].astype(bool)]
-        reasons = below.get("tags.slsweep.stop_reason", pd.Series([None] * len(below), index=below.index))
+        reasons = below.get(STOP_REASON_COLUMN, pd.Series([None] * len(below), index=below.index))
         words = [stop_word(st, r) for st, r in zip(below["status"], reasons)]
     words += [w for w, n in (runs.excluded or {}).items() for _ in range(n)]
     if with_values_only:
@@ -552,7 +554,7 @@ def _persisted_study(runs: SweepRuns) -> object | None:
     if not (db.parent / "optuna.db").exists():
         return None
     info = runs.sweep
-    name = info.params.get("optuna.study_name") or info.tags.get("optuna.study_name") or info.sweep_id
+    name = info.params.get(STUDY_NAME_KEY) or info.tags.get(STUDY_NAME_KEY) or info.sweep_id
     try:
         if name not in optuna.get_all_study_names(storage):
             return None
@@ -762,21 +764,17 @@ def learning_curves(runs: SweepRuns, metric: str | None = None, by: Sequence[str
     return _set_caption(fig, cap)
 
 
-PLOTTERS: dict[str, Callable[..., Figure]] = {
-    "eta-curve": eta_curve,
-    "psi-bars": psi_bars,
-    "lambda-curve": lambda_curve,
-    "parallel": parallel,
-    "importance": importance,
-    "learning-curves": learning_curves,
-}
-
-
 def plot(runs: SweepRuns, kind: str, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
-    """Draw one figure of `kind` (one of `KINDS`)."""
-    if kind not in PLOTTERS:
-        raise ReportError(f"--kind '{kind}': choose one of {', '.join(KINDS)}")
-    return PLOTTERS[kind](runs, metric, by)
+    """Draw one figure of `kind`: a name of `sweeps.report.choices.PLOT_KINDS` (the built-ins
+    above, or one a plug-in declared there with `plot_kind`).
+
+    Raises:
+        ReportError: unknown `kind` (``--kind 'x': choose one of eta-curve, ...``), or the kind
+            does not apply to these runs.
+    """
+    if kind not in PLOT_KINDS:
+        raise ReportError(PLOT_KINDS.unknown(kind))
+    return PLOT_KINDS.get(kind)(runs, metric, by)
 
 
 def save_figure(fig: Figure, path: Path | str) -> Path:

@@ -21,11 +21,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sweeps.report.choices import ADJUSTMENTS
+
 TestKind = Literal["paired", "welch", "baseline", "none"]
-AdjustMethod = Literal["holm", "bh", "none"]
-# --adjust name -> statsmodels.stats.multitest.multipletests method (None: raw p-values).
-ADJUST_METHODS: dict[str, str | None] = {"holm": "holm", "bh": "fdr_bh", "none": None}
-ADJUST_LABELS = {"holm": "Holm", "bh": "Benjamini-Hochberg (FDR)", "none": "none"}
+# The --adjust names, each declared once with its statsmodels method and label: `choices.ADJUSTMENTS`.
 
 
 @dataclass(frozen=True)
@@ -231,8 +230,9 @@ def adjust_pvalues(p_values: Sequence[float] | np.ndarray, method: str = "holm",
 
     Args:
         p_values: [K] raw p-values; NaN entries (no test) are left NaN and not counted.
-        method: ``holm`` (Holm-Bonferroni, family-wise error), ``bh`` (Benjamini-Hochberg,
-            false discovery rate) or ``none`` (raw p-values returned).
+        method: a name of `sweeps.report.choices.ADJUSTMENTS`: ``holm`` (Holm-Bonferroni,
+            family-wise error), ``bh`` (Benjamini-Hochberg, false discovery rate), ``none`` (raw
+            p-values returned), or one a plug-in declared there.
         alpha: the family-wise / FDR level passed to statsmodels (does not change the values).
 
     Returns:
@@ -241,12 +241,12 @@ def adjust_pvalues(p_values: Sequence[float] | np.ndarray, method: str = "holm",
     Raises:
         ValueError: unknown `method`.
     """
-    if method not in ADJUST_METHODS:
-        raise ValueError(f"unknown adjustment '{method}' (choose {', '.join(ADJUST_METHODS)})")
+    if method not in ADJUSTMENTS:
+        raise ValueError(f"unknown adjustment '{method}' (choose {', '.join(ADJUSTMENTS)})")
+    sm_method = ADJUSTMENTS.get(method)
     p = np.asarray(p_values, dtype=float)
     out = p.copy()
     finite = np.isfinite(p)
-    sm_method = ADJUST_METHODS[method]
     if sm_method is None or not finite.any():
         return out
     from statsmodels.stats.multitest import multipletests
