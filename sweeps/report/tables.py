@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -28,9 +27,8 @@ from sweeps.report.runs import (
     own_objective,
     param_columns,
 )
+from sweeps.report.choices import ADJUSTMENTS, TABLE_FORMATS
 from sweeps.report.stats import (
-    ADJUST_LABELS,
-    ADJUST_METHODS,
     MIN_POWER_PAIRS,
     ROUGH_POWER_PAIRS,
     Comparison,
@@ -44,8 +42,6 @@ from sweeps.report.stats import (
     summarize,
 )
 
-Format = Literal["md", "latex", "csv", "html"]
-FORMATS: tuple[str, ...] = ("md", "latex", "csv", "html")
 # ci_low/ci_high are NaN on pooled rows (a spread is no interval); min/max are every row's spread.
 STAT_FIELDS = ("mean", "ci_low", "ci_high", "sd", "n", "min", "max")
 # What each row is (`groups.Makeup`): "replicates" (one configuration) or "pooled", and its counts.
@@ -190,8 +186,8 @@ def ablation_table(runs: SweepRuns, by: Sequence[str] | None = None, metrics: Se
         UnknownColumnError / UnknownMetricError: a name does not resolve.
         ReportError: unknown `adjust` or a non-positive `mde`.
     """
-    if adjust not in ADJUST_METHODS:
-        raise ReportError(f"--adjust '{adjust}': choose one of {', '.join(ADJUST_METHODS)}")
+    if adjust not in ADJUSTMENTS:
+        raise ReportError(ADJUSTMENTS.unknown(adjust))
     if mde is not None and not (math.isfinite(mde) and mde > 0):
         raise ReportError(f"--mde {mde}: give a positive difference in the metric's units")
     by_cols = param_columns(runs, by)
@@ -363,7 +359,7 @@ def _notes(table: AblationTable, runs: SweepRuns, comparisons: list[Comparison],
 def _test_notes(table: AblationTable, comparisons: list[Comparison], n_base: int, tested: int,
                 power_target: float) -> list[str]:
     """What Δ, p, p_adj and the power column are, naming only the tests the table holds."""
-    adj = ADJUST_LABELS[table.adjust]
+    adj = ADJUSTMENTS.choice(table.adjust).label
     kinds = {c.test for c in comparisons}
     runs_text = f"{n_base} run{'s' if n_base != 1 else ''}"
     notes = [f"Δ = group − baseline ({table.baseline}, {runs_text}), in brackets its "
@@ -593,9 +589,9 @@ def to_html(table: AblationTable, *, full_document: bool = False) -> str:
             f"</title><style>{style}</style></head><body>\n{fragment}</body></html>\n")
 
 
-RENDERERS: dict[str, Callable[[AblationTable], str]] = {
-    "md": to_markdown, "latex": to_latex, "csv": to_csv, "html": to_html,
-}
+def to_html_page(table: AblationTable) -> str:
+    """`to_html` as a whole page (``slsweep table --format html``)."""
+    return to_html(table, full_document=True)
 
 
 def default_baseline(runs: SweepRuns) -> str | None:
@@ -618,7 +614,12 @@ def ablation_table_text(runs: SweepRuns, metric: str | None = None, by: Sequence
 
 
 def render(table: AblationTable, fmt: str) -> str:
-    """Render `table` as ``md``, ``latex``, ``csv`` or ``html``."""
-    if fmt not in RENDERERS:
-        raise ReportError(f"--format '{fmt}': choose one of {', '.join(FORMATS)}")
-    return RENDERERS[fmt](table)
+    """Render `table` in format `fmt`: a name of `sweeps.report.choices.TABLE_FORMATS` (``md``,
+    ``latex``, ``csv``, ``html`` (a whole page), or one a plug-in declared there).
+
+    Raises:
+        ReportError: unknown `fmt` (``--format 'x': choose one of md, latex, csv, html``).
+    """
+    if fmt not in TABLE_FORMATS:
+        raise ReportError(TABLE_FORMATS.unknown(fmt))
+    return TABLE_FORMATS.get(fmt)(table)
