@@ -216,8 +216,8 @@ def test_report_page_says_what_its_groups_are(tpe: SweepRuns) -> None:
     import html
     import shlex
 
-    from sweeps.driver.confirm import confirm_hint
-    from sweeps.report.runs import sqlite_path
+    from sweeps.report.hints import confirm_hint
+    from sweeps.store.schema import sqlite_path
 
     folder = sqlite_path(tpe.tracking_uri).parent
     assert f"--baseline loss=hard --runs-dir {shlex.quote(str(folder))}" in html.unescape(page)

@@ -430,7 +430,8 @@ def test_numbers_print_with_four_significant_digits() -> None:
 # -- search, then confirm: the plan -----------------------------------------------------------------
 
 def test_confirm_plan_takes_the_best_configurations_and_fresh_seeds(trust_store, tmp_path) -> None:
-    from sweeps.driver.confirm import check_overrides, confirm_hint, plan_confirm, write_confirm_spec
+    from sweeps.driver.confirm import check_overrides, plan_confirm, write_confirm_spec
+    from sweeps.report.hints import confirm_hint
     from sweeps.config.space import load_space
 
     uri, _ = trust_store

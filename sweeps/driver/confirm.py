@@ -13,7 +13,6 @@ adjusted ablation table of the new sweep.
 from __future__ import annotations
 
 import math
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from sweeps.errors import SlsweepError
-from sweeps.report.runs import ARM_COLUMN, SweepRuns, config_key, sqlite_path
 from sweeps.config.yamlio import dump_yaml, load_yaml
+from sweeps.report.hints import SEARCH_ALGORITHMS, confirm_hint  # noqa: F401 - confirm_hint: read from here too
+from sweeps.report.runs import SELECTOR_ALIASES, SweepRuns, config_key, selector_column, selector_items
+from sweeps.store import schema
+from sweeps.store.schema import ARM_COLUMN, CONFIRMED_BY_TAG, CONFIRMS_TAG
 
 FULL_BUDGET = "at full budget"  # the confirm spec's description, unless an override sets train.steps
-CONFIRMS_TAG = "slsweep.confirms"          # on the confirm sweep: the id of the sweep it confirms
-CONFIRMED_BY_TAG = "slsweep.confirmed_by"  # on the searched sweep: the id(s) of its confirm sweeps
-SEARCH_ALGORITHMS = ("tpe", "random")
 # Config keys that name where a trial's inputs are: relative values in the original spec text are
 # relative to a spec file the confirm spec does not sit beside, so the resolved value is used.
 _PATH_KEYS = (("task", "data_path"), ("task", "eval_data_path"), ("model", "path"))
@@ -104,10 +103,10 @@ def rank_configurations(runs: SweepRuns, metric: str) -> pd.DataFrame:
         raise ConfirmError(f"{runs.label}: no full-budget run has '{metric}': nothing to confirm")
     keys = pd.Series([config_key(r, with_seed=False) for _, r in df.iterrows()], index=df.index)
     grouped = df.groupby(keys, sort=False)
-    arm = df[ARM_COLUMN] if ARM_COLUMN in df else pd.Series("search", index=df.index)
+    arm = df[ARM_COLUMN] if ARM_COLUMN in df else pd.Series(schema.ARM_SEARCH, index=df.index)
     table = pd.DataFrame({"mean": grouped[mcol].mean(), "n": grouped[mcol].size(),
                           "row": grouped.apply(lambda g: g.index[0], include_groups=False),
-                          "arm": arm.groupby(keys, sort=False).first().fillna("search")})
+                          "arm": arm.groupby(keys, sort=False).first().fillna(schema.ARM_SEARCH)})
     table = table.rename_axis("key").reset_index()
     ascending = runs.direction(metric) == "min"
     return table.sort_values(["mean", "key"], ascending=[ascending, True], kind="stable").reset_index(drop=True)
@@ -121,17 +120,20 @@ def _baseline_params(runs: SweepRuns, selector: str, ranked: pd.DataFrame,
     from sweeps.report.tables import parse_baseline
 
     wanted: dict[str, Any] = {}
-    for part in [p.strip() for p in selector.split(",") if p.strip()]:
-        if "=" not in part:
-            raise ConfirmError(f"--baseline '{selector}': expected column=value, e.g. loss=hard")
-        name, value = (x.strip() for x in part.split("=", 1))
+    try:
+        items = selector_items(selector)
+    except SlsweepError as exc:
+        raise ConfirmError(str(exc)) from None
+    for name, value in items:  # the keys `--by` and `table --baseline` accept (`selector_column`)
         try:
-            col = runs.resolve(name)
-        except SlsweepError:
+            col = selector_column(name, runs.param_keys, runs.trials.columns)
+        except SlsweepError:  # a field the sweep did not log (a new value is applied below)
             col = f"params.{name}" if "." in name else ""
-        key = "loss.family" if col == "tags.loss" else col.removeprefix("params.")
+        key = col.removeprefix("params.")
+        if key.startswith("tags.") and name in SELECTOR_ALIASES:  # a store whose trials lack the param
+            key = SELECTOR_ALIASES[name]
         if not key or key.startswith(("tags.", "metrics.")):
-            raise ConfirmError(f"--baseline '{part}': '{name}' is not a configuration field")
+            raise ConfirmError(f"--baseline '{name}={value}': '{name}' is not a configuration field")
         wanted[key] = value
     try:
         mask = parse_baseline(runs, selector) & runs.trials["full_budget"].astype(bool)
@@ -145,18 +147,19 @@ def _baseline_params(runs: SweepRuns, selector: str, ranked: pd.DataFrame,
                         "the sweep's best configuration matching it")
     best = _config_params(runs.trials.loc[ranked.iloc[0]["row"]])
     params = dict(best)
-    if "loss.family" in wanted and str(wanted["loss.family"]) != str(best.get("loss.family")):
+    family = schema.FAMILY_PARAM
+    if family in wanted and str(wanted[family]) != str(best.get(family)):
         params = {k: v for k, v in params.items() if not k.startswith("loss.")}
     for key, value in wanted.items():
-        params[key] = value if key == "loss.family" else _plain(_number_or_text(value))
+        params[key] = value if key == family else _plain(_number_or_text(value))
     return params, math.nan, 0, "the best configuration with it applied (not in the sweep)"
 
 
 def _seeds_used(runs: SweepRuns) -> int:
     """The first seed no run of the searched sweep used."""
     info = runs.sweep.params
-    first = int(float(info.get("search.first_seed", 0) or 0))
-    count = int(float(info.get("search.seeds", 1) or 1))
+    first = int(float(info.get(schema.FIRST_SEED_PARAM, 0) or 0))
+    count = int(float(info.get(schema.SEEDS_PARAM, 1) or 1))
     raw = runs.raw_trials if runs.raw_trials is not None else runs.trials
     seen = pd.to_numeric(raw["seed"], errors="coerce").dropna()
     return max(first + count, int(seen.max()) + 1 if len(seen) else 0)
@@ -197,7 +200,7 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
     if not isinstance(spec, dict):
         raise ConfirmError(f"{runs.label}: its spec.yaml artifact is not a mapping")
     ranked = rank_configurations(runs, metric)
-    chosen = ranked[ranked["arm"] != "baseline"].head(top)  # the search's best, not its fixed arms
+    chosen = ranked[ranked["arm"] != schema.ARM_BASELINE].head(top)  # the search's best, not its fixed arms
     if chosen.empty:
         raise ConfirmError(f"{runs.label}: no searched configuration reached the full budget: nothing to confirm")
     candidates = [Candidate(f"top{i + 1}", _config_params(runs.trials.loc[r["row"]]), float(r["mean"]),
@@ -293,28 +296,6 @@ def write_confirm_spec(plan: ConfirmPlan, folder: Path) -> Path:
     out.write_text(f"# slsweep confirm of sweep {plan.source_sweep}\n{header}" + dump_yaml(plan.spec),
                    encoding="utf-8")
     return out
-
-
-def confirm_hint(runs: SweepRuns) -> str | None:
-    """For a TPE/random sweep: why its best values are optimistic and the command that confirms
-    them; None for grid sweeps (their cells are designed, not selected)."""
-    algo = runs.sweep.params.get("search.algorithm")
-    if algo not in SEARCH_ALGORITHMS:
-        return None
-    seeds = runs.sweep.params.get("search.seeds", "1")
-    return (f"This {algo} sweep chose its best configurations on the same seed(s) it measured them "
-            f"on ({seeds} per configuration), so their values are optimistic and untested. Confirm "
-            f"them on fresh seeds at full budget: slsweep confirm {shlex.quote(runs.sweep.sweep_id)} --top 3 "
-            f"--seeds 5 --baseline loss=hard{_store_flags(runs.tracking_uri)}")
-
-
-def _store_flags(tracking_uri: str) -> str:
-    """The flag that finds the sweep's store from any folder (a report is read anywhere):
-    `--runs-dir` for a run folder's own `mlflow.db`, else `--tracking-uri`."""
-    db = sqlite_path(tracking_uri)
-    if db is not None and db.name == "mlflow.db":
-        return f" --runs-dir {shlex.quote(str(db.parent))}"
-    return f" --tracking-uri {shlex.quote(tracking_uri)}"
 
 
 def _number_or_text(value: str) -> Any:

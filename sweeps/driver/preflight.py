@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 
 from sweeps.store import names
-from sweeps.store import paths
+from sweeps.store import paths, schema
 from sweeps.config.trial_config import MAX_SEED, TrialConfig
 from sweeps.errors import SlsweepError, SpecError, did_you_mean
 from sweeps.config.spec import ResolvedSpec, load_spec
@@ -62,7 +62,8 @@ class SweepPlan:
 
     @property
     def local_store(self) -> bool:
-        return self.tracking_uri.startswith("sqlite:") or urlparse(self.tracking_uri).scheme in ("", "file")
+        """Whether the MLflow store is on this machine's disk (`sweeps.store.schema.is_local_store`)."""
+        return schema.is_local_store(self.tracking_uri)
 
 
 def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = None,
@@ -138,7 +139,7 @@ def runs_dir_problem(folder: Path) -> str | None:
     problem = folder_problem(folder)
     if problem:
         return problem
-    for name, table in (("mlflow.db", "experiments"), ("optuna.db", "studies")):
+    for name, table in ((paths.MLFLOW_DB, "experiments"), (paths.OPTUNA_DB, "studies")):
         db = folder / name
         if not db.exists():
             continue
@@ -259,9 +260,9 @@ def tracking_uri_problem(uri: str) -> str | None:
             return f"{uri}: MLflow server unreachable ({exc})"
     elif parsed.scheme == "sqlite":
         # SQLAlchemy: sqlite:///rel.db is relative to the current folder, sqlite:////abs.db absolute
-        db = Path(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
-        problem = folder_problem(db.absolute().parent) if db.name else None  # no name: in memory
-        if problem or (db.name and db.is_dir()):
+        db = schema.sqlite_path(uri)
+        problem = folder_problem(db.absolute().parent) if db is not None else None  # None: in memory
+        if problem or (db is not None and db.is_dir()):
             return f"{uri}: cannot create the SQLite file there ({problem or f'{db} is a folder'})"
     elif parsed.scheme.split("+")[0] in _DATABASES:
         return database_driver_problem(uri)

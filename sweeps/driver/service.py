@@ -15,7 +15,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sweeps.store import paths
+from sweeps.store import paths, schema
 from sweeps.config.trial_config import TrialConfig
 from sweeps.errors import SlsweepError
 from sweeps.store.paths import PLANS
@@ -65,7 +65,7 @@ def _record_plan(plan: SweepPlan, spec_path: str | Path | None) -> None:
     (the record's `spec_copy`) holds the resolved spec with its search space inline and absolute
     paths: `resume` reads it when the spec file was moved or deleted.
     """
-    default_uri = plan.tracking_uri == paths.default_tracking_uri(plan.runs_dir)
+    default_uri = schema.own_store(plan.tracking_uri, plan.runs_dir)
     record = {"sweep_id": plan.sweep_id, "spec": str(plan.resolved.path.resolve()) if spec_path else None,
               "overrides": list(plan.resolved.overrides),
               "tracking_uri": None if default_uri else plan.tracking_uri,
@@ -257,14 +257,13 @@ def _resume_command(plan: SweepPlan) -> str:
 def _own_store(plan: SweepPlan) -> bool:
     """Whether the sweep's MLflow store is its run folder's own SQLite file (what the reading
     commands open without `--tracking-uri`)."""
-    return plan.tracking_uri == paths.default_tracking_uri(plan.runs_dir)
+    return schema.own_store(plan.tracking_uri, plan.runs_dir)
 
 
 def _store_flags(plan: SweepPlan) -> str:
-    """The flags a later command needs to read this sweep: `--runs-dir` unless the default
-    folder, `--tracking-uri` unless the folder's own store (a server, another database)."""
-    uri = "" if _own_store(plan) else f" --tracking-uri {shlex.quote(plan.tracking_uri)}"
-    return _runs_flag(plan) + uri
+    """The flags a later command needs to read this sweep (`sweeps.store.schema.store_flags`):
+    `--runs-dir` unless the default folder, `--tracking-uri` unless the folder's own store."""
+    return schema.store_flags(plan.tracking_uri, plan.runs_dir, default_folder=paths.default_runs_dir())
 
 
 def _summarise(outcome: SweepOutcome, print_summary: bool = True) -> RunSummary:
@@ -361,7 +360,9 @@ def confirm_command(plan: SweepPlan, baseline: str) -> str:
 
 def _arm_selector(arm: dict[str, Any]) -> str:
     """A baseline arm as a `--baseline` selector: `{loss.family: hard}` -> `loss=hard`."""
-    return ",".join(f"{'loss' if k == 'loss.family' else k}={v}" for k, v in arm.items())
+    from sweeps.report.runs import selector_text
+
+    return selector_text(arm.items())
 
 
 def headline(plan: SweepPlan, table: pd.DataFrame) -> list[str]:
@@ -535,15 +536,15 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
 def _refuse_finished_locally(folder: Path, record: dict[str, Any], tracking_uri: str | None) -> None:
     """`_refuse_finished` in under a second for a sweep recorded in the run folder's own SQLite
     store (read with sqlite3, as `slsweep status` does; no MLflow import, no planning)."""
-    from sweeps.report.status import SWEEP_ID_TAG, read_local_store
+    from sweeps.report.status import read_local_store
 
-    db = folder / "mlflow.db"
+    db = folder / paths.MLFLOW_DB
     if tracking_uri or record.get("tracking_uri") or not db.is_file():  # None: the folder's own store
         return
     view = read_local_store(db)
     for parent in view.parents if view is not None else ():
-        if parent.tags.get(SWEEP_ID_TAG) == record["sweep_id"] and parent.status == "FINISHED":
-            raise _finished(folder, record["sweep_id"], parent.tags.get("slsweep.stop_reason"))
+        if parent.tags.get(schema.SWEEP_ID_TAG) == record["sweep_id"] and parent.status == schema.FINISHED:
+            raise _finished(folder, record["sweep_id"], parent.tags.get(schema.STOP_REASON_TAG))
 
 
 def _finished(folder: Path, sweep_id: str, reason: str | None) -> SlsweepError:
@@ -558,16 +559,16 @@ def _refuse_finished(plan: SweepPlan) -> None:
 
     if plan.local_store:
         paths.relocate_store(plan.runs_dir)
-        if not (plan.runs_dir / "mlflow.db").exists():
+        if not (plan.runs_dir / paths.MLFLOW_DB).exists():
             return
     client = MlflowClient(tracking_uri=plan.tracking_uri)
     exp = client.get_experiment_by_name(plan.experiment)
     if exp is None:
         return
-    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`slsweep.kind` = 'sweep' and "
-                               f"tags.`slsweep.sweep_id` = '{plan.sweep_id}'", max_results=1)
-    if found and found[0].info.status == "FINISHED":
-        raise _finished(plan.runs_dir, plan.sweep_id, found[0].data.tags.get("slsweep.stop_reason"))
+    found = client.search_runs([exp.experiment_id], filter_string=schema.run_filter(schema.KIND_SWEEP, plan.sweep_id),
+                               max_results=1)
+    if found and found[0].info.status == schema.FINISHED:
+        raise _finished(plan.runs_dir, plan.sweep_id, found[0].data.tags.get(schema.STOP_REASON_TAG))
 
 
 def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None = None) -> str:
@@ -580,8 +581,8 @@ def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None
 
     folder = Path(runs_dir or paths.default_runs_dir()).resolve()
     uri = tracking_uri or paths.default_tracking_uri(folder)
-    db = folder / "mlflow.db"
-    if uri.startswith("sqlite:") and not db.exists() and not tracking_uri:
+    db = folder / paths.MLFLOW_DB
+    if not tracking_uri and not db.exists():  # (the folder's own store: never created by reading it)
         raise SlsweepError(f"{folder}: {paths.runs_dir_source(runs_dir)}: no MLflow store here (run `slsweep run` first)")
     view = None
     if not tracking_uri:

@@ -22,6 +22,22 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from sweeps.config.trial_config import TrialConfig
+from sweeps.store import schema
+from sweeps.store.schema import (  # noqa: F401 - EXPERIMENT_KIND*, ARM_TAG, STOP_REASON_TAG: names readers import from here
+    ARM_TAG,
+    ERROR_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    KIND_SWEEP,
+    KIND_TAG,
+    KIND_TRIAL,
+    LAST_STEP_TAG,
+    MODEL_KINDS,
+    STATUS_TAG,
+    STOP_REASON_TAG,
+    SWEEP_ID_TAG,
+    run_filter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +48,16 @@ _NON_METRIC = {"predictions", "node", "hostname", "pid", "done", "trial_id", "da
                "training_iteration", "checkpoint_dir_name", "should_checkpoint", "experiment_tag",
                "config", "step", "train_loss_curve"}
 OPTUNA_TRIAL_KEY = "__optuna_trial__"  # a Tune config's Optuna trial number (set by the searcher)
-LAST_STEP_TAG = "last_step"  # the last optimizer step a trial reported (its budget reached, or not)
 LOSS_CURVE = "train_loss_curve"  # a result's [[step, mean train loss], ...] since the last result
 # The MLflow metric of those points: the mean loss of every `sweeps.trial.run.LOSS_LOG_EVERY` (10) steps.
 # `train_loss` itself is one value per evaluation, the very number Tune, Optuna, ASHA and the
 # summary read (the mean since the previous evaluation): one name, one number.
 LOSS_CURVE_METRIC = "train_loss_10"
-ARM_TAG = "slsweep.arm"  # on a trial run: `search` (a configuration the search chose) or `baseline`
-STOP_REASON_TAG = "slsweep.stop_reason"
 
 
 def stopped_name(run_name: str, step: int) -> str:
     """The MLflow run name of a trial ASHA stopped early: `t03 ... s0 (stopped @100)`."""
     return f"{run_name} (stopped @{step})"
-# MLflow 3's UI opens an experiment without this tag on its GenAI (traces) page; this kind opens
-# it as a model-training ("Machine learning") experiment, on the runs table.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
-_MODEL_KINDS = {EXPERIMENT_KIND, "finetuning", "forecasting", "classification", "regression", "automl"}
 
 
 @dataclass
@@ -86,7 +94,7 @@ def prepare_experiment(client: MlflowClient, name: str, artifact_location: str |
             if exc.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
                 raise
             exp = client.get_experiment_by_name(name)
-    if exp.tags.get(EXPERIMENT_KIND_TAG) not in _MODEL_KINDS:  # a store from before, or GenAI
+    if exp.tags.get(EXPERIMENT_KIND_TAG) not in MODEL_KINDS:  # a store from before, or GenAI
         client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return exp.experiment_id
 
@@ -239,16 +247,15 @@ class SweepTracker(Callback):
             self.ended.clear()
         if self.parent_run_id is None:  # a resumed driver may have lost the id, not the run
             found = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`slsweep.kind` = 'sweep' and "
-                f"tags.`slsweep.sweep_id` = '{self.info.sweep_id}'", max_results=1)
+                [self.experiment_id], filter_string=run_filter(KIND_SWEEP, self.info.sweep_id), max_results=1)
             self.parent_run_id = found[0].info.run_id if found else None
         if self.parent_run_id is not None:  # resumed sweep: keep writing into the same parent
             self._reopen(self.parent_run_id)
             return
-        tags = {"slsweep.kind": "sweep", "slsweep.sweep_id": self.info.sweep_id,
-                "slsweep.spec_name": self.info.spec_name, "metric.name": self.info.metric,
-                "metric.mode": self.info.mode, "search_space": self.info.space_source,
-                "search_space_hash": self.info.space_hash, **self.info.tags}
+        tags = {KIND_TAG: KIND_SWEEP, SWEEP_ID_TAG: self.info.sweep_id,
+                schema.SPEC_NAME_TAG: self.info.spec_name, schema.METRIC_NAME_KEY: self.info.metric,
+                schema.METRIC_MODE_KEY: self.info.mode, schema.SEARCH_SPACE_TAG: self.info.space_source,
+                schema.SPACE_HASH_TAG: self.info.space_hash, **self.info.tags}
         run = self.client.create_run(self.experiment_id, run_name=self.info.sweep_id, tags=tags)
         self.parent_run_id = run.info.run_id
         params = [Param(k, _param_value(v)) for k, v in self.info.spec_params.items()]
@@ -273,8 +280,7 @@ class SweepTracker(Callback):
             return self.runs[trial.trial_id]
         existing = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`slsweep.sweep_id` = '{self.info.sweep_id}' "
-                          f"and tags.trial_id = '{trial.trial_id}'", max_results=1)
+            filter_string=run_filter(KIND_TRIAL, self.info.sweep_id, trial_id=trial.trial_id), max_results=1)
         if existing:  # a restored driver finds the run it created before it died
             self.runs[trial.trial_id] = existing[0].info.run_id
             self.run_names.setdefault(trial.trial_id, existing[0].info.run_name)
@@ -282,18 +288,19 @@ class SweepTracker(Callback):
         from sweeps.trial.trainable import baseline_arm
 
         cfg = self.resolve(trial.config)
-        tags = {"mlflow.parentRunId": self.parent_run_id, "slsweep.kind": "trial",
-                "slsweep.sweep_id": self.info.sweep_id, "trial_id": trial.trial_id,
-                "seed": str(cfg.seed), "loss": cfg.loss.family,
-                "psi": cfg.loss.psi if cfg.loss.family == "soft_label" else "none",
-                "search_space": self.info.space_source, "search_space_hash": self.info.space_hash,
-                "status": "running", ARM_TAG: "baseline" if baseline_arm(trial.config) is not None else "search"}
+        tags = {schema.PARENT_TAG: self.parent_run_id, KIND_TAG: KIND_TRIAL,
+                SWEEP_ID_TAG: self.info.sweep_id, schema.TRIAL_ID_TAG: trial.trial_id,
+                schema.SEED_TAG: str(cfg.seed), schema.LOSS_TAG: cfg.loss.family,
+                schema.PSI_TAG: cfg.loss.psi if cfg.loss.family == "soft_label" else "none",
+                schema.SEARCH_SPACE_TAG: self.info.space_source, schema.SPACE_HASH_TAG: self.info.space_hash,
+                STATUS_TAG: "running",
+                ARM_TAG: schema.ARM_BASELINE if baseline_arm(trial.config) is not None else schema.ARM_SEARCH}
         number = self.trial_number(trial)
         if number is not None:
-            tags["trial_number"] = str(number)
+            tags[schema.TRIAL_NUMBER_TAG] = str(number)
         study_trial = trial.config.get(OPTUNA_TRIAL_KEY)
         if study_trial is not None:
-            tags["optuna.trial_number"] = str(study_trial)
+            tags[schema.OPTUNA_TRIAL_TAG] = str(study_trial)
         name = self.run_names[trial.trial_id] = self.run_name(trial)
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
@@ -358,11 +365,11 @@ class SweepTracker(Callback):
         """Mark a run RUNNING again (a resumed sweep or trial), dropping its earlier stop reason
         and error: whatever it ends with next is its record, not the failure it recovered from."""
         run = self.client.get_run(run_id)
-        for stale in ("slsweep.stop_reason", "slsweep.error"):
+        for stale in (STOP_REASON_TAG, ERROR_TAG):
             if run.data.tags.get(stale):
                 self.client.delete_tag(run_id, stale)
-        if run.data.tags.get("status") not in (None, "running") and run_id != self.parent_run_id:
-            self.client.set_tag(run_id, "status", "running")
+        if run.data.tags.get(STATUS_TAG) not in (None, "running") and run_id != self.parent_run_id:
+            self.client.set_tag(run_id, STATUS_TAG, "running")
         self.client.update_run(run_id, status="RUNNING")
 
     @_timed
@@ -382,21 +389,21 @@ class SweepTracker(Callback):
         metrics += [Metric(k, v, now, step) for k, v in values.items()]
         tags = [RunTag(LAST_STEP_TAG, str(step))]
         if "node" in result:
-            tags.append(RunTag("node", str(result["node"])))
+            tags.append(RunTag(schema.NODE_TAG, str(result["node"])))
         for i in range(0, len(metrics), 1000):  # MLflow's log_batch takes at most 1000 metrics
             self.client.log_batch(run_id, metrics=metrics[i:i + 1000], tags=tags if i == 0 else [])
 
     @_timed
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._child_run(trial)
-        restarts = int(self.client.get_run(run_id).data.tags.get("restarts", "0")) + 1
-        self.client.set_tag(run_id, "restarts", str(restarts))
+        restarts = int(self.client.get_run(run_id).data.tags.get(schema.RESTARTS_TAG, "0")) + 1
+        self.client.set_tag(run_id, schema.RESTARTS_TAG, str(restarts))
 
     @_timed
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last_step = int((trial.last_result or {}).get("step") or 0)
-        if last_step >= self.info.max_steps:
-            self._end(trial, "FINISHED", {"status": "finished"})
+        if schema.reached_budget(last_step, self.info.max_steps):
+            self._end(trial, "FINISHED", {STATUS_TAG: "finished"})
         else:
             # Stopped by the scheduler: KILLED (MLflow has no "pruned"; never the green FINISHED of
             # a full-budget run), the name says where (`... s0 (stopped @100)`), the tags and the
@@ -404,8 +411,8 @@ class SweepTracker(Callback):
             value = (trial.last_result or {}).get(self.info.metric)
             shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
             self._end(trial, "KILLED", {
-                "status": "stopped_early", STOP_REASON_TAG: "early_stopping",
-                "mlflow.note.content": f"Stopped early by the scheduler at step {last_step} of "
+                STATUS_TAG: "stopped_early", STOP_REASON_TAG: schema.STOP_EARLY,
+                schema.NOTE_TAG: f"Stopped early by the scheduler at step {last_step} of "
                 f"{self.info.max_steps} ({self.info.metric} {shown} there did not make the cut); "
                 "its values are from that step, not the full budget."},
                 name=stopped_name(self.run_name(trial), last_step))
@@ -413,9 +420,9 @@ class SweepTracker(Callback):
     @_timed
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = _error_text(trial)
-        tags = {"status": "failed", "slsweep.error": error}
+        tags = {STATUS_TAG: "failed", ERROR_TAG: error}
         if error.split(":", 1)[0].endswith("TrialTimeoutError"):
-            tags["slsweep.stop_reason"] = "timeout"
+            tags[STOP_REASON_TAG] = schema.STOP_TIMEOUT
         self._end(trial, "FAILED", tags)
 
     def _end(self, trial: Any, status: str, tags: dict[str, str], name: str | None = None) -> None:
@@ -441,10 +448,10 @@ class SweepTracker(Callback):
         """Close the parent run with the sweep's totals (also closes any child left open)."""
         if self.parent_run_id is None:
             return
-        reason = self.stop_reason or "sweep_ended"
+        reason = self.stop_reason or schema.STOP_SWEEP_ENDED
         for trial in trials:
             if trial.trial_id in self.runs and trial.trial_id not in self.ended:
-                self._end(trial, "KILLED", {"status": "stopped", "slsweep.stop_reason": reason})
+                self._end(trial, "KILLED", {STATUS_TAG: "stopped", STOP_REASON_TAG: reason})
         # The store, not this object, is the record: a driver killed mid-sweep may have created runs
         # after its last saved state, which no Tune trial of the resumed sweep owns. They can no
         # longer finish, so they are closed rather than left RUNNING forever.
@@ -454,10 +461,10 @@ class SweepTracker(Callback):
             child_status = run.info.status
             if child_status in ("RUNNING", "SCHEDULED"):
                 self.client.log_batch(run.info.run_id, tags=[
-                    RunTag("status", "stopped"), RunTag("slsweep.stop_reason", "driver_lost")])
+                    RunTag(STATUS_TAG, "stopped"), RunTag(STOP_REASON_TAG, schema.STOP_DRIVER_LOST)])
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 child_status = "KILLED"
-            elif run.data.tags.get(STOP_REASON_TAG) == "early_stopping":
+            elif run.data.tags.get(STOP_REASON_TAG) == schema.STOP_EARLY:
                 child_status = "KILLED"  # (FINISHED in stores written before ASHA stops were KILLED)
             counts[child_status] = counts.get(child_status, 0) + 1
         now = int(time.time() * 1000)
@@ -468,11 +475,11 @@ class SweepTracker(Callback):
         best = _best_value(trials, self.info.metric, self.info.mode, self.info.max_steps)
         if best is not None:
             metrics.append(Metric(f"best_{self.info.metric}", best, now, 0))
-        tags = [RunTag("slsweep.stop_reason", self.stop_reason)] if self.stop_reason else []
+        tags = [RunTag(STOP_REASON_TAG, self.stop_reason)] if self.stop_reason else []
         self.client.log_batch(self.parent_run_id, metrics=metrics, tags=tags)
         # An interrupted sweep never reports success: KILLED until `slsweep resume` finishes it.
         self.client.set_terminated(self.parent_run_id,
-                                   status="KILLED" if self.stop_reason == "interrupted" else status)
+                                   status="KILLED" if self.stop_reason == schema.STOP_INTERRUPTED else status)
 
     def abort(self, reason: str, error: str | None = None) -> list[str]:
         """Close what a driver that stops abnormally leaves open (a forced stop, a crash).
@@ -483,15 +490,15 @@ class SweepTracker(Callback):
         the problems met while closing, one line each.
         """
         problems: list[str] = []
-        tags = {"status": "stopped", "slsweep.stop_reason": reason}
+        tags = {STATUS_TAG: "stopped", STOP_REASON_TAG: reason}
         if error:
-            tags["slsweep.error"] = error[:5000]
+            tags[ERROR_TAG] = error[:5000]
         run_ids = [r for t, r in self.runs.items() if t not in self.ended]
         if self.parent_run_id is not None:
             run_ids.append(self.parent_run_id)
         for run_id in run_ids:
             try:
-                own = {k: v for k, v in tags.items() if k != "status" or run_id != self.parent_run_id}
+                own = {k: v for k, v in tags.items() if k != STATUS_TAG or run_id != self.parent_run_id}
                 self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in own.items()])
                 self.client.set_terminated(run_id, status="KILLED")
             except Exception as exc:  # noqa: BLE001 - keep closing the others
@@ -500,8 +507,7 @@ class SweepTracker(Callback):
 
     def _sweep_children(self) -> list[Any]:
         """Every trial run of this sweep in the tracking store (all result pages)."""
-        query = (f"tags.`slsweep.kind` = 'trial' and "
-                 f"tags.`slsweep.sweep_id` = '{self.info.sweep_id}'")
+        query = run_filter(KIND_TRIAL, self.info.sweep_id)
         runs: list[Any] = []
         token = None
         while True:
@@ -531,7 +537,7 @@ def _best_value(trials: list, metric: str, mode: str, max_steps: int) -> float |
     """The best final `metric` among trials that reached `max_steps` (one budget: a value from a
     trial stopped early by ASHA or an interrupt is never the sweep's best)."""
     values = [t.last_result.get(metric) for t in trials
-              if t.last_result and int(t.last_result.get("step") or 0) >= max_steps]
+              if t.last_result and schema.reached_budget(int(t.last_result.get("step") or 0), max_steps)]
     values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not values:
         return None

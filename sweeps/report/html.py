@@ -17,6 +17,7 @@ from sweeps import __version__
 from sweeps.report import plots
 from sweeps.report.fmt import value_text
 from sweeps.report.groups import makeup
+from sweeps.report.hints import confirm_hint
 from sweeps.report.runs import ReportError, SweepRuns, param_columns
 from sweeps.report.tables import AblationTable, ablation_table, default_baseline, to_html
 
@@ -153,8 +154,6 @@ def _best_configuration(runs: SweepRuns, table: AblationTable, metric: str) -> s
 
 def _confirm_hint(runs: SweepRuns) -> str:
     """For a search sweep (TPE/random): why its best value is optimistic and how to confirm it."""
-    from sweeps.driver.confirm import confirm_hint
-
     hint = confirm_hint(runs)
     return f'<p class="notes">{_e(hint)}</p>' if hint else ""
 
@@ -186,7 +185,8 @@ def build_report(runs: SweepRuns, *, metrics: Sequence[str] | None = None, by: S
         metrics: metrics for the tables (default: the sweep's metric); figures use the first.
         by: grouping of the main table (default: the varying loss params); one-factor tables follow
             when several params vary.
-        baseline: baseline selector for the tests (default: ``family=hard`` when present).
+        baseline: baseline selector for the tests (default: ``loss=hard`` when hard-label runs sit beside
+            other families, `sweeps.report.tables.default_baseline`).
         figures: pre-drawn figures; None draws every applicable kind.
         adjust: p-value adjustment of each table (``holm``, ``bh``, ``none``).
         mde: the difference the power column targets (default: the observed one).

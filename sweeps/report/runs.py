@@ -32,19 +32,28 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 
 from sweeps.errors import SlsweepError, did_you_mean
-from sweeps.store.paths import default_runs_dir, default_tracking_uri, relocate_store, runs_dir_source
-
-KIND_TAG = "slsweep.kind"
-SWEEP_ID_TAG = "slsweep.sweep_id"
-SPEC_NAME_TAG = "slsweep.spec_name"
-PARENT_TAG = "mlflow.parentRunId"
-ARM_COLUMN = "tags.slsweep.arm"  # `baseline` on a spec's fixed baseline-arm runs (sweeps.driver.tracking.ARM_TAG)
+from sweeps.store import paths, schema
+from sweeps.store.paths import default_runs_dir
+from sweeps.store.schema import (  # noqa: F401 - ARM_COLUMN, FAMILY_COLUMN, sqlite_path: read from here by the reports
+    ARM_COLUMN,
+    FAMILY_COLUMN,
+    KIND_SWEEP,
+    KIND_TAG,
+    KIND_TRIAL,
+    PARENT_TAG,
+    SPEC_NAME_TAG,
+    STOP_REASON_COLUMN,
+    SWEEP_ID_TAG,
+    is_file_store,
+    is_sqlite,
+    run_filter,
+    sqlite_path,
+)
 
 # Columns searched for a default --by: the loss knobs an ablation varies.
 DEFAULT_BY_KEYS = ("loss.family", "loss.psi", "loss.eta", "loss.lam")
@@ -52,7 +61,6 @@ DEFAULT_BY_KEYS = ("loss.family", "loss.psi", "loss.eta", "loss.lam")
 LOWER_IS_BETTER = frozenset({"mse", "rmse", "train_loss", "eval_loss", "loss"})  # besides the tasks' own "min" metrics
 
 Direction = Literal["max", "min"]
-FAMILY_COLUMN = "params.loss.family"
 
 
 def own_objective(metric: str) -> bool:
@@ -92,46 +100,24 @@ class ParentRun:
     metrics: dict[str, float]
 
 
-def _is_sqlite(uri: str) -> bool:
-    return uri.startswith("sqlite:")
-
-
-def _is_file_store(uri: str) -> bool:
-    return uri.startswith("file:") or (urlparse(uri).scheme == "" and uri != "databricks")
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///path`` URI (None for in-memory)."""
-    path = uri.split("sqlite:///", 1)[1] if uri.startswith("sqlite:///") else ""
-    return Path(path) if path and path != ":memory:" else None
-
-
 def resolve_tracking_uri(tracking_uri: str | None = None, runs_dir: Path | str | None = None) -> str:
-    """The store to read: `tracking_uri`, else the run folder's SQLite store.
+    """The store to read (`sweeps.store.paths.resolve_tracking_uri`): `tracking_uri`, else the
+    run folder's SQLite store.
 
     Raises:
         NoSweepError: the SQLite file does not exist (opening it would silently create an
             empty store, hiding a wrong path).
     """
-    uri = tracking_uri or default_tracking_uri(Path(runs_dir).expanduser().resolve() if runs_dir else None)
-    db = sqlite_path(uri) if _is_sqlite(uri) else None
-    if db is not None and not db.exists():
-        chosen = "" if tracking_uri else f"the run folder from {runs_dir_source(runs_dir)}; "
-        hint = f"{chosen}pass --tracking-uri or --runs-dir, or run `slsweep run` first"
-        raise NoSweepError(f"no MLflow store at {db} ({hint})")
-    if db is not None and not tracking_uri:
-        relocate_store(db.parent)  # a moved or copied run folder reads and writes only itself
-    if _is_file_store(uri):
-        local = Path(uri.removeprefix("file://").removeprefix("file:")).expanduser()
-        if not local.exists():
-            raise NoSweepError(f"no MLflow store at {local} (pass --tracking-uri or --runs-dir)")
-    return uri
+    try:
+        return paths.resolve_tracking_uri(tracking_uri, runs_dir)
+    except paths.NoStoreError as exc:
+        raise NoSweepError(str(exc)) from None
 
 
 def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
-    if _is_file_store(uri):
+    if is_file_store(uri):
         # MLflow 3 refuses a file store unless this is set; reading one is harmless.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return MlflowClient(tracking_uri=uri)
@@ -208,25 +194,24 @@ def _trial_frame(runs: Sequence[Any]) -> pd.DataFrame:
         row.update({f"tags.{k}": v for k, v in tags.items()})
         rows.append(row)
     frame = _numeric_params(pd.DataFrame(rows))
-    seed = frame["params.seed"] if "params.seed" in frame else frame.get("tags.seed")
+    seed_param, seed_tag = f"params.{schema.SEED_PARAM}", f"tags.{schema.SEED_TAG}"
+    seed = frame[seed_param] if seed_param in frame else frame.get(seed_tag)
     frame.insert(8, "seed", pd.to_numeric(seed, errors="coerce") if seed is not None else float("nan"))
     frame = _budget_columns(frame)
     return frame.sort_values(["start_time", "run_id"], kind="stable").reset_index(drop=True)
 
 
 def _budget_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``budget``, ``final_step``, ``full_budget`` and ``at_step`` (see the module docstring)."""
+    """Add ``budget``, ``final_step``, ``full_budget`` and ``at_step`` (see the module docstring);
+    the step reached and the full-budget rule are `sweeps.store.schema`'s."""
     nan = pd.Series(float("nan"), index=frame.index)
-    budget = pd.to_numeric(frame["params.train.steps"], errors="coerce") if "params.train.steps" in frame else nan
-    # The step a run reached: the tag `last_step` (the tracker's), else a `step` metric (stores
-    # written before the tag existed).
-    final = pd.to_numeric(frame["tags.last_step"], errors="coerce") if "tags.last_step" in frame else nan
-    if "metrics.step" in frame:
-        final = final.fillna(pd.to_numeric(frame["metrics.step"], errors="coerce"))
-    reached = (final >= budget) | budget.isna() | final.isna()
-    full = (frame["status"] == "FINISHED") & reached
+    budget = pd.to_numeric(frame[schema.STEPS_COLUMN], errors="coerce") if schema.STEPS_COLUMN in frame else nan
+    tag, metric = (frame[c] if c in frame else nan for c in (schema.LAST_STEP_COLUMN, schema.STEP_COLUMN))
+    final = pd.Series([schema.step_reached(t, m) for t, m in zip(tag, metric)], index=frame.index, dtype=float)
+    full = pd.Series([schema.full_budget(st, f, b) for st, f, b in zip(frame["status"], final, budget)],
+                     index=frame.index, dtype=bool)
     label = []
-    reasons = frame["tags.slsweep.stop_reason"] if "tags.slsweep.stop_reason" in frame else nan
+    reasons = frame[STOP_REASON_COLUMN] if STOP_REASON_COLUMN in frame else nan
     for b, f, ok, status, reason in zip(budget, final, full, frame["status"], reasons):
         if ok:
             step = f if not math.isnan(f) else b
@@ -240,7 +225,7 @@ def _budget_columns(frame: pd.DataFrame) -> pd.DataFrame:
 # How a run that did not reach its budget is labelled in a table's step column.
 _STOP_WORDS = {"KILLED": "stopped", "FAILED": "failed", "RUNNING": "running", "SCHEDULED": "running",
                "FINISHED": "below budget"}
-_REASON_WORDS = {"early_stopping": "stopped early", "interrupted": "interrupted"}
+_REASON_WORDS = {schema.STOP_EARLY: "stopped early", schema.STOP_INTERRUPTED: "interrupted"}
 
 
 def stop_word(status: str, reason: object = None) -> str:
@@ -491,8 +476,9 @@ class SweepRuns:
     def sweep_metric(self) -> tuple[str | None, Direction | None]:
         """The metric name and mode the sweep optimised (parent ``metric.name``/``metric.mode``)."""
         info = self.sweep
-        name = info.params.get("metric.name") or info.tags.get("metric.name") or info.params.get("metric")
-        mode = info.params.get("metric.mode") or info.tags.get("metric.mode") or info.params.get("mode")
+        name_key, mode_key = schema.METRIC_NAME_KEY, schema.METRIC_MODE_KEY
+        name = info.params.get(name_key) or info.tags.get(name_key) or info.params.get("metric")
+        mode = info.params.get(mode_key) or info.tags.get(mode_key) or info.params.get("mode")
         return name, (mode if mode in ("max", "min") else None)
 
     def default_metric(self) -> str:
@@ -572,7 +558,7 @@ class SweepRuns:
             points = client.get_metric_history(run_id, key)
             return [(run_id, key, p.step, p.value, p.timestamp) for p in points]
 
-        if _is_sqlite(self.tracking_uri) or len(jobs) < 2:
+        if is_sqlite(self.tracking_uri) or len(jobs) < 2:
             chunks = [fetch(j) for j in jobs]
         else:
             with ThreadPoolExecutor(max_workers=max_workers) as pool:
@@ -618,7 +604,7 @@ def _find_experiment(client: Any, experiment: str) -> Any:
 
 
 def _latest_sweeps(client: Any, experiment_ids: list[str], limit: int | None) -> list[Any]:
-    return _search_all(client, experiment_ids, f"tags.`{KIND_TAG}` = 'sweep'",
+    return _search_all(client, experiment_ids, run_filter(KIND_SWEEP),
                        order_by=["attributes.start_time DESC"], limit=limit)
 
 
@@ -626,8 +612,7 @@ def _sweeps_by_id(client: Any, experiment_ids: list[str], sweep_id: str) -> list
     # Sweep ids are plain tokens; anything else cannot be one (and would break the filter syntax).
     if not re.fullmatch(r"[\w.:-]+", sweep_id):
         return []
-    return _search_all(client, experiment_ids, f"tags.`{KIND_TAG}` = 'sweep' and "
-                       f"tags.`{SWEEP_ID_TAG}` = '{sweep_id}'")
+    return _search_all(client, experiment_ids, run_filter(KIND_SWEEP, sweep_id))
 
 
 def _select_sweeps(client: Any, uri: str, all_ids: list[str], experiment: str | None,
@@ -696,8 +681,7 @@ def load_sweep(experiment: str | None = None, *, sweep_id: str | None = None,
     sweeps = [_sweep_info(r) for r in parents]
     runs: list[Any] = []
     for info in sweeps:
-        runs += _search_all(client, [exp.experiment_id], f"tags.`{KIND_TAG}` = 'trial' and "
-                            f"tags.`{SWEEP_ID_TAG}` = '{info.sweep_id}'")
+        runs += _search_all(client, [exp.experiment_id], run_filter(KIND_TRIAL, info.sweep_id))
     label = f"{exp.name} (sweep {', '.join(s.sweep_id for s in sweeps)})"
     if not runs:
         raise NoSweepError(f"{label} has no trial runs")
@@ -705,7 +689,7 @@ def load_sweep(experiment: str | None = None, *, sweep_id: str | None = None,
     excluded: dict[str, int] = {}
     if not include_unfinished:
         left = frame[~frame["full_budget"]]
-        reasons = left["tags.slsweep.stop_reason"] if "tags.slsweep.stop_reason" in left else [None] * len(left)
+        reasons = left[STOP_REASON_COLUMN] if STOP_REASON_COLUMN in left else [None] * len(left)
         words = pd.Series([stop_word(st, r) for st, r in zip(left["status"], reasons)], dtype=object)
         excluded = {str(k): int(v) for k, v in words.value_counts().sort_index().items()}
         frame = frame[frame["full_budget"]].reset_index(drop=True)
@@ -748,6 +732,49 @@ def resolve_column(name: str, param_keys: Sequence[str], columns: Iterable[str])
                              f"(params: {', '.join(shown) or 'none'})")
 
 
+# `--baseline` keys beyond the names `--by` accepts: `loss` is the loss family (the word the run
+# names and the tag `loss` show), so `--baseline loss=hard` and `family=hard` select the same param.
+SELECTOR_ALIASES = {schema.LOSS_TAG: schema.FAMILY_PARAM}
+
+
+def selector_items(selector: str) -> list[tuple[str, str]]:
+    """The ``(key, value)`` pairs of a baseline selector ``KEY=VALUE[,KEY=VALUE...]`` (the one
+    syntax of `--baseline` in `table`, `plot`, `report`, `confirm` and the automatic baseline),
+    stripped, in order.
+
+    Raises:
+        UnknownColumnError: a part without ``=`` or with an empty key.
+    """
+    items = []
+    for part in [p.strip() for p in selector.split(",") if p.strip()]:
+        name, eq, value = (x.strip() for x in part.partition("="))
+        if not eq or not name:
+            raise UnknownColumnError(f"--baseline '{selector}': expected column=value, e.g. loss=hard")
+        items.append((name, value))
+    if not items:
+        raise UnknownColumnError(f"--baseline '{selector}': expected column=value, e.g. loss=hard")
+    return items
+
+
+def selector_column(name: str, param_keys: Sequence[str], columns: Iterable[str]) -> str:
+    """The trial-table column a selector key names: `resolve_column` of the key, the same names
+    `--by` accepts (``loss.family``, ``family``, ``eta``), after `SELECTOR_ALIASES` (``loss`` ->
+    ``loss.family``; the tag `loss` only on a store whose trials lack that param).
+
+    Raises:
+        UnknownColumnError: no key or several keys match.
+    """
+    keys = list(param_keys)
+    alias = SELECTOR_ALIASES.get(name.strip())
+    return resolve_column(alias if alias in keys else name, keys, columns)
+
+
+def selector_text(items: Iterable[tuple[str, object]]) -> str:
+    """A selector from ``(key, value)`` pairs, the alias spelled short: ``loss=hard,lam=1``."""
+    short = {v: k for k, v in SELECTOR_ALIASES.items()}
+    return ",".join(f"{short.get(k, k)}={v}" for k, v in items)
+
+
 def unknown_metric(name: str, metric_keys: Sequence[str]) -> UnknownMetricError:
     """The one message for a metric the selected trials do not log."""
     return UnknownMetricError(f"metric '{name}' is not logged on the selected trial runs"
@@ -767,7 +794,7 @@ def precheck_columns(names: Sequence[str], runs_dir: Path | str | None, metrics:
     """
     from sweeps.report.status import read_local_store
 
-    db = Path(runs_dir or default_runs_dir()).expanduser() / "mlflow.db"
+    db = Path(runs_dir or default_runs_dir()).expanduser() / paths.MLFLOW_DB
     view = read_local_store(db) if (names or metrics) and db.is_file() else None
     if view is None or not view.trials:
         return

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KIND_TAG = "slsweep.kind"
-SWEEP_ID_TAG = "slsweep.sweep_id"
+from sweeps.store import schema
+from sweeps.store.schema import KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_ID_TAG, run_filter
+
 MAX_SWEEPS = 200
 
 
@@ -77,28 +78,30 @@ def best_full_budget(parents: Sequence[RunRecord], trials: Iterable[RunRecord]) 
     """Each sweep's best metric value over its trial runs that finished at full budget.
 
     The sweep's metric and mode come from the parent run's ``metric.name``/``metric.mode`` tags
-    (or params); a trial counts when it is FINISHED and its last ``step`` (tag ``last_step``, else
-    the metric) reached its ``train.steps``: runs stopped by ASHA or an interrupt hold values from
-    another budget and never count.
+    (or params); a trial counts when it finished at full budget (`sweeps.store.schema.full_budget`:
+    FINISHED and its last step, tag ``last_step`` else the metric ``step``, reached its
+    ``train.steps``): runs stopped by ASHA or an interrupt hold values from another budget and
+    never count.
 
     Returns:
         sweep id -> text such as ``exact_match=0.462 (8 full-budget trials)``; "—" when none.
     """
     by_sweep: dict[str, list[RunRecord]] = {}
     for run in trials:
-        if run.status == "FINISHED":
+        if run.status == schema.FINISHED:
             by_sweep.setdefault(run.tags.get(SWEEP_ID_TAG, ""), []).append(run)
     out: dict[str, str] = {}
     for parent in parents:
         sweep_id = parent.tags.get(SWEEP_ID_TAG, parent.run_id)
-        metric = parent.tags.get("metric.name") or parent.params.get("metric.name")
-        mode = parent.tags.get("metric.mode") or parent.params.get("metric.mode") or "max"
+        name_key, mode_key = schema.METRIC_NAME_KEY, schema.METRIC_MODE_KEY
+        metric = parent.tags.get(name_key) or parent.params.get(name_key)
+        mode = parent.tags.get(mode_key) or parent.params.get(mode_key) or "max"
         values = []
         for run in by_sweep.get(sweep_id, []):
-            budget = _number(run.params.get("train.steps"))
-            step = _number(run.tags.get("last_step", run.metrics.get("step")))
+            step = schema.step_reached(run.tags.get(schema.LAST_STEP_TAG), run.metrics.get(schema.STEP_METRIC))
             value = run.metrics.get(metric) if metric else None
-            if value is not None and math.isfinite(value) and not (step < budget):
+            if (value is not None and math.isfinite(value)
+                    and schema.full_budget(run.status, step, run.params.get(schema.STEPS_PARAM))):
                 values.append(value)
         if not values:
             out[sweep_id] = "—"
@@ -136,11 +139,11 @@ def read_local_store(db: Path) -> StoreView | None:
                 "JOIN experiments e ON e.experiment_id = r.experiment_id AND e.lifecycle_stage = 'active' "
                 "WHERE r.lifecycle_stage = 'active'")
         parents = con.execute(kind + " ORDER BY r.start_time DESC, r.run_uuid LIMIT ?",
-                              (KIND_TAG, "sweep", MAX_SWEEPS)).fetchall()
+                              (KIND_TAG, KIND_SWEEP, MAX_SWEEPS)).fetchall()
         exp_ids = sorted({row[1] for row in parents})
         marks = ",".join("?" * len(exp_ids))
-        trials = con.execute(kind + f" AND r.status = 'FINISHED' AND r.experiment_id IN ({marks})",
-                             (KIND_TAG, "trial", *exp_ids)).fetchall() if exp_ids else []
+        trials = con.execute(kind + f" AND r.status = ? AND r.experiment_id IN ({marks})",
+                             (KIND_TAG, KIND_TRIAL, schema.FINISHED, *exp_ids)).fetchall() if exp_ids else []
         records = _with_data(con, parents + trials)
     except sqlite3.Error:
         return None
@@ -182,11 +185,10 @@ def read_mlflow(tracking_uri: str) -> StoreView:
             break
     if not experiments:
         return StoreView({}, [], [])
-    parents = client.search_runs(list(experiments), filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
+    parents = client.search_runs(list(experiments), filter_string=run_filter(KIND_SWEEP),
                                  order_by=["attributes.start_time DESC"], max_results=MAX_SWEEPS)
     exp_ids = sorted({p.info.experiment_id for p in parents})
-    trials = _search_all(client, exp_ids, f"tags.`{KIND_TAG}` = 'trial' and attributes.status = 'FINISHED'") \
-        if exp_ids else []
+    trials = _search_all(client, exp_ids, run_filter(KIND_TRIAL, finished=True)) if exp_ids else []
     return StoreView(experiments, [RunRecord.from_mlflow(p) for p in parents],
                      [RunRecord.from_mlflow(t) for t in trials])
 

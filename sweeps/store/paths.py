@@ -7,12 +7,20 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+from sweeps.errors import SlsweepError
+
 RUNS_DIR_ENV = "SLSWEEP_RUNS_DIR"
 CACHE_DIR_ENV = "SLSWEEP_CACHE_DIR"
 STORE_LOCK = ".stores.lock"  # held while the run folder's SQLite stores are created
 PLANS = "sweeps"  # sub-folder of the run folder: one record (and lock) per sweep, for resume
 RESERVE = ".space-reserve"  # freed when the disk fills, so the driver can still close its runs
 RESERVE_BYTES = 4 << 20
+MLFLOW_DB = "mlflow.db"  # the run folder's MLflow store (SQLite)
+OPTUNA_DB = "optuna.db"  # the run folder's Optuna studies (SQLite)
+
+
+class NoStoreError(SlsweepError):
+    """The MLflow store a command is to read does not exist."""
 
 
 def default_runs_dir() -> Path:
@@ -40,12 +48,12 @@ def cache_dir() -> Path:
 
 def default_tracking_uri(runs_dir: Path | None = None) -> str:
     """The embedded MLflow store: a SQLite file inside the run folder."""
-    return f"sqlite:///{(runs_dir or default_runs_dir()) / 'mlflow.db'}"
+    return f"sqlite:///{(runs_dir or default_runs_dir()) / MLFLOW_DB}"
 
 
 def optuna_storage_uri(runs_dir: Path | None = None) -> str:
     """The Optuna study database beside the MLflow store (opens in `optuna-dashboard`)."""
-    return f"sqlite:///{(runs_dir or default_runs_dir()) / 'optuna.db'}"
+    return f"sqlite:///{(runs_dir or default_runs_dir()) / OPTUNA_DB}"
 
 
 def ray_storage_dir(runs_dir: Path | None = None) -> Path:
@@ -56,6 +64,31 @@ def ray_storage_dir(runs_dir: Path | None = None) -> Path:
 def artifacts_root(runs_dir: Path) -> str:
     """Where the run folder's MLflow artifacts live: `<runs_dir>/artifacts` as a file URI."""
     return (runs_dir / "artifacts").as_uri()
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None, runs_dir: Path | str | None = None) -> str:
+    """The store a reading command opens: `tracking_uri`, else the run folder's own SQLite store
+    (`runs_dir`, else `default_runs_dir()`), relocated to that folder (`relocate_store`) when it
+    was moved or copied.
+
+    Raises:
+        NoStoreError: the SQLite file or the file store's folder does not exist (opening it would
+            silently create an empty store, hiding a wrong path).
+    """
+    from sweeps.store.schema import file_store_path, sqlite_path
+
+    uri = tracking_uri or default_tracking_uri(Path(runs_dir).expanduser().resolve() if runs_dir else None)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        chosen = "" if tracking_uri else f"the run folder from {runs_dir_source(runs_dir)}; "
+        hint = f"{chosen}pass --tracking-uri or --runs-dir, or run `slsweep run` first"
+        raise NoStoreError(f"no MLflow store at {db} ({hint})")
+    if db is not None and not tracking_uri:
+        relocate_store(db.parent)  # a moved or copied run folder reads and writes only itself
+    local = file_store_path(uri)
+    if local is not None and not local.exists():
+        raise NoStoreError(f"no MLflow store at {local} (pass --tracking-uri or --runs-dir)")
+    return uri
 
 
 def relocate_store(runs_dir: Path) -> int:
@@ -73,7 +106,7 @@ def relocate_store(runs_dir: Path) -> int:
     written (a read-only archive) is left as it is; locations elsewhere (an artifact server, a
     bucket) are never touched.
     """
-    db = runs_dir / "mlflow.db"
+    db = runs_dir / MLFLOW_DB
     if not db.is_file() or not os.access(db, os.W_OK) or not os.access(runs_dir, os.W_OK):
         return 0
     from sweeps.store.names import artifacts_dir

@@ -20,8 +20,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from sweeps.store import paths
 from sweeps.errors import SlsweepError
+from sweeps.store import paths, schema
 
 READY_TIMEOUT_S = 180.0  # MLflow's first start on a busy 2-core machine takes tens of seconds
 STOP_GRACE_S = 10.0
@@ -32,7 +32,7 @@ __all__ = ["address_problem", "latest_sweep_url", "serve_ui", "ui_command", "wai
 def ui_command(folder: Path, host: str, port: int, workers: int = 1) -> list[str]:
     """The `mlflow ui` command line for the run folder's store (artifacts stay in the folder)."""
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", paths.default_tracking_uri(folder),
-            "--artifacts-destination", (folder / "artifacts").as_uri(),
+            "--artifacts-destination", paths.artifacts_root(folder),
             "--host", host, "--port", str(port), "--workers", str(workers),
             "--uvicorn-opts", "--log-level warning --no-access-log"]  # no line per HTTP request
 
@@ -53,7 +53,7 @@ def latest_sweep_url(url: str) -> str | None:
         ids = [e["experiment_id"] for e in call("experiments/search", {"max_results": 1000})
                .get("experiments", [])]
         runs = call("runs/search", {"experiment_ids": ids, "max_results": 1,
-                                    "filter": "tags.`slsweep.kind` = 'sweep'",
+                                    "filter": schema.run_filter(schema.KIND_SWEEP),
                                     "order_by": ["attributes.start_time DESC"]}).get("runs", []) if ids else []
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -147,7 +147,7 @@ def serve_ui(folder: Path | None, host: str = "127.0.0.1", port: int = 5000, *,
         raise SlsweepError(problem)
     source = paths.runs_dir_source(folder)
     folder = (folder or paths.default_runs_dir()).resolve()
-    if not (folder / "mlflow.db").exists():
+    if not (folder / paths.MLFLOW_DB).exists():
         raise SlsweepError(f"{folder}: {source}: no MLflow store here (run `slsweep run` first)")
     paths.relocate_store(folder)  # a moved or copied folder shows its own artifacts
     url = f"http://{_reachable(host)}:{port}"
