@@ -28,9 +28,17 @@ from sweeps.report import (
     summarize,
 )
 from sweeps.report.commands import register
-from sweeps.report.runs import load_trials
+from sweeps.report.runs import load_trials, selector_column, selector_items, selector_text
 from sweeps.report.stats import significance_marker
-from sweeps.report.tables import ablation_table_text, to_csv, to_html, to_latex, to_markdown
+from sweeps.report.tables import (
+    ablation_table_text,
+    default_baseline,
+    parse_baseline,
+    to_csv,
+    to_html,
+    to_latex,
+    to_markdown,
+)
 
 
 def _row(table, **keys: object) -> pd.Series:
@@ -189,8 +197,25 @@ def test_baseline_paired_by_seed_equals_ttest_rel(report_store: Store, report_ru
 
 def test_summary_text_uses_hard_labels_as_default_baseline(report_runs: SweepRuns) -> None:
     text = ablation_table_text(report_runs, metric="mae")
-    assert text == to_markdown(ablation_table(report_runs, metrics=["mae"], baseline="family=hard"))
+    # The automatic baseline is written in the --baseline syntax a user types (one spelling).
+    assert default_baseline(report_runs) == "loss=hard"
+    assert text == to_markdown(ablation_table(report_runs, metrics=["mae"], baseline="loss=hard"))
     assert "| baseline |" in text
+
+
+def test_baseline_selector_keys_are_the_by_names(report_runs: SweepRuns) -> None:
+    """One selector syntax: `loss` (alias), `family` and `loss.family` select the same stored
+    field, the param `loss.family` (not the tag `loss`), as `--by` resolves names."""
+    cols = {name: selector_column(name, report_runs.param_keys, report_runs.trials.columns)
+            for name in ("loss", "family", "loss.family")}
+    assert set(cols.values()) == {"params.loss.family"}
+    masks = [parse_baseline(report_runs, f"{name}=hard") for name in cols]
+    assert all(m.equals(masks[0]) for m in masks) and masks[0].sum() > 0
+    assert report_runs.trials.loc[masks[0], "params.loss.family"].eq("hard").all()
+    assert selector_items(" loss = hard , eta=0.1 ") == [("loss", "hard"), ("eta", "0.1")]
+    assert selector_text([("loss.family", "hard"), ("train.lr", 0.002)]) == "loss=hard,train.lr=0.002"
+    with pytest.raises(UnknownColumnError, match="expected column=value"):
+        selector_items("hard")
 
 
 def test_welch_when_seeds_do_not_match(report_store: Store, report_runs: SweepRuns) -> None:

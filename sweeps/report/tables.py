@@ -26,7 +26,11 @@ from sweeps.report.runs import (
     configuration_ids,
     own_objective,
     param_columns,
+    selector_column,
+    selector_items,
+    selector_text,
 )
+from sweeps.store.schema import FAMILY_PARAM
 from sweeps.report.choices import ADJUSTMENTS, TABLE_FORMATS
 from sweeps.report.stats import (
     MIN_POWER_PAIRS,
@@ -118,18 +122,17 @@ class AblationTable:
 
 
 def parse_baseline(runs: SweepRuns, selector: str) -> pd.Series:
-    """Boolean mask of the trial runs matching ``col=value[,col=value...]``.
+    """Boolean mask of the trial runs matching the selector ``key=value[,key=value...]``
+    (`selector_items`; keys resolve as `--by` names do, `selector_column`: ``loss=hard`` and
+    ``family=hard`` both select the param ``loss.family``).
 
     Raises:
         UnknownColumnError: a malformed selector, an unknown column, or no run matches.
     """
     df = runs.trials
     mask = pd.Series(True, index=df.index)
-    for part in [p.strip() for p in selector.split(",") if p.strip()]:
-        if "=" not in part:
-            raise UnknownColumnError(f"--baseline '{selector}': expected column=value, e.g. loss=hard")
-        name, value = (s.strip() for s in part.split("=", 1))
-        col = runs.resolve(name)
+    for name, value in selector_items(selector):
+        col = selector_column(name, runs.param_keys, df.columns)
         column = df[col]
         if pd.api.types.is_numeric_dtype(column):
             try:
@@ -141,7 +144,7 @@ def parse_baseline(runs: SweepRuns, selector: str) -> pd.Series:
             hit = column.astype(str) == value
         if not np.any(hit):
             seen = ", ".join(sorted({_key_text(v) for v in column}))
-            raise UnknownColumnError(f"--baseline '{part}': no run has {name}={value} "
+            raise UnknownColumnError(f"--baseline '{name}={value}': no run has {name}={value} "
                                      f"(values of {col.removeprefix('params.')}: {seen})")
         mask &= hit
     if not mask.any():
@@ -595,10 +598,11 @@ def to_html_page(table: AblationTable) -> str:
 
 
 def default_baseline(runs: SweepRuns) -> str | None:
-    """``family=hard`` when hard-label runs sit beside other loss families, else None."""
-    col = "params.loss.family"
+    """The automatic baseline: ``loss=hard`` (the `--baseline` syntax, `parse_baseline`) when
+    hard-label runs sit beside other loss families, else None."""
+    col = FAMILY_COLUMN
     if col in runs.trials and runs.trials[col].nunique() > 1 and (runs.trials[col] == "hard").any():
-        return "family=hard"
+        return selector_text([(FAMILY_PARAM, "hard")])
     return None
 
 
@@ -606,7 +610,7 @@ def ablation_table_text(runs: SweepRuns, metric: str | None = None, by: Sequence
                         baseline: str | None = None, fmt: str = "md", *, power: bool = False) -> str:
     """The default ablation table as text (the summary printed after `slsweep run`).
 
-    Baseline: `baseline`, else ``family=hard`` when hard-label runs sit beside other families.
+    Baseline: `baseline`, else ``loss=hard`` when hard-label runs sit beside other families.
     """
     table = ablation_table(runs, by, [metric] if metric else None, baseline or default_baseline(runs),
                            power=power)
