@@ -32,7 +32,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.store import names
-from sweeps.store import paths
+from sweeps.store import paths, schema
 from sweeps.errors import SlsweepError, SweepFailed
 from sweeps.driver import tune_internals as internals
 from sweeps.driver.ordered_history import OrderedTPESampler, history_ready
@@ -256,8 +256,8 @@ def sweep_info(plan: SweepPlan) -> SweepInfo:
         spec_yaml=plan.resolved.spec_yaml, space_yaml=space.to_yaml(),
         space_source=space.source, space_hash=space.hash,
         spec_params=plan.resolved.flat_params(),
-        tags={"git_commit": git_commit(), "slsweep.version": __version__,
-              "ray.address": plan.address or "local"},
+        tags={schema.GIT_COMMIT_TAG: git_commit(), schema.VERSION_TAG: __version__,
+              schema.RAY_ADDRESS_TAG: plan.address or "local"},
         artifact_location=artifacts,
         optuna_storage=paths.optuna_storage_uri(plan.runs_dir)
         if plan.local_store and not spec.search.strategy.is_grid else None)
