@@ -9,11 +9,13 @@ import functools
 import json
 import signal
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
 from sweeps.errors import SlsweepError, SweepFailed
+from sweeps.report.choices import ADJUSTMENTS
+from sweeps.report.commands import RegistryCommand, registry_option
 
 # Plain (click) help: flags show as flags (`-q, --quiet`), not `<bool>`; `-h` works everywhere.
 app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None,
@@ -244,27 +246,31 @@ def data(
 @user_errors
 def make_tiny_model(
     path: Path = typer.Argument(..., help="Folder to write the model, tokenizer and processor into."),
-    arch: str = typer.Option("llava", "--arch", help="llava, qwen2_vl or idefics3."),
+    arch: Optional[str] = typer.Option(None, "--arch", show_default=False, help="A tiny architecture of "
+                                       "sweeps.models.tiny.TINY_ARCHS (default llava; a wrong name lists them)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
     tokenizer: Path | None = typer.Option(
-        None, "--tokenizer", help="Build a tiny llava model around this tokenizer folder (a real model's "
+        None, "--tokenizer", help="Build a tiny llava model (sweeps.models.around) around this tokenizer folder (a real model's "
         "tokenizer.json): checks a tokenizer with the loss families before a GPU sweep."),
 ) -> None:
     """Build a tiny randomly initialised image-text-to-text model offline and save it."""
     _writable_folder(path, "PATH")
-    if tokenizer is not None:
-        from sweeps.models.around import build_tiny_model_around
+    from sweeps.models.tiny import DEFAULT_TINY_ARCH, TINY_ARCHS
 
-        if arch != "llava":
-            raise SlsweepError("--tokenizer: only the llava architecture takes another tokenizer")
+    arch = arch or DEFAULT_TINY_ARCH
+    if arch not in TINY_ARCHS:
+        raise SlsweepError(f"--arch: unknown architecture {arch!r} ({', '.join(TINY_ARCHS)})")
+    if tokenizer is not None:
+        from sweeps.models.around import AROUND_ARCH, build_tiny_model_around
+
+        if arch != AROUND_ARCH:
+            raise SlsweepError(f"--tokenizer: only the {AROUND_ARCH} architecture takes another tokenizer")
         out = build_tiny_model_around(path, tokenizer, seed=seed)
-        typer.echo(f"saved tiny llava model around the tokenizer of {tokenizer} to {out}")
+        typer.echo(f"saved tiny {AROUND_ARCH} model around the tokenizer of {tokenizer} to {out}")
         return
     from sweeps.models import build_tiny_model
 
-    if arch not in ("llava", "qwen2_vl", "idefics3"):
-        raise SlsweepError(f"--arch: unknown architecture {arch!r} (llava, qwen2_vl, idefics3)")
-    out = build_tiny_model(path, arch=arch, seed=seed)  # type: ignore[arg-type]
+    out = build_tiny_model(path, arch=arch, seed=seed)
     typer.echo(f"saved tiny {arch} model to {out}")
 
 
@@ -311,7 +317,7 @@ def ui(
     raise typer.Exit(serve_ui(runs_dir, host, port, echo=typer.echo))
 
 
-@app.command()
+@app.command(cls=RegistryCommand)
 @user_errors
 def confirm(
     sweep: Optional[str] = typer.Argument(None, help="The search sweep (id, or experiment name: its "
@@ -323,7 +329,7 @@ def confirm(
                                            "compare each with it, e.g. loss=hard."),
     metric: Optional[str] = typer.Option(None, "--metric", "-m", help="Rank by this metric (default: the sweep's)."),
     first_seed: Optional[int] = typer.Option(None, "--first-seed", help="First seed (default: after every seed the search used)."),
-    adjust: str = typer.Option("holm", "--adjust", help="p-value adjustment: holm, bh or none."),
+    adjust: Annotated[str, registry_option(ADJUSTMENTS, "p-value adjustment of the printed table, one of:")] = "holm",
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
     runs_dir: Optional[Path] = RunsDir,
     quiet: bool = Quiet,
@@ -342,8 +348,6 @@ def confirm(
     from sweeps.driver.confirm import run_confirm
     from sweeps.driver.service import split_spec_args
 
-    if adjust not in ("holm", "bh", "none"):
-        raise SlsweepError(f"--adjust '{adjust}': choose holm, bh or none")
     _allow(allow_plugins)
     sweep, words = split_spec_args(sweep, overrides or ())  # `confirm train.steps=100`: the latest sweep
     text, summary = run_confirm(sweep, top=top, seeds=seeds, baseline=baseline, metric=metric,

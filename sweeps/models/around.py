@@ -19,8 +19,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokeniz
 from sweeps.errors import SlsweepError
 from sweeps.models.tiny import build_tiny_model, greedy_generation_config, save_model_folder
 
-__all__ = ["build_tiny_model_around", "IMAGE_TOKEN"]
+__all__ = ["build_tiny_model_around", "AROUND_ARCH", "IMAGE_TOKEN"]
 
+AROUND_ARCH = "llava"  # the tiny architecture (sweeps.models.tiny.TINY_ARCHS) this wraps around a tokenizer
 IMAGE_TOKEN = "<image>"
 
 
@@ -55,7 +56,7 @@ def build_tiny_model_around(path: str | Path, tokenizer: str | Path, *, seed: in
     tok.padding_side = "right"
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="slsweep-tiny-") as tmp:
-        build_tiny_model(tmp, "llava", seed=seed, text_hidden=text_hidden, vision_hidden=vision_hidden, **sizes)
+        build_tiny_model(tmp, AROUND_ARCH, seed=seed, text_hidden=text_hidden, vision_hidden=vision_hidden, **sizes)
         model = AutoModelForImageTextToText.from_pretrained(tmp)
         base = AutoProcessor.from_pretrained(tmp)
     with torch.random.fork_rng(devices=[]):

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from sweeps.errors import SlsweepError
-from sweeps.models.tiny import TINY_ARCHS, tiny_model_path
+from sweeps.models.tiny import DEFAULT_TINY_ARCH, TINY_ARCHS, tiny_model_path
 
-TINY_ALIASES: dict[str, str] = {"tiny": "llava", **{f"tiny-{a}": a for a in TINY_ARCHS}}
+TINY_ALIASES: dict[str, str] = {"tiny": DEFAULT_TINY_ARCH, **{f"tiny-{a}": a for a in TINY_ARCHS}}
 # Where the vision encoder lives in the HF multimodal models (model.model.<attr> in transformers 5).
 _VISION_ATTRS = ("vision_tower", "visual", "vision_model", "vision_encoder", "image_encoder")
 # LoRA on the language model's projections only: any module path mentioning the vision side is skipped.
@@ -67,7 +67,7 @@ def load_model_and_processor(
     """Load `(model, processor)` through `AutoModelForImageTextToText` and `AutoProcessor`.
 
     Args:
-        name_or_path: hub id, local folder, or "tiny" / "tiny-llava" / "tiny-qwen2_vl" / "tiny-idefics3"
+        name_or_path: hub id, local folder, or a name of `TINY_ALIASES` ("tiny", "tiny-<arch>" of `TINY_ARCHS`)
             (built into the cache on first use).
         device: where the model goes.
         dtype: weight dtype; None keeps float32 master weights (use autocast for bf16 compute).

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -51,8 +51,8 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 
 from sweeps.store.paths import cache_dir
 
-TinyArch = Literal["llava", "qwen2_vl", "idefics3"]
-TINY_ARCHS: tuple[str, ...] = ("llava", "qwen2_vl", "idefics3")
+TinyArch = str  # a name of TINY_ARCHS
+DEFAULT_TINY_ARCH = "llava"  # `model.path: tiny` and `slsweep make-tiny-model` without --arch
 # Bump when a default below changes, so a stale cached model is not reused.
 TINY_VERSION = "v1"
 
@@ -211,7 +211,7 @@ def build_tiny_model(
     path.mkdir(parents=True, exist_ok=True)
 
     tokenizer = build_tiny_tokenizer(arch, vocab_size=vocab_size)
-    builder = {"llava": _build_llava, "qwen2_vl": _build_qwen2_vl, "idefics3": _build_idefics3}[arch]
+    builder = _BUILDERS[arch]
     sizes = dict(
         image_size=image_size,
         patch_size=patch_size,
@@ -428,3 +428,10 @@ def _build_idefics3(tokenizer, *, image_size, patch_size, vision_hidden, vision_
         chat_template=_IDEFICS3_CHAT_TEMPLATE,
     )
     return model, processor
+
+
+# The one registry of tiny architectures (name -> builder; each name also has its `_SPECIALS` row):
+# loading's `tiny-<arch>` aliases, `slsweep make-tiny-model --arch` and the tests read TINY_ARCHS.
+_BUILDERS: dict[str, Any] = {"llava": _build_llava, "qwen2_vl": _build_qwen2_vl, "idefics3": _build_idefics3}
+TINY_ARCHS: tuple[str, ...] = tuple(_BUILDERS)
+assert set(_SPECIALS) == set(TINY_ARCHS), "each tiny architecture needs its _SPECIALS row"
