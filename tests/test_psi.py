@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -129,12 +128,14 @@ SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 @pytest.mark.parametrize("space, units, target", [("paper.yaml", "digits", "loss.psi_param"),
                                                   ("paper_value_aware.yaml", "value", "loss.scale")])
 def test_search_ranges_are_those_of_the_search_spaces(space: str, units: str, target: str) -> None:
-    # each shape owns its range; the shipped spaces still spell them out, and must agree until they read them
-    params = yaml.safe_load((SPACES / space).read_text())["params"]
-    shapes = params["psi"]["choices"]
-    for name in shapes:
-        ranges = [{"low": p["low"], "high": p["high"], "log": p.get("log", False)} for p in params.values()
-                  if p.get("target") == target and p.get("when") == {"psi": name}]
+    # each shape owns its range; the shipped spaces read it (type: psi_range), one parameter per shape
+    from sweeps.config.space import load_space
+
+    loaded = load_space(SPACES / space)
+    params = loaded.params
+    for name in params["psi"].choices:
+        ranges = [{"low": p.low, "high": p.high, "log": p.log} for n, p in params.items()
+                  if loaded.targets[n] == target and loaded.conditions(n) == {"psi": [name]}]
         assert P.psi_search_range(name, units) == (ranges[0] if ranges else None), name
     assert P.psi_search_range("uniform") is None and P.psi_search_range("uniform", "value") is None
     assert P.psi_search_range("binomial", "value") is None  # not a kernel of the distance: digit-only

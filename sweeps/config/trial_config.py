@@ -19,6 +19,7 @@ from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_f
 from sweeps.config.yamlio import load_yaml, require_mapping
 
 __all__ = [
+    "FREE_FORM_SECTIONS",
     "LOSS_FAMILIES",
     "LossConfig",
     "ModelConfig",
@@ -417,6 +418,18 @@ class TrialConfig(_Section):
         return dump_yaml(self.model_dump(mode="json"))
 
 
+# The free-form mappings of a trial config: keys below them are the task's, the loader's, peft's or
+# a plug-in loss family's own, so new ones may be set (`with_overrides`) and searched
+# (sweeps.config.space), e.g. `task.params.max_count`, `task.loader.image_column`, `model.lora.r`.
+FREE_FORM_SECTIONS: frozenset[tuple[str, str]] = frozenset(
+    {("task", "params"), ("task", "loader"), ("model", "lora"), ("loss", "options")})
+
+
+def is_free_form(parts: Sequence[str]) -> bool:
+    """Whether the dotted path `parts` (`["task", "loader", "split"]`) is in a free-form section."""
+    return tuple(parts[:2]) in FREE_FORM_SECTIONS
+
+
 def _free_form(parts: list[str]) -> bool:
     """Whether the section at `parts` is a free-form mapping (new keys allowed)."""
-    return parts[:2] in (["task", "params"], ["task", "loader"], ["model", "lora"], ["loss", "options"])
+    return is_free_form(parts)
