@@ -11,6 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from helpers import one_error_line
 from sweeps.cli import app
 
 BAD = Path(__file__).parent / "bad_inputs"
@@ -69,20 +70,13 @@ def test_help_everywhere() -> None:
         assert res.exit_code == 0 and "Usage" in res.output, cmd
 
 
-def _one_error_line(res) -> str:  # noqa: ANN001 - click's Result
-    err = res.output.strip()
-    assert res.exit_code == 2 and err.startswith("error: ") and err.count("\n") == 0, res.output
-    assert "Traceback" not in err
-    return err
-
-
 def test_corrupt_store_in_the_run_folder(tmp_path: Path) -> None:
     """A damaged mlflow.db (or optuna.db) is named with the flag, and nothing else is created."""
     for name in ("mlflow.db", "optuna.db"):
         runs = tmp_path / name / "runs"
         runs.mkdir(parents=True)
         (runs / name).write_bytes(b"this is not a database" * 100)
-        err = _one_error_line(_invoke(["run", "--runs-dir", str(runs), "-q"]))
+        err = one_error_line(_invoke(["run", "--runs-dir", str(runs), "-q"]))
         assert f"{runs / name}" in err and "--runs-dir" in err and "SQLite" in err
         assert sorted(p.name for p in runs.iterdir()) == [name]
 
@@ -91,7 +85,7 @@ def test_run_folder_that_is_a_file(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     runs.write_text("a file, not a folder\n")
     for cmd in (["run"], ["resume"]):
-        err = _one_error_line(_invoke([*cmd, "--runs-dir", str(runs), "-q"]))
+        err = one_error_line(_invoke([*cmd, "--runs-dir", str(runs), "-q"]))
         assert "--runs-dir" in err and "not a folder" in err, err
     assert runs.read_text() == "a file, not a folder\n"
 
@@ -103,7 +97,7 @@ def test_fifo_as_data_path_does_not_hang(tmp_path: Path) -> None:
     spec.write_text(f"name: bad\ntask: {{name: counting, data_path: {fifo}, eval_size: 1}}\n"
                     "loss: {family: hard}\nsearch_space: {name: lr, params: {lr: {type: float, "
                     "low: 1.0e-4, high: 1.0e-2, target: train.lr}}}\n")
-    err = _one_error_line(_invoke(["run", str(spec), "--runs-dir", str(tmp_path / "runs"), "-q"]))
+    err = one_error_line(_invoke(["run", str(spec), "--runs-dir", str(tmp_path / "runs"), "-q"]))
     assert "task.data_path" in err and "not a regular file or folder" in err
     assert not (tmp_path / "runs").exists()
 
@@ -114,6 +108,6 @@ def test_ray_auto_without_a_cluster_leaves_nothing(tmp_path: Path) -> None:
     if find_gcs_addresses() or os.environ.get("RAY_ADDRESS"):
         pytest.skip("a Ray cluster is running on this machine: `auto` would join it")
     runs = tmp_path / "runs"
-    err = _one_error_line(_invoke(["run", "--address", "auto", "--runs-dir", str(runs), "-q"]))
+    err = one_error_line(_invoke(["run", "--address", "auto", "--runs-dir", str(runs), "-q"]))
     assert "--address" in err and "no running Ray cluster" in err
     assert not runs.exists()  # no record a later `resume` would trip over

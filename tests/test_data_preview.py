@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from helpers import one_error_line
 from sweeps.cli import app
 from sweeps.preview.sheet import BOX_RGB, SheetLayout
 
@@ -30,11 +31,7 @@ def _data(*args: str) -> dict:
 
 
 def _one_error_line(*args: str) -> str:
-    res = CliRunner().invoke(app, ["data", *args])
-    err = res.output.strip()
-    assert res.exit_code == 2 and err.startswith("error: ") and err.count("\n") == 0, res.output
-    assert "Traceback" not in err
-    return err
+    return one_error_line(CliRunner().invoke(app, ["data", *args]))
 
 
 def _check_schema(out: dict, n: int) -> None:

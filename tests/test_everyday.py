@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from sweeps.cli import app
 from sweeps.errors import SpecError
 from sweeps.config.spec import find_trial_config, load_spec, packaged_spec_dir
+from helpers import imported_after
 from trial_helpers import tiny_trial_config
 
 SPEC = """
@@ -61,13 +62,8 @@ def test_resume_takes_tracking_uri_and_address_like_run() -> None:
 
 
 def _imported_after(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[list[str], str]:
-    code = ("import sys\nfrom sweeps.cli import app\n"
-            f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
-            f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
-                         env={**os.environ, **(env or {})}, timeout=300)
-    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY"))
-    return eval(line[len("HEAVY "):]), out.stdout  # noqa: S307 - our own printed list
+    _, heavy, out, _ = imported_after(args, HEAVY, cwd=cwd, env=env)
+    return heavy, out
 
 
 def test_list_and_help_import_no_heavy_library(tmp_path: Path) -> None:

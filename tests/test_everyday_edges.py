@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli, one_line_exit_2
 from report_fixtures import Store, report_runs, report_store  # noqa: F401  (fixtures)
 from sweeps.config.trial_config import TrialConfig
 from sweeps.report import UnknownColumnError, UnknownMetricError
 from sweeps.config.spec import find_trial_config, load_spec
-from tests.test_names import cli, one_line_exit_2
 
 ROOT = Path(__file__).resolve().parents[1]
 

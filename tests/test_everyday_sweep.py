@@ -19,6 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from cdp import CHROMIUM, Browser
+from helpers import imported_after
 from sweeps.store import paths
 
 pytestmark = pytest.mark.slow
@@ -255,11 +256,8 @@ def test_ui_shows_the_sweep_with_its_named_trials_and_stops_on_sigterm(sweep, tm
 def test_resume_of_a_finished_sweep_is_refused_before_anything_is_planned(sweep) -> None:
     """Read from the run folder's own store with sqlite3: no spec, data, model, torch or MLflow."""
     _, runs, _, _, parent, _ = sweep
-    code = ("import sys\nfrom sweeps.cli import app\n"
-            f"try:\n    app(['resume', '--runs-dir', {str(runs)!r}])\nexcept SystemExit as e:\n    print('RC', e.code)\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'ray', 'mlflow', 'transformers') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert "RC 2" in proc.stdout and "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
-    err = proc.stderr.strip()
+    rc, heavy, out, err = imported_after(["resume", "--runs-dir", str(runs)], ("torch", "ray", "mlflow", "transformers"))
+    assert rc == 2 and heavy == [], out + err
+    err = err.strip()
     sweep_id = parent.data.tags["slsweep.sweep_id"]
     assert err == f"error: {runs}: sweep_id: sweep {sweep_id} already finished; nothing to resume", err

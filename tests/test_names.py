@@ -15,6 +15,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
+from helpers import cli, one_line_exit_2
 from sweeps.store import names
 from sweeps.store import paths
 from sweeps.errors import SpecError
@@ -33,23 +34,6 @@ resources: {{cpu: 1, gpu: 0}}
 
 HOSTILE = ["..", "../../..", "../../escape", "/Users/me@example.org/soft-labels", "/etc/passwd",
            "a/../../b", "~/x", ".hidden", "x\\..\\y", "名前/..", "a" * 500, "-rf"]
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The real `slsweep` entry point in a subprocess (stdin closed, 60 s cap)."""
-    full_env = {k: v for k, v in os.environ.items() if k != "SLSWEEP_ALLOW_PLUGINS"}
-    full_env.update({"HF_HUB_OFFLINE": "1", **(env or {})})
-    return subprocess.run([sys.executable, "-m", "sweeps.cli", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
-
-
-def one_line_exit_2(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    err = proc.stderr.strip()
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def _files(root: Path) -> set[Path]:

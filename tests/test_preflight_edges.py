@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import typer
 
+from helpers import cli, one_line_exit_2
 from sweeps.errors import runtime_failure
-from tests.test_names import SPEC, cli, one_line_exit_2
+from tests.test_names import SPEC
 
 
 @pytest.fixture()

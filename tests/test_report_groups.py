@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.power import TTestPower
 
+from helpers import table_row
 from report_fixtures import (  # noqa: F401  (fixtures)
     REP_HARD,
     REP_SOFT,
@@ -37,14 +38,6 @@ def tpe(search_store: SearchStore) -> SweepRuns:
 @pytest.fixture(scope="module")
 def reps(search_store: SearchStore) -> SweepRuns:
     return load_sweep("reps", tracking_uri=search_store.uri)
-
-
-def _row(table, **keys) -> pd.Series:
-    mask = np.ones(len(table.rows), bool)
-    for k, v in keys.items():
-        mask &= (table.rows[k].isna() if v is None else table.rows[k] == v).to_numpy()
-    assert mask.sum() == 1, keys
-    return table.rows[mask].iloc[0]
 
 
 def _joined(ax) -> list:
@@ -80,7 +73,7 @@ def test_a_configuration_is_every_resolved_param_but_the_seed(tpe: SweepRuns, re
 def test_pooled_configurations_never_get_an_interval_or_a_p_value(tpe: SweepRuns, reps: SweepRuns) -> None:
     table = ablation_table(tpe, ["psi"], ["exact_match"], "loss=hard", power=True)
     for psi in ("gaussian", "laplace", "triangular"):
-        row = _row(table, psi=psi)
+        row = table_row(table, psi=psi)
         values = [t[4] for t in SEARCH_TRIALS if t[0] == psi]
         assert row["group"] == "pooled" and row["configs"] == len(values) and row["seeds"] == 1
         assert math.isnan(row["exact_match.ci_low"]) and math.isnan(row["exact_match.p"])
@@ -140,11 +133,11 @@ def test_a_proportions_interval_stays_within_0_and_1(reps: SweepRuns) -> None:
     assert reps.metric_range("exact_match") == (0.0, 1.0) and reps.metric_range("mae") is None
     table = ablation_table(reps, ["eta"], ["exact_match"])
     for eta, values in REP_SOFT.items():
-        row = _row(table, eta=eta)
+        row = table_row(table, eta=eta)
         lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
         assert (row["exact_match.ci_low"], row["exact_match.ci_high"]) == pytest.approx((max(lo, 0), min(hi, 1)))
         assert 0 <= row["exact_match.ci_low"] <= row["exact_match.ci_high"] <= 1
-    near_one = _row(table, eta=0.5)
+    near_one = table_row(table, eta=0.5)
     assert near_one["exact_match.ci_high"] == 1.0  # the uncut interval passes 1
     assert "0.9467 [0.8347, 1.0000]" in to_markdown(table)
     assert any("exact_match is a share of the 500 evaluation examples" in n and "cut" in n for n in table.notes)
@@ -160,7 +153,7 @@ def test_a_proportions_interval_stays_within_0_and_1(reps: SweepRuns) -> None:
 
 def test_constant_paired_differences_give_no_test(reps: SweepRuns) -> None:
     table = ablation_table(reps, ["family", "eta"], ["exact_match"], "loss=hard", power=True)
-    row = _row(table, family="soft_label", eta=0.1)  # +0.125 on both seeds (up to rounding)
+    row = table_row(table, family="soft_label", eta=0.1)  # +0.125 on both seeds (up to rounding)
     assert row["exact_match.test"] == "none" and math.isnan(row["exact_match.p"])
     assert row["exact_match.note"] == "no test: differences do not vary"
     assert row["exact_match.diff"] == pytest.approx(0.125) and math.isnan(row["exact_match.diff_ci_low"])
@@ -174,7 +167,7 @@ def test_constant_paired_differences_give_no_test(reps: SweepRuns) -> None:
 
 def test_power_needs_three_pairs_and_is_rough_below_five(reps: SweepRuns) -> None:
     table = ablation_table(reps, ["family", "eta"], ["exact_match"], "loss=hard", power=True)
-    two, three, five = (_row(table, family="soft_label", eta=e) for e in (0.2, 0.3, 0.4))
+    two, three, five = (table_row(table, family="soft_label", eta=e) for e in (0.2, 0.3, 0.4))
     assert two["exact_match.test"] == "paired" and two["exact_match.pairs"] == 2
     assert math.isfinite(two["exact_match.p"]) and math.isnan(two["exact_match.n_needed"])
     assert three["exact_match.pairs"] == 3 and math.isfinite(three["exact_match.n_needed"])
@@ -199,7 +192,7 @@ def test_every_dagger_has_its_footnote(reps: SweepRuns, tpe: SweepRuns) -> None:
     shifted.loc[moved, "seed"] = shifted.loc[moved, "seed"] + 10
     table = ablation_table(dataclasses.replace(reps, trials=shifted), ["family", "eta"], ["exact_match"],
                            "loss=hard")
-    assert _row(table, family="soft_label", eta=0.3)["exact_match.test"] == "welch"
+    assert table_row(table, family="soft_label", eta=0.3)["exact_match.test"] == "welch"
     md = to_markdown(table)
     body, notes = md.split("\n- ", 1)
     assert "†" in body and any(n.startswith("† p (raw, two-sided): Welch's t-test") for n in table.notes)
@@ -265,7 +258,7 @@ def test_a_pooled_mean_that_rounds_differently_still_ties(report_store, tmp_path
     client.set_terminated(pid, "FINISHED")
     runs = load_sweep("tie", tracking_uri=uri)
     table = ablation_table(runs, ["psi"], ["exact_match"])
-    assert _row(table, psi="uniform")["exact_match.mean"] != 0.1  # pooled: 3 configurations
+    assert table_row(table, psi="uniform")["exact_match.mean"] != 0.1  # pooled: 3 configurations
     assert table.best_rows("exact_match") == set()
     assert "**" not in to_markdown(table).split("\n", 1)[1]
     assert any("same mean exact_match: nothing marked" in n for n in table.notes)
@@ -325,7 +318,7 @@ def test_seeds_that_agree_get_no_zero_width_interval(reps: SweepRuns) -> None:
     trials.loc[flat, "metrics.exact_match"] = 0.1
     runs = dataclasses.replace(reps, trials=trials)
     table = ablation_table(runs, ["family", "eta"], ["exact_match"], "loss=hard")
-    row = _row(table, family="soft_label", eta=0.2)
+    row = table_row(table, family="soft_label", eta=0.2)
     assert row["exact_match.n"] == 2 and row["exact_match.sd"] == 0 and math.isnan(row["exact_match.ci_low"])
     md = to_markdown(table)
     assert "| soft_label | 0.2 | 0.1000 (no spread) | 2 |" in md and "± 0.0000" not in md

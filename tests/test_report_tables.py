@@ -14,6 +14,7 @@ import typer
 from scipy import stats
 from typer.testing import CliRunner
 
+from helpers import imported_after, table_row
 from report_fixtures import Store, report_runs, report_store  # noqa: F401  (fixtures)
 from sweeps.errors import SlsweepError
 from sweeps.report import (
@@ -39,16 +40,6 @@ from sweeps.report.tables import (
     to_latex,
     to_markdown,
 )
-
-
-def _row(table, **keys: object) -> pd.Series:
-    """The table row whose key columns equal `keys` (None = absent param)."""
-    mask = pd.Series(True, index=table.rows.index)
-    for name, value in keys.items():
-        col = table.rows[name]
-        mask &= col.isna() if value is None else col == value
-    assert mask.sum() == 1, keys
-    return table.rows[mask].iloc[0]
 
 
 def _ci(values: list[float]) -> tuple[float, float, float]:
@@ -148,7 +139,7 @@ def test_group_means_and_cis_equal_scipy(report_store: Store, report_runs: Sweep
                              ("laplace", 0.1, 1.0), ("laplace", 0.2, 1.0)]},
     }
     for (family, psi, eta, lam), trials in groups.items():
-        row = _row(table, family=family, psi=psi, eta=eta, lam=lam)
+        row = table_row(table, family=family, psi=psi, eta=eta, lam=lam)
         assert len(trials) == 3 and row["exact_match.n"] == 3
         for metric in ("exact_match", "mae"):
             mean, lo, hi = _ci([getattr(t, metric) for t in trials])
@@ -163,11 +154,11 @@ def test_grouping_by_chosen_columns_pools_the_rest(report_store: Store, report_r
     assert table.by == ["params.loss.psi"]
     assert list(table.rows["psi"].fillna("-")) == ["gaussian", "laplace", "-"]
     gauss = report_store.finished(psi="gaussian")
-    assert _row(table, psi="gaussian")["exact_match.n"] == len(gauss) == 9
-    assert _row(table, psi="gaussian")["exact_match.mean"] == pytest.approx(
+    assert table_row(table, psi="gaussian")["exact_match.n"] == len(gauss) == 9
+    assert table_row(table, psi="gaussian")["exact_match.mean"] == pytest.approx(
         np.mean([t.exact_match for t in gauss]))
     # psi=gaussian pools 3 configurations (eta, lam): its spread is shown, never an interval.
-    row = _row(table, psi="gaussian")
+    row = table_row(table, psi="gaussian")
     assert row["group"] == "pooled" and row["configs"] == 3 and row["seeds"] == 3
     assert math.isnan(row["exact_match.ci_low"]) and math.isnan(row["exact_match.ci_high"])
     assert (row["exact_match.min"], row["exact_match.max"]) == (min(t.exact_match for t in gauss),
@@ -182,11 +173,11 @@ def test_grouping_by_chosen_columns_pools_the_rest(report_store: Store, report_r
 def test_baseline_paired_by_seed_equals_ttest_rel(report_store: Store, report_runs: SweepRuns) -> None:
     table = ablation_table(report_runs, baseline="loss=hard")
     hard = _by_seed(report_store.finished(family="hard"))
-    base = _row(table, family="hard")
+    base = table_row(table, family="hard")
     assert base["exact_match.test"] == "baseline" and base["exact_match.diff"] == 0.0
     for psi, eta in [("gaussian", 0.2), ("laplace", 0.1), ("laplace", 0.2)]:
         soft = _by_seed(report_store.finished(psi=psi, eta=eta, lam=1.0))
-        row = _row(table, family="soft_label", psi=psi, eta=eta, lam=1.0)
+        row = table_row(table, family="soft_label", psi=psi, eta=eta, lam=1.0)
         assert row["exact_match.test"] == "paired" and row["exact_match.pairs"] == 3
         assert row["exact_match.p"] == pytest.approx(stats.ttest_rel(soft, hard).pvalue, abs=1e-12)
         assert row["exact_match.diff"] == pytest.approx(np.mean(np.subtract(soft, hard)), abs=1e-12)
@@ -222,7 +213,7 @@ def test_welch_when_seeds_do_not_match(report_store: Store, report_runs: SweepRu
     table = ablation_table(report_runs, baseline="loss=hard")
     ls = [t.exact_match for t in report_store.finished(family="label_smoothing")]  # seeds 5, 6, 7
     hard = [t.exact_match for t in report_store.finished(family="hard")]  # seeds 0, 1, 2
-    row = _row(table, family="label_smoothing")
+    row = table_row(table, family="label_smoothing")
     assert row["exact_match.test"] == "welch"
     assert row["exact_match.p"] == pytest.approx(stats.ttest_ind(ls, hard, equal_var=False).pvalue, abs=1e-12)
     assert row["exact_match.diff"] == pytest.approx(np.mean(ls) - np.mean(hard))
@@ -424,14 +415,8 @@ def test_an_unknown_by_name_is_refused_before_the_heavy_imports(report_store: St
                                                                  value: str, message: str) -> None:
     """Read from the run folder's own store with sqlite3: no MLflow, no scipy; the same message as
     the full check (`SweepRuns.resolve` / `resolve_metric`), with its did-you-mean."""
-    import subprocess
-    import sys
-
     args = [*command, flag, value, "--runs-dir", str(report_store.runs_dir)]
-    code = ("import sys\nfrom sweeps.cli import app\n"
-            f"try:\n    app({args!r})\nexcept SystemExit as e:\n    print('RC', e.code)\n"
-            "print('HEAVY', sorted(m for m in ('mlflow', 'scipy', 'matplotlib') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert "RC 2" in proc.stdout and "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
-    err = proc.stderr.strip()
+    rc, heavy, out, err = imported_after(args, ("mlflow", "scipy", "matplotlib"))
+    assert rc == 2 and heavy == [], out + err
+    err = err.strip()
     assert err.startswith(message) and "did you mean '" in err and "\n" not in err

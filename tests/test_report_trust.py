@@ -19,6 +19,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from typer.testing import CliRunner
 
+from helpers import table_row
 from report_fixtures import Store, report_store  # noqa: F401  (fixture)
 from sweeps.errors import SpecError
 from sweeps.report import plots
@@ -111,14 +112,6 @@ def trust_store(report_store: Store, tmp_path_factory: pytest.TempPathFactory) -
     return uri, folder
 
 
-def _row(table, **keys) -> pd.Series:
-    mask = np.ones(len(table.rows), bool)
-    for k, v in keys.items():
-        mask &= (table.rows[k] == v).to_numpy()
-    assert mask.sum() == 1, keys
-    return table.rows[mask].iloc[0]
-
-
 # -- replicates are not seeds ----------------------------------------------------------------------
 
 def test_replicates_are_one_observation_with_a_reproducibility_check(trust_store) -> None:
@@ -130,11 +123,11 @@ def test_replicates_are_one_observation_with_a_reproducibility_check(trust_store
     assert len(both.raw_trials) == 48 and len(both.trials) == 32
     assert len(both.replicates) == 16 and set(both.replicates["runs"]) == {2}
     table = ablation_table(both, ["family"], ["exact_match"], "family=hard")
-    hard = _row(table, family="hard")
+    hard = table_row(table, family="hard")
     assert hard["exact_match.n"] == 8  # not 16
     assert hard["exact_match.mean"] == pytest.approx(np.mean(VALUES["hard"]))
     assert hard["exact_match.ci_low"] < hard["exact_match.mean"]  # a real interval, not ± 0
-    gauss = _row(table, family="gaussian")
+    gauss = table_row(table, family="gaussian")
     first = [VALUES["gaussian"][0] + 0.01] + VALUES["gaussian"][1:]  # seed 0: mean of 0.43, 0.45
     assert gauss["exact_match.n"] == 8 and gauss["exact_match.mean"] == pytest.approx(np.mean(first))
     note = next(n for n in table.notes if "replicates are not seeds" in n)
@@ -177,12 +170,12 @@ def test_all_runs_shows_stopped_runs_at_their_step_never_averaged(trust_store) -
     assert steps == {("gaussian", "100 (stopped early)"): 1, ("gaussian", "300"): 8, ("hard", "200 (below budget)"): 1,
                      ("hard", "300"): 8, ("label_smoothing", "300"): 8, ("ntil", "10 (interrupted)"): 1,
                      ("ntil", "300"): 8}
-    assert _row(table, family="gaussian", step="300")["exact_match.mean"] == pytest.approx(
+    assert table_row(table, family="gaussian", step="300")["exact_match.mean"] == pytest.approx(
         np.mean(VALUES["gaussian"]))  # the stopped 0.90 is not in the mean
     for i in table.partial_rows:
         assert math.isnan(table.rows.iloc[i]["exact_match.p"])
     assert {table.rows.iloc[i]["family"] for i in table.best_rows("exact_match")} == {"gaussian"}
-    assert _row(table, family="gaussian", step="300").name in table.best_rows("exact_match")
+    assert table_row(table, family="gaussian", step="300").name in table.best_rows("exact_match")
     md = to_markdown(table)
     assert "| ntil | 10 (interrupted) | 0.9500 ± n/a | 1 | n/a |" in md
     # psi-bars draws a stopped run beside its group; one whose group has no full-budget run is
@@ -231,7 +224,7 @@ def test_adjusted_p_values_equal_statsmodels(trust_store, adjust: str, method: s
     np.testing.assert_allclose(adj[finite], expected, rtol=1e-12)
     assert np.isnan(adj[~finite]).all()
     # Raw p-values are scipy's paired t-test over matching seeds.
-    g = _row(table, family="gaussian")
+    g = table_row(table, family="gaussian")
     assert g["exact_match.p"] == pytest.approx(stats.ttest_rel(VALUES["gaussian"], VALUES["hard"]).pvalue)
     csv = pd.read_csv(io.StringIO(to_csv(table)))
     assert {"exact_match.p", "exact_match.p_adj", "mae.p", "mae.p_adj"} <= set(csv.columns)
@@ -264,7 +257,7 @@ def test_table_marks_only_what_survives_adjustment(trust_store) -> None:
 def test_effect_size_interval_is_scipys(trust_store) -> None:
     uri, _ = trust_store
     table = ablation_table(load_sweep("s1", tracking_uri=uri), ["family"], ["exact_match"], "family=hard")
-    g = _row(table, family="ntil")
+    g = table_row(table, family="ntil")
     ci = stats.ttest_rel(VALUES["ntil"], VALUES["hard"]).confidence_interval(0.95)
     assert (g["exact_match.diff_ci_low"], g["exact_match.diff_ci_high"]) == pytest.approx((ci.low, ci.high))
     assert g["exact_match.diff"] == pytest.approx(np.mean(np.subtract(VALUES["ntil"], VALUES["hard"])))
@@ -281,11 +274,11 @@ def test_power_equals_statsmodels(trust_store) -> None:
     d = abs(diffs.mean()) / diffs.std(ddof=1)
     want = math.ceil(TTestPower().solve_power(effect_size=d, alpha=0.05, power=0.8))
     want_adj = math.ceil(TTestPower().solve_power(effect_size=d, alpha=0.05 / 3, power=0.8))
-    row = _row(table, family="ntil")
+    row = table_row(table, family="ntil")
     assert (row["exact_match.n_needed"], row["exact_match.n_needed_adj"]) == (want, want_adj)
     mde = ablation_table(runs, ["family"], ["exact_match"], "family=hard", power=True, mde=0.05)
     d5 = 0.05 / diffs.std(ddof=1)
-    assert _row(mde, family="ntil")["exact_match.n_needed"] == math.ceil(
+    assert table_row(mde, family="ntil")["exact_match.n_needed"] == math.ceil(
         TTestPower().solve_power(effect_size=d5, alpha=0.05, power=0.8))
     assert any("seeds 80%" in n and "--mde 0.05" in n for n in mde.notes)
     assert "seeds 80%" in to_markdown(table).splitlines()[2]
