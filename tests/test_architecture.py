@@ -54,9 +54,10 @@ def floor(module: str) -> int:
     raise KeyError(f"{module}: no floor (add it to FLOORS in tests/test_architecture.py and to docs/architecture.md)")
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
-    """(line, module) of every `sweeps` module `path` imports, anywhere in the file."""
-    name = _module_name(path)
+def imported_modules(path: Path, name: str | None = None) -> list[tuple[int, str]]:
+    """(line, module) of every `sweeps` module `path` imports, anywhere in the file; `name` is the
+    module's dotted name (default: from its place under the repository)."""
+    name = name or _module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
@@ -98,16 +99,11 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path: P
             and all(floor(t) <= 6 for _, t in html))
     lazy = [t for _, t in imported_modules(MODULES["sweeps.driver.service"])]
     assert "sweeps.report.status" in lazy  # imported inside sweep_status()
-    fake = PACKAGE / "store" / "_probe_for_test.py"
-    try:
-        fake.write_text("def f():\n    from ..driver import tuner\n    from . import paths\n")
-        MODULES["sweeps.store._probe_for_test"] = fake
-        found = [t for _, t in imported_modules(fake)]
-        assert found == ["sweeps.driver.tuner", "sweeps.store.paths"]
-        assert floor(found[0]) > floor("sweeps.store._probe_for_test")
-    finally:
-        MODULES.pop("sweeps.store._probe_for_test", None)
-        fake.unlink(missing_ok=True)
+    probe = tmp_path / "probe.py"  # read as if it were sweeps/store/probe.py
+    probe.write_text("def f():\n    from ..driver import tuner\n    from . import paths\n")
+    found = [t for _, t in imported_modules(probe, "sweeps.store.probe")]
+    assert found == ["sweeps.driver.tuner", "sweeps.store.paths"]
+    assert floor(found[0]) > floor("sweeps.store.probe")
 
 
 # -- the store schema is the one copy of the tag names ------------------------------------------
