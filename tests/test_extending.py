@@ -80,3 +80,29 @@ def test_an_unregistered_name_is_refused_with_the_names_and_a_suggestion() -> No
 def test_a_name_is_declared_once() -> None:
     with pytest.raises(ValueError, match="already declared"):
         choices.TABLE_FORMATS.add("md", "another markdown", object())
+
+
+# -- the doc tables that name loss families are the registry's ------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_tokenizer_doc_tables_name_the_registry_families() -> None:
+    """docs/tokenizers.md keeps two tables of loss families (which tokens each needs; the measured
+    tokenizer matrix, written by benchmarks/tokenizer_matrix.py): both must be the registry's."""
+    import re
+
+    from sl_core import registry
+
+    builtins = {b.family_spec.name: b.family_spec for b in registry._BUILTINS}  # not plug-ins other tests add
+    text = (ROOT / "docs" / "tokenizers.md").read_text(encoding="utf-8")
+    kinds = {"none": "none", "single digits": "digits", "any numeric token": "numeric"}
+    documented: dict[str, set[str]] = {}
+    for label, families in re.findall(r"^\| (none|single digits|any numeric token)[^|]* \| ([^|]+) \|", text, re.M):
+        documented[kinds[label]] = set(re.findall(r"`([^`]+)`", families))
+    declared: dict[str, set[str]] = {}
+    for name, spec in builtins.items():
+        declared.setdefault(spec.tokens, set()).add(name)
+    assert documented == declared
+    header = next(line for line in text.splitlines() if line.startswith("| tokenizer | style |"))
+    assert re.findall(r"`([^`]+)`", header) == list(builtins)

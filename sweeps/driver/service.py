@@ -46,10 +46,10 @@ class RunSummary:
 def ensure_tiny_model(cfg: TrialConfig) -> None:
     """Build the cached tiny model on the driver, once, before trials race to it."""
     if cfg.model.path.startswith("tiny"):
-        from sweeps.models import tiny_model_path
+        from sweeps.models import TINY_ALIASES, tiny_model_path
 
-        arch = cfg.model.path.split("-", 1)[1] if "-" in cfg.model.path else "llava"
-        tiny_model_path(arch)
+        if cfg.model.path in TINY_ALIASES:  # else a folder or hub id: loading says what is wrong
+            tiny_model_path(TINY_ALIASES[cfg.model.path])
 
 
 def _record_path(plan: SweepPlan) -> Path:
