@@ -184,6 +184,11 @@ def status(
     """Sweeps recorded in the MLflow store, newest first, with trial counts."""
     from sweeps.driver.service import sweep_status
 
+    if tracking_uri:  # a missing database driver or an unreachable server: one line, exit 2
+        from sweeps.driver.preflight import check_tracking_uri
+
+        check_tracking_uri(tracking_uri)
+
     typer.echo(sweep_status(runs_dir=runs_dir, tracking_uri=tracking_uri))
 
 

@@ -114,11 +114,25 @@ def _by(by: str | None) -> list[str] | None:
     return split_names([by]) if by else None
 
 
-def _precheck(by: str | None, tracking_uri: str | None, runs_dir: Path | None, all_runs: bool,
-              metric: str | list[str] | None = None) -> None:
-    """An unknown --by name or --metric refused from the run folder's own store before the heavy
+def _precheck_experiment(experiment: str, runs_dir: Path | None) -> None:
+    from sweeps.report.runs import NoSweepError
+    from sweeps.report.status import unknown_experiment
+    from sweeps.store import paths
+
+    folder = Path(runs_dir or paths.default_runs_dir()).expanduser().resolve()
+    names = unknown_experiment(folder / paths.MLFLOW_DB, experiment)
+    if names is not None:
+        raise NoSweepError(f"no experiment or sweep named '{experiment}' in "
+                           f"{paths.default_tracking_uri(folder)} (experiments: {', '.join(names)})")
+
+
+def _precheck(experiment: str | None, by: str | None, tracking_uri: str | None, runs_dir: Path | None,
+              all_runs: bool, metric: str | list[str] | None = None) -> None:
+    """An unknown experiment or sweep, --by name or --metric refused from the run folder's own store before the heavy
     imports (`runs.precheck_columns`); a tracking server, or --all-runs (unfinished runs' keys), is
     left to the full check."""
+    if experiment and tracking_uri is None:
+        _guard(lambda: _precheck_experiment(experiment, runs_dir))
     if (by or metric) and tracking_uri is None and not all_runs:
         from sweeps.report.runs import precheck_columns
 
@@ -138,7 +152,7 @@ def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt 
     param equal, seed aside) adds its 95% CI over seeds, a group pooling configurations its min-max
     spread. With --baseline, one-configuration groups get the difference with its CI, the test used
     and raw and adjusted p-values (and with --power, the seeds needed); pooled groups are never tested."""
-    _precheck(by, tracking_uri, runs_dir, all_runs, metric)
+    _precheck(experiment, by, tracking_uri, runs_dir, all_runs, metric)
     from sweeps.report.tables import ablation_table, render
 
     def go() -> None:
@@ -165,7 +179,7 @@ def plot(kind: Annotated[str, registry_option(PLOT_KINDS, "Figure to draw, one o
                                                      "(default: <kind>.png).", show_default=False)] = None,
          no_log: NoLogOpt = False) -> None:
     """Draw a figure and log it as an artifact of the sweep's parent run."""
-    _precheck(by, tracking_uri, runs_dir, all_runs, metric)
+    _precheck(experiment, by, tracking_uri, runs_dir, all_runs, metric)
     from sweeps.report import plots
 
     def go() -> None:
@@ -190,7 +204,7 @@ def report(experiment: ExperimentArg = None, metric: MetricOpt = None, by: ByOpt
                "report.html"),
            no_log: NoLogOpt = False) -> None:
     """One self-contained HTML page: spec, search space, best configuration, tables, figures."""
-    _precheck(by, tracking_uri, runs_dir, all_runs, metric)
+    _precheck(experiment, by, tracking_uri, runs_dir, all_runs, metric)
     from sweeps.report.html import build_report
 
     def go() -> None:

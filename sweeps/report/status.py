@@ -210,3 +210,28 @@ def status_table(view: StoreView) -> str | None:
                      "failed": _count(m.get("trials_failed", 0)),
                      "best (full budget)": bests.get(sweep_id or run.run_id, "—")})
     return pd.DataFrame(rows).to_string(index=False)
+
+
+def unknown_experiment(db: Path, experiment: str) -> list[str] | None:
+    """The active experiment names of the SQLite MLflow store `db` when `experiment` names none of
+    them (by name or id) and no sweep's ``slsweep.sweep_id``; None when it does, or when `db` cannot
+    be read as an MLflow store (the full reader then decides). Read with sqlite3, so a misspelt
+    sweep is refused before MLflow is imported."""
+    if not db.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        names = dict(con.execute("SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active'"))
+        if experiment in names or experiment in {str(i) for i in names.values()}:
+            return None
+        hit = con.execute("SELECT 1 FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+                          "WHERE t.key = ? AND t.value = ? AND r.lifecycle_stage = 'active' LIMIT 1",
+                          (SWEEP_ID_TAG, experiment)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
+    return None if hit else sorted(names)
