@@ -366,22 +366,22 @@ def packaged_spaces() -> list[str]:
     return sorted(p.stem for p in packaged_space_dir().glob("*.yaml"))
 
 
+def _packaged_path(folder: Path, name: str, what: str, known: list[str]) -> Path:
+    path = folder / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if not path.is_file():
+        raise SpecError(name, "<file>", f"no built-in {what} of that name{did_you_mean(name, known)} "
+                        f"(built-in: {', '.join(known)})")
+    return path
+
+
 def packaged_spec_path(name: str) -> Path:
     """Path of a built-in spec by name (`default` or `default.yaml`); SpecError if unknown."""
-    path = packaged_spec_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if not path.is_file():
-        raise SpecError(name, "<file>", f"no built-in spec of that name{did_you_mean(name, packaged_specs())} "
-                        f"(built-in: {', '.join(packaged_specs())})")
-    return path
+    return _packaged_path(packaged_spec_dir(), name, "spec", packaged_specs())
 
 
 def packaged_space_path(name: str) -> Path:
     """Path of a built-in search space by name (`paper` or `paper.yaml`); SpecError if unknown."""
-    path = packaged_space_dir() / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if not path.is_file():
-        raise SpecError(name, "<file>", f"no built-in search space of that name{did_you_mean(name, packaged_spaces())} "
-                        f"(built-in: {', '.join(packaged_spaces())})")
-    return path
+    return _packaged_path(packaged_space_dir(), name, "search space", packaged_spaces())
 
 
 def _find_space_file(ref: str, spec_dir: Path, spec_path: Path | None = None) -> Path | None:
