@@ -184,12 +184,18 @@ def status(
     """Sweeps recorded in the MLflow store, newest first, with trial counts."""
     from sweeps.driver.service import sweep_status
 
-    if tracking_uri:  # a missing database driver or an unreachable server: one line, exit 2
-        from sweeps.driver.preflight import check_tracking_uri
-
-        check_tracking_uri(tracking_uri)
+    _check_store(tracking_uri)
 
     typer.echo(sweep_status(runs_dir=runs_dir, tracking_uri=tracking_uri))
+
+
+def _check_store(tracking_uri: str | None) -> None:
+    """A --tracking-uri with a missing database driver or an unreachable server: one line, exit 2,
+    before MLflow is imported (the report commands do the same in `report.commands._precheck`)."""
+    if tracking_uri:
+        from sweeps.store.uri import check_tracking_uri
+
+        check_tracking_uri(tracking_uri)
 
 
 @app.command("list")
@@ -354,6 +360,7 @@ def confirm(
     from sweeps.driver.service import split_spec_args
 
     _allow(allow_plugins)
+    _check_store(tracking_uri)
     sweep, words = split_spec_args(sweep, overrides or ())  # `confirm train.steps=100`: the latest sweep
     text, summary = run_confirm(sweep, top=top, seeds=seeds, baseline=baseline, metric=metric,
                                 first_seed=first_seed, runs_dir=runs_dir, tracking_uri=tracking_uri,

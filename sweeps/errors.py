@@ -188,3 +188,8 @@ def spec_error_from_validation(
     full = tuple(prefix) + loc
     line = line_of(full) if line_of is not None else None
     return SpecError(file, dotted(full), message, line=line)
+
+
+def one_line(text: str) -> str:
+    """`text` with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(text).split())

@@ -43,8 +43,9 @@ def test_unknown_sweep_is_refused_before_mlflow_is_imported(command: str, tmp_pa
     assert unknown_experiment(runs / paths.MLFLOW_DB, "nosuch") == ["Default", "e"]
 
 
-def test_status_with_a_missing_database_driver_is_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "status", "--tracking-uri", "postgresql://u@h/db"],
+@pytest.mark.parametrize("command", [["status"], ["table"], ["report", "x"], ["confirm", "x"]])
+def test_a_missing_database_driver_is_one_line_for_every_reader(command: list[str], tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", *command, "--tracking-uri", "postgresql://u@h/db"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "--tracking-uri" in proc.stderr

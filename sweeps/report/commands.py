@@ -115,15 +115,14 @@ def _by(by: str | None) -> list[str] | None:
 
 
 def _precheck_experiment(experiment: str, runs_dir: Path | None) -> None:
-    from sweeps.report.runs import NoSweepError
+    from sweeps.report.runs import no_sweep_named
     from sweeps.report.status import unknown_experiment
     from sweeps.store import paths
 
     folder = Path(runs_dir or paths.default_runs_dir()).expanduser().resolve()
     names = unknown_experiment(folder / paths.MLFLOW_DB, experiment)
     if names is not None:
-        raise NoSweepError(f"no experiment or sweep named '{experiment}' in "
-                           f"{paths.default_tracking_uri(folder)} (experiments: {', '.join(names)})")
+        raise no_sweep_named(experiment, paths.default_tracking_uri(folder), names)
 
 
 def _precheck(experiment: str | None, by: str | None, tracking_uri: str | None, runs_dir: Path | None,
@@ -131,7 +130,11 @@ def _precheck(experiment: str | None, by: str | None, tracking_uri: str | None, 
     """An unknown experiment or sweep, --by name or --metric refused from the run folder's own store before the heavy
     imports (`runs.precheck_columns`); a tracking server, or --all-runs (unfinished runs' keys), is
     left to the full check."""
-    if experiment and tracking_uri is None:
+    if tracking_uri is not None:
+        from sweeps.store.uri import check_tracking_uri
+
+        _guard(lambda: check_tracking_uri(tracking_uri))
+    elif experiment:
         _guard(lambda: _precheck_experiment(experiment, runs_dir))
     if (by or metric) and tracking_uri is None and not all_runs:
         from sweeps.report.runs import precheck_columns

@@ -615,6 +615,12 @@ def _sweeps_by_id(client: Any, experiment_ids: list[str], sweep_id: str) -> list
     return _search_all(client, experiment_ids, run_filter(KIND_SWEEP, sweep_id))
 
 
+def no_sweep_named(experiment: str, uri: str, experiments: Sequence[str]) -> NoSweepError:
+    """The error for an `experiment` argument that names no experiment and no sweep id in `uri`."""
+    return NoSweepError(f"no experiment or sweep named '{experiment}' in {uri} "
+                        f"(experiments: {', '.join(experiments)})")
+
+
 def _select_sweeps(client: Any, uri: str, all_ids: list[str], experiment: str | None,
                    sweep_id: str | None, all_sweeps: bool) -> tuple[Any, list[Any]]:
     """The experiment and the parent runs (newest first) that `load_sweep`'s arguments select."""
@@ -639,9 +645,7 @@ def _select_sweeps(client: Any, uri: str, all_ids: list[str], experiment: str | 
     if exp is None:  # a sweep id names one sweep across experiments
         parents = _sweeps_by_id(client, all_ids, experiment)
         if not parents:
-            names = sorted(client.get_experiment(i).name for i in all_ids)
-            raise NoSweepError(f"no experiment or sweep named '{experiment}' in {uri} "
-                               f"(experiments: {', '.join(names)})")
+            raise no_sweep_named(experiment, uri, sorted(client.get_experiment(i).name for i in all_ids))
         return client.get_experiment(parents[0].info.experiment_id), parents[:1]
     parents = _latest_sweeps(client, [exp.experiment_id], limit=None if all_sweeps else 1)
     if not parents:

@@ -121,11 +121,17 @@ _LAYOUT = {
 }
 
 
+def _open_read_only(db: Path) -> sqlite3.Connection | None:
+    try:
+        return sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+
+
 def read_local_store(db: Path) -> StoreView | None:
     """The sweeps of the SQLite MLflow store `db`, read-only; None when it lacks MLflow's layout."""
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
+    con = _open_read_only(db)
+    if con is None:
         return None
     try:
         for table, columns in _LAYOUT.items():
@@ -217,11 +223,8 @@ def unknown_experiment(db: Path, experiment: str) -> list[str] | None:
     them (by name or id) and no sweep's ``slsweep.sweep_id``; None when it does, or when `db` cannot
     be read as an MLflow store (the full reader then decides). Read with sqlite3, so a misspelt
     sweep is refused before MLflow is imported."""
-    if not db.is_file():
-        return None
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
+    con = _open_read_only(db) if db.is_file() else None
+    if con is None:
         return None
     try:
         names = dict(con.execute("SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active'"))
