@@ -137,7 +137,7 @@ def run(
 
 def _writable_folder(path: Path, name: str) -> None:
     """Refuse (exit 2, naming the argument) a folder argument that is a file or cannot be made."""
-    from sweeps.driver.preflight import folder_problem
+    from sweeps.store.uri import folder_problem
 
     problem = folder_problem(path)
     if problem:

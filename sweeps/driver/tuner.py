@@ -36,7 +36,8 @@ from sweeps.store import paths, schema
 from sweeps.errors import SlsweepError, SweepFailed
 from sweeps.driver import tune_internals as internals
 from sweeps.driver.ordered_history import OrderedTPESampler, history_ready
-from sweeps.driver.preflight import SweepPlan, one_line
+from sweeps.driver.preflight import SweepPlan
+from sweeps.errors import one_line
 from sweeps.driver.ray_env import check_cluster_resources, init_ray, reuse_workers
 from sweeps.driver.signals import StopSignals, SweepInterrupted
 from sweeps.driver.progress import SweepProgress, quiet_output
