@@ -32,13 +32,13 @@ from matplotlib.figure import Figure
 
 from sweeps.store.paths import optuna_storage_uri
 from sweeps.store.schema import STOP_REASON_COLUMN, STUDY_NAME_KEY
-from sweeps.report.choices import PLOT_KINDS
+from sweeps.report.choices import PLOT_KINDS, plot_kind
 from sweeps.report.fmt import value_text
 from sweeps.report.groups import makeup, most_associated
 from sweeps.report.runs import ARM_COLUMN, ReportError, SweepRuns, configuration_ids, param_columns, sqlite_path
 from sweeps.report.stats import Summary, best_positions, interval_text, summarize
 
-KINDS = PLOT_KINDS  # the plot kinds, each declared once (name, function, help): iterate for the names
+KINDS = PLOT_KINDS  # the plot kinds: each function below decorated with @plot_kind(name, help) is one
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -326,14 +326,10 @@ def param_curve(runs: SweepRuns, x: str, metric: str | None = None,
     return _set_caption(fig, cap)
 
 
+@plot_kind("eta-curve", "metric vs eta per psi shape with CI bands, runs without eta as references")
 def eta_curve(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
     """Metric vs eta per psi shape (default series), CI bands; runs without eta as references."""
     return param_curve(runs, "eta", metric, by)
-
-
-def lambda_curve(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
-    """Metric vs lambda per psi shape (default series), CI bands (log x axis over wide ranges)."""
-    return param_curve(runs, "lam", metric, by)
 
 
 def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
@@ -437,11 +433,19 @@ def group_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     return _set_caption(fig, cap + _partial_text(runs, n_stopped_drawn))
 
 
+@plot_kind("psi-bars", "dot and interval per psi shape (and loss family when it varies)")
 def psi_bars(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
     """Dot-and-interval per psi shape (and loss family when it varies); see `group_bars`."""
     return group_bars(runs, metric, by)
 
 
+@plot_kind("lambda-curve", "metric vs lambda per psi shape, CI bands")
+def lambda_curve(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
+    """Metric vs lambda per psi shape (default series), CI bands (log x axis over wide ranges)."""
+    return param_curve(runs, "lam", metric, by)
+
+
+@plot_kind("parallel", "parallel coordinates of all trials: one axis per searched param plus the metric")
 def parallel(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
     """Parallel coordinates of all trials: one axis per searched param plus the metric.
 
@@ -671,6 +675,7 @@ def _importances(runs: SweepRuns, m: str, metric: str | None,
 ROUGH_IMPORTANCE_TRIALS = 20
 
 
+@plot_kind("importance", "Optuna parameter importances (PED-ANOVA) as horizontal bars")
 def importance(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
     """Horizontal bars of Optuna parameter importances (see `param_importances`)."""
     m, _ = _metric(runs, metric)
@@ -693,6 +698,7 @@ def importance(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | N
     return _set_caption(fig, cap)
 
 
+@plot_kind("learning-curves", "metric per step per group (mean and band over seeds of one configuration)")
 def learning_curves(runs: SweepRuns, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
     """Per-step metric per group. A group of one configuration: the mean over its seeds at each
     step with an interval band (`stats.summarize`, cut to [0, 1] for a share); a group pooling
@@ -765,8 +771,8 @@ def learning_curves(runs: SweepRuns, metric: str | None = None, by: Sequence[str
 
 
 def plot(runs: SweepRuns, kind: str, metric: str | None = None, by: Sequence[str] | None = None) -> Figure:
-    """Draw one figure of `kind`: a name of `sweeps.report.choices.PLOT_KINDS` (the built-ins
-    above, or one a plug-in declared there with `plot_kind`).
+    """Draw one figure of `kind`: a name of `sweeps.report.choices.PLOT_KINDS` (the functions
+    above decorated with `plot_kind`, or one a plug-in declared with it).
 
     Raises:
         ReportError: unknown `kind` (``--kind 'x': choose one of eta-curve, ...``), or the kind

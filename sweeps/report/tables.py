@@ -31,7 +31,7 @@ from sweeps.report.runs import (
     selector_text,
 )
 from sweeps.store.schema import FAMILY_PARAM
-from sweeps.report.choices import ADJUSTMENTS, TABLE_FORMATS
+from sweeps.report.choices import ADJUSTMENTS, TABLE_FORMATS, table_format
 from sweeps.report.stats import (
     MIN_POWER_PAIRS,
     ROUGH_POWER_PAIRS,
@@ -515,6 +515,7 @@ def _grid(table: AblationTable) -> tuple[list[str], list[list[_Cell]]]:
     return header, cells
 
 
+@table_format("md", "GitHub Markdown, best means in bold, notes as a list")
 def to_markdown(table: AblationTable) -> str:
     """GitHub-flavoured Markdown; best means in ``**bold**``; notes as a list below."""
     header, cells = _grid(table)
@@ -545,6 +546,7 @@ def latex_escape(text: str) -> str:
     return out
 
 
+@table_format("latex", "a booktabs tabular, notes as comments")
 def to_latex(table: AblationTable) -> str:
     """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); notes as comments above it."""
     header, cells = _grid(table)
@@ -559,6 +561,7 @@ def to_latex(table: AblationTable) -> str:
     return "\n".join(lines) + "\n"
 
 
+@table_format("csv", "every statistic at full precision plus <metric>.best columns")
 def to_csv(table: AblationTable) -> str:
     """All statistics at full precision (``repr`` floats) plus a ``<metric>.best`` flag column."""
     out = table.rows.copy()
@@ -592,6 +595,7 @@ def to_html(table: AblationTable, *, full_document: bool = False) -> str:
             f"</title><style>{style}</style></head><body>\n{fragment}</body></html>\n")
 
 
+@table_format("html", "a self-contained HTML page")
 def to_html_page(table: AblationTable) -> str:
     """`to_html` as a whole page (``slsweep table --format html``)."""
     return to_html(table, full_document=True)

@@ -2,14 +2,19 @@
 
 `TASKS` maps a task name to its shared `Task` object; each task declares its name, primary metric
 and every metric's direction on its class, and config, spec, reports and trials read them from
-here (`get_task`, `task_metric_modes`). Adding a built-in task is its own module plus one line in
-`_BUILTINS`. A user's task enters by dotted path (`task.name: mypkg.tasks:MyTask`, a `Task`
+here (`get_task`, `task_metric_modes`). A built-in task is found, not listed: every module of this
+package is imported once (`pkgutil`) and each concrete `Task` subclass a module defines with its own
+`name` is registered (`builtin_tasks`), so adding one is its module alone. A user's task enters by dotted path (`task.name: mypkg.tasks:MyTask`, a `Task`
 subclass or instance), imported and registered under that name on first use, on the driver and on
 Ray workers alike.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Iterable
 
 from .base import DataError, Example, Task
 from .chart import ChartTask
@@ -17,7 +22,26 @@ from .counting import CountingTask
 from .grounding import GroundingTask
 from .numeric_vqa import NumericVQATask
 
-_BUILTINS: tuple[type[Task], ...] = (CountingTask, GroundingTask, ChartTask, NumericVQATask)
+
+def builtin_tasks(package: str, paths: Iterable[str]) -> tuple[type[Task], ...]:
+    """The tasks a package defines: each concrete `Task` subclass that one of its modules (found by
+    `pkgutil.iter_modules(paths)`, imported as ``package.module``, in name order) defines with its
+    own `name`; a class a module only imports, or one without a `name` of its own, is not one.
+
+    Raises:
+        ImportError: a module of the package cannot be imported (its own error).
+    """
+    found: list[type[Task]] = []
+    for info in sorted(pkgutil.iter_modules(list(paths)), key=lambda m: m.name):
+        module = importlib.import_module(f"{package}.{info.name}")
+        for obj in vars(module).values():
+            if (isinstance(obj, type) and issubclass(obj, Task) and obj.__module__ == module.__name__
+                    and not inspect.isabstract(obj) and obj.__dict__.get("name")):
+                found.append(obj)
+    return tuple(found)
+
+
+_BUILTINS: tuple[type[Task], ...] = builtin_tasks(__name__, __path__)
 
 TASKS: dict[str, Task] = {cls.name: cls() for cls in _BUILTINS}
 
@@ -78,4 +102,4 @@ def all_metric_names() -> tuple[str, ...]:
 
 
 __all__ = ["TASKS", "ChartTask", "CountingTask", "DataError", "Example", "GroundingTask", "NumericVQATask", "Task",
-           "all_metric_names", "get_task", "register_task", "task_metric_modes"]
+           "all_metric_names", "builtin_tasks", "get_task", "register_task", "task_metric_modes"]
