@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweeps.config.trial_config import MAX_SEED, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_from_validation
@@ -104,10 +104,19 @@ class SchedulerConfig(_Section):
 
 
 class ResourcesConfig(_Section):
-    """Resources per trial (Ray's `cpu`/`gpu`; fractions allowed)."""
+    """Resources per trial worker (Ray's `cpu`/`gpu`; fractions allowed) and how many workers.
 
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    `workers: 1` (the default) is one process per trial. `workers: N > 1` runs each trial as a Ray
+    Train data-parallel job (`sweeps.trial.train_job`): N worker processes with `cpu`/`gpu` each
+    (also spelled `cpus_per_worker`/`gpus_per_worker`), `strategy` ddp (replicated model) or fsdp
+    (parameters, gradients and optimizer states sharded, FSDP2 `fully_shard`). `train.batch_size`
+    stays the global batch: each worker trains on its 1/N share of every micro-batch.
+    """
+
+    cpu: float = Field(1.0, gt=0, validation_alias=AliasChoices("cpu", "cpus_per_worker"))
+    gpu: float = Field(0.0, ge=0, validation_alias=AliasChoices("gpu", "gpus_per_worker"))
+    workers: int = Field(1, ge=1, le=4096)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     # memory of the device one trial runs on, in GB (1e9 bytes), for the memory planner
     # (sweeps.trial.memory); unset: the local GPU's free memory when trials get a GPU, else available RAM
     memory_gb: float | None = Field(None, gt=0)
@@ -244,6 +253,11 @@ class SweepSpec(_Section):
                 raise FieldValueError(
                     "scheduler.grace_period", f"must be <= scheduler.max_t ({sched.max_t}), got {sched.grace_period}"
                 )
+        workers, batch = self.resources.workers, self.train.batch_size
+        if workers > 1 and batch != "auto" and batch % workers:
+            raise FieldValueError(
+                "train.batch_size", f"{batch} is the global micro-batch and must divide evenly among "
+                f"resources.workers ({workers}): use a multiple of {workers}")
         return self
 
 

@@ -112,7 +112,7 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
         field, problem = runtime_env_problem(spec.ray.runtime_env)
         _blame(problem, spec_file, field)
         if plan.local_ray:
-            field, problem = local_resources_problem(spec.resources.cpu, spec.resources.gpu)
+            field, problem = local_resources_problem(spec.resources.cpu, spec.resources.gpu, spec.resources.workers)
             _blame(problem, spec_file, field)
             variable, problem = ray_temp_problem()
             _blame(problem, spec_file, variable)
@@ -146,12 +146,16 @@ def runs_dir_problem(folder: Path) -> str | None:
     return None
 
 
-def local_resources_problem(cpu: float, gpu: float) -> tuple[str, str | None]:
-    """(field, why) when one trial asks more CPUs/GPUs than this machine has (a local Ray never
-    schedules it), else (field, None)."""
+def local_resources_problem(cpu: float, gpu: float, workers: int = 1) -> tuple[str, str | None]:
+    """(field, why) when one trial (`workers` processes of `cpu` CPUs and `gpu` GPUs each) asks
+    more than this machine has (a local Ray never schedules it), else (field, None)."""
     from sweeps.driver.tune_internals import local_cpu_count
 
     cpus = local_cpu_count()
+    if workers > 1 and cpu <= cpus and cpu * workers > cpus:
+        return "resources.workers", (f"{workers} workers x {cpu:g} CPUs per trial, but the local Ray has "
+                                     f"{cpus}: no trial could ever start (fewer workers or CPUs per worker, "
+                                     "or join a cluster with --address)")
     if cpu > cpus:
         return "resources.cpu", (f"{cpu:g} CPUs per trial, but the local Ray has {cpus}: no trial "
                                  "could ever start (lower it, or join a cluster with --address)")
@@ -159,7 +163,7 @@ def local_resources_problem(cpu: float, gpu: float) -> tuple[str, str | None]:
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if gpu > gpus:
+        if gpu * workers > gpus:
             return "resources.gpu", (f"{gpu:g} GPUs per trial, but this machine has {gpus}: no "
                                      "trial could ever start (lower it, or join a cluster with --address)")
     return "resources.cpu", None
@@ -320,22 +324,40 @@ def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any
     `train.batch_size: auto` into the plan's spec (every trial then starts from it). Returns the line
     to print.
 
+    The plan is made for the worst case the search space can propose (`space_extremes`), against the
+    device's memory divided among the trials that run on it at once (`trials_per_device`).
+
     Raises:
         SpecError: a trial cannot fit at micro-batch 1 (naming resources.memory_gb when given, else
-            model.path), with the estimate and what would make it fit.
+            model.path), or the search space's worst case cannot (naming the space's parameter), with
+            the estimate and what would make it fit.
     """
     from transformers import AutoConfig
 
-    from sweeps.trial.memory import MemoryFitError, device_memory, plan_trial_memory
+    from sweeps.driver.tune_internals import local_cpu_count
+    from sweeps.trial.memory import (MemoryFitError, device_memory, plan_trial_memory, space_extremes,
+                                      trials_per_device)
 
-    resources = plan.spec.resources
+    resources, space = plan.spec.resources, plan.resolved.space
     memory, where = device_memory(resources.memory_gb, resources.gpu)
+    cpus, limit = local_cpu_count(), plan.spec.search.max_concurrent
+    workers = getattr(resources, "workers", 1)
+    sharing = trials_per_device(max_concurrent=limit, trials=plan.resolved.trial_count, cpu=resources.cpu,
+                                gpu=resources.gpu, cpus=cpus, workers=workers)
+    if sharing > 1:
+        where = (f"{where} ({memory / 1e9:.3g} GB) divided among the {sharing} trial processes that run on it "
+                 f"at once (search.max_concurrent {limit}, {cpus:g} CPUs / resources.cpu {resources.cpu:g}"
+                 f"{f' x resources.workers {workers}' if workers > 1 else ''}"
+                 f"{f', resources.gpu {resources.gpu:g}' if resources.gpu else ''})")
+        memory //= sharing
     device = "cuda" if resources.gpu > 0 else "cpu"
     try:
         config = AutoConfig.from_pretrained(model_source(cfg, spec_file))
         mem = plan_trial_memory(cfg, model_config=config, batcher=batcher, examples=examples[:16], memory=memory,
-                                source=where, device_type=device)
+                                source=where, device_type=device, space_values=space_extremes(space))
     except MemoryFitError as exc:
+        if exc.field.startswith("params."):
+            raise space._error(("params", exc.field.split(".", 1)[1]), one_line(str(exc))) from None
         field = exc.field if exc.field != "model.path" or not resources.memory_gb else "resources.memory_gb"
         raise SpecError(spec_file, field, one_line(str(exc))) from None
     if cfg.train.batch_size == "auto":

@@ -23,32 +23,60 @@ from sweeps.driver.preflight import SweepPlan
 log = logging.getLogger(__name__)
 
 
-def check_cluster_resources(plan: SweepPlan) -> None:
-    """After joining Ray: refuse a trial size no node can ever hold.
+def worker_slots(nodes: list[dict[str, float]], cpu: float, gpu: float) -> int:
+    """How many trial workers of `cpu` CPUs and `gpu` GPUs the `nodes` (Ray resource totals) can
+    hold at once, each worker whole on one node."""
+    want = {"CPU": cpu, "GPU": gpu}
+    return sum(int(min(res.get(k, 0.0) / v for k, v in want.items() if v > 0)) for res in nodes)
 
-    A local Ray is checked against its own totals at once. On a cluster an autoscaler may still
-    add nodes, so the driver waits up to `limits.resources_wait_seconds` for one alive node that
-    can hold a trial before refusing (SpecError naming `resources.cpu`/`resources.gpu`).
+
+def _alive_nodes() -> list[dict[str, float]]:
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def placeable_trials(plan: SweepPlan) -> int:
+    """How many trials of the spec's size the Ray cluster can run at once (at least 1): for
+    multi-worker trials, whole worker groups, so that no trial starts with half its workers placed
+    and waits for the rest while holding them."""
+    res = plan.spec.resources
+    return max(1, worker_slots(_alive_nodes(), res.cpu, res.gpu) // res.workers)
+
+
+def check_cluster_resources(plan: SweepPlan) -> None:
+    """After joining Ray: refuse a trial size the cluster can never hold.
+
+    One worker must fit on one node; a trial of `resources.workers` workers needs that many worker
+    slots over all nodes. A local Ray is checked against its own totals at once. On a cluster an
+    autoscaler may still add nodes, so the driver waits up to `limits.resources_wait_seconds` for
+    alive nodes that can hold a trial before refusing (SpecError naming `resources.cpu`,
+    `resources.gpu` or `resources.workers`).
     """
-    want = {"CPU": plan.spec.resources.cpu, "GPU": plan.spec.resources.gpu}
+    res = plan.spec.resources
+    want = {"CPU": res.cpu, "GPU": res.gpu}
     deadline = time.monotonic() + (plan.spec.limits.resources_wait_seconds if plan.address else 0)
     while True:
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        if any(all(res.get(k, 0.0) >= v for k, v in want.items() if v > 0) for res in nodes):
+        nodes = _alive_nodes()
+        if worker_slots(nodes, res.cpu, res.gpu) >= res.workers:
             return
         if time.monotonic() >= deadline:
             break
         time.sleep(5)
-    best = {k: max((res.get(k, 0.0) for res in nodes), default=0.0) for k in want}
+    waited = f" after waiting {plan.spec.limits.resources_wait_seconds:g} s" if plan.address else ""
+    best = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in want}
+    if all(best[k] >= v for k, v in want.items() if v > 0):  # a worker fits; not all of them
+        slots = worker_slots(nodes, res.cpu, res.gpu)
+        raise SpecError(str(plan.resolved.path), "resources.workers",
+                        f"{res.workers} workers of {res.cpu:g} CPU/{res.gpu:g} GPU per trial, but the Ray "
+                        f"cluster can hold {slots}{waited}; no trial could ever start")
     field = "resources.gpu" if want["GPU"] > best["GPU"] else "resources.cpu"
     key = field.split(".")[1].upper()
-    waited = f" after waiting {plan.spec.limits.resources_wait_seconds:g} s" if plan.address else ""
     raise SpecError(str(plan.resolved.path), field,
-                    f"{want[key]:g} {key}s per trial, but no Ray node has that many{waited} "
-                    f"(largest: {best[key]:g}); no trial could ever start")
+                    f"{want[key]:g} {key}s per trial{' worker' if res.workers > 1 else ''}, but no Ray node "
+                    f"has that many{waited} (largest: {best[key]:g}); no trial could ever start")
 
 
 SHIP_CODE_ENV = "SLSWEEP_SHIP_CODE"
+QUIET_TRAIN_HOOK = "sweeps.trial.train_job.quiet_train_internals"
 
 
 def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
@@ -73,6 +101,8 @@ def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
         env["py_modules"] = [*env.get("py_modules", []), *(p for p in plugins if p not in env.get("py_modules", []))]
         env.setdefault("excludes", ["__pycache__", "*.pyc"])
         env["env_vars"] = {**env.get("env_vars", {}), ALLOW_ENV: "1"}  # the driver was allowed
+    if plan.spec.resources.workers > 1:  # multi-worker trials: Ray Train's chatter off in every worker
+        env.setdefault("worker_process_setup_hook", QUIET_TRAIN_HOOK)
     return env or None
 
 
@@ -96,12 +126,28 @@ def reuse_workers(plan: SweepPlan) -> bool:
     return plan.local_ray if choice is None else choice
 
 
+# A quiet sweep's workers (`-q`, the default): Ray's and transformers' loggers at ERROR in every
+# trial worker, whose output reaches the console as "(tune_trainable pid=...)" lines (Tune's
+# "Restored ... from checkpoint" on every resumed trial). Workers read them when they start.
+QUIET_WORKER_ENV = {"RAY_LOGGER_LEVEL": "error", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def quiet_workers(env: dict[str, Any] | None) -> dict[str, Any]:
+    """`env` (a runtime environment) with `QUIET_WORKER_ENV` added to its `env_vars` (the spec's
+    own values win)."""
+    env = dict(env or {})
+    env["env_vars"] = {**QUIET_WORKER_ENV, **env.get("env_vars", {})}
+    return env
+
+
 def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
-    """Start or join Ray (`quiet`: its driver-side messages at ERROR only); returns the seconds."""
+    """Start or join Ray (`quiet`: its messages at ERROR only, on the driver and in the trial
+    workers, for `run` and `resume` alike); returns the seconds."""
     t0 = time.perf_counter()
     if not ray.is_initialized():
+        env = runtime_env(plan)
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
-                                  "runtime_env": runtime_env(plan),
+                                  "runtime_env": quiet_workers(env) if quiet else env,
                                   "logging_level": logging.ERROR if quiet else logging.INFO}
         if plan.address:
             kwargs["address"] = plan.address

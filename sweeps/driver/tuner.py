@@ -38,11 +38,12 @@ from sweeps.driver import tune_internals as internals
 from sweeps.driver.ordered_history import OrderedTPESampler, history_ready
 from sweeps.driver.preflight import SweepPlan
 from sweeps.errors import one_line
-from sweeps.driver.ray_env import check_cluster_resources, init_ray, reuse_workers
+from sweeps.driver.ray_env import check_cluster_resources, init_ray, placeable_trials, reuse_workers
 from sweeps.driver.signals import StopSignals, SweepInterrupted
 from sweeps.driver.progress import SweepProgress, quiet_output
 from sweeps.config.space import SearchSpace
 from sweeps.driver.tracking import OPTUNA_TRIAL_KEY, SweepInfo, SweepTracker
+from sweeps.trial.train_job import DRIVER_RESOURCES, WorkerPlan
 from sweeps.trial.trainable import (BASELINE_ARM, GRID_POINT, TRIAL_INDEX, Resolver, baseline_arm, sampled_params,
                               tune_trainable)
 
@@ -101,6 +102,8 @@ def _search_alg(plan: SweepPlan, space: SearchSpace):
     Optuna searcher (the spec's baseline arms first, then Tune's ConcurrencyLimiter), both
     following a moved run folder."""
     limit = plan.spec.search.max_concurrent
+    if plan.spec.resources.workers > 1:  # whole worker groups only: no trial waits half-placed
+        limit = min(limit, placeable_trials(plan))
     searcher = _searcher(plan, space)
     if searcher is None:
         return _Grid(max_concurrent=limit)
@@ -581,9 +584,17 @@ def _limit_cleanup_wait(plan: SweepPlan) -> None:
 
 
 def _trainable_for(plan: SweepPlan, resolver: Resolver):
-    spec = plan.spec
-    return tune.with_resources(tune.with_parameters(tune_trainable, resolver=resolver),
-                               {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    """The Tune trainable with its resources: one process of `resources.cpu`/`gpu`, or, with
+    `resources.workers > 1`, a trial that reserves nothing itself and runs a Ray Train job of that
+    many workers (`sweeps.trial.train_job`)."""
+    res = plan.spec.resources
+    if res.workers == 1:
+        return tune.with_resources(tune.with_parameters(tune_trainable, resolver=resolver),
+                                   {"cpu": res.cpu, "gpu": res.gpu})
+    workers = WorkerPlan(workers=res.workers, cpu=res.cpu, gpu=res.gpu, strategy=res.strategy,
+                         storage=str(plan.storage_dir / plan.sweep_id), max_failures=plan.spec.failure.max_failures)
+    return tune.with_resources(tune.with_parameters(tune_trainable, resolver=resolver, workers=workers),
+                               DRIVER_RESOURCES)
 
 
 def resume(plan: SweepPlan, *, verbose: int = 1) -> SweepOutcome:

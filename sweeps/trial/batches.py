@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sweeps.trial.data import TaskData
+from sweeps.trial.distributed import Shard, shard_rows
 from sweeps.models import Batcher
 
 MicroBatches = list[dict[str, torch.Tensor]]
@@ -43,11 +44,14 @@ class StepBatches(Dataset):
         batch_size: examples per micro-batch.
         grad_accum: micro-batches per step.
         steps: the trial's number of optimizer steps (the dataset's length).
+        shard: in a multi-worker trial, this worker: it encodes only its contiguous share of each
+            (global) micro-batch of `batch_size` examples (`sweeps.trial.distributed.shard_rows`).
     """
 
-    def __init__(self, data: TaskData, batcher: Batcher, *, batch_size: int, grad_accum: int, steps: int) -> None:
+    def __init__(self, data: TaskData, batcher: Batcher, *, batch_size: int, grad_accum: int, steps: int,
+                 shard: Shard | None = None) -> None:
         self.data, self.batcher = data, batcher
-        self.batch_size, self.grad_accum, self.steps = batch_size, grad_accum, steps
+        self.batch_size, self.grad_accum, self.steps, self.shard = batch_size, grad_accum, steps, shard
 
     def __len__(self) -> int:
         return self.steps
@@ -55,7 +59,7 @@ class StepBatches(Dataset):
     def __getitem__(self, step: int) -> MicroBatches:
         out = []
         for micro in range(self.grad_accum):
-            examples = self.data.batch(step, micro, self.batch_size)
+            examples = shard_rows(self.data.batch(step, micro, self.batch_size), self.shard)
             out.append(self.batcher.train_batch([e.image for e in examples], [e.prompt for e in examples],
                                                 [e.answer for e in examples]))
         return out

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from sweeps.trial.distributed import Shard, full_trainable_state, load_trainable_state, unwrap
+
 STATE_FILE = "trial_state.pt"
 
 
@@ -26,13 +28,20 @@ class TrainState:
 
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: TrainState) -> Path:
-    """Write the training state into `directory` (created if needed); returns the file."""
+                    scheduler: Any, state: TrainState, shard: Shard | None = None) -> Path | None:
+    """Write the training state into `directory` (created if needed); returns the file.
+
+    In a multi-worker trial every worker must call it (FSDP gathers the shards collectively);
+    rank 0 writes, the others return None.
+    """
+    trainable, optim_state = full_trainable_state(model, optimizer, shard)
+    if shard is not None and not shard.is_main:
+        return None
     directory.mkdir(parents=True, exist_ok=True)
-    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     payload = {
         "model": trainable,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optim_state,
+        "strategy": shard.strategy if shard is not None else "single",
         "scheduler": scheduler.state_dict(),
         "step": state.step,
         "history": state.history,
@@ -47,14 +56,24 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
 
 
 def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any) -> TrainState:
-    """Restore what `save_checkpoint` wrote; returns the state to continue from."""
+                    scheduler: Any, shard: Shard | None = None) -> TrainState:
+    """Restore what `save_checkpoint` wrote; returns the state to continue from.
+
+    Raises:
+        ValueError: the checkpoint holds parameters the model lacks, or was written by another
+            strategy (an FSDP checkpoint keys its optimizer state by name, DDP and a single
+            process by position: they do not load into each other).
+    """
     payload = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-    missing = set(payload["model"]) - {n for n, _ in model.named_parameters()}
+    missing = set(payload["model"]) - {n for n, _ in unwrap(model).named_parameters()}
     if missing:
         raise ValueError(f"{directory}: checkpoint has parameters the model lacks: {sorted(missing)[:5]}")
-    model.load_state_dict(payload["model"], strict=False)
-    optimizer.load_state_dict(payload["optimizer"])
+    written = payload.get("strategy", "single")
+    wanted = "fsdp" if shard is not None and shard.strategy == "fsdp" else None
+    if (written == "fsdp") != (wanted == "fsdp"):
+        raise ValueError(f"{directory}: checkpoint written by a {written} trial cannot resume as "
+                         f"{shard.strategy if shard is not None else 'a single process'}")
+    load_trainable_state(model, optimizer, payload["model"], payload["optimizer"], shard)
     scheduler.load_state_dict(payload["scheduler"])
     torch.set_rng_state(payload["torch_rng"])
     return TrainState(step=int(payload["step"]), history=list(payload["history"]),

@@ -25,6 +25,8 @@ from sweeps.config.trial_config import TrialConfig
 from sweeps.trial.coverage import COVERAGE_METRIC, coverage_warning, loss_tokens, measure_coverage
 from sweeps.trial.data import TaskData
 from sweeps.trial.batches import StepBatches, TrainBatches
+from sweeps.trial.distributed import (Shard, all_sum, eval_share, gather_rows, no_gradient_sync, unwrap,
+                                      wrap_model)
 from sweeps.errors import SlsweepError
 from sweeps.models import Batcher, load_model_and_processor
 from sweeps.trial.memory import (MemoryRecord, PeakMeter, batch_shape, counts_of, estimate_memory,
@@ -120,15 +122,25 @@ def answer_loss(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batcher: Batcher, task: Task, examples: list[Example],
-             device: torch.device, cfg: TrialConfig) -> tuple[dict[str, float], list[str]]:
-    """Greedy generation on `examples`; returns the task metrics and the raw predictions."""
+             device: torch.device, cfg: TrialConfig, shard: Shard | None = None) -> tuple[dict[str, float], list[str]]:
+    """Greedy generation on `examples`; returns the task metrics and the raw predictions.
+
+    With a `shard`, each worker generates its `eval_share` and every worker gets all predictions
+    (`gather_rows`, in the examples' order), so all compute the same metrics. Under FSDP the
+    workers step their generation loops together (`synced_gpus`: one sharded forward each).
+    """
     model.eval()
     predictions: list[str] = []
-    for start in range(0, len(examples), EVAL_BATCH):
-        chunk = examples[start:start + EVAL_BATCH]
+    mine = eval_share(examples, shard)
+    generator = unwrap(model)
+    synced = shard is not None and shard.strategy == "fsdp"
+    for start in range(0, len(mine), EVAL_BATCH):
+        chunk = mine[start:start + EVAL_BATCH]
         with _autocast(cfg, device):
-            predictions.extend(batcher.generate(model, [e.image for e in chunk], [e.prompt for e in chunk]))
+            predictions.extend(batcher.generate(generator, [e.image for e in chunk], [e.prompt for e in chunk],
+                                                synced=synced))
     model.train()
+    predictions = gather_rows(predictions, len(examples), shard)
     return task.metrics(predictions, examples), predictions
 
 
@@ -158,12 +170,15 @@ class TrialSetup:
     scheduler: Any
     state: TrainState
     memory: MemoryRecord | None = None  # the planner's estimate and the measured peak (sweeps.trial.memory)
+    shard: Shard | None = None  # this worker of a multi-worker trial (sweeps.trial.distributed); None: one process
 
 
 def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | None = None,
-                say: Callable[[str], None] = lambda _msg: None) -> TrialSetup:
+                say: Callable[[str], None] = lambda _msg: None, shard: Shard | None = None) -> TrialSetup:
     """Seed, load the model, build the loss and the data, measure soft-target coverage, create the
-    optimizer and schedule, and restore a checkpoint when `resume_from` is given.
+    optimizer and schedule, and restore a checkpoint when `resume_from` is given. With a `shard`
+    the model is wrapped for its strategy (DDP or FSDP2) before the optimizer sees its parameters,
+    and the memory estimate is per worker (its share of the micro-batch).
 
     Raises:
         SlsweepError: the tokenizer cannot serve the loss family, or its soft targets reach no
@@ -198,21 +213,24 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
         say(f"{COVERAGE_METRIC}={coverage:.4g} ({cfg.loss.family} on the answers' numeric tokens)")
         if (warning := coverage_warning(tokens, coverage)) is not None:
             say(f"warning: {warning}")
+    counts = counts_of(model)
+    model = wrap_model(model, shard, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
+    config = unwrap(model).config
     memory = MemoryRecord(meter, estimate_memory(
-        model.config, counts_of(model), batch_shape(batcher, data.batch(0, 0, cfg.train.batch_size)[:8], model.config),
-        micro_batch=cfg.train.batch_size, dtype=cfg.model.dtype, autocast_bf16=bf16_autocast(cfg, device.type),
+        config, counts, batch_shape(batcher, data.batch(0, 0, cfg.train.batch_size)[:8], config),
+        micro_batch=cfg.train.batch_size // (shard.world if shard else 1), dtype=cfg.model.dtype, autocast_bf16=bf16_autocast(cfg, device.type),
         checkpointing=cfg.model.gradient_checkpointing, grad_accum=cfg.train.grad_accum).gb)
     state = TrainState()
     if resume_from is not None:
-        state = load_checkpoint(resume_from, model, optimizer, scheduler)
+        state = load_checkpoint(resume_from, model, optimizer, scheduler, shard)
         state.restarts += 1
         say(f"resumed from step {state.step} (restart {state.restarts})")
     model.train()
     return TrialSetup(cfg, device, task, model, batcher, loss_fn, data, coverage, params, optimizer, scheduler,
-                      state, memory)
+                      state, memory, shard)
 
 
 def train_step(s: TrialSetup, micro_batches: list[dict[str, torch.Tensor]]) -> float:
@@ -221,19 +239,27 @@ def train_step(s: TrialSetup, micro_batches: list[dict[str, torch.Tensor]]) -> f
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    cfg = s.cfg
-    # Normalise by the supervised tokens of the whole step, as HF does under accumulation.
-    num_items = int(sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches))
+    cfg, shard = s.cfg, s.shard
+    # Normalise by the supervised tokens of the whole step (all micro-batches, all workers), as HF
+    # does under accumulation; DDP and FSDP average gradients over workers, so each worker's
+    # backward is scaled by their number (sweeps.trial.distributed).
+    num_items = int(all_sum(int(sum((b["labels"][:, 1:] != -100).sum() for b in micro_batches)), shard, s.device))
+    scale = shard.world if shard is not None else 1
     step_loss = 0.0
-    for enc in micro_batches:
+    for i, enc in enumerate(micro_batches):
         labels = enc.pop("labels")
-        with _autocast(cfg, s.device):
-            loss = answer_loss(s.model, enc, labels, s.loss_fn, num_items)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at step {s.state.step} (lr={cfg.train.lr:g}); training diverged")
-        loss.backward()
+        with no_gradient_sync(s.model, shard, last_micro_batch=i == len(micro_batches) - 1):
+            with _autocast(cfg, s.device):
+                loss = answer_loss(s.model, enc, labels, s.loss_fn, num_items)
+            if shard is None and not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at step {s.state.step} (lr={cfg.train.lr:g}); training diverged")
+            (loss * scale if scale != 1 else loss).backward()
         step_loss += float(loss.detach())
+    step_loss = all_sum(step_loss, shard, s.device)  # every worker sees the global loss ...
+    if shard is not None and not np.isfinite(step_loss):  # ... and stops together
+        raise NonFiniteLossError(
+            f"loss became {step_loss} at step {s.state.step} (lr={cfg.train.lr:g}); training diverged")
     torch.nn.utils.clip_grad_norm_(s.params, cfg.train.max_grad_norm)
     s.optimizer.step()
     s.scheduler.step()
@@ -245,7 +271,7 @@ def train_step(s: TrialSetup, micro_batches: list[dict[str, torch.Tensor]]) -> f
 def evaluation_metrics(s: TrialSetup, train_losses: list[float], t0: float) -> tuple[dict[str, float], list[str]]:
     """Evaluate on the held-out set; the task's metrics plus coverage, train_loss (mean of
     `train_losses`), step, lr, restarts and elapsed_s (since `t0`), and the raw predictions."""
-    metrics, predictions = evaluate(s.model, s.batcher, s.task, s.data.held_out, s.device, s.cfg)
+    metrics, predictions = evaluate(s.model, s.batcher, s.task, s.data.held_out, s.device, s.cfg, s.shard)
     if s.coverage is not None:
         metrics[COVERAGE_METRIC] = s.coverage
     metrics.update(train_loss=float(np.mean(train_losses)), step=s.state.step, lr=s.scheduler.get_last_lr()[0],
@@ -263,8 +289,8 @@ def report_evaluation(s: TrialSetup, report: Reporter, payload: dict[str, Any], 
     step = s.state.step
     if checkpoint and (step % every == 0 or step == s.cfg.train.steps):
         with tempfile.TemporaryDirectory(prefix="slsweep-ckpt-") as tmp:
-            save_checkpoint(Path(tmp), s.model, s.optimizer, s.scheduler, s.state)
-            report(payload, Path(tmp))
+            written = save_checkpoint(Path(tmp), s.model, s.optimizer, s.scheduler, s.state, s.shard)
+            report(payload, Path(tmp) if written is not None else None)  # multi-worker: rank 0 writes
     else:
         report(payload, None)
 
@@ -272,7 +298,7 @@ def report_evaluation(s: TrialSetup, report: Reporter, payload: dict[str, Any], 
 def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: Path | None = None,
               checkpoint: bool = True, log: Callable[[str], None] | None = None,
               device: torch.device | None = None,
-              on_step: Callable[[int, float], None] | None = None) -> TrialResult:
+              on_step: Callable[[int, float], None] | None = None, shard: Shard | None = None) -> TrialResult:
     """Fine-tune and evaluate one configuration: `setup_trial`, then `train_step` per optimizer step,
     `evaluation_metrics` every `eval_every` steps and at the end, `report_evaluation` after each.
 
@@ -284,6 +310,9 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
         log: progress lines (None = quiet).
         device: where to train (default: CUDA if visible, else CPU).
         on_step: called after every optimizer step with (step, that step's training loss).
+        shard: this worker of a multi-worker trial (`sweeps.trial.train_job`): its share of every
+            batch, the wrapped model, global losses and metrics; every worker calls `report`
+            (Ray Train's report is collective), only rank 0 with a checkpoint folder.
 
     Each report also carries `train_loss_curve`: `[[step, mean loss], ...]` every
     `LOSS_LOG_EVERY` steps since the previous report (the driver logs it as the MLflow metric
@@ -294,7 +323,7 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     """
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
-    s = setup_trial(cfg, device=device or pick_device(), resume_from=resume_from, say=say)
+    s = setup_trial(cfg, device=device or pick_device(), resume_from=resume_from, say=say, shard=shard)
     cfg = s.cfg  # train.batch_size: auto resolved
     setup_s = time.perf_counter() - t0
     losses: list[float] = []
@@ -302,7 +331,7 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     window: list[float] = []
     predictions: list[str] = []
     steps = StepBatches(s.data, s.batcher, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
-                        steps=cfg.train.steps)
+                        steps=cfg.train.steps, shard=shard)
     batches = TrainBatches(steps, start=s.state.step, device=s.device, workers=cfg.train.data_workers)
     t_loop, eval_s, report_s = time.perf_counter(), 0.0, 0.0
     if s.memory is not None:

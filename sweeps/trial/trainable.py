@@ -21,6 +21,7 @@ from ray import tune
 from sweeps.config.trial_config import TrialConfig
 from sweeps.config.space import SearchSpace
 from sweeps.trial.run import TrialResult, run_trial
+from sweeps.trial.train_job import WorkerPlan, run_train_job
 
 IMPORTED_AT = time.time()  # when this worker had imported the trial code (epoch seconds)
 
@@ -94,8 +95,14 @@ def _limit_threads() -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def tune_trainable(config: dict[str, Any], *, resolver: Resolver) -> None:
-    """Ray Tune function trainable: resolve, restore if Tune hands a checkpoint, train, report."""
+def tune_trainable(config: dict[str, Any], *, resolver: Resolver, workers: WorkerPlan | None = None) -> None:
+    """Ray Tune function trainable: resolve, restore if Tune hands a checkpoint, train, report.
+
+    With `workers` (a sweep with `resources.workers > 1`) the trial is a Ray Train job of that many
+    processes instead (`sweeps.trial.train_job`)."""
+    if workers is not None:
+        run_train_job(config, resolver, workers)
+        return
     cfg = resolver(config)
     _limit_threads()
     # Tune logs "Checkpoint successfully created at: ..." (INFO) in the worker for every report
