@@ -163,10 +163,12 @@ _STOPPED_WORDS = {"early_stopping": "stopped", "interrupted": "interrupted", "dr
 
 
 def _trial_status(error: bool, step: Any, budget: int, reason: str | None) -> str:
-    """`ok` (full budget), `error`, or `stopped at step 100` / `interrupted at step 100` / ..."""
+    """`ok` (full budget), `error`, or `stopped at step 100` / `interrupted at step 100` / ...
+    A trial that ended without an error ended normally: `schema.full_budget` (the one rule) with
+    its step says whether that was at full budget."""
     if error:
         return "error"
-    if isinstance(step, (int, float)) and step >= budget:
+    if isinstance(step, (int, float)) and schema.full_budget(schema.FINISHED, step, budget):
         return "ok"
     where = f" at step {int(step)}" if isinstance(step, (int, float)) else " before its first evaluation"
     return _STOPPED_WORDS.get(reason or "early_stopping", str(reason).replace("_", " ")) + where
@@ -287,7 +289,7 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
         # One budget: the best is taken among trials that reached the last step; a value from a
         # trial ASHA (or an interrupt) stopped early is from another budget.
         budget = plan.resolved.base_trial_config().train.steps
-        full = table[table["step"].fillna(0) >= budget] if "step" in table else table.iloc[:0]
+        full = table[table["status"] == "ok"]  # `_trial_status`: the full-budget rule, once
         stopped = len(table) - len(full)
         if stopped:
             print(f"({stopped} trial(s) stopped before step {budget}: their {spec.metric.name} is "
