@@ -26,6 +26,22 @@ wall time goes:
 
 With `--runs N` both contenders run N times (alternating, plain first) and the medians and
 min-max spreads are printed.
+
+Whole process against whole process (`--processes`): the in-process loop above has torch and
+transformers imported before its clock starts, the service's trial worker imports them on its
+clock. Here each contender is its own process, timed from start to exit: `slsweep run SPEC -q`
+(a fresh run folder each time) against `benchmarks/plain_trials.py`, a plain script that imports
+what it needs and runs the same trial configurations (resolved here, as the trial worker resolves
+them) with the same torch threads. Alternating, plain first; prints JSON with each run and the
+medians (`service_vs_plain` at `--cpus`), the trial workers' distinct process ids (1 = Tune reused
+the warm worker for every trial, `ray.reuse_workers`) and both mean exact matches (the same work).
+
+`--long`: the same, for a sweep of 40 very short trials (the 8 configurations x 5 seeds, `--steps`
+default 5, one evaluation of `--eval-size` default 32 images each); adds
+`service_s_per_trial` = (service - plain) / 40, the service's cost per trial.
+
+    python benchmarks/sweep_overhead.py --processes --steps 150 --cpus 2 --runs 3
+    python benchmarks/sweep_overhead.py --long --cpus 2 --runs 3
 """
 
 from __future__ import annotations
@@ -34,6 +50,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -44,7 +62,7 @@ SPEC = """
 name: overhead
 task: {{name: counting, eval_size: {eval_size}}}
 model: {{path: tiny}}
-train: {{steps: {steps}, batch_size: 32, lr: 1.0e-3, warmup_steps: 10, eval_every: {eval_every}, max_new_tokens: 4}}
+train: {{steps: {steps}, batch_size: 32, lr: 1.0e-3, warmup_steps: {warmup}, eval_every: {eval_every}, max_new_tokens: 4}}
 loss: {{family: soft_label, eta: 0.1, lam: 2.0, psi: triangular}}
 search_space:
   name: overhead
@@ -52,7 +70,7 @@ search_space:
     eta: {{type: float, low: 0.0, high: 0.3}}
     psi: {{type: categorical, choices: [triangular, gaussian]}}
   grid: {{eta: [0.0, 0.05, 0.1, 0.2]}}
-search: {{algorithm: grid, seeds: 1, max_concurrent: 1, num_samples: 8}}
+search: {{algorithm: grid, seeds: {seeds}, max_concurrent: 1, num_samples: 8}}
 scheduler: {{type: fifo}}
 resources: {{cpu: {cpus}, gpu: 0}}
 metric: {{name: exact_match, mode: max}}
@@ -201,31 +219,114 @@ def one_run(args: argparse.Namespace, work: Path, spec_path: Path, configs: list
     }
 
 
+ROOT = Path(__file__).resolve().parents[1]
+LONG_SEEDS = 5  # --long: 8 configurations x 5 seeds = 40 trials
+
+
+def _slsweep() -> list[str]:
+    """The `slsweep` entry point beside this Python (a virtual environment's), else the module."""
+    exe = Path(sys.executable).with_name("slsweep")
+    return [str(exe)] if exe.exists() else [sys.executable, "-c", "from sweeps.cli import main; main()"]
+
+
+def _timed(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[float, str]:
+    """Run `cmd` as its own process (stdout and stderr to `log`); its wall time from start to exit
+    in seconds and its stdout's last line.
+
+    Raises:
+        RuntimeError: the process failed (naming the log).
+    """
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=fh, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    log.write_text(log.read_text() + proc.stdout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: see {log}")
+    return wall, (proc.stdout.strip().splitlines() or [""])[-1]
+
+
+def process_run(spec_path: Path, configs_path: Path, n_trials: int, cpus: int, work: Path) -> dict[str, Any]:
+    """One round of `--processes` / `--long`: the plain script's process, then `slsweep run`'s."""
+    from sweeps.report.runs import load_sweep
+    from sweeps.trial.trainable import TRIAL_TIMES_ENV
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop(TRIAL_TIMES_ENV, None)
+    plain_s, last = _timed([sys.executable, str(ROOT / "benchmarks" / "plain_trials.py"), str(configs_path),
+                            "--cpus", str(cpus)], work / "plain.log", env)
+    plain = json.loads(last)
+    times = work / "trial_times.jsonl"
+    service_s, _ = _timed([*_slsweep(), "run", str(spec_path), "-q", "--runs-dir", str(work / "runs")],
+                          work / "service.log", {**env, TRIAL_TIMES_ENV: str(times)})
+    trials = [json.loads(line) for line in times.read_text().splitlines()]
+    runs = load_sweep(runs_dir=work / "runs")
+    if plain["trials"] != n_trials or len(trials) != n_trials or len(runs.trials) != n_trials:
+        raise RuntimeError(f"expected {n_trials} trials each way: plain {plain['trials']}, service {len(trials)} "
+                           f"recorded, {len(runs.trials)} full-budget runs in {work / 'runs'}")
+    return {"plain_s": plain_s, "service_s": service_s, "service_vs_plain": service_s / plain_s,
+            "service_s_per_trial": (service_s - plain_s) / n_trials,
+            "plain_trials_s": sum(plain["trial_s"]), "service_trials_s": sum(t["end"] - t["start"] for t in trials),
+            "worker_pids": len({t["pid"] for t in trials}),
+            "plain_mean_exact_match": plain["mean_exact_match"],
+            "service_mean_exact_match": float(runs.trials["metrics.exact_match"].mean())}
+
+
+def processes_main(args: argparse.Namespace, root: Path, spec_path: Path, configs: list) -> None:
+    """`--processes` / `--long`: whole process against whole process, alternating, medians of N."""
+    configs_path = root / "configs.json"
+    configs_path.write_text(json.dumps([c.model_dump(mode="json") for c in configs]))
+    runs = []
+    for i in range(args.runs):
+        work = root / f"run{i}"
+        work.mkdir()
+        runs.append(process_run(spec_path, configs_path, len(configs), args.cpus, work))
+        print(json.dumps({"run": i + 1, **runs[-1]}), file=sys.stderr, flush=True)
+    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    spread = {k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in runs[0]}
+    print(json.dumps({"mode": "long" if args.long else "processes", "trials": len(configs), "steps": args.steps,
+                      "eval_size": args.eval_size, "cpus_per_trial": args.cpus, "runs": runs,
+                      "median": median, "spread": spread, "work": str(root)}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=150, help="optimizer steps per trial (~16 s at 150)")
-    ap.add_argument("--eval-size", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="optimizer steps per trial (default 150, ~16 s; --long: 5)")
+    ap.add_argument("--eval-size", type=int, default=None, help="evaluation images (default 200; --long: 32)")
     ap.add_argument("--cpus", type=int, default=2, help="threads per trial, both ways")
     ap.add_argument("--runs", type=int, default=1, help="repeat both contenders this many times")
     ap.add_argument("--json", action="store_true")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--processes", action="store_true",
+                      help="each contender its own process: slsweep run vs benchmarks/plain_trials.py (JSON out)")
+    mode.add_argument("--long", action="store_true",
+                      help="--processes for 40 very short trials; adds the service's seconds per trial")
     args = ap.parse_args()
+    args.steps = args.steps or (5 if args.long else 150)
+    args.eval_size = args.eval_size or (32 if args.long else 200)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     from sweeps.driver.service import ensure_tiny_model
     from sweeps.config.spec import load_spec
-    from sweeps.trial.trainable import resolve_trial_config
+    from sweeps.trial.trainable import TRIAL_INDEX, resolve_trial_config
 
     root = Path(tempfile.mkdtemp(prefix="slsweep-overhead-"))
     spec_path = root / "overhead.yaml"
-    spec_path.write_text(SPEC.format(steps=args.steps, eval_every=max(1, args.steps // 3),
-                                     eval_size=args.eval_size, cpus=args.cpus))
+    seeds = LONG_SEEDS if args.long else 1
+    spec_path.write_text(SPEC.format(steps=args.steps, eval_every=args.steps if args.long else max(1, args.steps // 3),
+                                     eval_size=args.eval_size, cpus=args.cpus, seeds=seeds,
+                                     warmup=min(10, args.steps)))
     resolved = load_spec(spec_path)
     base = resolved.base_trial_config()
-    configs = [resolve_trial_config(base, resolved.space, {"point": p, "__trial_index__": 0})
-               for p in resolved.space.grid()]
+    configs = [resolve_trial_config(base, resolved.space, {"point": p, TRIAL_INDEX: i})
+               for p in resolved.space.grid() for i in range(seeds)]
     ensure_tiny_model(base)
+    if args.processes or args.long:
+        processes_main(args, root, spec_path, configs)
+        return
     torch.set_num_threads(args.cpus)
 
     runs = []
