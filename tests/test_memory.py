@@ -120,3 +120,30 @@ def test_a_fixed_batch_that_cannot_fit_is_refused_naming_the_batch(tmp_path: Pat
     assert res.exit_code == 2 and "\n" not in text and "Traceback" not in text, res.output
     assert ": train.batch_size: " in text and "at micro-batch 100000" in text and "train.batch_size: auto" in text
     assert not ray.is_initialized() and not runs.exists()
+
+
+@pytest.mark.slow
+def test_the_answer_only_projection_gets_a_dense_input_at_micro_batch_one(smolvlm_one_layer: Path) -> None:
+    """A [1, k, H] slice of [1, T, H] hidden states passes `is_contiguous()` with batch stride T*H; CPU
+    bf16 `linear` then repacked the whole lm_head weight (a second 0.47 GB copy and 1.3 s per step on
+    qwen2-vl-2b). The head must see the strides of a fresh tensor."""
+    import sl_core
+    import torch
+
+    from sweeps.models import Batcher, load_model_and_processor
+    from sweeps.tasks import get_task
+    from sweeps.trial.coverage import loss_tokens
+    from sweeps.trial.run import answer_loss
+
+    model, processor = load_model_and_processor(str(smolvlm_one_layer), device=torch.device("cpu"))
+    seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    model.get_output_embeddings().register_forward_pre_hook(
+        lambda _m, args: seen.append((tuple(args[0].shape), args[0].stride())))
+    ex = get_task("counting").synthetic(1, seed=0, image_size=48)[0]
+    batch = Batcher(processor, max_new_tokens=2).train_batch([ex.image], [ex.prompt], [ex.answer])
+    labels = batch.pop("labels")
+    loss_fn = sl_core.build_loss("hard", loss_tokens("hard", processor.tokenizer, model="smolvlm").tokens)
+    answer_loss(model, batch, labels, loss_fn, num_items=int((labels != -100).sum())).backward()
+    (shape, stride), = seen
+    assert shape[0] == 1 and shape[1] < labels.shape[1]  # the answer positions only
+    assert stride == (shape[1] * shape[2], shape[2], 1)

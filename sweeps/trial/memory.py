@@ -66,7 +66,8 @@ from sweeps.errors import SlsweepError
 
 __all__ = ["DEFAULT_HEADROOM", "BatchShape", "Estimate", "MemoryFitError", "MemoryPlan", "ParamCounts",
            "PeakMeter", "Tower", "auto_batch", "batch_shape", "counts_of", "device_memory", "estimate_memory",
-           "fit_hint", "MemoryRecord", "param_counts", "plan_on_device", "plan_trial_memory", "towers"]
+           "fit_hint", "MEMORY_TARGETS", "MemoryRecord", "param_counts", "plan_on_device", "plan_trial_memory",
+           "space_extremes", "towers", "trials_per_device", "worst_case"]
 
 GB = 1e9
 # The share of the device's memory a trial's estimate may use: the estimate leaves out the framework
@@ -404,17 +405,20 @@ class MemoryPlan:
     memory: int
     source: str
     headroom: float = DEFAULT_HEADROOM
+    worst: tuple[str, ...] = ()  # the search-space values the estimate was made for ("model.lora.r: 64")
 
     def line(self) -> str:
         """One line for the console: the estimate, the budget and the auto batch, if any."""
         t = self.cfg.train
+        worst = f" with the search space's {', '.join(self.worst)}" if self.worst else ""
         return (f"memory: ~{self.estimate.gb:.2f} GB per trial at micro-batch {t.batch_size} x grad_accum "
-                f"{t.grad_accum} ({self.estimate.summary()} GB) of {self.memory / GB:.1f} GB ({self.source}, "
-                f"{self.headroom:.0%} usable)")
+                f"{t.grad_accum}{worst} ({self.estimate.summary()} GB) of {self.memory / GB:.1f} GB "
+                f"({self.source}, {self.headroom:.0%} usable)")
 
 
 def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: list[Any], memory: int,
-                      source: str, device_type: str = "cpu", headroom: float = DEFAULT_HEADROOM) -> MemoryPlan:
+                      source: str, device_type: str = "cpu", headroom: float = DEFAULT_HEADROOM,
+                      space_values: dict[str, tuple[str, list[Any]]] | None = None) -> MemoryPlan:
     """Estimate a trial's peak memory before anything is loaded; resolve `train.batch_size: auto`.
 
     Args:
@@ -422,33 +426,38 @@ def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: li
         model_config: its model's transformers config (`AutoConfig.from_pretrained`).
         batcher: the trial's `Batcher` (the real processor: image tokens, prompt and answer lengths).
         examples: sample task examples (the longest sets the sequence length).
-        memory: bytes of the device (`device_memory`).
+        memory: bytes one trial may have of its device (`device_memory`, divided by `trials_per_device`).
         source: where `memory` came from (named in messages).
         device_type: "cpu" or "cuda" (bf16 autocast is on by default on CUDA).
         headroom: the share of `memory` the estimate may use.
+        space_values: the search space's memory parameters (`space_extremes`): the plan is made for
+            the worst case the space can propose (each parameter at its most memory-hungry value), so
+            that every trial fits; `train.batch_size: auto` is resolved against that worst case.
 
     Returns:
-        The plan; `plan.cfg` has integer batch_size and grad_accum.
+        The plan; `plan.cfg` has integer batch_size and grad_accum; `plan.estimate` is the worst case's.
 
     Raises:
-        MemoryFitError: micro-batch 1 does not fit; the one-line message gives the estimate and the
-            options that would make it fit.
+        MemoryFitError: micro-batch 1 does not fit (`field` model.path), the fixed batch does not
+            (`field` train.batch_size), or the space's worst case does not (`field` "params.NAME", the
+            search-space parameter that adds the most); the one-line message gives the estimate and
+            what would make it fit.
     """
-    from sweeps.trial.run import bf16_autocast
-
-    counts = param_counts(model_config, lora=cfg.model.lora, freeze_vision=cfg.model.freeze_vision)
     shape = batch_shape(batcher, examples, model_config)
     budget = int(memory * headroom)
+    at_cfg = _estimator(model_config, shape, device_type)
 
     def at(micro: int, accum: int, *, lora: bool | None = None, ckpt: bool | None = None,
            bf16: bool | None = None) -> Estimate:
         c = cfg.model_copy(deep=True)
         c.model.gradient_checkpointing = c.model.gradient_checkpointing if ckpt is None else ckpt
         c.model.dtype = c.model.dtype if not bf16 else "bfloat16"
-        n = counts if lora is None else param_counts(model_config, lora={}, freeze_vision=c.model.freeze_vision)
-        return estimate_memory(model_config, n, shape, micro_batch=micro, dtype=c.model.dtype,
-                               autocast_bf16=bf16_autocast(c, device_type),
-                               checkpointing=c.model.gradient_checkpointing, grad_accum=accum)
+        c.model.lora = c.model.lora if lora is None else {}
+        return at_cfg(c, micro, accum)
+
+    def over(est: Estimate, what: str) -> str:
+        return (f"a trial needs ~{est.gb:.3g} GB at micro-batch {what} ({est.summary()} GB) but {source} "
+                f"gives {memory / GB:.3g} GB ({headroom:.0%} usable: {budget / GB:.3g} GB)")
 
     train = cfg.train
     auto = train.batch_size == "auto"
@@ -457,22 +466,143 @@ def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: li
         hint = fit_hint(lambda lora, ckpt, bf16: at(1, 1, lora=lora or None, ckpt=ckpt, bf16=bf16), budget,
                         lora=cfg.model.lora is not None, checkpointing=cfg.model.gradient_checkpointing,
                         bf16=cfg.model.dtype == "bfloat16")
-        raise MemoryFitError(
-            f"{cfg.model.path}: a trial needs ~{first.gb:.3g} GB at micro-batch 1 ({first.summary()} GB; "
-            f"{shape.tokens} tokens per example) but {source} gives {memory / GB:.3g} GB "
-            f"({headroom:.0%} usable: {budget / GB:.3g} GB); {hint}")
+        raise MemoryFitError(f"{cfg.model.path}: {over(first, '1')}; {shape.tokens} tokens per example; {hint}")
+    worst, raised = worst_case(cfg, space_values or {}, lambda c: at_cfg(c, *_batch_of(c)).peak)
+    if raised:
+        est = at_cfg(worst, *_batch_of(worst))
+        if est.peak > budget:
+            values = " and ".join(f"{t}: {v!r}" for _n, t, v in raised)
+            what = "1" if worst.train.batch_size == "auto" else str(worst.train.batch_size)
+            raise MemoryFitError(
+                f"the search space can propose {values} (the most memory-hungry values of params "
+                f"{', '.join(n for n, _t, _v in raised)}): {over(est, what)}; narrow params.{raised[0][0]}, "
+                f"or make every trial smaller (model.lora, model.gradient_checkpointing: true, model.dtype: bfloat16, "
+                f"smaller images)", f"params.{raised[0][0]}")
     if auto:
-        micro, accum = auto_batch(lambda b, a: at(b, a), budget, train.effective_batch_size)  # type: ignore[misc]
-        cfg = cfg.model_copy(deep=True)
-        cfg.train.batch_size, cfg.train.grad_accum = micro, accum
+        micro, accum = auto_batch(lambda b, a: at_cfg(_with_batch(worst, b, a), b, a), budget,
+                                  train.effective_batch_size)  # type: ignore[misc]
+        cfg, worst = _with_batch(cfg, micro, accum), _with_batch(worst, micro, accum)
     est = at(cfg.train.batch_size, cfg.train.grad_accum)
     if est.peak > budget:  # a fixed micro-batch that fits only smaller
         raise MemoryFitError(
-            f"{cfg.model.path}: a trial needs ~{est.gb:.3g} GB at micro-batch {cfg.train.batch_size} "
-            f"({est.summary()} GB) but {source} gives {memory / GB:.3g} GB ({headroom:.0%} usable: "
-            f"{budget / GB:.3g} GB); set train.batch_size: auto (the largest micro-batch that fits, with "
-            f"grad_accum keeping train.effective_batch_size), or a smaller train.batch_size", "train.batch_size")
-    return MemoryPlan(cfg=cfg, estimate=est, memory=memory, source=source, headroom=headroom)
+            f"{cfg.model.path}: {over(est, str(cfg.train.batch_size))}; set train.batch_size: auto (the largest "
+            f"micro-batch that fits, with grad_accum keeping train.effective_batch_size), or a smaller "
+            f"train.batch_size", "train.batch_size")
+    if raised:
+        est = at_cfg(worst, *_batch_of(worst))
+    return MemoryPlan(cfg=cfg, estimate=est, memory=memory, source=source, headroom=headroom,
+                      worst=tuple(f"{t}: {v!r}" for _n, t, v in raised))
+
+
+def _batch_of(cfg: Any) -> tuple[int, int]:
+    """(micro-batch, grad_accum) a config trains with (`auto`: micro-batch 1 over the effective batch)."""
+    if cfg.train.batch_size == "auto":
+        return 1, cfg.train.effective_batch_size
+    return cfg.train.batch_size, cfg.train.grad_accum
+
+
+def _with_batch(cfg: Any, micro: int, accum: int) -> Any:
+    c = cfg.model_copy(deep=True)
+    c.train.batch_size, c.train.grad_accum = micro, accum
+    return c
+
+
+def _estimator(model_config: Any, shape: BatchShape, device_type: str) -> Any:
+    """`(cfg, micro_batch, grad_accum) -> Estimate` for configs of one model; parameter counts are
+    built once per (LoRA options, frozen vision) on the meta device."""
+    import json
+
+    from sweeps.trial.run import bf16_autocast
+
+    counts: dict[tuple[str, bool], ParamCounts] = {}
+
+    def at(c: Any, micro: int, accum: int) -> Estimate:
+        key = (json.dumps(c.model.lora, sort_keys=True, default=str), c.model.freeze_vision)
+        if key not in counts:
+            counts[key] = param_counts(model_config, lora=c.model.lora, freeze_vision=c.model.freeze_vision)
+        return estimate_memory(model_config, counts[key], shape, micro_batch=micro, dtype=c.model.dtype,
+                               autocast_bf16=bf16_autocast(c, device_type),
+                               checkpointing=c.model.gradient_checkpointing, grad_accum=accum)
+    return at
+
+
+# Trial-config fields whose value changes a trial's memory (a search space may vary them).
+MEMORY_TARGETS = ("model.", "train.batch_size", "train.grad_accum", "train.mixed_precision",
+                  "train.effective_batch_size")
+
+
+def space_extremes(space: Any) -> dict[str, tuple[str, list[Any]]]:
+    """The search space's parameters that change a trial's memory (targets in `MEMORY_TARGETS`), as
+    name -> (target, the values that bound its memory): a categorical's choices, a fixed value, a
+    range's low and high (every value in between costs no more than one end: the estimate is monotone
+    in the batch, the LoRA rank and the accumulation). Conditional parameters count as always active."""
+    from sweeps.config.space import CategoricalParam, FixedParam
+
+    out: dict[str, tuple[str, list[Any]]] = {}
+    for name, param in space.params.items():
+        target = space.targets[name]
+        if not target.startswith(MEMORY_TARGETS):
+            continue
+        if isinstance(param, CategoricalParam):
+            values = list(param.choices)
+        elif isinstance(param, FixedParam):
+            values = [param.value]
+        else:
+            values = [param.low, param.high]
+        out[name] = (target, values)
+    return out
+
+
+def worst_case(cfg: Any, space_values: dict[str, tuple[str, list[Any]]],
+               peak_of: Any) -> tuple[Any, list[tuple[str, str, Any]]]:
+    """The config with each search-space parameter at its most memory-hungry value, and those
+    parameters as (name, target, value), the one adding the most memory first; parameters whose
+    every value costs no more than the base config are left out.
+
+    Args:
+        cfg: the base `TrialConfig`.
+        space_values: `space_extremes`.
+        peak_of: `TrialConfig -> bytes` (the estimate at the config's own batch).
+    """
+    from sweeps.errors import SpecError
+
+    base = peak_of(cfg)
+    found: list[tuple[int, str, str, Any]] = []
+    for name, (target, values) in space_values.items():
+        best: tuple[int, Any] | None = None
+        for value in values:
+            try:
+                peak = peak_of(cfg.with_overrides({target: value}))
+            except SpecError:  # a value the config rejects fails the trial elsewhere, not here
+                continue
+            if best is None or peak > best[0]:
+                best = (peak, value)
+        if best is not None and best[0] > base:
+            found.append((best[0] - base, name, target, best[1]))
+    found.sort(key=lambda f: -f[0])
+    if not found:
+        return cfg, []
+    worst = cfg.with_overrides({target: value for _, _, target, value in found})
+    return worst, [(name, target, value) for _, name, target, value in found]
+
+
+def trials_per_device(*, max_concurrent: int, trials: int, cpu: float, gpu: float, cpus: float,
+                      workers: int = 1) -> int:
+    """How many training processes share one device at once, as the driver starts them: Tune runs at
+    most `search.max_concurrent` trials (its ConcurrencyLimiter / grid generator) and never more than
+    the sweep's trials; a node holds `cpus // (resources.cpu x workers)` of them, each trial
+    `workers` processes with a model of its own. On CPU they all share the node's RAM; on a GPU,
+    processes with a fraction `resources.gpu` < 1 share one GPU, `1 // gpu` of them.
+
+    Args:
+        cpus: CPUs of the node (`sweeps.driver.tune_internals.local_cpu_count`).
+        workers: training processes per trial (`resources.workers`).
+    """
+    per_trial = cpu * workers
+    trials_at_once = max(1, min(max_concurrent, trials, int(cpus // per_trial) if per_trial > 0 else trials))
+    if gpu > 0:
+        return max(1, min(trials_at_once * workers, int(1 / gpu + 1e-9)))
+    return trials_at_once * workers
 
 
 def plan_on_device(cfg: Any, device: Any) -> MemoryPlan:
