@@ -92,3 +92,14 @@ def test_two_workers_ddp_train_like_one_process_with_the_whole_batch(local_ray, 
         torch.testing.assert_close(two["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
     # the same predictions, so the same metrics (evaluation split over the workers and gathered)
     assert [h["exact_match"] for h in two["history"]] == [h["exact_match"] for h in one["history"]]
+
+
+@pytest.mark.slow
+def test_two_workers_fsdp_train_like_one_process_within_tolerance(local_ray, tmp_path: Path) -> None:
+    cfg = _config()
+    one, two = _single(cfg, tmp_path), _workers(cfg, tmp_path, "fsdp")
+    assert two["strategy"] == "fsdp" and one["step"] == two["step"] == STEPS
+    torch.testing.assert_close(torch.tensor(_curve(two)), torch.tensor(_curve(one)), rtol=1e-5, atol=1e-6)
+    assert set(one["model"]) == set(two["model"])  # gathered whole from the shards
+    for name, value in one["model"].items():
+        torch.testing.assert_close(two["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)

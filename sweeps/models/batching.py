@@ -173,17 +173,10 @@ class Batcher:
         return [t.strip() for t in texts]
 
     @torch.no_grad()
-    def generate(self, model: torch.nn.Module, images: Sequence[Image.Image], prompts: Sequence[str],
-                 synced: bool = False) -> list[str]:
-        """Greedy answers for a batch: `generation_batch` -> `model.generate` -> `decode`.
-
-        `synced`: the model is sharded over workers (FSDP), which must run the same number of
-        forward passes: generation continues until every worker's batch is done
-        (transformers' `synced_gpus`).
-        """
+    def generate(self, model: torch.nn.Module, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[str]:
+        """Greedy answers for a batch: `generation_batch` -> `model.generate` -> `decode`."""
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in self.generation_batch(images, prompts).items()}
-        extra = {"synced_gpus": True} if synced else {}
         out = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                             pad_token_id=self.pad_id, **extra)
+                             pad_token_id=self.pad_id)
         return self.decode(out, batch["input_ids"].shape[1])

@@ -17,6 +17,8 @@ The rules that make N workers x batch B/N train like 1 worker x batch B:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence, TypeVar
 
@@ -71,16 +73,12 @@ def shard_rows(rows: Sequence[T], shard: Shard | None) -> list[T]:
 
 
 def eval_share(rows: Sequence[T], shard: Shard | None) -> list[T]:
-    """This worker's share of the evaluation set: contiguous, ceil(n / world) rows each; under FSDP
-    the last shares are padded with the last row so every worker runs the same number of forward
-    passes (FSDP gathers parameters collectively in each one). `gather_rows` undoes it."""
+    """This worker's contiguous share of the evaluation set (ceil(n / world) rows; the last
+    worker's may be shorter). `gather_rows` puts the results back in order."""
     if shard is None:
         return list(rows)
     per = -(-len(rows) // shard.world)
-    mine = list(rows[shard.rank * per:(shard.rank + 1) * per])
-    if shard.strategy == "fsdp" and rows:
-        mine += [rows[-1]] * (per - len(mine))
-    return mine
+    return list(rows[shard.rank * per:(shard.rank + 1) * per])
 
 
 def gather_rows(mine: list[T], total: int, shard: Shard | None) -> list[T]:
@@ -139,6 +137,29 @@ def wrap_model(model: torch.nn.Module, shard: Shard | None, device: torch.device
     return model
 
 
+@contextmanager
+def whole_for_generation(model: torch.nn.Module, shard: Shard | None) -> Iterator[torch.nn.Module]:
+    """The model to call `generate` on: under FSDP every sharded module gathered whole for the
+    block (Hugging Face's generation calls sub-modules, such as the vision tower or the embeddings,
+    outside the root forward that FSDP hooks), and sharded again after; otherwise `unwrap(model)`.
+    Each worker then generates its own share of the evaluation set without collectives."""
+    if shard is None or shard.strategy != "fsdp":
+        yield unwrap(model)
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    sharded = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for m in sharded:
+        m.set_reshard_after_forward(False, recurse=False)
+        m.unshard()
+    try:
+        yield model
+    finally:
+        for m in sharded:
+            m.reshard()
+            m.set_reshard_after_forward(True, recurse=False)
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The Hugging Face model inside a DDP wrapper (FSDP2 wraps in place: the model itself)."""
     from torch.nn.parallel import DistributedDataParallel
@@ -175,7 +196,10 @@ def full_trainable_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
                                                          get_optimizer_state_dict)
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+    weights = get_model_state_dict(model, options=options)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}  # a tied head once, as above
+    return ({n: t for n, t in weights.items() if n in trainable},
+            get_optimizer_state_dict(model, optimizer, options=options))
 
 
 def load_trainable_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, weights: dict[str, torch.Tensor],

@@ -25,8 +25,8 @@ from sweeps.config.trial_config import TrialConfig
 from sweeps.trial.coverage import COVERAGE_METRIC, coverage_warning, loss_tokens, measure_coverage
 from sweeps.trial.data import TaskData
 from sweeps.trial.batches import StepBatches, TrainBatches
-from sweeps.trial.distributed import (Shard, all_sum, eval_share, gather_rows, no_gradient_sync, unwrap,
-                                      wrap_model)
+from sweeps.trial.distributed import (Shard, all_sum, eval_share, gather_rows, no_gradient_sync,
+                                      unwrap, whole_for_generation, wrap_model)
 from sweeps.errors import SlsweepError
 from sweeps.models import Batcher, load_model_and_processor
 from sweeps.trial.memory import (MemoryRecord, PeakMeter, batch_shape, counts_of, estimate_memory,
@@ -126,19 +126,17 @@ def evaluate(model: torch.nn.Module, batcher: Batcher, task: Task, examples: lis
     """Greedy generation on `examples`; returns the task metrics and the raw predictions.
 
     With a `shard`, each worker generates its `eval_share` and every worker gets all predictions
-    (`gather_rows`, in the examples' order), so all compute the same metrics. Under FSDP the
-    workers step their generation loops together (`synced_gpus`: one sharded forward each).
+    (`gather_rows`, in the examples' order), so all compute the same metrics. Under FSDP the model
+    is gathered whole for the evaluation (`whole_for_generation`).
     """
     model.eval()
     predictions: list[str] = []
     mine = eval_share(examples, shard)
-    generator = unwrap(model)
-    synced = shard is not None and shard.strategy == "fsdp"
-    for start in range(0, len(mine), EVAL_BATCH):
-        chunk = mine[start:start + EVAL_BATCH]
-        with _autocast(cfg, device):
-            predictions.extend(batcher.generate(generator, [e.image for e in chunk], [e.prompt for e in chunk],
-                                                synced=synced))
+    with whole_for_generation(model, shard) as generator:
+        for start in range(0, len(mine), EVAL_BATCH):
+            chunk = mine[start:start + EVAL_BATCH]
+            with _autocast(cfg, device):
+                predictions.extend(batcher.generate(generator, [e.image for e in chunk], [e.prompt for e in chunk]))
     model.train()
     predictions = gather_rows(predictions, len(examples), shard)
     return task.metrics(predictions, examples), predictions
