@@ -4,6 +4,7 @@ errors, which libraries a command imported, and an ablation table's row."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -51,6 +52,18 @@ def imported_after(args: Sequence[str], heavy: Sequence[str], *, cwd: Path | Non
     loaded = next((ln for ln in lines if ln.startswith("HEAVY ")), None)
     assert rc is not None and loaded is not None, proc.stdout + proc.stderr
     return (None if rc == "RC None" else int(rc[3:])), eval(loaded[6:]), proc.stdout, proc.stderr  # noqa: S307 - our own printed list
+
+
+def store_has_runs(db: Path) -> bool:
+    """Whether the SQLite MLflow store `db` exists with its tables and a run (a read-only peek that
+    never creates or locks the file: a driver may be writing it)."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
 
 
 def table_row(table: Any, **keys: object) -> Any:  # table: AblationTable -> pandas Series

@@ -14,7 +14,6 @@ import pickle
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from typer.testing import CliRunner
 
+from helpers import store_has_runs
 from cluster_utils import TINY, OwnedProcess, kill_leftovers, private_local_ray, pids_mentioning, short_tmp, spawn, wait_until
 from sweeps.store import paths
 from sweeps.trial.checkpoint import STATE_FILE, load_checkpoint
@@ -168,17 +168,6 @@ def test_r3_diverging_trial_fails_with_reason_and_sweep_goes_on(drill, tmp_path:
 # --------------------------------------------------------------------------- R2
 
 
-def _store_has_runs(db: Path) -> bool:
-    """Whether the SQLite MLflow store exists with its tables and a run (read-only peek)."""
-    if not db.exists():
-        return False
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0
-    except sqlite3.Error:
-        return False
-
-
 def _slsweep(name: str, args: list[str], ray_tmp: Path, log: Path) -> OwnedProcess:
     """`slsweep ARGS` in a guarded session of its own, with its local Ray under `ray_tmp`."""
     return spawn(name, [str(BIN / "slsweep"), *args], log,
@@ -203,7 +192,7 @@ def test_r2_killed_driver_then_resume(tmp_path: Path) -> None:
             nonlocal client
             if driver.proc.poll() is not None:
                 raise AssertionError(f"driver exited early:\n{driver.tail()}")
-            if client is None and not _store_has_runs(db):
+            if client is None and not store_has_runs(db):
                 return None  # the driver is still creating the store: opening it now would race
             client = client or MlflowClient(paths.default_tracking_uri(runs))
             exp = client.get_experiment_by_name("resume3")

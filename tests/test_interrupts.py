@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from helpers import store_has_runs
 from cluster_utils import TINY, kill_leftovers, private_local_ray, pids_mentioning, short_tmp, stop_session, wait_until
 from sweeps.store import paths
 from sweeps.driver.service import ensure_tiny_model
@@ -79,16 +79,6 @@ def _client(runs: Path) -> MlflowClient:
     return MlflowClient(paths.default_tracking_uri(runs))
 
 
-def _store_ready(db: Path) -> bool:
-    if not db.exists():
-        return False
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] > 0
-    except sqlite3.Error:
-        return False
-
-
 def _runs(client: MlflowClient, experiment: str, kind: str = "trial") -> list[Any]:
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id], f"tags.`slsweep.kind` = '{kind}'") if exp else []
@@ -102,7 +92,7 @@ def _wait_mid_trial(driver: Driver, runs: Path, experiment: str, step: int, done
         nonlocal client
         if driver.proc.poll() is not None:
             raise AssertionError(f"driver exited early:\n{driver.text()[-3000:]}")
-        if client is None and not _store_ready(runs / "mlflow.db"):
+        if client is None and not store_has_runs(runs / "mlflow.db"):
             return None
         client = client or _client(runs)
         trials = _runs(client, experiment)
