@@ -305,9 +305,12 @@ def make_model(
       slsweep make-model smolvlm-256m /tmp/smolvlm             # full size (256M parameters)
     The folder is a model path like any other (model.path in a spec or trial config).
     """
-    from sweeps.models.presets import MARKER_FILE, build_preset_model
+    from sweeps.models.preset_registry import MARKER_FILE, get_preset
 
+    get_preset(preset)  # an unknown name is one line before torch is imported
     _writable_folder(path, "DIR")
+    from sweeps.models.presets import build_preset_model
+
     out = build_preset_model(preset, path, layers=layers, tokenizer=tokenizer, seed=seed)
     info = json.loads((out / MARKER_FILE).read_text())
     typer.echo(f"saved {preset} ({info['parameters'] / 1e6:.1f}M parameters"

@@ -119,3 +119,66 @@ def test_table_degrades_to_ascii_where_stdout_cannot_encode_unicode(report_store
     from sweeps.textout import stand_in
 
     assert stand_in("Δ exact_match ↑ [95% CI] ± 0.1 — p†") == "d exact_match ^ [95% CI] +/- 0.1 - p+"
+
+
+# -- issue 24, the last items: fast answers to bad input, a quiet resume, clean one-line messages,
+# -- and what a built-in name means
+
+def test_an_unknown_model_preset_answers_before_torch(tmp_path: Path) -> None:
+    """`make-model` checks the preset name in the torch-free registry (was ~4.5 s: torch and
+    transformers were imported first); nothing is written."""
+    from helpers import imported_after
+
+    out = tmp_path / "model"
+    rc, heavy, _, err = imported_after(["make-model", "qwen2-vl-3b", str(out)], ["torch", "transformers"])
+    assert rc == 2 and heavy == [], (rc, heavy, err)
+    one_line_exit_2(cli("make-model", "qwen2-vl-3b", str(out), cwd=tmp_path),
+                    "unknown model preset 'qwen2-vl-3b'; did you mean 'qwen2-vl-2b'?", "paligemma-3b")
+    assert not out.exists()
+
+
+def test_confirm_refuses_a_bad_override_before_reading_the_store(report_store, tmp_path: Path) -> None:  # noqa: ANN001, F811
+    """What the spec schema alone can judge (syntax, unknown keys, a field's type and bounds) is
+    refused before MLflow is imported (was ~3 s); the rest after the sweep is read, blaming the
+    confirm spec, never a temporary file."""
+    from helpers import imported_after
+
+    for word, needle in (("train.stpes=5", "train.stpes: unknown key; did you mean 'steps'?"),
+                         ("train.steps=-3", "train.steps: Input should be greater than 0 (got -3)"),
+                         ("scheduler.type=ashaa", "scheduler.type: Input should be 'asha' or 'fifo'"),
+                         ("train.steps", "expected KEY=VALUE")):
+        rc, heavy, _, err = imported_after(["confirm", report_store.sweep_id, word, "--tracking-uri",
+                                            report_store.uri], ["mlflow", "ray", "torch"], cwd=tmp_path)
+        assert rc == 2 and heavy == [] and needle in err, (word, rc, heavy, err)
+    proc = cli("confirm", report_store.sweep_id, "loss.eta=7", "--tracking-uri", report_store.uri, cwd=tmp_path)
+    err = one_line_exit_2(proc, f"confirm spec of {report_store.sweep_id} (override loss.eta=7): loss.eta: must be in [0, 1]")
+    assert "/tmp" not in err and "-confirm.yaml" not in err
+
+
+@pytest.mark.slow
+def test_reports_refuse_an_unknown_experiment_on_a_server_before_mlflow(tmp_path: Path) -> None:
+    """`table/report/plot NAME --tracking-uri http://...` with a NAME the server does not know: one
+    line from MLflow's REST API before MLflow is imported (was ~3 s of client import, more on a
+    loaded machine); experiment names, ids and sweep ids the server knows pass to the full check."""
+    from mlflow.tracking import MlflowClient
+
+    from cluster_utils import MlflowServer
+    from helpers import imported_after
+    from sweeps.store import schema
+    from sweeps.store.uri import server_experiment_names
+
+    with MlflowServer(tmp_path / "server") as server:
+        client = MlflowClient(server.uri)
+        exp = client.create_experiment("soft-ablation")
+        client.create_run(exp, tags={schema.KIND_TAG: schema.KIND_SWEEP, schema.SWEEP_ID_TAG: "sweep-x1"})
+        for cmd in (["table"], ["report", "-o", str(tmp_path / "r.html")], ["plot", "--kind", "psi-bars"]):
+            rc, heavy, _, err = imported_after([*cmd, "soft-ablaton", "--tracking-uri", server.uri], ["mlflow"],
+                                               cwd=tmp_path)
+            assert rc == 2 and heavy == [], (cmd, rc, heavy, err)
+            assert f"no experiment or sweep named 'soft-ablaton' in {server.uri} (experiments: Default, " \
+                   "soft-ablation)" in err, err
+        for known in ("soft-ablation", exp, "sweep-x1"):  # a name, an id, a sweep id
+            assert server_experiment_names(server.uri, known) is None, known
+        assert server_experiment_names(server.uri, "nope") == ["Default", "soft-ablation"]
+    assert not (tmp_path / "r.html").exists()
+    assert server_experiment_names(server.uri, "nope") is None  # a server that cannot answer: the full check

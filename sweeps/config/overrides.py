@@ -17,8 +17,8 @@ from typing import Any
 from sweeps.errors import SpecError
 from sweeps.config.yamlio import parse_yaml
 
-__all__ = ["FOLLOW_STEPS", "Override", "apply_overrides", "blame_override", "follow_steps", "looks_like_override",
-           "overridden_lines", "parse_overrides", "say_followed"]
+__all__ = ["FOLLOW_STEPS", "Override", "apply_overrides", "blame_override", "check_against_schema", "follow_steps",
+           "looks_like_override", "overridden_lines", "parse_overrides", "say_followed"]
 
 Loc = tuple[str | int, ...]
 
@@ -170,3 +170,50 @@ def blame_override(err: SpecError, overrides: Sequence[Override]) -> SpecError:
                 message = message.removesuffix(f" (line {err.line})")
             return SpecError(f"{err.file} (override {ov.text})", err.field, message)
     return err
+
+
+def check_against_schema(overrides: Sequence[Override], model: type, *, source: str) -> None:
+    """Check overrides against a pydantic model's schema alone, before the mapping they apply to
+    is known (`slsweep confirm` reads its spec from the store, seconds later): each key must name
+    fields of `model` as far as they are sections with fixed keys, and a value for a field
+    without validators of its own (`train.steps=-3`) must fit the field's type and bounds. What
+    the schema cannot tell (free-form sections, cross-field rules) is left to full validation.
+
+    Raises:
+        SpecError: file `source` with "(override KEY=VALUE)", the field, and an unknown key (with
+            "did you mean" and the allowed keys) or the value's problem.
+    """
+    from typing import Annotated
+
+    from pydantic import BaseModel, TypeAdapter, ValidationError
+
+    from sweeps.errors import did_you_mean, spec_error_from_validation
+
+    for ov in overrides:
+        current: Any = model
+        for depth, part in enumerate(ov.parts):
+            if not (isinstance(current, type) and issubclass(current, BaseModel)) \
+                    or current.model_config.get("extra") != "forbid":
+                break  # a free-form value (a mapping, a union, a file name): full validation decides
+            info = current.model_fields.get(part)
+            if info is None:
+                names = sorted(current.model_fields)
+                raise SpecError(f"{source} (override {ov.text})", ".".join(ov.parts[: depth + 1]),
+                                f"unknown key{did_you_mean(part, names)} (allowed: {', '.join(names)})")
+            if depth == len(ov.parts) - 1 and not _has_own_validators(current, part):
+                try:
+                    kind = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+                    TypeAdapter(kind).validate_python(ov.value)
+                except ValidationError as exc:
+                    err = spec_error_from_validation(exc, file=f"{source} (override {ov.text})", prefix=ov.parts)
+                    raise err from None
+            current = info.annotation
+
+
+def _has_own_validators(model: type, field: str) -> bool:
+    """Whether a field's value goes through validators of `model` (a field validator naming it or
+    a model validator that sees raw input), so its annotation alone cannot judge it."""
+    decorators = model.__pydantic_decorators__  # type: ignore[attr-defined]
+    if any(d.info.mode in ("before", "wrap") for d in decorators.model_validators.values()):
+        return True
+    return any(field in d.info.fields or "*" in d.info.fields for d in decorators.field_validators.values())

@@ -356,11 +356,17 @@ def check_overrides(plan: ConfirmPlan, overrides: Sequence[str]) -> None:
 
     from sweeps.config.spec import load_spec
 
+    from sweeps.errors import SpecError
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{plan.source_sweep}-confirm.yaml"
         path.write_text(dump_yaml(plan.spec), encoding="utf-8")
         before = load_spec(path).base_trial_config().train.steps
-        after = load_spec(path, overrides).base_trial_config().train.steps
+        try:
+            after = load_spec(path, overrides).base_trial_config().train.steps
+        except SpecError as err:  # blame the confirm spec, not a temporary file that is gone
+            raise SpecError(err.file.replace(str(path), f"confirm spec of {plan.source_sweep}"), err.field,
+                            err.message) from None
     if after != before:
         text = plan.spec["description"].replace(FULL_BUDGET, f"at {after} steps (override)")
         plan.spec["description"] = plan.spec["search_space"]["description"] = text
@@ -387,7 +393,11 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
     from sweeps.report.runs import load_sweep
     from sweeps.report.tables import ablation_table, render
     from sweeps.driver.service import run_sweep
+    from sweeps.config.overrides import check_against_schema, parse_overrides
+    from sweeps.config.spec import SweepSpec
 
+    # what the schema alone can judge is refused before the store is read (MLflow takes seconds)
+    check_against_schema(parse_overrides(overrides), SweepSpec, source="confirm spec")
     runs = load_sweep(experiment, tracking_uri=tracking_uri, runs_dir=runs_dir)
     plan = plan_confirm(runs, top=top, seeds=seeds, baseline=baseline, metric=metric,
                         first_seed=first_seed)

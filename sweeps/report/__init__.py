@@ -5,8 +5,7 @@ groups and summarises them; `render` writes md/latex/csv/html; `sweeps.report.pl
 `build_report` assembles the HTML page; `sweeps.report.commands.register` adds the CLI commands.
 """
 
-import importlib
-from typing import Any
+from sweeps import lazy_exports
 
 # Names -> the submodule defining them, imported on first use: the CLI registers the report commands
 # on every `slsweep` call and must not pay for pandas/scipy then.
@@ -18,12 +17,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

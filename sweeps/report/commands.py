@@ -125,15 +125,27 @@ def _precheck_experiment(experiment: str, runs_dir: Path | None) -> None:
         raise no_sweep_named(experiment, paths.default_tracking_uri(folder), names)
 
 
+def _precheck_server_experiment(experiment: str, uri: str) -> None:
+    from sweeps.report.runs import no_sweep_named
+    from sweeps.store.uri import server_experiment_names
+
+    names = server_experiment_names(uri, experiment)  # REST, before MLflow is imported
+    if names is not None:
+        raise no_sweep_named(experiment, uri, names)
+
+
 def _precheck(experiment: str | None, by: str | None, tracking_uri: str | None, runs_dir: Path | None,
               all_runs: bool, metric: str | list[str] | None = None) -> None:
     """An unknown experiment or sweep, --by name or --metric refused from the run folder's own store before the heavy
-    imports (`runs.precheck_columns`); a tracking server, or --all-runs (unfinished runs' keys), is
-    left to the full check."""
+    imports (`runs.precheck_columns`); an unknown experiment or sweep on a tracking server too, over
+    its REST API; --by and --metric there, or with --all-runs (unfinished runs' keys), are left to
+    the full check."""
     if tracking_uri is not None:
         from sweeps.store.uri import check_tracking_uri
 
         _guard(lambda: check_tracking_uri(tracking_uri))
+        if experiment and tracking_uri.startswith(("http://", "https://")):
+            _guard(lambda: _precheck_server_experiment(experiment, tracking_uri))
     elif experiment:
         _guard(lambda: _precheck_experiment(experiment, runs_dir))
     if (by or metric) and tracking_uri is None and not all_runs:

@@ -84,3 +84,56 @@ def check_tracking_uri(uri: str) -> None:
     problem = tracking_uri_problem(uri)
     if problem:
         raise SlsweepError(f"--tracking-uri: {problem}")
+
+
+def server_experiment_names(uri: str, experiment: str) -> list[str] | None:
+    """Whether the MLflow tracking server at `uri` (http/https) knows `experiment`, asked over its
+    REST API with urllib before MLflow is imported (~0.1 s instead of the client's ~3 s): None
+    when `experiment` names an experiment (by name, or id) or a sweep (its parent run's sweep-id
+    tag), and also when the server cannot say (an error, an old server: the full check decides);
+    else the server's experiment names, sorted, for the "no experiment or sweep named" line.
+
+    The lookups are those of `sweeps.report.runs.load_sweep`: by name, by id when it is a number,
+    then the sweep-id tag over every active experiment.
+    """
+    import json
+    import re
+
+    api = f"{uri.rstrip('/')}/api/2.0/mlflow"
+
+    def call(path: str, body: dict | None = None, query: dict | None = None) -> dict | None:
+        """The JSON answer, or None for "does not exist" (HTTP 404)."""
+        from urllib.parse import urlencode
+
+        url = f"{api}/{path}" + (f"?{urlencode(query)}" if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    try:
+        if call("experiments/get-by-name", query={"experiment_name": experiment}) is not None:
+            return None
+        if experiment.isdigit() and call("experiments/get", query={"experiment_id": experiment}) is not None:
+            return None
+        experiments, token = [], None
+        while True:
+            page = call("experiments/search", {"max_results": 1000, **({"page_token": token} if token else {})}) or {}
+            experiments += page.get("experiments", [])
+            token = page.get("next_page_token")
+            if not token:
+                break
+        ids = [e["experiment_id"] for e in experiments]
+        if ids and re.fullmatch(r"[\w.:-]+", experiment):  # a sweep id is a plain token
+            found = call("runs/search", {"experiment_ids": ids, "max_results": 1,
+                                         "filter": schema.run_filter(schema.KIND_SWEEP, experiment)}) or {}
+            if found.get("runs"):
+                return None
+        return sorted(e["name"] for e in experiments)
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
