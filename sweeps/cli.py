@@ -13,7 +13,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
-from sweeps.errors import SlsweepError, SweepFailed
+from sweeps.errors import SlsweepError, SweepFailed, pydantic_message
 from sweeps.report.choices import ADJUSTMENTS
 from sweeps.report.commands import RegistryCommand, registry_option
 
@@ -123,15 +123,18 @@ def run(
     \b
     Examples:
       slsweep run                                   # the built-in default
-      slsweep run counting train.steps=200 search.num_samples=4
+      slsweep run default train.steps=200 search.num_samples=4
       slsweep run my_spec.yaml --search-seed 7 -v   # -v: with Ray Tune's tables
     """
-    from sweeps.driver.service import run_sweep
+    from sweeps.driver.service import builtin_spec_note, run_sweep
 
     _allow(allow_plugins)
-    outcome = run_sweep(spec, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
-                        experiment=experiment, verbose=_verbosity(quiet, verbose), overrides=overrides or (),
-                        search_seed=search_seed)
+    try:
+        outcome = run_sweep(spec, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
+                            experiment=experiment, verbose=_verbosity(quiet, verbose), overrides=overrides or (),
+                            search_seed=search_seed)
+    except SlsweepError as err:  # `run counting` offline: say it is the GPU spec, and what runs here
+        raise builtin_spec_note(err) from None
     _exit_for(outcome)
 
 
@@ -247,10 +250,14 @@ def data(
       slsweep data my_spec.yaml -n 4 --sheet sheet.png
       slsweep data my_spec.yaml --json > data.json
     """
+    from sweeps.driver.service import builtin_spec_note
     from sweeps.preview import preview_command
 
     _allow(allow_plugins)
-    typer.echo(preview_command(spec, overrides or (), n=n, as_json=as_json, sheet=sheet, family=family))
+    try:
+        typer.echo(preview_command(spec, overrides or (), n=n, as_json=as_json, sheet=sheet, family=family))
+    except SlsweepError as err:
+        raise builtin_spec_note(err) from None
 
 
 @app.command("make-tiny-model")
@@ -412,7 +419,8 @@ def main() -> None:
     except click_error as exc:
         ctx = getattr(exc, "ctx", None)
         see = f" (see `{ctx.command_path} --help`)" if isinstance(exc, usage_error) and ctx is not None else ""
-        typer.echo(f"error: {' '.join(exc.format_message().split())}{see}", err=True)  # type: ignore[attr-defined]
+        message = pydantic_message(' '.join(exc.format_message().split()))  # type: ignore[attr-defined]
+        typer.echo(f"error: {message}{see}", err=True)
         sys.exit(exc.exit_code)  # type: ignore[attr-defined]
     except typer.Abort:  # end of input at a prompt
         typer.echo("aborted", err=True)

@@ -9,6 +9,7 @@ status 2, no traceback). `SpecError` is a bad value in a YAML file or override: 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "SweepFailed",
     "did_you_mean",
     "dotted",
+    "pydantic_message",
     "runtime_failure",
     "spec_error_from_validation",
 ]
@@ -104,6 +106,17 @@ def did_you_mean(name: str, known: Sequence[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+_PYDANTIC_PREFIX = re.compile(r"(^|: )(?:Value error|Assertion failed), ")
+
+
+def pydantic_message(text: str) -> str:
+    """`text` without pydantic's "Value error, " / "Assertion failed, " boilerplate, at its start or
+    after a "...: " lead-in (typer validates option values with pydantic and click quotes the
+    message: "Invalid value for '--kind': Value error, 'x' is not one of ..."). The one place a
+    pydantic message is made fit to show."""
+    return _PYDANTIC_PREFIX.sub(r"\1", str(text))
+
+
 def dotted(loc: Sequence[str | int]) -> str:
     """Format a location tuple as a dotted path: ``("grid", "eta", 2)`` -> ``grid.eta[2]``."""
     out = ""
@@ -178,7 +191,7 @@ def spec_error_from_validation(
     elif kind == "missing":
         message = "required field is missing"
     else:
-        message = str(first["msg"]).removeprefix("Value error, ")
+        message = pydantic_message(str(first["msg"]))
         value = first.get("input")
         if not isinstance(value, dict | list) and kind not in {"model_type", "dict_type", "value_error"}:
             message += f" (got {_short(value)})"

@@ -155,6 +155,39 @@ def test_confirm_refuses_a_bad_override_before_reading_the_store(report_store, t
     assert "/tmp" not in err and "-confirm.yaml" not in err
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["table", "--format", "mdd"], "'mdd' is not one of 'md'"),
+    (["plot", "--kind", "psi-bar"], "did you mean 'psi-bars'?"),
+    (["table", "--adjust", "holmes"], "did you mean 'holm'?"),
+])
+def test_option_errors_carry_no_pydantic_boilerplate(tmp_path: Path, args: list[str], needle: str) -> None:
+    """typer validates option values with pydantic; its "Value error, " prefix is not shown."""
+    err = one_line_exit_2(cli(*args, cwd=tmp_path), needle)
+    assert "Value error" not in err and "Assertion failed" not in err, err
+    from sweeps.errors import pydantic_message
+
+    assert pydantic_message("Invalid value for '--kind': Value error, 'x' is not one of 'a'") == \
+        "Invalid value for '--kind': 'x' is not one of 'a'"
+
+
+def test_a_built_in_name_says_which_spec_it_is(tmp_path: Path) -> None:
+    """`slsweep run counting` is the GPU spec sweeps/specs/counting.yaml (SmolVLM from the Hub),
+    `slsweep trial counting` the tiny trial: `list` shows which specs run offline, and a GPU spec
+    that cannot get its resources or model here names the offline spec of its task."""
+    listing = cli("list", cwd=tmp_path).stdout
+    offline = next(ln for ln in listing.splitlines() if ln.startswith("specs:"))
+    gpu = next(ln for ln in listing.splitlines() if ln.startswith("GPU specs:"))
+    assert "default.yaml" in offline and "counting.yaml" not in offline
+    assert "counting.yaml (HuggingFaceTB/SmolVLM-256M-Instruct)" in gpu
+    runs = tmp_path / "runs"
+    proc = cli("run", "counting", "resources.cpu=100000", "--runs-dir", str(runs), cwd=tmp_path)
+    one_line_exit_2(proc, "specs/counting.yaml", "resources.cpu", "'counting' names the built-in GPU spec",
+                    "`slsweep run default` sweeps the counting task on the tiny model")
+    assert not runs.exists()
+    proc = cli("run", "default", "resources.cpu=100000", "--runs-dir", str(runs), cwd=tmp_path)
+    assert "GPU spec" not in one_line_exit_2(proc, "resources.cpu")  # an offline spec: no note
+
+
 @pytest.mark.slow
 def test_reports_refuse_an_unknown_experiment_on_a_server_before_mlflow(tmp_path: Path) -> None:
     """`table/report/plot NAME --tracking-uri http://...` with a NAME the server does not know: one

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from sl_core.registry import LOSS_FAMILY_SPECS, ParamSpec, check_family_params
 
-from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_from_validation
+from sweeps.errors import FieldValueError, SpecError, did_you_mean, pydantic_message, spec_error_from_validation
 from sweeps.config.yamlio import load_yaml, require_mapping
 
 __all__ = [
@@ -120,7 +120,7 @@ class ModelConfig(_Section):
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             key = ".".join(str(p) for p in err["loc"])
-            raise FieldValueError(key, f"{str(err['msg']).removeprefix('Value error, ')} "
+            raise FieldValueError(key, f"{pydantic_message(err['msg'])} "
                                   f"(got {err.get('input')!r})") from None
         return value
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweeps.store import paths, schema
 from sweeps.config.trial_config import TrialConfig
-from sweeps.errors import SlsweepError
+from sweeps.errors import SlsweepError, SpecError
 from sweeps.store.paths import PLANS
 from sweeps.config.spec import packaged_spec_dir
 
@@ -604,19 +604,67 @@ def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None
     return table if table is not None else f"no sweeps recorded in {uri}"
 
 
+def _builtin_model(spec: Path) -> tuple[str | None, str | None]:
+    """(`model.path`, `task.name`) of a built-in spec (None where unset or unreadable; no model
+    path is the tiny default)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(spec.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None, None
+    model, task = (data.get("model"), data.get("task")) if isinstance(data, dict) else (None, None)
+    path = model.get("path") if isinstance(model, dict) else None
+    name = task.get("name") if isinstance(task, dict) else None
+    return (str(path) if path else None), (str(name) if name else None)
+
+
+def _offline(model: str | None) -> bool:
+    """Whether a spec's model is built here (the tiny aliases), not fetched from the Hub."""
+    return model is None or model == "tiny" or model.startswith("tiny-")
+
+
 def builtin_listing() -> str:
-    """Names of the packaged specs, search spaces, trials and the built-in loss families."""
+    """Names of the packaged specs (those on the tiny model, which run offline on a CPU, apart from
+    the GPU specs of a Hub model), search spaces, trials and the built-in loss families."""
     import search_spaces
     from sl_core.registry import LOSS_FAMILY_SPECS  # torch-free
 
-    specs = sorted(p.name for p in packaged_spec_dir().glob("*.yaml"))
+    specs = sorted(packaged_spec_dir().glob("*.yaml"))
+    models = {p.name: _builtin_model(p)[0] for p in specs}
+    tiny = [n for n, m in models.items() if _offline(m)]
+    hub = [f"{n} ({m})" for n, m in models.items() if not _offline(m)]
     spaces = sorted(p.name for p in Path(search_spaces.__file__).parent.glob("*.yaml"))
     trials = sorted(p.name for p in (packaged_spec_dir() / "trials").glob("*.yaml"))
     families = "\n".join(f"  {f.name:<16} {f.doc}" + (f"; parameters: {', '.join(f.param_map)}" if f.params else "")
                          for f in LOSS_FAMILY_SPECS.values())
-    return ("specs:         " + "  ".join(specs) + "\nsearch spaces: " + "  ".join(spaces)
-            + "\ntrials:        " + "  ".join(trials) + "\nloss families (loss.family):\n" + families
-            + "\n(run one by name from anywhere: `slsweep run counting`, `slsweep trial counting`)")
+    return ("specs:         " + "  ".join(tiny) + "   (tiny model: offline, CPU)"
+            + "\nGPU specs:     " + "  ".join(hub) + "   (a Hub model, one GPU a trial; for a cluster)"
+            + "\nsearch spaces: " + "  ".join(spaces)
+            + "\ntrials:        " + "  ".join(trials) + "   (`slsweep trial`; tiny model)"
+            + "\nloss families (loss.family):\n" + families
+            + "\n(run one by name from anywhere: `slsweep run default`, `slsweep trial counting`; the spec "
+              "`counting` is the GPU sweep, the trial `counting` one tiny trial)")
+
+
+def builtin_spec_note(err: SlsweepError) -> SlsweepError:
+    """`err` with a sentence saying what a built-in GPU spec is and its offline stand-in, when the
+    error is about that spec's model or resources (`slsweep run counting` on a laptop: the name
+    is the built-in spec sweeps/specs/counting.yaml, SmolVLM-256M from the Hub with 4 CPUs and a
+    GPU a trial, while `slsweep trial counting` is a tiny trial); any other error unchanged."""
+    if not isinstance(err, SpecError) or not err.field.startswith(("model.", "resources.")):
+        return err
+    fields = {p: _builtin_model(p) for p in sorted(packaged_spec_dir().glob("*.yaml"))}
+    spec = next((p for p in fields if err.file == str(p) or err.file.startswith(f"{p} (override ")), None)
+    if spec is None or _offline(fields[spec][0]):
+        return err
+    model, task = fields[spec]
+    offline = sorted((p.stem for p, (m, k) in fields.items() if _offline(m) and k == task),
+                     key=lambda name: name != "default")
+    instead = (f"`slsweep run {offline[0]}` sweeps the {task} task on the tiny model" if offline
+               else "`slsweep list` names the specs on the tiny model")
+    note = f"; '{spec.stem}' names the built-in GPU spec ({model} from the Hugging Face Hub); offline, {instead}"
+    return SpecError(err.file, err.field, err.message + note)
 
 
 def run_single_trial(config_path: str | Path, *, checkpoint_dir: Path | None = None,
