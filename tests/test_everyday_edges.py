@@ -5,6 +5,7 @@ shell completion and today's license field."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -186,6 +187,45 @@ def test_a_built_in_name_says_which_spec_it_is(tmp_path: Path) -> None:
     assert not runs.exists()
     proc = cli("run", "default", "resources.cpu=100000", "--runs-dir", str(runs), cwd=tmp_path)
     assert "GPU spec" not in one_line_exit_2(proc, "resources.cpu")  # an offline spec: no note
+
+
+@pytest.mark.slow
+def test_resume_is_as_quiet_as_run(tmp_path: Path) -> None:
+    """`resume -q` prints no trial-worker log lines: Ray Tune's "(tune_trainable pid=...)
+    Restored ... from checkpoint" for each resumed trial was one (the workers' loggers are at
+    ERROR in a quiet sweep, `sweeps.driver.ray_env.QUIET_WORKER_ENV`)."""
+    import signal
+    import time
+
+    from cluster_utils import TINY, kill_leftovers, short_tmp, stop_session
+
+    spec = tmp_path / "quiet.yaml"
+    spec.write_text("name: quiet" + TINY + "train: {steps: 36, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, "
+                    "eval_every: 3, max_new_tokens: 4}\nsearch_space: {name: eta-only, params: {eta: {type: float, "
+                    "low: 0.0, high: 0.3}}}\nsearch: {algorithm: random, num_samples: 1, seed: 3}\nbaselines: []\n")
+    runs, ray_tmp = tmp_path / "runs", short_tmp("slq-")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "SLSWEEP_RAY_TMP": str(ray_tmp)}
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "run", str(spec), "--runs-dir", str(runs), "-q"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while "step 9/36" not in log.read_text(errors="replace"):  # checkpoints from step 3 on
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(120) == 128 + signal.SIGINT
+        resumed = subprocess.run([sys.executable, "-m", "sweeps.cli", "resume", "--runs-dir", str(runs), "-q"],
+                                 capture_output=True, text=True, env=env, timeout=400, stdin=subprocess.DEVNULL)
+    finally:
+        stop_session(proc.pid, grace=3.0)
+        kill_leftovers(str(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    text = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, text[-3000:]
+    assert "finished" in text  # the trial's own progress line, under its run name
+    assert "pid=" not in text and "Restored" not in text, text[-3000:]
 
 
 @pytest.mark.slow
