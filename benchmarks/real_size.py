@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     from sweeps.config.trial_config import TrialConfig
     from sweeps.trial.memory import PeakMeter, batch_shape, counts_of, estimate_memory
     from sweeps.models.presets import build_preset_model
-    from sweeps.trial.run import _autocast, pick_device, setup_trial, train_step
+    from sweeps.trial.run import _autocast, bf16_autocast, pick_device, setup_trial, train_step
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,9 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
             peaks[name].append(peak)
     shape = batch_shape(s.batcher, examples, s.model.config)
     est = estimate_memory(s.model.config, counts_of(s.model), shape, micro_batch=args.micro_batch,
-                          dtype=args.dtype, autocast_bf16=not isinstance(_autocast(cfg, device),
-                                                                          __import__("contextlib").nullcontext),
-                          checkpointing=args.checkpointing)
+                          dtype=args.dtype, autocast_bf16=bf16_autocast(cfg, device.type),
+                          checkpointing=args.checkpointing, device_type=device.type)
     med = {k: statistics.median(v) for k, v in times.items()}
     peak = {k: max(v) for k, v in peaks.items()}
     out = {

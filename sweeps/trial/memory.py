@@ -24,31 +24,53 @@ count s*b*h*(34 + 5*a*s/h) bytes per GPT layer in 16-bit; the same count for the
 use (RMSNorm in float32 as Hugging Face computes it, grouped-query attention through SDPA, which keeps
 the log-sum-exp instead of the a*s^2 score matrix, SwiGLU MLP, no dropout) is
 
-    A_layer = 2 x (4h + bytes_r x h + [bytes_c != bytes_r] x bytes_c x h)   two norms: float32 input,
-                                                                             output, compute-dtype cast
+    A_layer = 2 x (4h + 2 x bytes_r x h + [bytes_c != bytes_r] x bytes_c x h)   two norms: float32
+                                                 input, normalised states cast back, output (x weight),
+                                                 compute-dtype cast
             + bytes_c x (a x d + 2 x g x d)                                  q, k, v kept by attention
-            + bytes_c x a x d                                                 attention output
+            + 2 x bytes_c x a x d                                            attention output: SDPA's
+                                                                             [B, a, T, d] and o_proj's
+                                                                             [B, T, a*d] input copy
             + bytes_c x I x (4 if gated else 2)                               MLP: gate, act(gate), up,
                                                                              product (plain MLP: fc1, act)
+
+(checked tensor by tensor with `torch.autograd.graph.saved_tensors_hooks` on smolvlm-256m, float32,
+1145 tokens: 46.8 KB per token per layer by this count, 49.7 KB saved; the rest is RoPE's cos/sin
+and per-token norm statistics.)
 
 where h = hidden size, I = intermediate size, a / g = attention / key-value heads, d = head dim,
 bytes_r = the residual stream's dtype (the weights'), bytes_c = the compute dtype (2 under bf16
 autocast, else bytes_r). A tower keeps a graph when one of its parameters trains (the text decoder
 always, under LoRA too; the vision tower when neither frozen nor under LoRA); a frozen vision tower
-still runs once, holding about one layer's activations for its tokens (`vision_transient`).
+still runs once, holding one layer's live tensors for its tokens at a time (`vision_transient`):
+
+    L_layer = bytes_r x h + bytes_c x (h + (a + 2g) x d + a x d + I x (3 if gated else 2))
+              (the residual input, the norm's output, q, k, v, the attention output, the MLP's
+              intermediates; measured 0.71 GB for smolvlm-256m's SigLIP on 17 tiles, 17,408 patches,
+              float32: this count gives 0.70 GB)
 
 The peak is reached either in forward/backward or around the optimizer step, and optimizer states
-live across steps:
+live across steps. On CUDA the caching allocator hands the blocks backward frees (activations, the
+frozen vision tower's transient) to the gradients:
 
     peak = weights + optimizer + inputs
-           + max(activations + logits + autocast + grads x [grad_accum > 1], grads)
+           + max(activations + logits + autocast + grads x [grad_accum > 1], grads, vision_transient)
 
-(with one micro-batch per step, gradients are allocated while backward frees the activations).
-Sources of each term: PyTorch's AdamW (two float32 states per parameter), torch.autocast's weight
-cast cache, the lean step in `sweeps.trial.run.answer_loss`. Not counted: the framework itself (CUDA
-context, kernels, Python objects), which the measured peak (`memory_peak_gb`) also leaves out
-(`torch.cuda.max_memory_allocated`, or on CPU the growth of the resident set over its value before
-the model was loaded).
+(with one micro-batch per step, gradients are allocated while backward frees the activations). On
+CPU the resident set does not shrink within a step: glibc keeps the activations' freed chunks in its
+heaps (it gives them back at `malloc_trim`), so the gradients land on top of the forward's peak; the
+frozen vision tower's transient is made of chunks above glibc's mmap threshold, unmapped when freed:
+
+    peak = weights + optimizer + inputs + max(activations + logits + autocast, vision_transient) + grads
+
+(measured on smolvlm-256m, float32, 1145 tokens, by sampling the resident set through one step: it
+grew 2.0 GB in forward and 0.22 GB more in backward, and did not fall before the step ended;
+docs/benchmarks.md, "Real sizes"). Sources of each term: PyTorch's AdamW (two float32
+states per parameter), torch.autocast's weight cast cache, the lean step in
+`sweeps.trial.run.answer_loss`. Not counted: the framework itself (CUDA context, kernels, Python
+objects, the processor and tokenizer); `torch.cuda.max_memory_allocated` leaves it out too, the CPU
+measure (the growth of the resident set over its value before the model was loaded) does not: a
+fixed ~0.1-0.3 GB that matters at reduced depth only (docs/benchmarks.md).
 
 Sequence length comes from the real processor: `batch_shape` encodes sample examples with the
 trial's `Batcher` (prompt + image tokens + answer), and counts the vision tower's patches from
@@ -90,10 +112,16 @@ class Tower:
     def layer_bytes_per_token(self, bytes_r: int, bytes_c: int) -> int:
         """A_layer of the module docstring: bytes one layer keeps for backward, per token."""
         h, d = self.hidden, self.head_dim
-        norms = 2 * (4 * h + bytes_r * h + (bytes_c * h if bytes_c != bytes_r else 0))
-        attention = bytes_c * (self.heads * d + 2 * self.kv_heads * d) + bytes_c * self.heads * d
+        norms = 2 * (4 * h + 2 * bytes_r * h + (bytes_c * h if bytes_c != bytes_r else 0))
+        attention = bytes_c * (self.heads * d + 2 * self.kv_heads * d) + 2 * bytes_c * self.heads * d
         mlp = bytes_c * self.intermediate * (4 if self.gated else 2)
         return norms + attention + mlp
+
+    def live_bytes_per_token(self, bytes_r: int, bytes_c: int) -> int:
+        """L_layer of the module docstring: bytes alive while one layer runs without a graph, per token."""
+        h, d = self.hidden, self.head_dim
+        inner = h + (self.heads + 2 * self.kv_heads) * d + self.heads * d + self.intermediate * (3 if self.gated else 2)
+        return bytes_r * h + bytes_c * inner
 
 
 def _tower(cfg: Any, gated: bool) -> Tower:
@@ -221,7 +249,7 @@ class Estimate:
 
 def estimate_memory(config: Any, counts: ParamCounts, shape: BatchShape, *, micro_batch: int,
                     dtype: str = "auto", autocast_bf16: bool = False, checkpointing: bool = False,
-                    grad_accum: int = 1) -> Estimate:
+                    grad_accum: int = 1, device_type: str | None = None) -> Estimate:
     """Estimated peak bytes of one trial (the module docstring's formula).
 
     Args:
@@ -233,6 +261,8 @@ def estimate_memory(config: Any, counts: ParamCounts, shape: BatchShape, *, micr
         autocast_bf16: whether compute runs under bf16 autocast.
         checkpointing: `model.gradient_checkpointing`.
         grad_accum: micro-batches per optimizer step.
+        device_type: "cuda" or "cpu" (how the peak adds up, see the module docstring); None: this
+            process's default device, the rule `sweeps.trial.run.pick_device` follows (CUDA when visible).
     """
     text, vision, vocab = towers(config)
     bytes_r = 2 if dtype == "bfloat16" else 4
@@ -246,8 +276,8 @@ def estimate_memory(config: Any, counts: ParamCounts, shape: BatchShape, *, micr
 
     def stack(tower: Tower, tokens: int, keeps_graph: bool) -> int:
         per_layer = tower.layer_bytes_per_token(bytes_r, bytes_c)
-        if not keeps_graph:  # runs under no graph: about one layer's activations at a time
-            return tokens * per_layer
+        if not keeps_graph:  # runs under no graph: one layer's live tensors at a time
+            return tokens * tower.live_bytes_per_token(bytes_r, bytes_c)
         if checkpointing:
             return tokens * (tower.layers * bytes_r * tower.hidden + per_layer)
         return tokens * tower.layers * per_layer
@@ -260,7 +290,14 @@ def estimate_memory(config: Any, counts: ParamCounts, shape: BatchShape, *, micr
         activations, transient = text_act + vision_act, 0
     logits = b * shape.answer * vocab * (2 * bytes_c + 4)
     inputs = b * shape.pixels * 4
-    step = max(activations + logits + cast + (grads if grad_accum > 1 else 0), grads, transient)
+    if device_type is None:
+        import torch
+
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type == "cpu":  # backward's freed activations are not reused for the gradients
+        step = max(activations + logits + cast, transient) + grads
+    else:
+        step = max(activations + logits + cast + (grads if grad_accum > 1 else 0), grads, transient)
     peak = weights + optimizer + inputs + step
     return Estimate(micro_batch=b, weights=weights, optimizer=optimizer, grads=grads, autocast=cast,
                     activations=activations, logits=logits, inputs=inputs, peak=peak,
@@ -522,7 +559,8 @@ def _estimator(model_config: Any, shape: BatchShape, device_type: str) -> Any:
             counts[key] = param_counts(model_config, lora=c.model.lora, freeze_vision=c.model.freeze_vision)
         return estimate_memory(model_config, counts[key], shape, micro_batch=micro, dtype=c.model.dtype,
                                autocast_bf16=bf16_autocast(c, device_type),
-                               checkpointing=c.model.gradient_checkpointing, grad_accum=accum)
+                               checkpointing=c.model.gradient_checkpointing, grad_accum=accum,
+                               device_type=device_type)
     return at
 
 
