@@ -123,8 +123,9 @@ def test_the_largest_lora_rank_is_planned_and_auto_batch_sized_for_it(tmp_path: 
 def test_concurrent_trials_on_cpu_divide_the_available_ram(tmp_path: Path, smolvlm: Path) -> None:
     from sweeps.driver.preflight import plan_sweep
 
-    spec = _spec(tmp_path, smolvlm, params="eta: {type: float, low: 0.05, high: 0.2, target: loss.eta}")
-    base = _base_estimate(tmp_path, smolvlm)
+    lora = f"{{path: {smolvlm}, freeze_vision: true, lora: {{r: 4}}}}"  # (peft's warnings stay off the line)
+    spec = _spec(tmp_path, smolvlm, params="eta: {type: float, low: 0.05, high: 0.2, target: loss.eta}", model=lora)
+    base = _base_estimate(tmp_path, smolvlm, model=lora)
     memory_gb = 1.5 * base / DEFAULT_HEADROOM  # one trial fits; two side by side do not
     # resources.cpu 0.5: two trials fit on any machine with one CPU or more
     text = _run(spec, tmp_path / "runs", f"resources.memory_gb={memory_gb:.4f}", "resources.cpu=0.5",

@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,7 +165,8 @@ def param_counts(config: Any, *, lora: dict[str, Any] | None, freeze_vision: boo
 
     from sweeps.models.loading import apply_lora, find_vision_tower
 
-    with torch.device("meta"):
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers' deprecated names: not the user's
         model = AutoModelForImageTextToText.from_config(config)
         if freeze_vision and (tower := find_vision_tower(model)) is not None:
             tower.requires_grad_(False)
