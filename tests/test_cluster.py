@@ -111,6 +111,33 @@ def test_trials_spread_over_both_nodes(cluster_sweep, server: MlflowServer) -> N
 
 
 @pytest.mark.slow
+def test_a_two_worker_trial_spans_both_nodes(cluster_sweep, cluster: RayCluster, server: MlflowServer,
+                                             tmp_path: Path) -> None:
+    """One trial of 2 Ray Train workers on two 1-CPU nodes: a worker on each, gloo between them,
+    one MLflow run on the server naming both nodes."""
+    _, _, node_ids, _ = cluster_sweep
+    spec = tmp_path / "c2w.yaml"
+    spec.write_text(SPEC.replace("name: c4", "name: c2w")
+                    .replace("resources: {cpu: 1, gpu: 0}", "resources: {workers: 2, cpus_per_worker: 1}")
+                    .replace("search_space: paper.yaml", "search_space: {name: one, params: {eta: {type: float, "
+                             "low: 0.0, high: 0.3, values: [0.1]}}}")
+                    .replace("algorithm: tpe, num_samples: 4,", "algorithm: grid,"))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        summary = run_sweep(spec, address=cluster.address, tracking_uri=server.uri, runs_dir=tmp_path / "runs",
+                            verbose=0, print_summary=False)
+    finally:
+        os.chdir(cwd)
+        ray.shutdown()
+    assert not summary.failed_all
+    _, children = _children(MlflowClient(server.uri), "c2w")
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    tags = children[0].data.tags
+    assert tags["slsweep.workers"] == "2" and set(tags["slsweep.worker_nodes"].split(",")) == node_ids
+
+
+@pytest.mark.slow
 def test_server_holds_parent_children_metrics_and_artifacts(cluster_sweep, server: MlflowServer) -> None:
     summary, runs_dir, _, _ = cluster_sweep
     client = MlflowClient(server.uri)

@@ -10,23 +10,34 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
 import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
 
-from cluster_utils import kill_leftovers, short_tmp
+from cluster_utils import TINY, kill_leftovers, pids_mentioning, private_local_ray, short_tmp, spawn, wait_until
+from helpers import cli, one_line_exit_2, store_has_runs
+from sweeps.driver.preflight import plan_sweep
 from sweeps.driver.service import ensure_tiny_model
+from sweeps.driver.tuner import execute
+from sweeps.store import paths
 from sweeps.trial.checkpoint import STATE_FILE
 from sweeps.trial.run import run_trial
 from sweeps.trial.train_job import WorkerPlan, train_job
 from trial_helpers import tiny_trial_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+BIN = Path(sys.executable).parent
 
 GLOBAL_BATCH, STEPS = 32, 4
 
@@ -52,23 +63,25 @@ def _config(**overrides: Any):
     return cfg
 
 
-def _single(cfg, tmp: Path) -> dict[str, Any]:
-    """One process, the whole batch: the final training state as `save_checkpoint` wrote it."""
-    final = tmp / "single"
+def _single(cfg, tmp: Path, resume_from: Path | None = None) -> dict[str, Any]:
+    """One process, the whole batch: the final training state as `save_checkpoint` wrote it
+    (kept in `tmp/single-<steps>`)."""
+    final = tmp / f"single-{cfg.train.steps}"
 
     def keep_last(metrics: dict[str, Any], folder: Path | None) -> None:
-        if folder is not None and metrics["step"] == STEPS:
+        if folder is not None and metrics["step"] == cfg.train.steps:
             shutil.copytree(folder, final)
 
     torch.set_num_threads(1)
-    run_trial(cfg, report=keep_last, device=torch.device("cpu"))
+    run_trial(cfg, report=keep_last, device=torch.device("cpu"), resume_from=resume_from)
     return torch.load(final / STATE_FILE, weights_only=True)
 
 
-def _workers(cfg, tmp: Path, strategy: str) -> dict[str, Any]:
-    """Two Ray Train workers, half the batch each: rank 0's final checkpoint."""
+def _workers(cfg, tmp: Path, strategy: str, name: str = "equal") -> dict[str, Any]:
+    """Two Ray Train workers, half the batch each: rank 0's final checkpoint (a run `name` that
+    exists continues from its last checkpoint)."""
     plan = WorkerPlan(workers=2, cpu=1, gpu=0, strategy=strategy, storage=str(tmp / strategy))
-    result = train_job({}, cfg.with_overrides, plan, name=f"equal-{strategy}").fit()
+    result = train_job({}, cfg.with_overrides, plan, name=f"{name}-{strategy}").fit()
     with result.checkpoint.as_directory() as folder:
         return torch.load(Path(folder) / STATE_FILE, weights_only=True)
 
@@ -103,3 +116,183 @@ def test_two_workers_fsdp_train_like_one_process_within_tolerance(local_ray, tmp
     assert set(one["model"]) == set(two["model"])  # gathered whole from the shards
     for name, value in one["model"].items():
         torch.testing.assert_close(two["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_an_fsdp_checkpoint_resumes_like_a_single_process(local_ray, tmp_path: Path) -> None:
+    """Train 2 steps, then continue the same Train run to 4: the shards were gathered into one
+    checkpoint and loaded back into shards; one process doing the same from its own checkpoint
+    ends within the same tolerance."""
+    first, whole = _config(**{"train.steps": 2}), _config()
+    _single(first, tmp_path)
+    one = _single(whole, tmp_path, resume_from=tmp_path / "single-2")
+    _workers(first, tmp_path, "fsdp", name="resumed")
+    two = _workers(whole, tmp_path, "fsdp", name="resumed")
+    assert one["restarts"] == two["restarts"] == 1 and one["step"] == two["step"] == STEPS
+    torch.testing.assert_close(torch.tensor(_curve(two)), torch.tensor(_curve(one)), rtol=1e-5, atol=1e-6)
+    for name, value in one["model"].items():
+        torch.testing.assert_close(two["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+# --------------------------------------------------------------------------- through the service
+
+# Three two-worker trials, one at a time (2 CPUs = one trial's workers), ASHA on train_loss: the
+# first (highest lr) sets the rung at step 4, the two slower ones are stopped there. The first trial's
+# rank-1 worker is SIGKILLed after its first checkpoint: Train restarts the group from it.
+ASHA_SPEC = "name: ddp3" + TINY.replace("scheduler: {type: fifo}", "scheduler: {type: asha, grace_period: 4}") \
+    .replace("resources: {cpu: 1, gpu: 0}", "resources: {workers: 2, cpus_per_worker: 1, strategy: ddp}") \
+    .replace("metric: {name: exact_match, mode: max}", "metric: {name: train_loss, mode: min}") + """
+train: {steps: 8, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, eval_every: 2, max_new_tokens: 4, data_workers: 0}
+search_space:
+  name: lr3
+  params:
+    lr: {type: float, low: 1.0e-6, high: 1.0e-2, log: true, target: train.lr, values: [3.0e-3, 1.0e-5, 1.0e-6]}
+search: {algorithm: grid, seeds: 1, max_concurrent: 3}
+failure: {max_failures: 1}
+"""
+
+
+class WatchWorkers(tune.Callback):
+    """Records each trial's worker pids; SIGKILLs rank 1 of the first trial after its first
+    checkpoint (a report carrying Train's `checkpoint_path`)."""
+
+    def __init__(self) -> None:
+        self.pids: dict[str, set[int]] = {}
+        self.killed: dict[str, Any] = {}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.pids.setdefault(trial.trial_id, set()).update(result["worker_pids"])
+        first = trial.config["point"]["lr"] > 1e-3
+        if first and not self.killed and result.get("checkpoint_path"):
+            victim = result["worker_pids"][1]
+            os.kill(victim, signal.SIGKILL)
+            self.killed = {"trial_id": trial.trial_id, "pid": victim, "step": result["step"]}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def asha_sweep(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("ddp3")
+    spec = tmp / "ddp3.yaml"
+    spec.write_text(ASHA_SPEC)
+    plan = plan_sweep(spec, runs_dir=tmp / "runs")
+    ensure_tiny_model(plan.resolved.base_trial_config())
+    watch = WatchWorkers()
+    with private_local_ray("sldp3-"):
+        outcome = execute(plan, verbose=0, callbacks=[watch])
+        # the stopped trials' workers, by pid (checked while this Ray still runs: nothing of the
+        # sweep's own shutdown may do the work)
+        stopped = [r for r in outcome.results if r.metrics.get("step", 0) < 8]
+        gone = wait_until(lambda: all(not _alive(p) for r in stopped for p in watch.pids[r.metrics["trial_id"]])
+                          or None, 30, "the stopped trials' workers to exit")
+    client = MlflowClient(paths.default_tracking_uri(tmp / "runs"))
+    exp = client.get_experiment_by_name("ddp3")
+    runs = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'")
+    return outcome, watch, stopped, gone, runs, client
+
+
+@pytest.mark.slow
+def test_asha_stops_two_worker_trials_and_their_workers_exit(asha_sweep) -> None:
+    outcome, watch, stopped, gone, runs, _client = asha_sweep
+    assert len(stopped) == 2 and gone  # ASHA stopped the two slow trials; their 4 workers are gone
+    assert all(len(watch.pids[r.metrics["trial_id"]]) == 2 for r in stopped)
+    # one MLflow run per trial (not per worker), each ended once (an early stop is KILLED with its
+    # reason, as for one-process trials), tagged with its scale
+    assert len(runs) == 3
+    assert sorted((r.info.status, r.data.tags.get("slsweep.stop_reason", ""), r.data.tags["last_step"]) for r in runs) \
+        == [("FINISHED", "", "8"), ("KILLED", "early_stopping", "4"), ("KILLED", "early_stopping", "4")]
+    assert {(r.data.tags["slsweep.workers"], r.data.tags["slsweep.strategy"]) for r in runs} == {("2", "ddp")}
+
+
+@pytest.mark.slow
+def test_a_killed_worker_restarts_the_trial_from_its_checkpoint(asha_sweep) -> None:
+    outcome, watch, _stopped, _gone, runs, client = asha_sweep
+    assert watch.killed and watch.killed["step"] == 2 and not _alive(watch.killed["pid"])
+    first = next(r for r in runs if r.data.tags["trial_id"] == watch.killed["trial_id"])
+    assert first.info.status == "FINISHED" and first.data.tags["last_step"] == "8"
+    assert first.data.metrics["restarts"] == 1  # resumed from the step-2 checkpoint, not from scratch
+    steps = sorted(m.step for m in client.get_metric_history(first.info.run_id, "train_loss"))
+    assert set(steps) == {2, 4, 6, 8}
+    # Train replaced the whole worker group: two new processes
+    assert len(watch.pids[watch.killed["trial_id"]]) == 4
+
+
+def test_a_trial_larger_than_the_machine_is_refused_before_ray_starts(tmp_path: Path) -> None:
+    spec = tmp_path / "big.yaml"
+    workers = os.cpu_count() + 1
+    spec.write_text(ASHA_SPEC.replace("workers: 2,", f"workers: {workers},").replace("batch_size: 8", f"batch_size: {workers}"))
+    err = one_line_exit_2(cli("run", str(spec), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path),
+                          "resources.workers", "no trial could ever start")
+    assert "big.yaml" in err and not (tmp_path / "runs").exists()
+
+
+def test_a_global_batch_that_does_not_split_among_the_workers_is_refused(tmp_path: Path) -> None:
+    spec = tmp_path / "odd.yaml"
+    spec.write_text(ASHA_SPEC.replace("batch_size: 8", "batch_size: 9"))
+    one_line_exit_2(cli("run", str(spec), "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path),
+                    "odd.yaml", "train.batch_size", "resources.workers (2)")
+    assert not (tmp_path / "runs").exists()
+
+
+# Two two-worker trials one after the other, long enough to be caught mid-way.
+RESUME_SPEC = ASHA_SPEC.replace("name: ddp3", "name: ddpkill").replace("type: asha, grace_period: 4", "type: fifo") \
+    .replace("steps: 8,", "steps: 12,").replace("values: [3.0e-3, 1.0e-5, 1.0e-6]", "values: [3.0e-3, 1.0e-3]") \
+    .replace("failure: {max_failures: 1}", "")
+
+
+@pytest.mark.slow
+def test_killed_driver_then_resume_finishes_every_two_worker_trial_once(tmp_path: Path) -> None:
+    spec = tmp_path / "ddpkill.yaml"
+    spec.write_text(RESUME_SPEC)
+    runs, ray_tmp, ray_tmp2 = tmp_path / "runs", short_tmp("sldk-"), short_tmp("sldkb-")
+    env = {"SLSWEEP_RAY_TMP": str(ray_tmp), "OMP_NUM_THREADS": "1"}
+    driver = spawn("driver", [str(BIN / "slsweep"), "run", str(spec), "--runs-dir", str(runs), "-q"],
+                   tmp_path / "driver.log", env=env)
+    resume = None
+    client = None
+    try:
+        driver_pid = driver.command_pid()
+
+        def first_trial_checkpointed():
+            nonlocal client
+            if driver.proc.poll() is not None:
+                raise AssertionError(f"driver exited early:\n{driver.tail()}")
+            if client is None and not store_has_runs(runs / "mlflow.db"):
+                return None
+            client = client or MlflowClient(paths.default_tracking_uri(runs))
+            exp = client.get_experiment_by_name("ddpkill")
+            live = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'") if exp else []
+            return [r for r in live if int(r.data.tags.get("last_step") or 0) >= 4] or None
+
+        live = wait_until(first_trial_checkpointed, 400, "a two-worker trial past its second checkpoint", every=0.3)
+        workers = {p for f in runs.glob("ray/*/tune_trainable_*/result.json") for line in f.read_text().splitlines()
+                   for p in json.loads(line)["worker_pids"]}  # Tune's own record of the reports
+        os.kill(driver_pid, signal.SIGKILL)
+        driver.proc.wait(timeout=30)
+        # the driver's local Ray, the Train controller and its workers share its fate
+        wait_until(lambda: not pids_mentioning(str(ray_tmp)), 60, "the killed driver's Ray to exit", every=0.5)
+        assert workers and not any(_alive(p) for p in workers)
+        resume = spawn("resume", [str(BIN / "slsweep"), "resume", "--runs-dir", str(runs), "-q"],
+                       tmp_path / "resume.log", env={**env, "SLSWEEP_RAY_TMP": str(ray_tmp2)})
+        assert resume.proc.wait(timeout=500) == 0, resume.tail(60)
+    finally:
+        for proc in (driver, resume):
+            if proc is not None:
+                proc.stop(grace=2.0)
+        for folder in (ray_tmp, ray_tmp2):
+            kill_leftovers(str(folder))
+            shutil.rmtree(folder, ignore_errors=True)
+    exp = client.get_experiment_by_name("ddpkill")
+    children = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'")
+    assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
+    assert all(r.data.tags["last_step"] == "12" for r in children)
+    interrupted = client.get_run(live[0].info.run_id)
+    assert interrupted.data.metrics["restarts"] == 1  # continued from its Train checkpoint
+    assert set(m.step for m in client.get_metric_history(interrupted.info.run_id, "train_loss")) == {2, 4, 6, 8, 10, 12}

@@ -114,6 +114,8 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
         if plan.local_ray:
             field, problem = local_resources_problem(spec.resources.cpu, spec.resources.gpu, spec.resources.workers)
             _blame(problem, spec_file, field)
+            if spec.resources.workers > 1:
+                _blame(dashboard_problem(), spec_file, "resources.workers")
             variable, problem = ray_temp_problem()
             _blame(problem, spec_file, variable)
         if spec.model.path.startswith("tiny"):  # the tiny model is built into the cache folder
@@ -167,6 +169,19 @@ def local_resources_problem(cpu: float, gpu: float, workers: int = 1) -> tuple[s
             return "resources.gpu", (f"{gpu:g} GPUs per trial, but this machine has {gpus}: no "
                                      "trial could ever start (lower it, or join a cluster with --address)")
     return "resources.cpu", None
+
+
+def dashboard_problem() -> str | None:
+    """Why a local Ray cannot run multi-worker trials, or None: Ray Train frees a stopped trial's
+    workers through Ray's state API, which the dashboard serves (packages of `ray[default]`)."""
+    import importlib
+
+    try:
+        importlib.import_module("ray.dashboard.optional_deps")
+    except ImportError as exc:
+        return (f"multi-worker trials on a local Ray need Ray's dashboard ({exc}): "
+                "pip install 'slsweep[distributed]' (or 'ray[default]')")
+    return None
 
 
 RAY_TMP_ENV = "SLSWEEP_RAY_TMP"

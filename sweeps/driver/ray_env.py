@@ -119,9 +119,19 @@ def _plugin_names(plan: SweepPlan) -> list[Any]:
     return names
 
 
+def needs_dashboard(plan: SweepPlan) -> bool:
+    """Whether the local Ray starts its dashboard: for multi-worker trials only (a cluster's head
+    runs its own)."""
+    return plan.spec.resources.workers > 1 and not plan.address
+
+
 def reuse_workers(plan: SweepPlan) -> bool:
     """Whether Tune keeps trial workers between trials: the spec's `ray.reuse_workers`, else
     only on local Ray (where every trial runs on the one node anyway)."""
+    if plan.spec.resources.workers > 1:
+        # A multi-worker trial's process only waits for its Train job (whose workers are new
+        # processes every trial); Tune cannot reset such a trainable for another configuration.
+        return False
     choice = plan.spec.ray.reuse_workers
     return plan.local_ray if choice is None else choice
 
@@ -146,7 +156,11 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
     t0 = time.perf_counter()
     if not ray.is_initialized():
         env = runtime_env(plan)
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+        # Multi-worker trials: Ray Train's placement-group cleaner asks Ray's state API (served by
+        # the dashboard) whether a trial's Train controller is alive, and frees its workers' CPUs
+        # and GPUs when a stopped trial's controller is gone (`dashboard_problem` checks the packages).
+        dashboard = needs_dashboard(plan)
+        kwargs: dict[str, Any] = {"include_dashboard": dashboard, "log_to_driver": True,
                                   "runtime_env": quiet_workers(env) if quiet else env,
                                   "logging_level": logging.ERROR if quiet else logging.INFO}
         if plan.address:

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 _NON_METRIC = {"predictions", "node", "hostname", "pid", "done", "trial_id", "date", "timestamp",
                "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
                "training_iteration", "checkpoint_dir_name", "should_checkpoint", "experiment_tag",
-               "config", "step", "train_loss_curve"}
+               "config", "step", "train_loss_curve", "workers", "worker_pids", "worker_nodes", "strategy",
+               "checkpoint_path"}
 OPTUNA_TRIAL_KEY = "__optuna_trial__"  # a Tune config's Optuna trial number (set by the searcher)
 LOSS_CURVE = "train_loss_curve"  # a result's [[step, mean train loss], ...] since the last result
 # The MLflow metric of those points: the mean loss of every `sweeps.trial.run.LOSS_LOG_EVERY` (10) steps.
@@ -78,6 +79,14 @@ class SweepInfo:
     tags: dict[str, str] = field(default_factory=dict)
     artifact_location: str | None = None
     optuna_storage: str | None = None  # the study (named sweep_id) the trials link to, if persisted
+
+
+def trial_scale_tags(spec_params: dict[str, Any]) -> dict[str, str]:
+    """A trial run's `workers` and `strategy` tags from the sweep's flattened spec (`single` for
+    one process per trial)."""
+    workers = int(spec_params.get("resources.workers", 1))
+    return {schema.WORKERS_TAG: str(workers),
+            schema.STRATEGY_TAG: str(spec_params.get("resources.strategy", "ddp")) if workers > 1 else "single"}
 
 
 def prepare_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -293,7 +302,7 @@ class SweepTracker(Callback):
                 schema.SEED_TAG: str(cfg.seed), schema.LOSS_TAG: cfg.loss.family,
                 schema.PSI_TAG: cfg.loss.psi if cfg.loss.family == "soft_label" else "none",
                 schema.SEARCH_SPACE_TAG: self.info.space_source, schema.SPACE_HASH_TAG: self.info.space_hash,
-                STATUS_TAG: "running",
+                STATUS_TAG: "running", **trial_scale_tags(self.info.spec_params),
                 ARM_TAG: schema.ARM_BASELINE if baseline_arm(trial.config) is not None else schema.ARM_SEARCH}
         number = self.trial_number(trial)
         if number is not None:
@@ -390,6 +399,8 @@ class SweepTracker(Callback):
         tags = [RunTag(LAST_STEP_TAG, str(step))]
         if "node" in result:
             tags.append(RunTag(schema.NODE_TAG, str(result["node"])))
+        if "worker_nodes" in result:
+            tags.append(RunTag(schema.WORKER_NODES_TAG, ",".join(map(str, result["worker_nodes"]))))
         for i in range(0, len(metrics), 1000):  # MLflow's log_batch takes at most 1000 metrics
             self.client.log_batch(run_id, metrics=metrics[i:i + 1000], tags=tags if i == 0 else [])
 

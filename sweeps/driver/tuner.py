@@ -550,7 +550,8 @@ def _end_trial_workers(results: Any, wait_s: float = 3.0) -> list[int]:
     A worker busy in a training step notices its raylet is gone only after that step, and could
     still write a checkpoint into the run folder after the driver reported the sweep stopped.
     """
-    pids = {int(r.metrics["pid"]) for r in results if isinstance((r.metrics or {}).get("pid"), int)}
+    pids = {int(p) for r in results for p in [(r.metrics or {}).get("pid"), *(r.metrics or {}).get("worker_pids", ())]
+            if isinstance(p, int)}  # a multi-worker trial's workers too
     pids.discard(os.getpid())
 
     def alive(pid: int) -> bool:

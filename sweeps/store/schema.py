@@ -69,6 +69,9 @@ ARM_BASELINE = "baseline"
 LAST_STEP_TAG = "last_step"          # the last optimizer step a trial reported
 NODE_TAG = "node"                    # the Ray node id the trial ran on
 RESTARTS_TAG = "restarts"            # a tag and a metric: restarts by Tune's FailureConfig
+WORKERS_TAG = "slsweep.workers"      # processes per trial (resources.workers; > 1: a Ray Train job)
+STRATEGY_TAG = "slsweep.strategy"    # single, ddp or fsdp (resources.strategy of a multi-worker trial)
+WORKER_NODES_TAG = "slsweep.worker_nodes"  # the Ray node ids of a multi-worker trial's workers, by rank
 
 # Values of STOP_REASON_TAG.
 STOP_EARLY = "early_stopping"        # ASHA stopped the trial
