@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 AUTH_MODE = "token"  # what a local `ray.init()` switches itself to; drivers in this process agree
@@ -200,6 +201,11 @@ def _state(pid: int) -> str:
     return text.rsplit(")", 1)[1].split()[0]
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    return _state(pid) != "Z"
+
+
 def pids_mentioning(marker: str) -> list[int]:
     """Live processes whose command line contains `marker` (a unique temp dir of ours)."""
     found = []
@@ -263,6 +269,28 @@ def private_local_ray(prefix: str) -> Iterator[Path]:
             os.environ["SLSWEEP_RAY_TMP"] = saved
         kill_leftovers(str(ray_tmp))
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def sweep_in_private_ray(tmp: Path, name: str, spec_text: str, prefix: str, callbacks: list,
+                         inside: Callable[[Any], Any] = lambda _outcome: None) -> tuple[Any, Any, Path]:
+    """Write `spec_text` to `tmp/<name>.yaml`, plan it into `tmp/runs`, build the tiny model and run
+    the sweep to its end with Tune `callbacks` in a private local Ray (`private_local_ray(prefix)`);
+    `inside(outcome)` runs before that Ray stops. Returns (the SweepOutcome, what `inside`
+    returned, the run folder)."""
+    import ray
+
+    from sweeps.driver.preflight import plan_sweep
+    from sweeps.driver.service import ensure_tiny_model
+    from sweeps.driver.tuner import execute
+
+    spec = tmp / f"{name}.yaml"
+    spec.write_text(spec_text)
+    plan = plan_sweep(spec, runs_dir=tmp / "runs")
+    ensure_tiny_model(plan.resolved.base_trial_config())
+    ray.shutdown()  # a Ray an earlier test left in this process must not host the sweep
+    with private_local_ray(prefix):
+        outcome = execute(plan, verbose=0, callbacks=callbacks)
+        return outcome, inside(outcome), tmp / "runs"
 
 
 # --------------------------------------------------------------------------- Ray

@@ -180,6 +180,24 @@ def test_bad_input_against_the_server_creates_nothing(cluster: RayCluster, serve
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
+def test_a_trial_with_more_workers_than_the_cluster_holds_is_refused(cluster: RayCluster, server: MlflowServer,
+                                                                     tmp_path: Path) -> None:
+    """3 one-CPU workers per trial on two one-CPU nodes: one line naming resources.workers, after
+    the (here zero) wait for the autoscaler, and no experiment on the server."""
+    client = MlflowClient(server.uri)
+    before = {e.name for e in client.search_experiments()}
+    spec = tmp_path / "c3w.yaml"
+    spec.write_text(SPEC.replace("name: c4", "name: c3w").replace("batch_size: 8", "batch_size: 9")
+                    .replace("resources: {cpu: 1, gpu: 0}", "resources: {workers: 3, cpus_per_worker: 1}")
+                    + "limits: {resources_wait_seconds: 0}\n")
+    res = CliRunner().invoke(app, ["run", str(spec), "--address", cluster.address, "--tracking-uri", server.uri,
+                                   "--runs-dir", str(tmp_path / "runs"), "-q"])
+    ray.shutdown()
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "resources.workers" in res.output and "can hold 2" in res.output
+    assert {e.name for e in client.search_experiments()} == before
+
 
 def test_cluster_example_is_a_valid_ray_up_config() -> None:
     """docs/cluster-example.yaml passes the validation `ray up` runs (Ray's own cluster schema)."""

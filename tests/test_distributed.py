@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from cluster_utils import TINY, kill_leftovers, pids_mentioning, private_local_ray, short_tmp, spawn, wait_until
+from cluster_utils import TINY, alive, kill_leftovers, pids_mentioning, short_tmp, spawn, sweep_in_private_ray, wait_until
 from helpers import cli, one_line_exit_2, store_has_runs
-from sweeps.driver.preflight import plan_sweep
 from sweeps.driver.service import ensure_tiny_model
-from sweeps.driver.tuner import execute
 from sweeps.store import paths
 from sweeps.trial.checkpoint import STATE_FILE
 from sweeps.trial.run import run_trial
@@ -86,21 +83,18 @@ def _workers(cfg, tmp: Path, strategy: str, name: str = "equal") -> dict[str, An
         return torch.load(Path(folder) / STATE_FILE, weights_only=True)
 
 
-def _curve(state: dict[str, Any]) -> list[float]:
-    return [h["train_loss"] for h in state["history"]]
+def _assert_trained_alike(one: dict[str, Any], two: dict[str, Any], strategy: str) -> None:
+    """The single process's and the workers' final states: same step, loss of every step, every
+    trainable parameter (gathered whole from the shards under FSDP) and predictions.
 
-
-@pytest.mark.slow
-def test_two_workers_ddp_train_like_one_process_with_the_whole_batch(local_ray, tmp_path: Path) -> None:
-    cfg = _config()
-    one, two = _single(cfg, tmp_path), _workers(cfg, tmp_path, "ddp")
-    assert two["strategy"] == "ddp" and one["step"] == two["step"] == STEPS
-    # the loss of every step (the global mean over 32 examples' answer tokens)
-    torch.testing.assert_close(torch.tensor(_curve(two)), torch.tensor(_curve(one)), rtol=1e-5, atol=1e-6)
+    Tolerances: float32 rounding: sums over 2 x 16 and 1 x 32 rows round differently. Attention key
+    biases have an exactly zero gradient (softmax ignores a shift shared by all keys), so what they
+    get is rounding noise that Adam scales up to steps of up to lr: atol 1e-5 after 4 steps at 1e-3.
+    """
+    assert two["strategy"] == strategy and one["step"] == two["step"] == STEPS
+    curve = [[h["train_loss"] for h in state["history"]] for state in (one, two)]
+    torch.testing.assert_close(torch.tensor(curve[1]), torch.tensor(curve[0]), rtol=1e-5, atol=1e-6)
     assert set(one["model"]) == set(two["model"])
-    # float32 rounding: sums over 2 x 16 and 1 x 32 rows round differently. Attention key biases
-    # have an exactly zero gradient (softmax ignores a shift shared by all keys), so what they get
-    # is rounding noise that Adam scales up to steps of up to lr: atol 1e-5 after 4 steps at 1e-3.
     for name, value in one["model"].items():
         torch.testing.assert_close(two["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
     # the same predictions, so the same metrics (evaluation split over the workers and gathered)
@@ -108,14 +102,10 @@ def test_two_workers_ddp_train_like_one_process_with_the_whole_batch(local_ray, 
 
 
 @pytest.mark.slow
-def test_two_workers_fsdp_train_like_one_process_within_tolerance(local_ray, tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_workers_train_like_one_process_with_the_whole_batch(local_ray, tmp_path: Path, strategy: str) -> None:
     cfg = _config()
-    one, two = _single(cfg, tmp_path), _workers(cfg, tmp_path, "fsdp")
-    assert two["strategy"] == "fsdp" and one["step"] == two["step"] == STEPS
-    torch.testing.assert_close(torch.tensor(_curve(two)), torch.tensor(_curve(one)), rtol=1e-5, atol=1e-6)
-    assert set(one["model"]) == set(two["model"])  # gathered whole from the shards
-    for name, value in one["model"].items():
-        torch.testing.assert_close(two["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    _assert_trained_alike(_single(cfg, tmp_path), _workers(cfg, tmp_path, strategy), strategy)
 
 
 @pytest.mark.slow
@@ -128,10 +118,8 @@ def test_an_fsdp_checkpoint_resumes_like_a_single_process(local_ray, tmp_path: P
     one = _single(whole, tmp_path, resume_from=tmp_path / "single-2")
     _workers(first, tmp_path, "fsdp", name="resumed")
     two = _workers(whole, tmp_path, "fsdp", name="resumed")
-    assert one["restarts"] == two["restarts"] == 1 and one["step"] == two["step"] == STEPS
-    torch.testing.assert_close(torch.tensor(_curve(two)), torch.tensor(_curve(one)), rtol=1e-5, atol=1e-6)
-    for name, value in one["model"].items():
-        torch.testing.assert_close(two["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    assert one["restarts"] == two["restarts"] == 1
+    _assert_trained_alike(one, two, "fsdp")
 
 
 # --------------------------------------------------------------------------- through the service
@@ -169,33 +157,22 @@ class WatchWorkers(tune.Callback):
             self.killed = {"trial_id": trial.trial_id, "pid": victim, "step": result["step"]}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def asha_sweep(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("ddp3")
-    spec = tmp / "ddp3.yaml"
-    spec.write_text(ASHA_SPEC)
-    plan = plan_sweep(spec, runs_dir=tmp / "runs")
-    ensure_tiny_model(plan.resolved.base_trial_config())
     watch = WatchWorkers()
-    with private_local_ray("sldp3-"):
-        outcome = execute(plan, verbose=0, callbacks=[watch])
-        # the stopped trials' workers, by pid (checked while this Ray still runs: nothing of the
-        # sweep's own shutdown may do the work)
+
+    def stopped_workers_gone(outcome: Any) -> tuple[list[Any], Any]:
+        # the stopped trials' workers, by pid, while this Ray still runs: nothing of the sweep's
+        # own shutdown may do the work
         stopped = [r for r in outcome.results if r.metrics.get("step", 0) < 8]
-        gone = wait_until(lambda: all(not _alive(p) for r in stopped for p in watch.pids[r.metrics["trial_id"]])
-                          or None, 30, "the stopped trials' workers to exit")
-    client = MlflowClient(paths.default_tracking_uri(tmp / "runs"))
+        return stopped, wait_until(lambda: all(not alive(p) for r in stopped for p in watch.pids[r.metrics["trial_id"]])
+                                   or None, 30, "the stopped trials' workers to exit")
+
+    outcome, (stopped, gone), runs = sweep_in_private_ray(tmp_path_factory.mktemp("ddp3"), "ddp3", ASHA_SPEC,
+                                                          "sldp3-", [watch], inside=stopped_workers_gone)
+    client = MlflowClient(paths.default_tracking_uri(runs))
     exp = client.get_experiment_by_name("ddp3")
-    runs = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'")
-    return outcome, watch, stopped, gone, runs, client
+    return outcome, watch, stopped, gone, client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'"), client
 
 
 @pytest.mark.slow
@@ -214,7 +191,7 @@ def test_asha_stops_two_worker_trials_and_their_workers_exit(asha_sweep) -> None
 @pytest.mark.slow
 def test_a_killed_worker_restarts_the_trial_from_its_checkpoint(asha_sweep) -> None:
     outcome, watch, _stopped, _gone, runs, client = asha_sweep
-    assert watch.killed and watch.killed["step"] == 2 and not _alive(watch.killed["pid"])
+    assert watch.killed and watch.killed["step"] == 2 and not alive(watch.killed["pid"])
     first = next(r for r in runs if r.data.tags["trial_id"] == watch.killed["trial_id"])
     assert first.info.status == "FINISHED" and first.data.tags["last_step"] == "8"
     assert first.data.metrics["restarts"] == 1  # resumed from the step-2 checkpoint, not from scratch
@@ -278,7 +255,7 @@ def test_killed_driver_then_resume_finishes_every_two_worker_trial_once(tmp_path
         driver.proc.wait(timeout=30)
         # the driver's local Ray, the Train controller and its workers share its fate
         wait_until(lambda: not pids_mentioning(str(ray_tmp)), 60, "the killed driver's Ray to exit", every=0.5)
-        assert workers and not any(_alive(p) for p in workers)
+        assert workers and not any(alive(p) for p in workers)
         resume = spawn("resume", [str(BIN / "slsweep"), "resume", "--runs-dir", str(runs), "-q"],
                        tmp_path / "resume.log", env={**env, "SLSWEEP_RAY_TMP": str(ray_tmp2)})
         assert resume.proc.wait(timeout=500) == 0, resume.tail(60)

@@ -29,16 +29,16 @@ from ray import tune
 from typer.testing import CliRunner
 
 from helpers import store_has_runs
-from cluster_utils import TINY, OwnedProcess, kill_leftovers, private_local_ray, pids_mentioning, short_tmp, spawn, wait_until
+from cluster_utils import (TINY, OwnedProcess, kill_leftovers, pids_mentioning, short_tmp, spawn, sweep_in_private_ray,
+                           wait_until)
 from sweeps.store import paths
 from sweeps.trial.checkpoint import STATE_FILE, load_checkpoint
 from sweeps.cli import app
 from sweeps.errors import SpecError
-from sweeps.driver.service import ensure_tiny_model
 from sweeps.config.spec import load_spec
 from sweeps.driver.tracking import SweepTracker
 from sweeps.driver.preflight import plan_sweep
-from sweeps.driver.tuner import close_orphan_study_trials, execute, sweep_info
+from sweeps.driver.tuner import close_orphan_study_trials, sweep_info
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = Path(__file__).parent / "bad_inputs"
@@ -104,16 +104,10 @@ class KillAfterFirstCheckpoint(tune.Callback):
 
 @pytest.fixture(scope="module")
 def drill(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("drill")
-    spec = tmp / "drill.yaml"
-    spec.write_text(DRILL_SPEC)
-    plan = plan_sweep(spec, runs_dir=tmp / "runs")
-    ensure_tiny_model(plan.resolved.base_trial_config())
     killer = KillAfterFirstCheckpoint()
     # A local Ray of its own (a temp dir without another cluster's address file in it).
-    with private_local_ray("slr1-"):
-        outcome = execute(plan, verbose=0, callbacks=[killer])
-    return outcome, killer, tmp / "runs"
+    outcome, _, runs = sweep_in_private_ray(tmp_path_factory.mktemp("drill"), "drill", DRILL_SPEC, "slr1-", [killer])
+    return outcome, killer, runs
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def check_cluster_resources(plan: SweepPlan) -> None:
 
 
 SHIP_CODE_ENV = "SLSWEEP_SHIP_CODE"
-QUIET_TRAIN_HOOK = "sweeps.trial.train_job.quiet_train_internals"
+TRAIN_WORKER_HOOK = "sweeps.trial.train_job.train_worker_setup"
 
 
 def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
@@ -101,8 +101,8 @@ def runtime_env(plan: SweepPlan) -> dict[str, Any] | None:
         env["py_modules"] = [*env.get("py_modules", []), *(p for p in plugins if p not in env.get("py_modules", []))]
         env.setdefault("excludes", ["__pycache__", "*.pyc"])
         env["env_vars"] = {**env.get("env_vars", {}), ALLOW_ENV: "1"}  # the driver was allowed
-    if plan.spec.resources.workers > 1:  # multi-worker trials: Ray Train's chatter off in every worker
-        env.setdefault("worker_process_setup_hook", QUIET_TRAIN_HOOK)
+    if plan.spec.resources.workers > 1:  # multi-worker trials: see sweeps.trial.train_job.train_worker_setup
+        env.setdefault("worker_process_setup_hook", TRAIN_WORKER_HOOK)
     return env or None
 
 

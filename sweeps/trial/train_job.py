@@ -65,11 +65,18 @@ class WorkerPlan:
 DRIVER_RESOURCES = {"cpu": 0, "memory": 2**20}
 
 
-def quiet_train_internals() -> None:
-    """Ray worker set-up hook of multi-worker sweeps (`runtime_env.worker_process_setup_hook`):
-    Ray Train's placement-group cleaner (its own actor, outside Train's `LoggingConfig`) warns every
-    second when Ray runs without its dashboard, whose state API it polls; Ray removes a dead
-    trial's placement groups with their owner anyway. Its errors stay."""
+def train_worker_setup() -> None:
+    """Ray worker set-up hook of multi-worker sweeps (`runtime_env.worker_process_setup_hook`).
+
+    Ray Train's placement-group cleaner (an actor per Train run) frees a stopped trial's workers'
+    CPUs and GPUs once it sees, through Ray's state API, that the run's controller is gone. The
+    state API client finds its Ray from `RAY_ADDRESS`, else by looking for Ray processes on the
+    machine, which fails when the machine runs other Ray instances (other sweeps, tests): then
+    the cleaner only warns, every second, and the next trial waits forever for those resources.
+    Each worker therefore gets its own Ray's address. On a Ray without its dashboard (a cluster
+    started with `--include-dashboard=false`) the cleaner cannot work at all; its warnings are
+    silenced, its errors stay."""
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
