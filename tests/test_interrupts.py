@@ -240,6 +240,37 @@ def _reports_in_the_copy(copy: Path, original: Path) -> None:
     assert not list((original / "artifacts").rglob("eta-curve-*.png"))  # not into the original
 
 
+@pytest.mark.slow
+def test_r8_moved_run_folder_resumes_in_its_new_place(tmp_path: Path) -> None:
+    """A run folder moved (not copied) after Ctrl-C resumes where it now is: the pickled Optuna
+    searcher opens no database of the old path (it is gone), the study and store of the moved
+    folder finish, and nothing is created at the old path."""
+    spec = tmp_path / "stop3.yaml"
+    spec.write_text(SPEC)
+    runs = tmp_path / "runs"
+    driver = Driver(["run", str(spec), "--runs-dir", str(runs), "-q"], tmp_path / "run.log", short_tmp("sli8m-"))
+    resumed = None
+    try:
+        _wait_mid_trial(driver, runs, "stop3", step=3)
+        driver.signal(signal.SIGINT)
+        assert driver.wait(120) == 128 + signal.SIGINT, driver.text()[-3000:]
+        sweep_id = _runs(_client(runs), "stop3", "sweep")[0].data.tags["slsweep.sweep_id"]
+        moved = tmp_path / "elsewhere" / "runs"
+        moved.parent.mkdir()
+        shutil.move(str(runs), str(moved))
+        resumed = Driver(["resume", "--runs-dir", str(moved), "-q"], tmp_path / "resume.log", short_tmp("sli8n-"))
+        rc = resumed.wait(540)
+        assert rc == 0, resumed.text()[-3000:]
+    finally:
+        for d in (driver, resumed):
+            if d is not None:
+                d.stop()
+    assert not runs.exists()
+    trials = _runs(_client(moved), "stop3")
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    assert sorted(t.state.name for t in _study(moved, sweep_id).trials) == ["COMPLETE"] * 3
+
+
 # --------------------------------------------------------------------------- R9: two drivers
 
 

@@ -246,6 +246,23 @@ def test_rdb_storage_of_and_repoint(tmp_path):
             "repoint_rdb_storage", "RDBStorage.__setstate__ building the engine from state['url']")
 
 
+def test_lazy_rdb_storage_opens_nothing_when_unpickled(tmp_path):
+    import pickle
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    study = optuna.create_study(storage=ti.lazy_rdb_storage(f"sqlite:///{old / 'o.db'}"), study_name="s")
+    study.ask()
+    blob = pickle.dumps(study)
+    old.rename(new)  # the run folder moved: the pickled URL names a folder that is gone
+    again = pickle.loads(blob)
+    rdb = ti.rdb_storage_of(again)
+    require(rdb is not None and "engine" not in rdb.__dict__, "lazy_rdb_storage",
+            "RDBStorage.__getstate__/__setstate__ with engine, scoped_session, _version_manager")
+    ti.repoint_rdb_storage(rdb, f"sqlite:///{new / 'o.db'}")
+    assert len(again.trials) == 1 and not old.exists()
+
+
 def test_study_up_to():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=4)

@@ -16,12 +16,13 @@ is needed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Container
 from typing import Any
 
 __all__ = [
     "OPTUNA_VERSION", "RAY_VERSION", "asha_forget_trial", "default_ray_temp_dir", "fail_trial",
-    "group_trial_ids", "local_cpu_count", "local_ray_init_options", "optuna_search_completed",
+    "group_trial_ids", "lazy_rdb_storage", "local_cpu_count", "local_ray_init_options", "optuna_search_completed",
     "optuna_search_study", "optuna_search_trials", "ray_cluster_mode", "rdb_storage_of",
     "repeater_group", "repoint_rdb_storage", "resolve_auto_address", "scheduler_controller",
     "set_ray_cluster_mode", "study_trial_count", "study_up_to", "tuner_run_config",
@@ -222,6 +223,51 @@ def repoint_rdb_storage(rdb: Any, url: str) -> None:
     state = rdb.__getstate__()
     state["url"] = url
     rdb.__setstate__(state)
+
+
+_ENGINE_STATE = ("engine", "scoped_session", "_version_manager")
+
+
+@functools.cache
+def _lazy_rdb_class() -> type:
+    import optuna
+
+    class LazyRDBStorage(optuna.storages.RDBStorage):
+        """An RDBStorage that pickles as its URL and opens its database on first use."""
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {k: v for k, v in self.__dict__.items() if k not in _ENGINE_STATE}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            for key in _ENGINE_STATE:
+                self.__dict__.pop(key, None)
+            self.__dict__.update(state)
+
+        def __getattr__(self, name: str) -> Any:
+            if name not in _ENGINE_STATE or "url" not in self.__dict__:
+                raise AttributeError(name)
+            optuna.storages.RDBStorage.__setstate__(self, self.__getstate__())  # connect now
+            return self.__dict__[name]
+
+    LazyRDBStorage.__module__, LazyRDBStorage.__qualname__ = __name__, "LazyRDBStorage"
+    return LazyRDBStorage
+
+
+def __getattr__(name: str) -> Any:  # pickle finds the class by name without importing Optuna here first
+    if name == "LazyRDBStorage":
+        return _lazy_rdb_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def lazy_rdb_storage(url: str) -> Any:
+    """An `optuna.storages.RDBStorage` on `url` whose pickle holds no open database: unpickling
+    it (Tune restoring a searcher from a moved run folder, where the old `url` no longer
+    exists) opens nothing; the engine is built from `url` when first used, so
+    `repoint_rdb_storage` before that use means the old database is never touched.
+
+    Optuna 5.1: `RDBStorage.__getstate__` drops `engine`, `scoped_session`, `_version_manager`
+    and `__setstate__` rebuilds them from `url` and `engine_kwargs` (connecting at once)."""
+    return _lazy_rdb_class()(url)
 
 
 class _StudyUpTo:

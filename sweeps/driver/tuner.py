@@ -116,7 +116,8 @@ def _searcher(plan: SweepPlan, space: SearchSpace):
     if spec.search.strategy.is_grid:
         return None
     sampler = spec.search.strategy.build_sampler(spec.search.sampler_settings())  # sweeps.config.search
-    storage = optuna.storages.RDBStorage(paths.optuna_storage_uri(plan.runs_dir)) \
+    # lazy: the pickled searcher holds the URL only, so restoring it in a moved folder opens nothing
+    storage = internals.lazy_rdb_storage(paths.optuna_storage_uri(plan.runs_dir)) \
         if plan.local_store else None
     searcher = RunFolderOptunaSearch(space=space.define_by_run, metric=spec.metric.name, mode=spec.metric.mode,
                                      sampler=sampler, study_name=plan.sweep_id, storage=storage)
@@ -634,7 +635,8 @@ class RunFolderOptunaSearch(OptunaSearch):
     Tune pickles the searcher with the experiment state, storage URL included; a sweep resumed
     from a moved or copied run folder would write the study of the original folder. `resume`
     sets `storage_uri` to this folder's `optuna.db` before Tune restores the searcher; `restore`
-    then re-points the unpickled storage at it.
+    then re-points the unpickled storage at it. The storage is `internals.lazy_rdb_storage`:
+    unpickling it opens no database, so the old folder's file is never opened (it may be gone).
     """
 
     storage_uri: str | None = None
