@@ -154,3 +154,177 @@ def test_the_answer_only_projection_gets_a_dense_input_at_micro_batch_one(smolvl
     (shape, stride), = seen
     assert shape[0] == 1 and shape[1] < labels.shape[1]  # the answer positions only
     assert stride == (shape[1] * shape[2], shape[2], 1)
+
+
+def test_eval_estimate_matches_a_hand_computation() -> None:
+    from sweeps.trial.memory import estimate_eval
+
+    config = preset_config("smolvlm-256m")
+    counts = ParamCounts(total=256_000_000, trainable=1_000_000, vision_trains=False)
+    shape = BatchShape(tokens=100, answer=3, vision=1024, pixels=3 * 512 * 512)
+    ev = estimate_eval(config, counts, shape, chunk=4, max_new_tokens=8, dtype="bfloat16", autocast_bf16=True)
+    # no graph, gradients freed; the optimizer's states stay; chunk x (the vision tower's one-layer transient
+    # or the prefill: KV cache of 30 layers x (k, v) x 3 KV heads x 64, image features, one text layer, logits)
+    vision = 4 * 1024 * (2 * 768 + 2 * (768 + 3 * 12 * 64 + 12 * 64 + 3072 * 2))
+    kv = 4 * (100 + 8) * 30 * 2 * 3 * 64 * 2
+    prefill = kv + 4 * 100 * 576 * 2 + 4 * 100 * (2 * 576 + 2 * (576 + 15 * 64 + 9 * 64 + 1536 * 3)) + 4 * 49280 * 4
+    fixed = 255_000_000 * 2 + 1_000_000 * 4 + 8_000_000 + 4 * 3 * 512 * 512 * 4
+    assert ev.peak == fixed + max(vision, prefill) == sum(ev.terms.values())
+    assert ev.chunk == 4 and estimate_eval(config, counts, shape, chunk=8, max_new_tokens=8).peak > ev.peak
+
+
+def _gb_terms(text: str) -> list[float]:
+    """The numbers of a summary's "name 0.12" terms (the phase totals before a colon left out)."""
+    import re
+
+    return [float(v) for v in re.findall(r"[a-z] (\d+\.\d+)(?=,|;|$)", text)]
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_every_term_of_the_printed_estimate_adds_up_to_it(device_type: str) -> None:
+    from sweeps.trial.memory import estimate_eval
+
+    config = preset_config("smolvlm-256m")
+    counts = ParamCounts(total=256_000_000, trainable=256_000_000, vision_trains=False)
+    shape = BatchShape(tokens=1145, answer=3, vision=17408, pixels=17 * 3 * 512 * 512)
+    for micro in (1, 8):  # the frozen vision tower's transient, then the activations, set the peak
+        est = estimate_memory(config, counts, shape, micro_batch=micro, device_type=device_type)
+        assert sum(_gb_terms(est.summary())) == pytest.approx(est.gb, abs=0.006 * len(est.terms))
+        assert sum(est.terms.values()) == est.peak
+        for chunk in (1, 64):  # training, then evaluation, is the larger
+            both = est.with_eval(estimate_eval(config, counts, shape, chunk=chunk, max_new_tokens=8))
+            train, evaluation = both.summary().split("; evaluating ")
+            assert sum(_gb_terms(train)) == pytest.approx(both.train_peak / GB, abs=0.006 * len(est.terms))
+            assert sum(_gb_terms(evaluation)) == pytest.approx(both.eval.gb, abs=0.006 * len(both.eval.terms))
+            assert both.peak == max(est.peak, both.eval.peak)
+
+
+def test_the_hint_when_lora_checkpointing_and_bf16_are_all_on_names_what_is_left() -> None:
+    from sweeps.trial.memory import fit_hint
+
+    config = preset_config("smolvlm-256m")
+    counts = ParamCounts(total=256_000_000, trainable=1_000_000, vision_trains=False, lora=True)
+    shape = BatchShape(tokens=1145, answer=3, vision=17408, pixels=17 * 3 * 512 * 512)
+    est = estimate_memory(config, counts, shape, micro_batch=1, dtype="bfloat16", autocast_bf16=True,
+                          checkpointing=True)
+    hint = fit_hint(lambda *_flags: est, est.peak // 2, lora=True, checkpointing=True, bf16=True)
+    assert "with ;" not in hint and "already on" in hint, hint
+    assert "smaller images" in hint and "resources.workers" in hint and "more memory" in hint
+
+
+def test_lora_with_checkpointing_keeps_a_graph_through_the_frozen_vision_tower() -> None:
+    config = preset_config("smolvlm-256m")
+    shape = BatchShape(tokens=1145, answer=3, vision=17408, pixels=17 * 3 * 512 * 512)
+    kw = dict(micro_batch=1, dtype="bfloat16", autocast_bf16=True, device_type="cpu")
+    lora = ParamCounts(total=256_000_000, trainable=1_000_000, vision_trains=False, lora=True)
+    full = ParamCounts(total=256_000_000, trainable=170_000_000, vision_trains=False)
+    vision = preset_config("smolvlm-256m").vision_config
+    h, layers = vision.hidden_size, vision.num_hidden_layers
+    # peft's input-require-grads hook: the frozen tower's checkpointed layer inputs plus one recomputed layer
+    with_graph = estimate_memory(config, lora, shape, checkpointing=True, **kw)
+    without = estimate_memory(config, lora, shape, checkpointing=False, **kw)
+    assert with_graph.parts["vision_transient"] == 0 and without.parts["vision_transient"] > 0
+    text = with_graph.parts["text_activations"]
+    assert with_graph.activations - text > 17408 * layers * 2 * h
+    # no adapters (peft not involved): the frozen tower runs without a graph, checkpointing or not
+    assert estimate_memory(config, full, shape, checkpointing=True, **kw).parts["vision_transient"] > 0
+
+
+def _trial_config(model: Path, **train: object) -> object:
+    from sweeps.config.trial_config import TrialConfig
+
+    return TrialConfig.model_validate(dict(
+        task=dict(name="counting", eval_size=train.pop("eval_size", 8)),
+        model=dict(path=str(model), freeze_vision=True, **train.pop("model", {})),
+        train=dict(steps=1, eval_every=1, batch_size=1, max_new_tokens=2, data_workers=0, **train),
+        loss=dict(family="soft_label", eta=0.1)))
+
+
+@pytest.mark.slow
+def test_the_evaluation_chunk_is_planned_against_a_measured_run(smolvlm_one_layer: Path) -> None:
+    """Evaluation generates up to 64 examples at once whatever the micro-batch: at real image sizes
+    (17 tiles per example) its vision tower outgrows the training step, so the plan lowers the chunk."""
+    from transformers import AutoConfig
+
+    from sweeps.driver.preflight import load_batcher
+    from sweeps.tasks import get_task
+    from sweeps.trial.data import TaskData
+    from sweeps.trial.memory import (DEFAULT_HEADROOM, batch_shape, estimate_eval, param_counts,
+                                     plan_trial_memory)
+    from sweeps.trial.run import run_trial
+
+    cfg = _trial_config(smolvlm_one_layer)
+    model_config = AutoConfig.from_pretrained(smolvlm_one_layer)
+    batcher = load_batcher(cfg, "test", str(smolvlm_one_layer))
+    examples = TaskData(get_task("counting"), cfg.task, cfg.seed).held_out
+    counts = param_counts(model_config, lora=None, freeze_vision=True)
+    shape = batch_shape(batcher, examples, model_config)
+    train = estimate_memory(model_config, counts, shape, micro_batch=1).peak
+
+    def ev(n: int) -> int:
+        return estimate_eval(model_config, counts, shape, chunk=n, max_new_tokens=2).peak
+
+    assert train < ev(2) < ev(3)  # evaluating two at once already needs more than a training step
+    memory = int((ev(2) + ev(3)) / 2 / DEFAULT_HEADROOM)
+    plan = plan_trial_memory(cfg, model_config=model_config, batcher=batcher, examples=examples, memory=memory,
+                             source="test")
+    assert plan.cfg.train.eval_batch == 2 and plan.estimate.peak == ev(2)
+    assert "evaluating 2 at once" in plan.line(), plan.line()
+    result = run_trial(plan.cfg, checkpoint=False)
+    peak = result.metrics["memory.peak_gb"] * GB
+    assert 0 < peak <= memory, (peak / GB, memory / GB)
+    assert result.metrics["memory.estimate_gb"] == pytest.approx(plan.estimate.gb, rel=0.05)
+    assert plan.estimate.peak == pytest.approx(peak, rel=0.15)  # the evaluation's peak, measured
+    # the chunk is the one thing changed: 64 at once (all 8) would not fit
+    assert ev(8) > memory * DEFAULT_HEADROOM
+
+
+@pytest.mark.slow
+def test_an_evaluation_that_cannot_fit_one_example_is_refused(tmp_path: Path, smolvlm_one_layer: Path) -> None:
+    from sweeps.driver.preflight import plan_sweep
+    from sweeps.errors import SpecError
+    from sweeps.trial.memory import DEFAULT_HEADROOM
+
+    spec = _spec(tmp_path, smolvlm_one_layer)
+    one = ["train.batch_size=1", "search.max_concurrent=1"]
+    roomy = plan_sweep(spec, overrides=["resources.memory_gb=1000", *one]).data_lines[-1]
+    train_gb = float(roomy.split("training step ")[1].split(":")[0])
+    # a KV cache for 3M new tokens (1536 bytes per token in the one float32 layer: 4.6 GB) outgrows the
+    # room that training has twice over
+    memory = f"resources.memory_gb={2 * train_gb / DEFAULT_HEADROOM:.4f}"
+    plan_sweep(spec, overrides=[memory, *one])  # training fits
+    with pytest.raises(SpecError) as info:
+        plan_sweep(spec, overrides=[memory, *one, "train.max_new_tokens=3000000"])
+    text = str(info.value)
+    assert "\n" not in text and "resources.memory_gb" in text and "evaluating one example needs" in text, text
+    assert "kv cache" in text and "smaller images" in text
+
+
+@pytest.mark.slow
+def test_lora_checkpointing_bf16_estimate_against_a_measured_run(smolvlm_one_layer: Path) -> None:
+    """LoRA + gradient checkpointing: peft's input-require-grads hook makes the frozen vision tower keep
+    a graph; the estimate counts it and is within 15% of the measured peak (it was a third under)."""
+    from dataclasses import replace
+
+    from transformers import AutoConfig
+
+    from sweeps.driver.preflight import load_batcher
+    from sweeps.tasks import get_task
+    from sweeps.trial.data import TaskData
+    from sweeps.trial.memory import batch_shape, param_counts
+    from sweeps.trial.run import run_trial
+
+    cfg = _trial_config(smolvlm_one_layer, eval_size=1, batch_size=2,
+                        model=dict(lora={}, dtype="bfloat16", gradient_checkpointing=True))
+    result = run_trial(cfg, checkpoint=False)
+    peak, estimate = result.metrics["memory.peak_gb"], result.metrics["memory.estimate_gb"]
+    assert estimate == pytest.approx(peak, rel=0.15), (estimate, peak)
+    model_config = AutoConfig.from_pretrained(smolvlm_one_layer)
+    counts = param_counts(model_config, lora={}, freeze_vision=True)
+    assert counts.lora
+    examples = TaskData(get_task("counting"), cfg.task, cfg.seed)
+    shape = batch_shape(load_batcher(cfg, "test", str(smolvlm_one_layer)),
+                        examples.batch(0, 0, 2) + examples.held_out, model_config)
+    no_graph = estimate_memory(model_config, replace(counts, lora=False), shape, micro_batch=2, dtype="bfloat16",
+                               autocast_bf16=True, checkpointing=True, device_type="cpu")
+    assert no_graph.gb < 0.85 * peak, (no_graph.gb, peak)  # without the vision graph: well under

@@ -242,7 +242,7 @@ def test_lm_head_gets_a_contiguous_input() -> None:
 
 @pytest.mark.slow
 def test_compiled_decoder_layers_train_like_eager() -> None:
-    from tests.trial_helpers import tiny_trial_config
+    from trial_helpers import tiny_trial_config
     from sweeps.trial.run import run_trial
 
     losses = []

@@ -163,6 +163,8 @@ class TrainConfig(_Section):
     # torch.compile each decoder layer of the language model (sweeps.models.loading.compile_decoder_layers)
     compile: bool = False
     max_new_tokens: int = Field(8, gt=0)
+    # examples generated at once in evaluation (None: 64); the memory planner lowers it when 64 does not fit
+    eval_batch: int | None = Field(None, gt=0)
     checkpoint_every: int | None = Field(None, gt=0)
     # DataLoader worker processes that build training batches ahead of the step (0 = inline)
     data_workers: int = Field(1, ge=0, le=64)

@@ -369,12 +369,15 @@ def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any
     try:
         config = AutoConfig.from_pretrained(model_source(cfg, spec_file))
         mem = plan_trial_memory(cfg, model_config=config, batcher=batcher, examples=examples[:16], memory=memory,
-                                source=where, device_type=device, space_values=space_extremes(space))
+                                source=where, device_type=device, space_values=space_extremes(space),
+                                workers=workers)
     except MemoryFitError as exc:
         if exc.field.startswith("params."):
             raise space._error(("params", exc.field.split(".", 1)[1]), one_line(str(exc))) from None
         field = exc.field if exc.field != "model.path" or not resources.memory_gb else "resources.memory_gb"
         raise SpecError(spec_file, field, one_line(str(exc))) from None
+    if mem.cfg.train.eval_batch != cfg.train.eval_batch:  # evaluation in smaller chunks than 64
+        plan.spec.train.eval_batch = mem.cfg.train.eval_batch
     if cfg.train.batch_size == "auto":
         plan.spec.train.batch_size, plan.spec.train.grad_accum = mem.cfg.train.batch_size, mem.cfg.train.grad_accum
         return f"{mem.line()}; train.batch_size auto -> {mem.cfg.train.batch_size} (effective batch " \

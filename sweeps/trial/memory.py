@@ -41,7 +41,11 @@ and per-token norm statistics.)
 where h = hidden size, I = intermediate size, a / g = attention / key-value heads, d = head dim,
 bytes_r = the residual stream's dtype (the weights'), bytes_c = the compute dtype (2 under bf16
 autocast, else bytes_r). A tower keeps a graph when one of its parameters trains (the text decoder
-always, under LoRA too; the vision tower when neither frozen nor under LoRA); a frozen vision tower
+always, under LoRA too; the vision tower when neither frozen nor under LoRA), and also under LoRA with
+gradient checkpointing: peft then calls `enable_input_require_grads`, which hooks the input embeddings
+of every sub-model, the vision tower's patch embeddings included, so a frozen vision tower keeps a
+checkpointed graph and backward runs through it (measured: smolvlm-500m, 1 layer, bf16, micro-batch
+2: 1.11 GB estimated without this graph, 1.65 measured). Otherwise a frozen vision tower
 still runs once, holding one layer's live tensors for its tokens at a time (`vision_transient`):
 
     L_layer = bytes_r x h + bytes_c x (h + (a + 2g) x d + a x d + I x (3 if gated else 2))
@@ -88,7 +92,8 @@ from typing import Any
 from sweeps.errors import SlsweepError
 
 __all__ = ["DEFAULT_HEADROOM", "BatchShape", "Estimate", "MemoryFitError", "MemoryPlan", "ParamCounts",
-           "PeakMeter", "Tower", "auto_batch", "batch_shape", "counts_of", "device_memory", "estimate_memory",
+           "PeakMeter", "Tower", "auto_batch", "batch_shape", "counts_of", "device_memory", "estimate_eval", "estimate_memory",
+           "EvalEstimate", "eval_chunk", "trial_estimate",
            "fit_hint", "MEMORY_TARGETS", "MemoryRecord", "param_counts", "plan_on_device", "plan_trial_memory",
            "space_extremes", "towers", "trials_per_device", "worst_case"]
 
@@ -152,6 +157,7 @@ class ParamCounts:
     trainable: int
     vision_trains: bool  # whether any vision-tower parameter trains
     text_trains: bool = True
+    lora: bool = False  # peft adapters (with checkpointing, peft makes every tower keep a graph)
 
 
 def param_counts(config: Any, *, lora: dict[str, Any] | None, freeze_vision: bool) -> ParamCounts:
@@ -183,7 +189,7 @@ def counts_of(model: Any) -> ParamCounts:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     tower = find_vision_tower(model)
     vision = tower is not None and any(p.requires_grad for p in tower.parameters())
-    return ParamCounts(total=total, trainable=trainable, vision_trains=vision)
+    return ParamCounts(total=total, trainable=trainable, vision_trains=vision, lora=hasattr(model, "peft_config"))
 
 
 @dataclass(frozen=True)
@@ -239,14 +245,49 @@ class Estimate:
     inputs: int
     peak: int
     parts: dict[str, int] = field(default_factory=dict)
+    terms: dict[str, int] = field(default_factory=dict)  # the terms that add up to `peak`, by name
+    eval: EvalEstimate | None = None  # the evaluation's peak (`with_eval`); `peak` is then the larger
 
     @property
     def gb(self) -> float:
         return self.peak / GB
 
     def summary(self) -> str:
-        terms = ("weights", "optimizer", "grads", "activations", "logits")
-        return ", ".join(f"{k} {getattr(self, k) / GB:.2f}" for k in terms)
+        """Every term of the peak in GB, adding up (to rounding): "weights 0.30, optimizer 0.54, ...";
+        with an evaluation (`with_eval`) both phases, e.g. "training step 2.72: weights 0.30, ...;
+        evaluating 4 at once 4.32: weights 0.30, ..." (the peak is the larger)."""
+        if self.eval is None:
+            return _terms(self.terms)
+        return (f"training step {self.train_peak / GB:.2f}: {_terms(self.terms)}; evaluating {self.eval.chunk} "
+                f"at once {self.eval.gb:.2f}: {_terms(self.eval.terms)}")
+
+    @property
+    def train_peak(self) -> int:
+        """Bytes of the training step alone (`peak` without the evaluation)."""
+        return sum(self.terms.values()) if self.terms else self.peak
+
+    def with_eval(self, ev: EvalEstimate) -> Estimate:
+        """This estimate with the evaluation's: `peak` = max(training step, evaluation chunk)."""
+        from dataclasses import replace
+
+        return replace(self, eval=ev, peak=max(self.train_peak, ev.peak))
+
+
+@dataclass(frozen=True)
+class EvalEstimate:
+    """The peak of one evaluation chunk (`estimate_eval`), by term (bytes)."""
+
+    chunk: int
+    peak: int
+    terms: dict[str, int]
+
+    @property
+    def gb(self) -> float:
+        return self.peak / GB
+
+
+def _terms(terms: dict[str, int]) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v / GB:.2f}" for k, v in terms.items() if v)
 
 
 def estimate_memory(config: Any, counts: ParamCounts, shape: BatchShape, *, micro_batch: int,
@@ -285,8 +326,12 @@ def estimate_memory(config: Any, counts: ParamCounts, shape: BatchShape, *, micr
         return tokens * tower.layers * per_layer
 
     text_act = stack(text, b * shape.tokens, True) + b * shape.tokens * (4 + bytes_r) * text.hidden
-    vision_act = 0 if vision is None else stack(vision, b * shape.vision, counts.vision_trains)
-    if vision is not None and not counts.vision_trains:
+    # peft under gradient checkpointing hooks every sub-model's input embeddings to require grad
+    # (`enable_input_require_grads`), the vision tower's patch embeddings too: a frozen tower then
+    # keeps a (checkpointed) graph and backward runs through it
+    vision_graph = counts.vision_trains or (counts.lora and checkpointing)
+    vision_act = 0 if vision is None else stack(vision, b * shape.vision, vision_graph)
+    if vision is not None and not vision_graph:
         activations, transient = text_act, vision_act
     else:
         activations, transient = text_act + vision_act, 0
@@ -296,14 +341,77 @@ def estimate_memory(config: Any, counts: ParamCounts, shape: BatchShape, *, micr
         import torch
 
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    terms = {"weights": weights, "optimizer": optimizer, "inputs": inputs}
+    graph = {"activations": activations, "logits": logits, "autocast": cast}
     if device_type == "cpu":  # backward's freed activations are not reused for the gradients
-        step = max(activations + logits + cast, transient) + grads
+        terms.update(graph if sum(graph.values()) >= transient else {"vision_transient": transient})
+        terms["grads"] = grads
     else:
-        step = max(activations + logits + cast + (grads if grad_accum > 1 else 0), grads, transient)
-    peak = weights + optimizer + inputs + step
+        if grad_accum > 1:
+            graph["grads"] = grads
+        branches = [graph, {"grads": grads}, {"vision_transient": transient}]
+        terms.update(max(branches, key=lambda t: sum(t.values())))
+    peak = sum(terms.values())
     return Estimate(micro_batch=b, weights=weights, optimizer=optimizer, grads=grads, autocast=cast,
                     activations=activations, logits=logits, inputs=inputs, peak=peak,
-                    parts={"vision_transient": transient, "text_activations": text_act})
+                    parts={"vision_transient": transient, "text_activations": text_act}, terms=terms)
+
+
+def estimate_eval(config: Any, counts: ParamCounts, shape: BatchShape, *, chunk: int, max_new_tokens: int,
+                  dtype: str = "auto", autocast_bf16: bool = False) -> EvalEstimate:
+    """Estimated peak bytes while the trial evaluates `chunk` examples at once (greedy `generate`,
+    no graph, between training steps: the optimizer's states stay, the gradients are freed).
+
+        peak = weights + optimizer + pixel inputs (chunk x pixels x 4)
+               + max(vision transient: chunk x patches x L_layer(vision),
+                     prefill: image features + KV cache + one decoder layer's live tensors + logits)
+        image features = chunk x tokens x h x bytes_c        (the merged input embeddings)
+        KV cache       = chunk x (tokens + max_new_tokens) x layers x 2 x g x d x bytes_c
+        live           = chunk x tokens x L_layer(text)      (one layer at a time, no graph)
+        logits         = chunk x V x 4                       (the last position's, in float32)
+
+    Args: as `estimate_memory`; `chunk`: examples generated at once; `max_new_tokens`: the trial's
+    `train.max_new_tokens`. Returns an `EvalEstimate` whose `terms` add up to its `peak`.
+    """
+    text, vision, vocab = towers(config)
+    bytes_r = 2 if dtype == "bfloat16" else 4
+    bytes_c = 2 if autocast_bf16 else bytes_r
+    frozen = counts.total - counts.trainable
+    n, seq = chunk, shape.tokens + max_new_tokens
+    terms = {"weights": frozen * bytes_r + counts.trainable * 4, "optimizer": counts.trainable * 8,
+             "eval_inputs": n * shape.pixels * 4}
+    transient = 0 if vision is None else n * shape.vision * vision.live_bytes_per_token(bytes_r, bytes_c)
+    prefill = {"kv_cache": n * seq * text.layers * 2 * text.kv_heads * text.head_dim * bytes_c,
+               "eval_features": n * shape.tokens * text.hidden * bytes_c,
+               "eval_layer": n * shape.tokens * text.live_bytes_per_token(bytes_r, bytes_c),
+               "eval_logits": n * vocab * 4}
+    terms.update(prefill if sum(prefill.values()) >= transient else {"eval_vision_transient": transient})
+    return EvalEstimate(chunk=chunk, peak=sum(terms.values()), terms=terms)
+
+
+def trial_estimate(cfg: Any, config: Any, counts: ParamCounts, shape: BatchShape, *, device_type: str,
+                   workers: int = 1) -> Estimate:
+    """The estimate a trial records (`memory.estimate_gb`): one worker's training step (its
+    ceil(micro-batch / workers) examples) and its evaluation chunk (`train.eval_batch`, else
+    min(64, its share of `task.eval_size`)), the peak the larger of the two."""
+    est = _estimator(config, shape, device_type, workers, counts)
+    from sweeps.trial.run import EVAL_BATCH
+
+    chunk = min(EVAL_BATCH, cfg.train.eval_batch or EVAL_BATCH, math.ceil(cfg.task.eval_size / workers))
+    return est(cfg, cfg.train.batch_size, cfg.train.grad_accum).with_eval(est.eval(cfg, chunk))
+
+
+def eval_chunk(estimate_at: Any, budget: int, most: int) -> int:
+    """The largest evaluation chunk <= `most` whose `estimate_at(chunk).peak` fits `budget`; 0 when
+    even 1 does not. `estimate_at`: `chunk -> EvalEstimate` (the peak grows with the chunk)."""
+    lo, hi = 0, most
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if estimate_at(mid).peak <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def auto_batch(estimate_at: Any, budget: int, effective: int) -> tuple[int, int] | None:
@@ -348,6 +456,11 @@ def device_memory(memory_gb: float | None, gpu: float) -> tuple[int, str]:
     return int(psutil.virtual_memory().available), "available RAM"
 
 
+_SMALLER_IMAGES = "smaller images or fewer image tiles (fewer image tokens: the processor's size / max_pixels)"
+_LARGER_DEVICE = ("a device with more memory, or a trial split over several GPUs (resources.workers with "
+                  "strategy: fsdp, docs/cluster.md)")
+
+
 def fit_hint(estimate_at: Any, budget: int, *, lora: bool, checkpointing: bool, bf16: bool) -> str:
     """What would make a trial that does not fit at micro-batch 1 fit: each option not in use with its
     estimate, e.g. "model.lora: {} -> 3.1 GB, model.gradient_checkpointing: true -> 7.9 GB".
@@ -365,11 +478,14 @@ def fit_hint(estimate_at: Any, budget: int, *, lora: bool, checkpointing: bool, 
         options.append(("model.dtype: bfloat16", (lora, checkpointing, True)))
     if len(options) > 1:
         options.append((" + ".join(o for o, _ in options), (True, True, True)))
+    images, larger = _SMALLER_IMAGES, _LARGER_DEVICE
+    if not options:  # LoRA, checkpointing and bf16 are all on already
+        return f"LoRA, gradient checkpointing and bfloat16 are already on: it needs {images}, or {larger}"
     shown = [f"{label} -> {estimate_at(*flags).gb:.3g} GB" for label, flags in options]
     fits = [s for (label, flags), s in zip(options, shown) if estimate_at(*flags).peak <= budget]
-    text = "; ".join(fits or shown)
-    return (f"would fit with {text}" if fits else f"still too large with {text}") + \
-        "; smaller images also help (fewer image tokens: the processor's size / max_pixels)"
+    if fits:
+        return f"would fit with {'; '.join(fits)}; {images} also help"
+    return f"still too large with {'; '.join(shown)}; it needs {images} too, or {larger}"
 
 
 # --------------------------------------------------------------------------------- measured peaks
@@ -457,7 +573,8 @@ class MemoryPlan:
 
 def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: list[Any], memory: int,
                       source: str, device_type: str = "cpu", headroom: float = DEFAULT_HEADROOM,
-                      space_values: dict[str, tuple[str, list[Any]]] | None = None) -> MemoryPlan:
+                      space_values: dict[str, tuple[str, list[Any]]] | None = None,
+                      workers: int = 1) -> MemoryPlan:
     """Estimate a trial's peak memory before anything is loaded; resolve `train.batch_size: auto`.
 
     Args:
@@ -472,9 +589,16 @@ def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: li
         space_values: the search space's memory parameters (`space_extremes`): the plan is made for
             the worst case the space can propose (each parameter at its most memory-hungry value), so
             that every trial fits; `train.batch_size: auto` is resolved against that worst case.
+        workers: processes of one trial (`resources.workers`): the plan is one worker's, which
+            trains ceil(micro-batch / workers) examples and evaluates ceil(eval_size / workers).
+
+    Evaluation is planned too (`estimate_eval`): the largest chunk <= `EVAL_BATCH` (64) examples
+    generated at once that fits becomes `train.eval_batch` when it is smaller than the trial's
+    evaluation share; `plan.estimate.peak` is the larger of the training step's and the chunk's.
 
     Returns:
-        The plan; `plan.cfg` has integer batch_size and grad_accum; `plan.estimate` is the worst case's.
+        The plan; `plan.cfg` has integer batch_size and grad_accum (and eval_batch when memory is
+        short); `plan.estimate` is the worst case's.
 
     Raises:
         MemoryFitError: micro-batch 1 does not fit (`field` model.path), the fixed batch does not
@@ -484,7 +608,7 @@ def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: li
     """
     shape = batch_shape(batcher, examples, model_config)
     budget = int(memory * headroom)
-    at_cfg = _estimator(model_config, shape, device_type)
+    at_cfg = _estimator(model_config, shape, device_type, workers)
 
     def at(micro: int, accum: int, *, lora: bool | None = None, ckpt: bool | None = None,
            bf16: bool | None = None) -> Estimate:
@@ -529,6 +653,21 @@ def plan_trial_memory(cfg: Any, *, model_config: Any, batcher: Any, examples: li
             f"train.batch_size", "train.batch_size")
     if raised:
         est = at_cfg(worst, *_batch_of(worst))
+    from sweeps.trial.run import EVAL_BATCH
+
+    share = math.ceil(cfg.task.eval_size / workers)
+    most = min(EVAL_BATCH, share, cfg.train.eval_batch or EVAL_BATCH)
+    chunk = eval_chunk(lambda n: at_cfg.eval(worst, n), budget, most)
+    if chunk == 0:
+        ev = at_cfg.eval(worst, 1)
+        raise MemoryFitError(
+            f"{cfg.model.path}: evaluating one example needs ~{ev.gb:.3g} GB ({_terms(ev.terms)} GB) but "
+            f"{source} gives {memory / GB:.3g} GB ({headroom:.0%} usable: {budget / GB:.3g} GB); "
+            f"it needs {_SMALLER_IMAGES}, or {_LARGER_DEVICE}")
+    if chunk < min(EVAL_BATCH, share) and chunk != cfg.train.eval_batch:
+        cfg = cfg.model_copy(deep=True)
+        cfg.train.eval_batch = chunk
+    est = est.with_eval(at_cfg.eval(worst, chunk))
     return MemoryPlan(cfg=cfg, estimate=est, memory=memory, source=source, headroom=headroom,
                       worst=tuple(f"{t}: {v!r}" for _n, t, v in raised))
 
@@ -546,24 +685,42 @@ def _with_batch(cfg: Any, micro: int, accum: int) -> Any:
     return c
 
 
-def _estimator(model_config: Any, shape: BatchShape, device_type: str) -> Any:
-    """`(cfg, micro_batch, grad_accum) -> Estimate` for configs of one model; parameter counts are
-    built once per (LoRA options, frozen vision) on the meta device."""
-    import json
+class _estimator:
+    """`(cfg, micro_batch, grad_accum) -> Estimate` (one worker's: ceil(micro_batch / workers)) and
+    `.eval(cfg, chunk) -> EvalEstimate` for configs of one model; parameter counts are built once per
+    (LoRA options, frozen vision) on the meta device."""
 
-    from sweeps.trial.run import bf16_autocast
+    def __init__(self, model_config: Any, shape: BatchShape, device_type: str, workers: int = 1,
+                 counts: ParamCounts | None = None) -> None:
+        self.model_config, self.shape, self.device_type, self.workers = model_config, shape, device_type, workers
+        self.counts: dict[tuple[str, bool], ParamCounts] = {}
+        self.fixed = counts  # a built model's own counts
 
-    counts: dict[tuple[str, bool], ParamCounts] = {}
+    def _counts(self, c: Any) -> ParamCounts:
+        if self.fixed is not None:
+            return self.fixed
+        import json
 
-    def at(c: Any, micro: int, accum: int) -> Estimate:
         key = (json.dumps(c.model.lora, sort_keys=True, default=str), c.model.freeze_vision)
-        if key not in counts:
-            counts[key] = param_counts(model_config, lora=c.model.lora, freeze_vision=c.model.freeze_vision)
-        return estimate_memory(model_config, counts[key], shape, micro_batch=micro, dtype=c.model.dtype,
-                               autocast_bf16=bf16_autocast(c, device_type),
+        if key not in self.counts:
+            self.counts[key] = param_counts(self.model_config, lora=c.model.lora, freeze_vision=c.model.freeze_vision)
+        return self.counts[key]
+
+    def __call__(self, c: Any, micro: int, accum: int) -> Estimate:
+        from sweeps.trial.run import bf16_autocast
+
+        return estimate_memory(self.model_config, self._counts(c), self.shape,
+                               micro_batch=math.ceil(micro / self.workers), dtype=c.model.dtype,
+                               autocast_bf16=bf16_autocast(c, self.device_type),
                                checkpointing=c.model.gradient_checkpointing, grad_accum=accum,
-                               device_type=device_type)
-    return at
+                               device_type=self.device_type)
+
+    def eval(self, c: Any, chunk: int) -> EvalEstimate:
+        from sweeps.trial.run import bf16_autocast
+
+        return estimate_eval(self.model_config, self._counts(c), self.shape, chunk=chunk,
+                             max_new_tokens=c.train.max_new_tokens, dtype=c.model.dtype,
+                             autocast_bf16=bf16_autocast(c, self.device_type))
 
 
 # Trial-config fields whose value changes a trial's memory (a search space may vary them).

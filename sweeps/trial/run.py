@@ -29,8 +29,7 @@ from sweeps.trial.distributed import (Shard, all_sum, eval_share, gather_rows, n
                                       unwrap, whole_for_generation, wrap_model)
 from sweeps.errors import SlsweepError
 from sweeps.models import Batcher, load_model_and_processor
-from sweeps.trial.memory import (MemoryRecord, PeakMeter, batch_shape, counts_of, estimate_memory,
-                                  plan_on_device)
+from sweeps.trial.memory import MemoryRecord, PeakMeter, batch_shape, counts_of, plan_on_device, trial_estimate
 from sweeps.tasks import Example, Task, get_task
 
 EVAL_BATCH = 64
@@ -133,8 +132,9 @@ def evaluate(model: torch.nn.Module, batcher: Batcher, task: Task, examples: lis
     predictions: list[str] = []
     mine = eval_share(examples, shard)
     with whole_for_generation(model, shard) as generator:
-        for start in range(0, len(mine), EVAL_BATCH):
-            chunk = mine[start:start + EVAL_BATCH]
+        size = min(EVAL_BATCH, cfg.train.eval_batch or EVAL_BATCH)  # the memory plan's chunk, if smaller
+        for start in range(0, len(mine), size):
+            chunk = mine[start:start + size]
             with _autocast(cfg, device):
                 predictions.extend(batcher.generate(generator, [e.image for e in chunk], [e.prompt for e in chunk]))
     model.train()
@@ -217,10 +217,9 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.train.warmup_steps, cfg.train.steps)
     config = unwrap(model).config
-    memory = MemoryRecord(meter, estimate_memory(
-        config, counts, batch_shape(batcher, data.batch(0, 0, cfg.train.batch_size)[:8], config),
-        micro_batch=cfg.train.batch_size // (shard.world if shard else 1), dtype=cfg.model.dtype, autocast_bf16=bf16_autocast(cfg, device.type),
-        checkpointing=cfg.model.gradient_checkpointing, grad_accum=cfg.train.grad_accum).gb)
+    shape = batch_shape(batcher, data.batch(0, 0, cfg.train.batch_size)[:8] + data.held_out[:8], config)
+    memory = MemoryRecord(meter, trial_estimate(cfg, config, counts, shape, device_type=device.type,
+                                                workers=shard.world if shard else 1).gb)  # max(train, eval)
     state = TrainState()
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer, scheduler, shard)
