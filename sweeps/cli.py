@@ -192,13 +192,18 @@ def status(
     typer.echo(sweep_status(runs_dir=runs_dir, tracking_uri=tracking_uri))
 
 
-def _check_store(tracking_uri: str | None) -> None:
-    """A --tracking-uri with a missing database driver or an unreachable server: one line, exit 2,
-    before MLflow is imported (the report commands do the same in `report.commands._precheck`)."""
+def _check_store(tracking_uri: str | None, runs_dir: Path | None = None, *, local: bool = False) -> None:
+    """A --tracking-uri with a missing database driver or an unreachable server, or a run folder
+    with no store (`local`): one line, exit 2, before MLflow and pandas are imported (the report commands do
+    the same in `report.commands._precheck`)."""
     if tracking_uri:
         from sweeps.store.uri import check_tracking_uri
 
         check_tracking_uri(tracking_uri)
+    elif local:
+        from sweeps.store.paths import resolve_tracking_uri
+
+        resolve_tracking_uri(None, runs_dir)
 
 
 @app.command("list")
@@ -366,11 +371,11 @@ def confirm(
       slsweep confirm SWEEP --top 3 --seeds 5 --baseline loss=hard
       slsweep confirm SWEEP train.steps=100 --top 1 --seeds 2 --baseline loss=hard   # a quick check
     """
+    _allow(allow_plugins)
+    _check_store(tracking_uri, runs_dir, local=True)
     from sweeps.driver.confirm import run_confirm
     from sweeps.driver.service import split_spec_args
 
-    _allow(allow_plugins)
-    _check_store(tracking_uri)
     sweep, words = split_spec_args(sweep, overrides or ())  # `confirm train.steps=100`: the latest sweep
     text, summary = run_confirm(sweep, top=top, seeds=seeds, baseline=baseline, metric=metric,
                                 first_seed=first_seed, runs_dir=runs_dir, tracking_uri=tracking_uri,

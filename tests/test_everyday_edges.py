@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli, one_line_exit_2
+from helpers import cli, imported_after, one_line_exit_2
 from report_fixtures import Store, report_runs, report_store  # noqa: F401  (fixtures)
 from sweeps.config.trial_config import TrialConfig
 from sweeps.report import UnknownColumnError, UnknownMetricError
@@ -255,3 +255,14 @@ def test_reports_refuse_an_unknown_experiment_on_a_server_before_mlflow(tmp_path
         assert server_experiment_names(server.uri, "nope") == ["Default", "soft-ablation"]
     assert not (tmp_path / "r.html").exists()
     assert server_experiment_names(server.uri, "nope") is None  # a server that cannot answer: the full check
+
+
+@pytest.mark.parametrize("command", [["table"], ["report"], ["plot", "-k", "eta-curve"], ["confirm"]])
+def test_reports_on_a_folder_without_a_store_answer_before_mlflow(command: list[str], tmp_path: Path) -> None:
+    """No store in the run folder: one line naming where the folder came from (here the default
+    folder, no --runs-dir given), before MLflow or pandas are imported."""
+    env = {k: v for k, v in os.environ.items() if k != "SLSWEEP_RUNS_DIR"}
+    rc, heavy, _, err = imported_after(command, ["mlflow", "pandas", "ray"], cwd=tmp_path, env=env)
+    assert rc == 2 and heavy == [], (rc, heavy, err)
+    assert "the run folder from the default ./slsweep-runs" in err and "--runs-dir;" not in err, err
+    assert not (tmp_path / "slsweep-runs").exists()

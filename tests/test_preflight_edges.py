@@ -155,3 +155,31 @@ def test_library_errors_at_run_time_are_one_line_exit_1(capsys: pytest.CaptureFi
         assert stop.value.exit_code == 1 and "\n" not in err and err.startswith(f"error: {source}: "), err
         assert err.endswith("`slsweep resume` continues it")
     assert runtime_failure(ValueError("a bug")) is None  # anything else keeps its traceback
+
+
+def test_symlink_loops_are_one_line_naming_the_flag_or_variable(setup: dict) -> None:
+    """A path that is a symlink loop (`a -> b -> a`) is refused by whichever flag, variable or
+    field named it, exit 2, for every command that takes a path; nothing written, no Ray."""
+    tmp = setup["tmp"]
+    (tmp / "b").symlink_to(tmp / "a")
+    (tmp / "a").symlink_to(tmp / "b")
+    loop = str(tmp / "a")
+    _refused(setup, env={"SLSWEEP_RAY_TMP": loop}, needles=("SLSWEEP_RAY_TMP: ", "a symlink loop"))
+    _refused(setup, env={"SLSWEEP_CACHE_DIR": loop}, needles=("SLSWEEP_CACHE_DIR: ", "a symlink loop"))
+    for command in (["run", str(setup["spec"])], ["resume"], ["status"], ["table"], ["ui"], ["report"]):
+        one_line_exit_2(cli(*command, "--runs-dir", loop, cwd=tmp), "--runs-dir: ", "a symlink loop")
+        one_line_exit_2(cli(*command, cwd=tmp, env={"SLSWEEP_RUNS_DIR": loop}), "SLSWEEP_RUNS_DIR: ", "a symlink loop")
+    looped = setup["spec"].parent / "looped.yaml"
+    looped.write_text(setup["spec"].read_text() + f"storage: {loop}/runs\n")
+    one_line_exit_2(cli("run", str(looped), cwd=tmp), "looped.yaml: storage: ", "a symlink loop")
+    one_line_exit_2(cli("make-tiny-model", loop, cwd=tmp), "PATH: ", "a symlink loop")
+    one_line_exit_2(cli("data", "counting", "-n", "1", "--sheet", f"{loop}/s.png", cwd=tmp), "--sheet: ", "a symlink loop")
+    assert not setup["runs"].exists() and not setup["ray"].exists()
+
+
+def test_report_outputs_are_checked_before_the_report_is_built(tmp_path: Path) -> None:
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    for command in (["report"], ["table"], ["plot", "-k", "eta-curve"]):
+        one_line_exit_2(cli(*command, "-o", str(tmp_path / "a"), cwd=tmp_path), "--output: ", "a symlink loop")
+        one_line_exit_2(cli(*command, "-o", str(tmp_path), cwd=tmp_path), "--output: ", "a folder, not a file")

@@ -403,7 +403,7 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
                         first_seed=first_seed)
     overrides = list(overrides)
     check_overrides(plan, overrides)
-    folder = Path(runs_dir).expanduser().resolve() if runs_dir else paths.default_runs_dir().resolve()
+    folder = paths.run_folder(runs_dir)
     spec_path = write_confirm_spec(plan, folder)
     summary = run_sweep(spec_path, tracking_uri=tracking_uri, runs_dir=folder, verbose=verbose,
                         print_summary=False, overrides=overrides)

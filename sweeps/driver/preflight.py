@@ -89,6 +89,9 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
     if fresh:
         resolved = load_spec(spec_path, [*overrides, f"search.seed={fresh_search_seed()}"])
     spec = resolved.spec
+    where_folder = "storage" if spec.storage and not runs_dir else paths.runs_dir_source(runs_dir)
+    if runs_dir or spec.storage:  # a symlink loop: one line naming where the folder came from
+        _blame(paths.path_problem(runs_dir or spec.storage), str(resolved.path), where_folder)
     folder = Path(runs_dir or spec.storage or paths.default_runs_dir()).expanduser().resolve()
     uri = tracking_uri or spec.tracking.uri or paths.default_tracking_uri(folder)
     plan = SweepPlan(resolved=resolved, runs_dir=folder, tracking_uri=uri,
@@ -99,7 +102,6 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
         spec_file = str(resolved.path)
         # Each problem names where the value came from: a command-line flag, the spec's field,
         # or $SLSWEEP_RUNS_DIR.
-        where_folder = "storage" if spec.storage and not runs_dir else paths.runs_dir_source(runs_dir)
         _blame(runs_dir_problem(folder), spec_file, where_folder)
         if plan.local_store:  # artifacts go to <folder>/artifacts/<safe name>, never elsewhere
             _blame(names.artifacts_dir_problem(folder, plan.experiment), spec_file,

@@ -482,7 +482,7 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     """
     from sweeps.driver.preflight import plan_sweep
 
-    folder = Path(runs_dir or paths.default_runs_dir()).resolve()
+    folder = paths.run_folder(runs_dir)
     if folder.exists() and not folder.is_dir():
         raise SlsweepError(f"{folder}: {paths.runs_dir_source(runs_dir)}: not a folder (a file of that name exists)")
     records = sorted((folder / PLANS).glob("*.json"), key=lambda p: p.stat().st_mtime)
@@ -581,7 +581,7 @@ def sweep_status(*, runs_dir: str | Path | None = None, tracking_uri: str | None
     """
     from sweeps.report.status import read_local_store, read_mlflow, status_table
 
-    folder = Path(runs_dir or paths.default_runs_dir()).resolve()
+    folder = paths.run_folder(runs_dir)
     uri = tracking_uri or paths.default_tracking_uri(folder)
     db = folder / paths.MLFLOW_DB
     if not tracking_uri and not db.exists():  # (the folder's own store: never created by reading it)

@@ -158,6 +158,11 @@ def preview_command(spec: str | Path | None, overrides: Sequence[str] = (), *, n
         SlsweepError: see `build_preview`; `--sheet` with a missing or unwritable folder.
     """
     if sheet is not None:  # before the data loads
+        from sweeps.store.paths import path_problem
+
+        problem = path_problem(sheet)
+        if problem:
+            raise SlsweepError(f"--sheet: {problem}")
         if not Path(sheet).expanduser().parent.is_dir():
             raise SlsweepError(f"--sheet: {sheet}: folder {Path(sheet).expanduser().parent} does not exist")
         if n == 0:

@@ -119,7 +119,7 @@ def _precheck_experiment(experiment: str, runs_dir: Path | None) -> None:
     from sweeps.report.status import unknown_experiment
     from sweeps.store import paths
 
-    folder = Path(runs_dir or paths.default_runs_dir()).expanduser().resolve()
+    folder = paths.run_folder(runs_dir)
     names = unknown_experiment(folder / paths.MLFLOW_DB, experiment)
     if names is not None:
         raise no_sweep_named(experiment, paths.default_tracking_uri(folder), names)
@@ -135,11 +135,20 @@ def _precheck_server_experiment(experiment: str, uri: str) -> None:
 
 
 def _precheck(experiment: str | None, by: str | None, tracking_uri: str | None, runs_dir: Path | None,
-              all_runs: bool, metric: str | list[str] | None = None) -> None:
+              all_runs: bool, metric: str | list[str] | None = None, output: Path | None = None) -> None:
     """An unknown experiment or sweep, --by name or --metric refused from the run folder's own store before the heavy
     imports (`runs.precheck_columns`); an unknown experiment or sweep on a tracking server too, over
     its REST API; --by and --metric there, or with --all-runs (unfinished runs' keys), are left to
-    the full check."""
+    the full check. No run folder store, or an `-o` that cannot be written: refused here too."""
+    from sweeps.store import paths
+    from sweeps.store.uri import output_file_problem
+
+    problem = output_file_problem(output) if output is not None else None
+    if problem:
+        typer.echo(f"error: --output: {problem}", err=True)
+        raise typer.Exit(2)
+    if tracking_uri is None:
+        _guard(lambda: paths.resolve_tracking_uri(None, runs_dir))  # no store: one line, before MLflow
     if tracking_uri is not None:
         from sweeps.store.uri import check_tracking_uri
 
@@ -167,7 +176,7 @@ def table(experiment: ExperimentArg = None, by: ByOpt = None, metric: MetricOpt 
     param equal, seed aside) adds its 95% CI over seeds, a group pooling configurations its min-max
     spread. With --baseline, one-configuration groups get the difference with its CI, the test used
     and raw and adjusted p-values (and with --power, the seeds needed); pooled groups are never tested."""
-    _precheck(experiment, by, tracking_uri, runs_dir, all_runs, metric)
+    _precheck(experiment, by, tracking_uri, runs_dir, all_runs, metric, output)
     from sweeps.report.tables import ablation_table, render
 
     def go() -> None:
@@ -194,7 +203,7 @@ def plot(kind: Annotated[str, registry_option(PLOT_KINDS, "Figure to draw, one o
                                                      "(default: <kind>.png).", show_default=False)] = None,
          no_log: NoLogOpt = False) -> None:
     """Draw a figure and log it as an artifact of the sweep's parent run."""
-    _precheck(experiment, by, tracking_uri, runs_dir, all_runs, metric)
+    _precheck(experiment, by, tracking_uri, runs_dir, all_runs, metric, output)
     from sweeps.report import plots
 
     def go() -> None:
@@ -219,7 +228,7 @@ def report(experiment: ExperimentArg = None, metric: MetricOpt = None, by: ByOpt
                "report.html"),
            no_log: NoLogOpt = False) -> None:
     """One self-contained HTML page: spec, search space, best configuration, tables, figures."""
-    _precheck(experiment, by, tracking_uri, runs_dir, all_runs, metric)
+    _precheck(experiment, by, tracking_uri, runs_dir, all_runs, metric, output)
     from sweeps.report.html import build_report
 
     def go() -> None:

@@ -23,6 +23,34 @@ class NoStoreError(SlsweepError):
     """The MLflow store a command is to read does not exist."""
 
 
+def path_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be resolved to an absolute path (a symlink loop, an OS error), or None."""
+    try:
+        Path(path).expanduser().resolve()
+    except RuntimeError:  # Python 3.11-3.12: "Symlink loop from ..."
+        return f"{path}: a symlink loop"
+    except OSError as exc:  # ELOOP on 3.13+, a name too long, ...
+        return f"{path}: cannot be resolved ({exc.strerror or exc})"
+    return None
+
+
+def resolved(path: str | os.PathLike, what: str) -> Path:
+    """`path` made absolute (`~` expanded, symlinks followed).
+
+    Raises SlsweepError "`what`: `path`: a symlink loop" (one line naming the flag, variable or
+    field `what`) when it cannot be resolved."""
+    problem = path_problem(path)
+    if problem:
+        raise SlsweepError(f"{what}: {problem}")
+    return Path(path).expanduser().resolve()
+
+
+def run_folder(given: str | os.PathLike | None = None) -> Path:
+    """The run folder a command uses: `given` (--runs-dir) or `default_runs_dir()`, absolute;
+    SlsweepError naming its source when it is a symlink loop."""
+    return resolved(given, "--runs-dir") if given else default_runs_dir()
+
+
 def default_runs_dir() -> Path:
     """The run folder: `$SLSWEEP_RUNS_DIR` or `./slsweep-runs` (absolute).
 
@@ -30,7 +58,7 @@ def default_runs_dir() -> Path:
     unset, as in `runs_dir_source`: `Path("")` is the current folder, which would fill it with
     the run folder's stores.
     """
-    return Path(os.environ.get(RUNS_DIR_ENV) or "slsweep-runs").expanduser().resolve()
+    return resolved(os.environ.get(RUNS_DIR_ENV) or "slsweep-runs", runs_dir_source())
 
 
 def runs_dir_source(given: object = None) -> str:
@@ -40,10 +68,17 @@ def runs_dir_source(given: object = None) -> str:
     return "--runs-dir" if given or not os.environ.get(RUNS_DIR_ENV) else RUNS_DIR_ENV
 
 
+def runs_dir_origin(given: object = None) -> str:
+    """Where the run folder came from, in words: `--runs-dir`, `SLSWEEP_RUNS_DIR` or the default."""
+    if given:
+        return "--runs-dir"
+    return RUNS_DIR_ENV if os.environ.get(RUNS_DIR_ENV) else "the default ./slsweep-runs"
+
+
 def cache_dir() -> Path:
     """Cache for built tiny models: `$SLSWEEP_CACHE_DIR` (empty counts as unset) or `~/.cache/slsweep`."""
     default = Path.home() / ".cache" / "slsweep"
-    return Path(os.environ.get(CACHE_DIR_ENV) or default).expanduser().resolve()
+    return resolved(os.environ.get(CACHE_DIR_ENV) or default, CACHE_DIR_ENV)
 
 
 def default_tracking_uri(runs_dir: Path | None = None) -> str:
@@ -77,10 +112,10 @@ def resolve_tracking_uri(tracking_uri: str | None = None, runs_dir: Path | str |
     """
     from sweeps.store.schema import file_store_path, sqlite_path
 
-    uri = tracking_uri or default_tracking_uri(Path(runs_dir).expanduser().resolve() if runs_dir else None)
+    uri = tracking_uri or default_tracking_uri(run_folder(runs_dir) if runs_dir else None)
     db = sqlite_path(uri)
     if db is not None and not db.exists():
-        chosen = "" if tracking_uri else f"the run folder from {runs_dir_source(runs_dir)}; "
+        chosen = "" if tracking_uri else f"the run folder from {runs_dir_origin(runs_dir)}; "
         hint = f"{chosen}pass --tracking-uri or --runs-dir, or run `slsweep run` first"
         raise NoStoreError(f"no MLflow store at {db} ({hint})")
     if db is not None and not tracking_uri:

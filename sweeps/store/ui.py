@@ -146,7 +146,7 @@ def serve_ui(folder: Path | None, host: str = "127.0.0.1", port: int = 5000, *,
     if problem:
         raise SlsweepError(problem)
     source = paths.runs_dir_source(folder)
-    folder = (folder or paths.default_runs_dir()).resolve()
+    folder = paths.run_folder(folder)
     if not (folder / paths.MLFLOW_DB).exists():
         raise SlsweepError(f"{folder}: {source}: no MLflow store here (run `slsweep run` first)")
     paths.relocate_store(folder)  # a moved or copied folder shows its own artifacts

@@ -12,11 +12,15 @@ from urllib.parse import urlparse
 
 from sweeps.errors import SlsweepError, one_line
 from sweeps.store import schema
+from sweeps.store.paths import path_problem
 
 
 def folder_problem(folder: Path) -> str | None:
     """Why a folder cannot be created or written at `folder`, or None: it (or the nearest existing
-    folder above it) is a file, or that folder is not writable."""
+    folder above it) is a file, or that folder is not writable, or it is a symlink loop."""
+    problem = path_problem(folder)
+    if problem:
+        return problem
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
         return f"{folder}: not a folder (a file of that name exists)"
@@ -26,6 +30,18 @@ def folder_problem(folder: Path) -> str | None:
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         return f"{folder}: cannot write in {existing} (permission denied)"
     return None
+
+
+def output_file_problem(path: Path) -> str | None:
+    """Why a file cannot be written at `path` (checked before the work that produces it), or None:
+    a symlink loop, an existing folder of that name, or a folder above it that cannot be made."""
+    problem = path_problem(path)
+    if problem:
+        return problem
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return f"{path}: a folder, not a file"
+    return folder_problem(path.parent)
 
 
 def tracking_uri_problem(uri: str) -> str | None:
