@@ -52,6 +52,8 @@ def _refused(setup: dict, *args: str, env: dict[str, str] | None = None, needles
     ("task.params.bogus=1", "task.params.bogus: unknown counting parameter 'bogus'"),
     ("task.params.max_count=-3", "task.params.max_count"),
     ("task.image_size=4", "task.image_size"),
+    ("task.image_size=5000", "task.image_size: Input should be less than or equal to 4096"),
+    ("task.image_size=100000", "task.image_size: Input should be less than or equal to 4096"),
 ])
 def test_spec_values_ray_or_peft_would_reject(setup: dict, override: str, field: str) -> None:
     _refused(setup, override, needles=(field,))

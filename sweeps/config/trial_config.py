@@ -32,6 +32,7 @@ __all__ = [
 # when a config is validated): neither list is restated here.
 LOSS_FAMILIES: tuple[str, ...] = tuple(LOSS_FAMILY_SPECS)
 MAX_SEED = 2**32 - 1  # numpy's RandomState (Optuna's samplers, transformers.set_seed) takes no more
+MAX_IMAGE_SIZE = 4096  # task.image_size: the largest square side (pixels) a task renders or resizes to
 
 
 class _Section(BaseModel):
@@ -79,7 +80,9 @@ class TaskConfig(_Section):
     eval_split: str | None = None
     train_size: int = Field(20000, gt=0)
     eval_size: int = Field(500, gt=0)
-    image_size: int = Field(48, gt=0)
+    # Square side in pixels; above 4096 (48 MB an image) a synthetic set is a MemoryError or hangs
+    # while it renders, and no supported processor takes a larger image.
+    image_size: int = Field(48, gt=0, le=MAX_IMAGE_SIZE)
     # A Hugging Face dataset (instead of data_path): see HFDataConfig.
     data: HFDataConfig | None = None
 
