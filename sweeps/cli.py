@@ -57,9 +57,10 @@ def user_errors(fn: F) -> F:
             line = runtime_failure(exc)
             if line is None:
                 raise  # a bug: its traceback is the report
-            sweep = fn.__name__ in ("run", "resume", "confirm")
-            typer.echo(f"error: {line}" + ("; what the sweep saved is kept: `slsweep resume` continues it"
-                                           if sweep else ""), err=True)
+            # the service's `slsweep resume ID [--runs-dir X]` once Tune saved the sweep; else no promise
+            command = getattr(exc, "resume_command", None)
+            typer.echo(f"error: {line}" + (f"; what the sweep saved is kept: `{command}` continues it"
+                                           if command else ""), err=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

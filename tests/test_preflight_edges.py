@@ -151,12 +151,33 @@ def test_library_errors_at_run_time_are_one_line_exit_1(capsys: pytest.CaptureFi
         def run() -> None:
             raise exc
 
-        with pytest.raises(typer.Exit) as stop:
-            user_errors(run)()
-        err = capsys.readouterr().err.strip()
-        assert stop.value.exit_code == 1 and "\n" not in err and err.startswith(f"error: {source}: "), err
-        assert err.endswith("`slsweep resume` continues it")
+        # the service tells the CLI the command that resumes this sweep in its folder, once Tune
+        # saved it; nothing saved (no resume_command): no promise of a resume
+        for command in ("slsweep resume s-1 --runs-dir /data/runs", None):
+            exc.resume_command = command
+            with pytest.raises(typer.Exit) as stop:
+                user_errors(run)()
+            err = capsys.readouterr().err.strip()
+            assert stop.value.exit_code == 1 and "\n" not in err and err.startswith(f"error: {source}: "), err
+            if command:
+                assert err.endswith("`slsweep resume s-1 --runs-dir /data/runs` continues it"), err
+            else:
+                assert "resume" not in err, err
     assert runtime_failure(ValueError("a bug")) is None  # anything else keeps its traceback
+
+
+def test_a_folder_the_os_refuses_to_create_is_refused_in_preflight(setup: dict) -> None:
+    """/proc (and a read-only mount) passes os.access for root: a folder there is tried, not
+    assumed; the spec's `storage` as well as --runs-dir."""
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc")
+    spec = setup["spec"].parent / "proc.yaml"
+    spec.write_text(setup["spec"].read_text() + "storage: /proc/nope\n")
+    env = {"SLSWEEP_RAY_TMP": str(setup["ray"])}
+    one_line_exit_2(cli("run", str(spec), cwd=setup["tmp"], env=env), "proc.yaml: storage: /proc/nope: cannot create")
+    one_line_exit_2(cli("run", str(setup["spec"]), "--runs-dir", "/proc/nope", cwd=setup["tmp"], env=env),
+                    "--runs-dir: /proc/nope: cannot create")
+    assert not setup["ray"].exists() and not list(Path("/proc").glob(".slsweep-probe-*"))
 
 
 def test_symlink_loops_are_one_line_naming_the_flag_or_variable(setup: dict) -> None:

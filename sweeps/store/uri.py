@@ -5,6 +5,7 @@ Every command that takes --tracking-uri (writers and readers) checks it here."""
 from __future__ import annotations
 
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,6 +30,11 @@ def folder_problem(folder: Path) -> str | None:
         return f"{folder}: {existing} is a file, not a folder"
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         return f"{folder}: cannot write in {existing} (permission denied)"
+    if existing is not None:  # os.access passes for root on /proc, a read-only mount: try it
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".slsweep-probe-", dir=existing))
+        except OSError as exc:
+            return f"{folder}: cannot create a folder in {existing} ({exc.strerror or exc})"
     return None
 
 
