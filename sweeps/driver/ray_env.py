@@ -139,7 +139,9 @@ def reuse_workers(plan: SweepPlan) -> bool:
 # A quiet sweep's workers (`-q`, the default): Ray's and transformers' loggers at ERROR in every
 # trial worker, whose output reaches the console as "(tune_trainable pid=...)" lines (Tune's
 # "Restored ... from checkpoint" on every resumed trial). Workers read them when they start.
-QUIET_WORKER_ENV = {"RAY_LOGGER_LEVEL": "error", "TRANSFORMERS_VERBOSITY": "error"}
+# TORCH_CPP_LOG_LEVEL: torch's C++ warnings, such as DDP's note on find_unused_parameters
+# (sweeps.trial.distributed.wrap_model) printed by every worker of a multi-worker trial
+QUIET_WORKER_ENV = {"RAY_LOGGER_LEVEL": "error", "TRANSFORMERS_VERBOSITY": "error", "TORCH_CPP_LOG_LEVEL": "ERROR"}
 
 
 def quiet_workers(env: dict[str, Any] | None) -> dict[str, Any]:

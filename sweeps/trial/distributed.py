@@ -122,9 +122,10 @@ def wrap_model(model: torch.nn.Module, shard: Shard | None, device: torch.device
     if shard.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        # Multimodal models often hold trainable parameters a text-answer loss never reaches (a
-        # vision pooler or a head the language model does not call): DDP must look for them each
-        # step, as the Hugging Face Trainer does by default, or it waits for their gradients forever.
+        # Multimodal models often hold trainable parameters a text-answer loss never reaches
+        # (LLaVA reads the vision tower's second-to-last layer, so its post_layernorm gets no
+        # gradient): DDP must look for them each step, as the Hugging Face Trainer does by default,
+        # or it fails waiting for their gradients.
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                        find_unused_parameters=True)
     from torch.distributed.fsdp import fully_shard

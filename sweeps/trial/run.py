@@ -322,6 +322,12 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     say = log or (lambda _msg: None)
     s = setup_trial(cfg, device=device or pick_device(), resume_from=resume_from, say=say, shard=shard)
     cfg = s.cfg  # train.batch_size: auto resolved
+    if shard is not None and report is not None and s.state.restarts and s.state.history:
+        # A multi-worker trial's checkpoints are written by its workers, not through the driver,
+        # which may have been lost between a checkpoint and recording its evaluation: report the
+        # checkpoint's evaluation again so the record misses none (if it had been recorded, this
+        # is the same values at the same step). Every worker calls it: Train's report is collective.
+        report(dict(s.state.history[-1]), None)
     setup_s = time.perf_counter() - t0
     losses: list[float] = []
     curve: list[list[float]] = []    # [step, mean loss over the window] since the last report
