@@ -79,7 +79,7 @@ def test_a_symlinked_experiment_folder_that_leads_outside_is_refused(tmp_path: P
     one_line_exit_2(proc, "--experiment", "outside the run folder")
     assert _files(runs) == {runs / "artifacts", runs / "artifacts" / "mine"}
     assert not any(outside.iterdir())
-    # a link that stays inside the folder (or a linked artifacts root) is the user's own layout
+    # a link that stays inside the folder is the user's own layout
     (runs / "artifacts" / "mine").unlink()
     (runs / "artifacts" / "real").mkdir()
     (runs / "artifacts" / "mine").symlink_to(runs / "artifacts" / "real")

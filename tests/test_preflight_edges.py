@@ -206,3 +206,23 @@ def test_report_outputs_are_checked_before_the_report_is_built(tmp_path: Path) -
     for command in (["report"], ["table"], ["plot", "-k", "eta-curve"]):
         one_line_exit_2(cli(*command, "-o", str(tmp_path / "a"), cwd=tmp_path), "--output: ", "a symlink loop")
         one_line_exit_2(cli(*command, "-o", str(tmp_path), cwd=tmp_path), "--output: ", "a folder, not a file")
+
+
+@pytest.mark.parametrize("sub", ["artifacts", "ray", "sweeps"])
+def test_a_run_folder_sub_folder_linked_outside_is_refused(setup: dict, sub: str) -> None:
+    outside = setup["tmp"] / "outside"
+    outside.mkdir()
+    runs = setup["tmp"] / "linked-runs"
+    runs.mkdir()
+    (runs / sub).symlink_to(outside)
+    proc = cli("run", str(setup["spec"]), "--runs-dir", str(runs), cwd=setup["tmp"],
+               env={"SLSWEEP_RAY_TMP": str(setup["ray"])})
+    one_line_exit_2(proc, f"--runs-dir: {runs / sub} is a symbolic link to {outside}, outside the run folder")
+    assert not any(outside.iterdir()) and sorted(p.name for p in runs.iterdir()) == [sub]
+    assert not setup["ray"].exists()
+    (runs / sub).unlink()
+    (runs / "real").mkdir()
+    (runs / sub).symlink_to(runs / "real")  # a link inside the run folder is the user's own layout
+    from sweeps.driver.preflight import runs_dir_problem
+
+    assert runs_dir_problem(runs) is None

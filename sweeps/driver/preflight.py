@@ -127,10 +127,16 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
 
 
 def runs_dir_problem(folder: Path) -> str | None:
-    """Why `folder` cannot be a run folder (a file, an unreadable or foreign store in it), or None."""
+    """Why `folder` cannot be a run folder (a file, an unreadable or foreign store in it, a
+    sub-folder that is a symbolic link leading out of it), or None."""
     problem = folder_problem(folder)
     if problem:
         return problem
+    for sub in ("artifacts", "ray", paths.PLANS):  # what a sweep writes stays in the run folder
+        linked = folder / sub
+        if linked.is_symlink() and folder.resolve() not in linked.resolve().parents:
+            return (f"{linked} is a symbolic link to {linked.resolve()}, outside the run folder; remove the "
+                    "link, or make the disk it leads to the run folder (--runs-dir)")
     for name, table in ((paths.MLFLOW_DB, "experiments"), (paths.OPTUNA_DB, "studies")):
         db = folder / name
         if not db.exists():
@@ -357,6 +363,9 @@ def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any
 
     resources, space = plan.spec.resources, plan.resolved.space
     memory, where = device_memory(resources.memory_gb, resources.gpu)
+    if not plan.local_ray and resources.memory_gb is None:  # planned before Ray is joined: no worker seen
+        where += (" of this driver machine, not a worker's: on a cluster give resources.memory_gb, one "
+                  "worker's GPU memory (or RAM for CPU trials)")
     cpus, limit = local_cpu_count(), plan.spec.search.max_concurrent
     workers = getattr(resources, "workers", 1)
     sharing = trials_per_device(max_concurrent=limit, trials=plan.resolved.trial_count, cpu=resources.cpu,
