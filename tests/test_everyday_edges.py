@@ -266,3 +266,15 @@ def test_reports_on_a_folder_without_a_store_answer_before_mlflow(command: list[
     assert rc == 2 and heavy == [], (rc, heavy, err)
     assert "the run folder from the default ./slsweep-runs" in err and "--runs-dir;" not in err, err
     assert not (tmp_path / "slsweep-runs").exists()
+
+
+def test_switching_the_scheduler_type_by_override_drops_the_other_types_fields(capsys: pytest.CaptureFixture) -> None:
+    # default.yaml sets the asha-only grace_period and max_t: fifo by override leaves them out, saying so
+    sched = load_spec("default", ["scheduler.type=fifo"]).spec.scheduler
+    assert (sched.type, sched.grace_period, sched.max_t) == ("fifo", None, None)
+    assert "note: scheduler.type=fifo drops the asha-only scheduler.grace_period 100, scheduler.max_t 300" \
+        in capsys.readouterr().err
+    # what the user sets is kept, and a fifo with an asha field is still one error naming it
+    with pytest.raises(Exception, match="scheduler.max_t: applies to scheduler type asha only"):
+        load_spec("default", ["scheduler.type=fifo", "scheduler.max_t=5"])
+    assert load_spec("default", ["scheduler.type=asha"]).spec.scheduler.grace_period == 100

@@ -18,7 +18,7 @@ from sweeps.errors import SpecError
 from sweeps.config.yamlio import parse_yaml
 
 __all__ = ["FOLLOW_STEPS", "Override", "apply_overrides", "blame_override", "check_against_schema", "follow_steps",
-           "looks_like_override", "overridden_lines", "parse_overrides", "say_followed"]
+           "follow_scheduler_type", "looks_like_override", "overridden_lines", "parse_overrides", "say_followed"]
 
 Loc = tuple[str | int, ...]
 
@@ -87,7 +87,30 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[Override], *, sour
     steps = next((ov.text for ov in overrides if ov.key == "train.steps"), None)
     if steps:
         say_followed(follow_steps(data, out, overrides), steps)
+    kind = next((ov.text for ov in overrides if ov.key == "scheduler.type"), None)
+    if kind:
+        dropped = follow_scheduler_type(out, overrides)
+        if dropped:
+            _say_once(f"note: {kind} drops the asha-only {', '.join(dropped)} from the file")
     return out
+
+
+ASHA_ONLY = ("grace_period", "max_t")  # scheduler fields a fifo scheduler refuses
+
+
+def follow_scheduler_type(data: dict[str, Any], overrides: Sequence[Override]) -> list[str]:
+    """A `scheduler.type=fifo` override drops the file's asha-only fields (`ASHA_ONLY`) unless an
+    override sets them too (which validation then refuses); edits `data` in place and returns one
+    `field value` per field dropped."""
+    sched = data.get("scheduler")
+    if not isinstance(sched, dict) or sched.get("type") != "fifo":
+        return []
+    changes = []
+    for name in ASHA_ONLY:
+        if name in sched and not any(_covers(ov.key, f"scheduler.{name}") and ov.key != "scheduler.type"
+                                     for ov in overrides):
+            changes.append(f"scheduler.{name} {sched.pop(name)}")
+    return changes
 
 
 # Fields that follow a shorter `train.steps` given as an override, unless an override sets them too:
@@ -134,10 +157,14 @@ def follow_steps(original: dict[str, Any], data: dict[str, Any], overrides: Sequ
 
 def say_followed(changes: list[str], steps_override: str) -> None:
     """Print (once per process) which fields followed the steps override, on stderr."""
+    if changes:
+        _say_once(f"note: {steps_override} brings along {', '.join(changes)} (override them to choose)")
+
+
+def _say_once(line: str) -> None:
     import sys
 
-    line = f"note: {steps_override} brings along {', '.join(changes)} (override them to choose)"
-    if changes and line not in _SAID:
+    if line not in _SAID:
         _SAID.add(line)
         print(line, file=sys.stderr)
 
