@@ -23,6 +23,7 @@ numeric tokens, which `sl_core.soft_target_coverage` measures.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 from collections.abc import Callable
@@ -116,8 +117,10 @@ class ParamSpec:
         if self.kind == "choice":
             allowed = self.choices() if self.choices else ()
             if not isinstance(value, str) or value not in allowed:
+                close = difflib.get_close_matches(str(value), list(allowed), n=1)
                 raise ValueError(f"{self.name}: unknown {value!r} for loss family {family!r}; "
-                                 f"choose one of {', '.join(allowed)}")
+                                 f"choose one of {', '.join(allowed)}"
+                                 + (f"; did you mean {close[0]!r}?" if close else ""))
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             item = getattr(value, "item", None)  # a 0-d tensor or numpy scalar

@@ -82,8 +82,12 @@ Verbose = typer.Option(False, "--verbose", "-v", help="Also Ray Tune's status ta
 
 
 def _verbosity(quiet: bool, verbose: bool) -> int:
-    """Tune's verbosity: 0 (progress bars and summary; the default, `-q`) unless `-v` alone."""
-    return 1 if verbose and not quiet else 0
+    """Tune's verbosity: 0 (progress bars and summary; the default, `-q`), 1 with `-v`.
+
+    Raises SlsweepError (exit 2) for `-q` and `-v` together: they contradict each other."""
+    if quiet and verbose:
+        raise SlsweepError("-q/--quiet and -v/--verbose: give one (-q is the default)")
+    return 1 if verbose else 0
 AllowPlugins = typer.Option(False, "--allow-plugins", help="Import the plug-ins the spec names (tasks, loss "
                             "families, psi shapes by 'package.module:attr'): they run their own code. Also "
                             "SLSWEEP_ALLOW_PLUGINS=1.")

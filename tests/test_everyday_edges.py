@@ -50,6 +50,9 @@ def test_a_short_steps_override_brings_eval_warmup_and_the_scheduler_along(capsy
     (["run", "default", "task.name=countin"], "did you mean 'counting'?"),
     (["run", "default", "train.stpes=5"], "did you mean 'steps'?"),
     (["trial", "countin"], "did you mean 'counting'?"),
+    (["run", "default", "loss.psi=gausian"], "laplace; did you mean 'gaussian'?"),
+    (["run", "default", "-q", "-v"], "-q/--quiet and -v/--verbose: give one"),
+    (["resume", "-q", "-v"], "-q/--quiet and -v/--verbose: give one"),
     (["resume", "--runs-dir", "nowhere"], "no sweep to resume"),
     (["trial", str(Path(__file__).parents[1] / "sweeps" / "specs" / "default.yaml")],
      "search_space: this is a sweep spec: `slsweep trial` runs one trial config"),
@@ -278,3 +281,15 @@ def test_switching_the_scheduler_type_by_override_drops_the_other_types_fields(c
     with pytest.raises(Exception, match="scheduler.max_t: applies to scheduler type asha only"):
         load_spec("default", ["scheduler.type=fifo", "scheduler.max_t=5"])
     assert load_spec("default", ["scheduler.type=asha"]).spec.scheduler.grace_period == 100
+
+
+def test_the_contact_sheet_gets_an_ordinary_file_mode(tmp_path: Path) -> None:
+    """`data --sheet` writes through a temporary file (mkstemp: mode 0600); the sheet ends with the
+    mode any new file gets under the umask, readable by others where the umask says so."""
+    old = os.umask(0o022)
+    try:
+        proc = cli("data", "default", "-n", "1", "--sheet", str(tmp_path / "s.png"), cwd=tmp_path)
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "s.png").stat().st_mode & 0o777 == 0o644

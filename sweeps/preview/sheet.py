@@ -123,6 +123,9 @@ def write_sheet(path: str | Path, views: Sequence[Any], images: Sequence[Any]) -
                                f"{exc.strerror or exc}") from None
         os.close(fd)
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> the mode an ordinary new file gets
             fig.savefig(tmp, dpi=DPI, format="png", facecolor="white")
             os.replace(tmp, target)
         except BaseException:
