@@ -124,8 +124,11 @@ def test_concurrent_trials_on_cpu_divide_the_available_ram(tmp_path: Path, smolv
     from sweeps.driver.preflight import plan_sweep
 
     lora = f"{{path: {smolvlm}, freeze_vision: true, lora: {{r: 4}}}}"  # (peft's warnings stay off the line)
-    spec = _spec(tmp_path, smolvlm, params="eta: {type: float, low: 0.05, high: 0.2, target: loss.eta}", model=lora)
-    base = _base_estimate(tmp_path, smolvlm, model=lora)
+    # one example evaluated at a time: the evaluation cannot shrink to fit a smaller share
+    task = "{name: counting, eval_size: 1, image_size: 48}"
+    spec = _spec(tmp_path, smolvlm, params="eta: {type: float, low: 0.05, high: 0.2, target: loss.eta}", model=lora,
+                 task=task)
+    base = _base_estimate(tmp_path, smolvlm, model=lora, task=task)
     memory_gb = 1.5 * base / DEFAULT_HEADROOM  # one trial fits; two side by side do not
     # resources.cpu 0.5: two trials fit on any machine with one CPU or more
     text = _run(spec, tmp_path / "runs", f"resources.memory_gb={memory_gb:.4f}", "resources.cpu=0.5",
@@ -135,3 +138,26 @@ def test_concurrent_trials_on_cpu_divide_the_available_ram(tmp_path: Path, smolv
     alone = plan_sweep(spec, overrides=[f"resources.memory_gb={memory_gb:.4f}", "resources.cpu=0.5",
                                         "search.max_concurrent=1"])
     assert f"of {memory_gb:.1f} GB" in alone.data_lines[-1] and "divided" not in alone.data_lines[-1]
+
+
+@pytest.mark.slow
+def test_a_cluster_plan_says_it_used_the_drivers_machine(tmp_path: Path, smolvlm: Path) -> None:
+    """The plan is made before Ray is joined: with --address and no resources.memory_gb, the line says
+    the memory is this driver machine's and asks for resources.memory_gb; with it, nothing is added."""
+    from dataclasses import replace
+
+    from sweeps.driver.preflight import check_memory, load_batcher, plan_sweep
+    from sweeps.tasks import get_task
+
+    spec = _spec(tmp_path, smolvlm, params="eta: {type: float, low: 0.05, high: 0.2, target: loss.eta}")
+    local = plan_sweep(spec, overrides=["search.max_concurrent=1"])
+    assert local.local_ray and "driver machine" not in local.data_lines[-1]
+    cfg = local.resolved.base_trial_config()
+    batcher = load_batcher(cfg, str(spec), str(smolvlm))
+    examples = get_task("counting").synthetic(2, seed=0, image_size=48)
+    cluster = replace(local, address="10.0.0.1:6379")  # as `--address` would set it (nothing is joined here)
+    line = check_memory(cluster, cfg, str(spec), batcher, examples)
+    assert "available RAM of this driver machine, not a worker's" in line and "resources.memory_gb" in line, line
+    given = plan_sweep(spec, overrides=["search.max_concurrent=1", "resources.memory_gb=64"])
+    line = check_memory(replace(given, address="10.0.0.1:6379"), cfg, str(spec), batcher, examples)
+    assert "driver machine" not in line and "of 64.0 GB (resources.memory_gb" in line, line

@@ -363,6 +363,9 @@ def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any
 
     resources, space = plan.spec.resources, plan.resolved.space
     memory, where = device_memory(resources.memory_gb, resources.gpu)
+    if not plan.local_ray and resources.memory_gb is None:  # planned before Ray is joined: no worker seen
+        where += (" of this driver machine, not a worker's: on a cluster give resources.memory_gb, one "
+                  "worker's GPU memory (or RAM for CPU trials)")
     cpus, limit = local_cpu_count(), plan.spec.search.max_concurrent
     workers = getattr(resources, "workers", 1)
     sharing = trials_per_device(max_concurrent=limit, trials=plan.resolved.trial_count, cpu=resources.cpu,

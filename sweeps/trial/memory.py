@@ -76,6 +76,15 @@ objects, the processor and tokenizer); `torch.cuda.max_memory_allocated` leaves 
 measure (the growth of the resident set over its value before the model was loaded) does not: a
 fixed ~0.1-0.3 GB that matters at reduced depth only (docs/benchmarks.md).
 
+Evaluation generates up to `EVAL_BATCH` (64) examples at once whatever the micro-batch, with no
+graph and the gradients freed but AdamW's states alive; `estimate_eval` counts one chunk (weights,
+optimizer, its pixel values, and the larger of its images' vision transient and the prefill: KV
+cache for prompt + max_new_tokens, image features, one decoder layer's live tensors, the last
+position's logits). `plan_trial_memory` picks the largest chunk that fits (`train.eval_batch`), and
+the trial's recorded estimate is the larger of its training step and its evaluation chunk
+(`trial_estimate`; smolvlm-256m at 1 layer, micro-batch 2, eval_size 4, float32 on CPU: 4.12 GB
+estimated, 4.29 measured; the training step alone was estimated at 2.72).
+
 Sequence length comes from the real processor: `batch_shape` encodes sample examples with the
 trial's `Batcher` (prompt + image tokens + answer), and counts the vision tower's patches from
 `pixel_values`.
