@@ -277,3 +277,15 @@ def test_killed_driver_then_resume_finishes_every_two_worker_trial_once(tmp_path
     interrupted = client.get_run(live[0].info.run_id)
     assert interrupted.data.metrics["restarts"] == 1  # continued from its Train checkpoint
     assert set(m.step for m in client.get_metric_history(interrupted.info.run_id, "train_loss")) == {2, 4, 6, 8, 10, 12}
+
+
+def test_per_worker_names_override_a_spec_that_sets_cpu(tmp_path: Path) -> None:
+    """`resources.cpus_per_worker=...` on a spec that says `cpu:` (every built-in spec does) is the
+    same field, and wins; it was refused as an unknown key."""
+    from sweeps.config.spec import load_spec
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(ASHA_SPEC.replace("resources: {workers: 2, cpus_per_worker: 1, strategy: ddp}",
+                                      "resources: {cpu: 1, gpu: 0}"))
+    res = load_spec(spec, ["resources.workers=2", "resources.cpus_per_worker=0.5", "resources.gpus_per_worker=0"]).spec.resources
+    assert (res.workers, res.cpu, res.gpu) == (2, 0.5, 0.0)

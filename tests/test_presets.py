@@ -41,7 +41,7 @@ IMAGE_TOKENS_48PX = {
     "llava-1.5-7b": 576,       # CLIP ViT-L/14 at 336 px: 24 x 24 patches, CLS dropped
     "paligemma-3b": 256,       # SigLIP/14 at 224 px: 16 x 16
 }
-TRIAL_PRESETS = ("qwen2-vl-2b", "paligemma-3b")
+TRIAL_PRESETS = tuple(PUBLISHED)  # every preset of the issue, at one layer: a 2-step trial per loss
 
 
 def _image_token_id(processor) -> int:

@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweeps.config.trial_config import MAX_SEED, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_from_validation
@@ -113,10 +113,22 @@ class ResourcesConfig(_Section):
     stays the global batch: each worker trains on its 1/N share of every micro-batch.
     """
 
-    cpu: float = Field(1.0, gt=0, validation_alias=AliasChoices("cpu", "cpus_per_worker"))
-    gpu: float = Field(0.0, ge=0, validation_alias=AliasChoices("gpu", "gpus_per_worker"))
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
     workers: int = Field(1, ge=1, le=4096)
     strategy: Literal["ddp", "fsdp"] = "ddp"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_worker_names(cls, data: Any) -> Any:
+        # `cpus_per_worker` / `gpus_per_worker` are `cpu` / `gpu` spelled out; given beside them (an
+        # override on a spec that sets `cpu`, as the built-in specs do), the spelled-out name wins.
+        if isinstance(data, dict):
+            data = dict(data)
+            for short, long in (("cpu", "cpus_per_worker"), ("gpu", "gpus_per_worker")):
+                if long in data:
+                    data[short] = data.pop(long)
+        return data
     # memory of the device one trial runs on, in GB (1e9 bytes), for the memory planner
     # (sweeps.trial.memory); unset: the local GPU's free memory when trials get a GPU, else available RAM
     memory_gb: float | None = Field(None, gt=0)

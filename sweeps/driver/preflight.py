@@ -174,7 +174,8 @@ def local_resources_problem(cpu: float, gpu: float, workers: int = 1) -> tuple[s
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpu * workers > gpus:
-            return "resources.gpu", (f"{gpu:g} GPUs per trial, but this machine has {gpus}: no "
+            each = f" ({workers} workers x {gpu:g})" if workers > 1 else ""
+            return "resources.gpu", (f"{gpu * workers:g} GPUs per trial{each}, but this machine has {gpus}: no "
                                      "trial could ever start (lower it, or join a cluster with --address)")
     return "resources.cpu", None
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,14 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     plan: WorkerPlan = loop_config["plan"]
     cfg = loop_config["resolver"](loop_config["config"])
     torch.set_num_threads(max(1, int(plan.cpu)))
+    # Train configures each worker's root logger at INFO, and some of Train's own lines (every
+    # report, with its metrics) go there: a trial's worker says nothing below a warning.
+    logging.getLogger().setLevel(logging.WARNING)
+    # FSDP2 warns on every forward that the model returns a view (HF slices the logits it keeps),
+    # which an in-place op could detach from FSDP's backward hook; the loss makes no in-place
+    # change to the logits, and tests/test_distributed.py checks FSDP's gradients against one
+    # process step for step.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     shard = Shard.current(plan.strategy)
     where = all_gather({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                         "host": socket.gethostname()}, shard)
