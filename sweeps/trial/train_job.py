@@ -95,9 +95,10 @@ def train_job(config: dict[str, Any], resolver: Any, plan: WorkerPlan, name: str
             name=name, storage_path=str(Path(plan.storage) / TRAIN_DIR),
             failure_config=ray.train.FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            # Train's own INFO lines (worker group started, every report) would reach the
-            # driver's console once per evaluation and worker.
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            # Train's own lines (worker group started, every report; under load, warnings with
+            # tracebacks about its autoscaling requests, which it retries) would reach the
+            # driver's console; a trial's failure reaches it as the trial's error.
+            logging_config=ray.train.LoggingConfig(log_level="ERROR"),
             callbacks=list(callbacks)))
 
 
