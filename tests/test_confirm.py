@@ -43,6 +43,13 @@ def test_confirm_reruns_the_best_configurations_on_fresh_seeds(tmp_path, capsys)
     assert f"1 seed: a lead, not a test. Test it: {command}\n" in printed
     assert "(4 full-budget trials)" in sweep_status(runs_dir=runs_dir)  # 3 searched + the hard arm
 
+    # One candidate and no baseline: a grid of one point (its family), valid as a spec.
+    from sweeps.config.spec import load_spec
+    from sweeps.driver.confirm import plan_confirm, write_confirm_spec
+    from sweeps.report.runs import load_sweep
+
+    one = plan_confirm(load_sweep(sweep_id=source, runs_dir=runs_dir), top=1, seeds=2)
+    assert load_spec(write_confirm_spec(one, tmp_path / "one")).trial_count == 2
     # An override is checked like `slsweep run`'s before anything is written.
     bad = CliRunner().invoke(app, ["confirm", source, "train.steps=-1", "--baseline", "loss=hard",
                                    "--runs-dir", str(runs_dir), "-q"])

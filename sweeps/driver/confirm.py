@@ -229,6 +229,8 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
     # `compile=False data_workers=1`).
     keys = sorted({k for c in candidates for k in c.params})
     varying = [k for k in keys if len({repr(c.params.get(k)) for c in candidates}) > 1]
+    if not varying:  # one candidate (--top 1, no baseline): its loss family is the grid's one point
+        varying = [k for k in keys if k == "loss.family"] or keys[:1]
     for k in keys:
         value = candidates[0].params.get(k)
         if k not in varying and k.startswith(("loss.", "train.")) and not _spec_sets(spec, k, value):
