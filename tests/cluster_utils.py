@@ -232,6 +232,17 @@ def kill_leftovers(marker: str, grace: float = 5.0) -> list[int]:
     return pids
 
 
+def stop_all(procs: list["OwnedProcess | None"], ray_dirs: list[Path]) -> None:
+    """End each started process's session (2 s grace), then what is left of the local Rays under
+    `ray_dirs` (our own temp dirs, by pid), and remove those dirs."""
+    for proc in procs:
+        if proc is not None:
+            proc.stop(grace=2.0)
+    for folder in ray_dirs:
+        kill_leftovers(str(folder))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def apply_driver_env() -> None:
     """Make this process a driver that agrees with the nodes' `RAY_AUTH_MODE`.
 

@@ -24,7 +24,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from cluster_utils import TINY, alive, kill_leftovers, pids_mentioning, short_tmp, spawn, sweep_in_private_ray, wait_until
+from cluster_utils import (TINY, alive, kill_leftovers, pids_mentioning, short_tmp, spawn, stop_all, sweep_in_private_ray,
+                           wait_until)
 from helpers import cli, one_line_exit_2, store_has_runs
 from sweeps.driver.service import ensure_tiny_model
 from sweeps.store import paths
@@ -264,12 +265,7 @@ def test_killed_driver_then_resume_finishes_every_two_worker_trial_once(tmp_path
                        tmp_path / "resume.log", env={**env, "SLSWEEP_RAY_TMP": str(ray_tmp2)})
         assert resume.proc.wait(timeout=500) == 0, resume.tail(60)
     finally:
-        for proc in (driver, resume):
-            if proc is not None:
-                proc.stop(grace=2.0)
-        for folder in (ray_tmp, ray_tmp2):
-            kill_leftovers(str(folder))
-            shutil.rmtree(folder, ignore_errors=True)
+        stop_all([driver, resume], [ray_tmp, ray_tmp2])
     exp = client.get_experiment_by_name("ddpkill")
     children = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'")
     assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import pickle
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from ray import tune
 from typer.testing import CliRunner
 
 from helpers import store_has_runs
-from cluster_utils import (TINY, OwnedProcess, kill_leftovers, pids_mentioning, short_tmp, spawn, sweep_in_private_ray,
+from cluster_utils import (TINY, OwnedProcess, pids_mentioning, short_tmp, spawn, stop_all, sweep_in_private_ray,
                            wait_until)
 from sweeps.store import paths
 from sweeps.trial.checkpoint import STATE_FILE, load_checkpoint
@@ -223,12 +222,7 @@ def test_r2_killed_driver_then_resume(tmp_path: Path) -> None:
         resumed_in = time.perf_counter() - killed_at
         assert rc == 0, resume.tail(60)
     finally:
-        for proc in (driver, resume):
-            if proc is not None:
-                proc.stop(grace=2.0)
-        for folder in (ray_tmp, ray_tmp2):
-            kill_leftovers(str(folder))
-            shutil.rmtree(folder, ignore_errors=True)
+        stop_all([driver, resume], [ray_tmp, ray_tmp2])
 
     children = _children(client, "resume3")
     statuses = sorted(r.info.status for r in children)
