@@ -446,13 +446,22 @@ def test_r5_checkpoints_load_weights_only(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_r5_servers_bind_loopback_by_default() -> None:
+def test_r5_servers_bind_loopback_by_default(tmp_path: Path) -> None:
     import typer.main
+
+    from sweeps.driver.ray_env import LOOPBACK, needs_dashboard
 
     command = typer.main.get_command(app)
     ui = command.get_command(None, "ui")  # type: ignore[union-attr]
     host = next(p for p in ui.params if p.name == "host")
     assert host.default == "127.0.0.1"
-    # `slsweep run` starts no web server of its own: the local Ray instance runs without its dashboard.
+    # `slsweep run` starts no web server of its own: a local Ray runs without its dashboard, except
+    # for multi-worker trials (Ray Train needs its state API), and then on loopback only.
+    spec = tmp_path / "one.yaml"
+    spec.write_text(DRILL_SPEC)
+    assert not needs_dashboard(plan_sweep(spec, runs_dir=tmp_path / "runs", check=False))
+    spec.write_text(DRILL_SPEC.replace("resources: {cpu: 1, gpu: 0}", "resources: {workers: 2, cpu: 1}"))
+    assert needs_dashboard(plan_sweep(spec, runs_dir=tmp_path / "runs", check=False))
+    assert not needs_dashboard(plan_sweep(spec, runs_dir=tmp_path / "runs", address="auto", check=False))
     source = (ROOT / "sweeps" / "driver" / "ray_env.py").read_text()
-    assert re.search(r"""["']?include_dashboard["']?\s*[:=]\s*False""", source)
+    assert re.search(r"""["']dashboard_host["']\s*:\s*LOOPBACK""", source) and LOOPBACK == "127.0.0.1"

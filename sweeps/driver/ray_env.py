@@ -165,7 +165,7 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
         # the dashboard) whether a trial's Train controller is alive, and frees its workers' CPUs
         # and GPUs when a stopped trial's controller is gone (`dashboard_problem` checks the packages).
         dashboard = needs_dashboard(plan)
-        kwargs: dict[str, Any] = {"include_dashboard": dashboard, "log_to_driver": True,
+        kwargs: dict[str, Any] = {"include_dashboard": dashboard, "dashboard_host": LOOPBACK, "log_to_driver": True,
                                   "runtime_env": quiet_workers(env) if quiet else env,
                                   "logging_level": logging.ERROR if quiet else logging.INFO}
         if plan.address:
