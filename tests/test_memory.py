@@ -230,13 +230,15 @@ def test_lora_with_checkpointing_keeps_a_graph_through_the_frozen_vision_tower()
     assert estimate_memory(config, full, shape, checkpointing=True, **kw).parts["vision_transient"] > 0
 
 
-def _trial_config(model: Path, **train: object) -> object:
+def _trial_config(path: Path, **train: object) -> object:
+    """A 1-step counting trial of the model at `path`; `eval_size` and `model` (a mapping of model
+    options) go to their sections, the rest to `train`."""
     from sweeps.config.trial_config import TrialConfig
 
     return TrialConfig.model_validate(dict(
         task=dict(name="counting", eval_size=train.pop("eval_size", 8)),
-        model=dict(path=str(model), freeze_vision=True, **train.pop("model", {})),
-        train=dict(steps=1, eval_every=1, batch_size=1, max_new_tokens=2, data_workers=0, **train),
+        model=dict(path=str(path), freeze_vision=True, **train.pop("model", {})),
+        train={**dict(steps=1, eval_every=1, batch_size=1, max_new_tokens=2, data_workers=0), **train},
         loss=dict(family="soft_label", eta=0.1)))
 
 
