@@ -247,7 +247,7 @@ def test_killed_driver_then_resume_finishes_every_two_worker_trial_once(tmp_path
             client = client or MlflowClient(paths.default_tracking_uri(runs))
             exp = client.get_experiment_by_name("ddpkill")
             live = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'") if exp else []
-            live = [r for r in live if int(r.data.tags.get("last_step") or 0) >= 4]
+            live = [r for r in live if r.info.status == "RUNNING" and 4 <= int(r.data.tags.get("last_step") or 0) < 12]
             # the workers' pids from Tune's own record of the reports (written a little later)
             workers = {p for f in runs.glob("ray/*/tune_trainable_*/result.json")
                        for line in f.read_text().splitlines() if line.strip() for p in json.loads(line)["worker_pids"]}
