@@ -368,7 +368,7 @@ def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any
         where += (" of this driver machine, not a worker's: on a cluster give resources.memory_gb, one "
                   "worker's GPU memory (or RAM for CPU trials)")
     cpus, limit = local_cpu_count(), plan.spec.search.max_concurrent
-    workers = getattr(resources, "workers", 1)
+    workers = resources.workers
     sharing = trials_per_device(max_concurrent=limit, trials=plan.resolved.trial_count, cpu=resources.cpu,
                                 gpu=resources.gpu, cpus=cpus, workers=workers)
     if sharing > 1:

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 _NON_METRIC = {"predictions", "node", "hostname", "pid", "done", "trial_id", "date", "timestamp",
                "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
                "training_iteration", "checkpoint_dir_name", "should_checkpoint", "experiment_tag",
-               "config", "step", "train_loss_curve", "workers", "worker_pids", "worker_nodes", "strategy",
+               "config", "step", "train_loss_curve", "worker_pids", "worker_nodes",
                "checkpoint_path"}
 OPTUNA_TRIAL_KEY = "__optuna_trial__"  # a Tune config's Optuna trial number (set by the searcher)
 LOSS_CURVE = "train_loss_curve"  # a result's [[step, mean train loss], ...] since the last result

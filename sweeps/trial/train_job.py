@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,10 +141,9 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     # process step for step.
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     shard = Shard.current(plan.strategy)
-    where = all_gather({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                        "host": socket.gethostname()}, shard)
+    where = all_gather({"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}, shard)
     placement = {"pid": os.getpid(), "node": where[0]["node"], "worker_pids": [w["pid"] for w in where],
-                 "worker_nodes": [w["node"] for w in where], "workers": shard.world, "strategy": shard.strategy}
+                 "worker_nodes": [w["node"] for w in where]}
 
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
