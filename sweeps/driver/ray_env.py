@@ -140,11 +140,9 @@ def reuse_workers(plan: SweepPlan) -> bool:
 # trial worker, whose output reaches the console as "(tune_trainable pid=...)" lines (Tune's
 # "Restored ... from checkpoint" on every resumed trial). Workers read them when they start.
 # TORCH_CPP_LOG_LEVEL: torch's C++ warnings, such as DDP's note on find_unused_parameters
-# (sweeps.trial.distributed.wrap_model) printed by every worker of a multi-worker trial;
-# RAY_BACKEND_LOG_LEVEL: Ray's C++ core in the workers (Ray Train's controller logs a known,
-# harmless error about its PreemptionWatcher actor for every trial; ray-project/ray#53727)
-QUIET_WORKER_ENV = {"RAY_LOGGER_LEVEL": "error", "TRANSFORMERS_VERBOSITY": "error", "TORCH_CPP_LOG_LEVEL": "ERROR",
-                    "RAY_BACKEND_LOG_LEVEL": "fatal"}
+# (sweeps.trial.distributed.wrap_model) printed by every worker of a multi-worker trial.
+# (Not RAY_BACKEND_LOG_LEVEL: the raylet announces that variable on the console for every worker.)
+QUIET_WORKER_ENV = {"RAY_LOGGER_LEVEL": "error", "TRANSFORMERS_VERBOSITY": "error", "TORCH_CPP_LOG_LEVEL": "ERROR"}
 
 
 def quiet_workers(env: dict[str, Any] | None) -> dict[str, Any]:
