@@ -225,6 +225,19 @@ RESUME_SPEC = ASHA_SPEC.replace("name: ddp3", "name: ddpkill").replace("type: as
     .replace("failure: {max_failures: 1}", "")
 
 
+def train_checkpointed(runs: Path, trial_id: str) -> bool:
+    """Whether Ray Train has recorded a checkpoint of Tune trial `trial_id`: its checkpoint manager
+    writes its snapshot after the report reached Tune (and MLflow), so a kill in between leaves a
+    trial that rightly restarts from step 0."""
+    for snap in runs.glob(f"ray/*/train/{trial_id}/checkpoint_manager_snapshot.json"):
+        try:
+            if json.loads(snap.read_text()).get("latest_checkpoint_result"):
+                return True
+        except ValueError:  # being written
+            pass
+    return False
+
+
 @pytest.mark.slow
 def test_killed_driver_then_resume_finishes_every_two_worker_trial_once(tmp_path: Path) -> None:
     spec = tmp_path / "ddpkill.yaml"
@@ -247,7 +260,8 @@ def test_killed_driver_then_resume_finishes_every_two_worker_trial_once(tmp_path
             client = client or MlflowClient(paths.default_tracking_uri(runs))
             exp = client.get_experiment_by_name("ddpkill")
             live = client.search_runs([exp.experiment_id], "tags.`slsweep.kind` = 'trial'") if exp else []
-            live = [r for r in live if r.info.status == "RUNNING" and 4 <= int(r.data.tags.get("last_step") or 0) < 12]
+            live = [r for r in live if r.info.status == "RUNNING" and 4 <= int(r.data.tags.get("last_step") or 0) < 12
+                    and train_checkpointed(runs, r.data.tags["trial_id"])]
             # the workers' pids from Tune's own record of the reports (written a little later)
             workers = {p for f in runs.glob("ray/*/tune_trainable_*/result.json")
                        for line in f.read_text().splitlines() if line.strip() for p in json.loads(line)["worker_pids"]}

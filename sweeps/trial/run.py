@@ -326,8 +326,10 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
         # A multi-worker trial's checkpoints are written by its workers, not through the driver,
         # which may have been lost between a checkpoint and recording its evaluation: report the
         # checkpoint's evaluation again so the record misses none (if it had been recorded, this
-        # is the same values at the same step). Every worker calls it: Train's report is collective.
-        report(dict(s.state.history[-1]), None)
+        # is the same values at the same step), with this restart counted: a trial killed after its
+        # last checkpoint resumes with nothing left to train, and this is its final record.
+        # Every worker calls it: Train's report is collective.
+        report({**s.state.history[-1], "restarts": s.state.restarts}, None)
     setup_s = time.perf_counter() - t0
     losses: list[float] = []
     curve: list[list[float]] = []    # [step, mean loss over the window] since the last report
