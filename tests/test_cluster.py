@@ -8,6 +8,7 @@ on different nodes); the driver is this test process, joining by the GCS address
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,44 @@ def test_cluster_example_is_a_valid_ray_up_config() -> None:
     nodes = config["available_node_types"]
     assert nodes[config["head_node_type"]]["resources"] == {"CPU": 0, "GPU": 0}  # no trials on the head
     assert "/mnt/slsweep" in " ".join(config["docker"]["run_options"])  # shared run folder
+
+
+@pytest.mark.slow
+def test_the_memory_plan_is_made_on_a_worker(cluster: RayCluster, server: MlflowServer, tmp_path: Path) -> None:
+    """Joining a cluster without resources.memory_gb, the trial's memory is planned against what a
+    probe with one worker's resources measured on a node (this machine's RAM says nothing about a
+    worker's GPU): `batch_size: auto` is resolved against it, and a trial that cannot fit is one
+    line naming that node, exit 2, with nothing written."""
+    from sweeps.driver.preflight import plan_sweep
+    from sweeps.driver.ray_env import plan_memory_on_worker
+    from sweeps.models.presets import build_preset_model
+
+    spec = tmp_path / "cmem.yaml"
+    spec.write_text(SPEC.replace("name: c4", "name: cmem").replace("batch_size: 8", "batch_size: auto"))
+    plan = plan_sweep(spec, address=cluster.address, tracking_uri=server.uri, runs_dir=tmp_path / "runs")
+    assert plan.memory_check is not None and not any(line.startswith("memory") for line in plan.data_lines)
+    try:
+        line = plan_memory_on_worker(plan, quiet=True)
+    finally:
+        ray.shutdown()
+    probed = re.compile(r"available RAM on Ray node [\d.]+ \(probed with one trial worker's resources\)")
+    assert probed.search(line), line
+    assert "driver machine" not in line and "train.batch_size auto ->" in line, line
+    assert isinstance(plan.spec.train.batch_size, int) and not (tmp_path / "runs").exists()
+
+    # 512 examples of 17 image tiles each at once: far beyond any node's RAM
+    smolvlm = build_preset_model("smolvlm-256m", tmp_path / "smolvlm", layers=1)
+    client = MlflowClient(server.uri)
+    before = {e.name for e in client.search_experiments()}
+    big = tmp_path / "cbig.yaml"
+    big.write_text(SPEC.replace("name: c4", "name: cbig").replace("model: {path: tiny}", f"model: {{path: {smolvlm}}}")
+                   .replace("batch_size: 8", "batch_size: 512").replace("train_size: 64", "train_size: 1024"))
+    res = CliRunner().invoke(app, ["run", str(big), "--address", cluster.address, "--tracking-uri", server.uri,
+                                   "--runs-dir", str(tmp_path / "runs"), "-q"])
+    ray.shutdown()
+    # the preflight's data lines, then one error line (the plan is made once the cluster is joined)
+    *data, text = res.output.strip().splitlines()
+    assert res.exit_code == 2 and text.startswith("error: ") and "Traceback" not in res.output, res.output
+    assert all(line.startswith("data ") for line in data), res.output
+    assert "train.batch_size" in text and probed.search(text), text
+    assert {e.name for e in client.search_experiments()} == before and not (tmp_path / "runs").exists()

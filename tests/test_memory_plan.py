@@ -161,3 +161,21 @@ def test_a_cluster_plan_says_it_used_the_drivers_machine(tmp_path: Path, smolvlm
     given = plan_sweep(spec, overrides=["search.max_concurrent=1", "resources.memory_gb=64"])
     line = check_memory(replace(given, address="10.0.0.1:6379"), cfg, str(spec), batcher, examples)
     assert "driver machine" not in line and "of 64.0 GB (resources.memory_gb" in line, line
+
+
+def test_a_resume_keeps_the_memory_plan_the_sweep_started_with(tmp_path: Path) -> None:
+    """`batch_size: auto` and lowered evaluation chunks are planned against the memory free at the
+    time: a resume pins what the record holds (re-planned, they could differ and the resume would be
+    refused as an edited spec); values the spec gives itself stay the spec's, so editing them is
+    still refused."""
+    from sweeps.driver.service import memory_pins
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: pins\ntask: {name: counting}\nmodel: {path: tiny}\nloss: {family: hard}\nsearch_space: {params: {lr: {type: float, low: 1.0e-4, high: 1.0e-3, target: train.lr}}}\ntrain: {steps: 4, eval_every: 2, batch_size: auto}\n")
+    record = {"overrides": [], "spec_params": {"train.batch_size": 4, "train.grad_accum": 8, "train.eval_batch": 16}}
+    assert memory_pins(record, spec) == ["train.batch_size=4", "train.grad_accum=8", "train.eval_batch=16"]
+    spec.write_text("name: pins\ntask: {name: counting}\nmodel: {path: tiny}\nloss: {family: hard}\nsearch_space: {params: {lr: {type: float, low: 1.0e-4, high: 1.0e-3, target: train.lr}}}\ntrain: {steps: 4, eval_every: 2, batch_size: 8, eval_batch: 16}\n")
+    assert memory_pins(record, spec) == []
+    # the record's overrides apply first: `train.batch_size=auto` typed on the command line
+    assert memory_pins({**record, "overrides": ["train.batch_size=auto"]}, spec)[:2] == \
+        ["train.batch_size=4", "train.grad_accum=8"]

@@ -9,6 +9,7 @@ the file (or command-line flag) and the field.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import secrets
@@ -21,7 +22,7 @@ import urllib.request
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 
@@ -48,6 +49,9 @@ class SweepPlan:
     # one line per task split the preflight read: rows, answer range, soft-target coverage
     # (`sweeps.trial.figures.preflight_lines`); `slsweep run` prints them before Ray starts
     data_lines: tuple[str, ...] = ()
+    # Joining a cluster without `resources.memory_gb`: the memory plan waits for a worker's device
+    # (`sweeps.driver.ray_env.plan_memory_on_worker` calls it with what a probe on a worker saw)
+    memory_check: Callable[..., str] | None = None
 
     @property
     def spec(self):  # noqa: ANN201 - the pydantic SweepSpec
@@ -340,16 +344,27 @@ def preflight(plan: SweepPlan) -> None:
     from sweeps.trial.figures import preflight_lines
 
     plan.data_lines = tuple(preflight_lines(samples, batcher, list(tokens.values()), limit=PREFLIGHT_RECORDS))
-    plan.data_lines += (check_memory(plan, cfg, spec_file, batcher, [e for _, ex in samples for e in ex]),)
+    examples = [e for _, ex in samples for e in ex]
+    if plan.local_ray or plan.spec.resources.memory_gb is not None:
+        plan.data_lines += (check_memory(plan, cfg, spec_file, batcher, examples),)
+    else:  # this machine's memory says nothing about a worker's: planned once the cluster is joined
+        plan.memory_check = functools.partial(check_memory, plan, cfg, spec_file, batcher, examples)
 
 
-def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any, examples: list[Any]) -> str:
+def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any, examples: list[Any], *,
+                 device: tuple[int, str] | None = None, node_cpus: float | None = None) -> str:
     """Estimate a trial's peak memory (`sweeps.trial.memory`) against its device's; resolve
     `train.batch_size: auto` into the plan's spec (every trial then starts from it). Returns the line
     to print.
 
     The plan is made for the worst case the search space can propose (`space_extremes`), against the
     device's memory divided among the trials that run on it at once (`trials_per_device`).
+
+    Args:
+        device: (bytes, where the number came from) of one trial worker's device, as a probe on a
+            cluster node measured it (`sweeps.driver.ray_env.probe_worker_device`); default:
+            `resources.memory_gb`, else this machine's (`sweeps.trial.memory.device_memory`).
+        node_cpus: CPUs of the node `device` is on (default: this machine's).
 
     Raises:
         SpecError: a trial cannot fit at micro-batch 1 (naming resources.memory_gb when given, else
@@ -363,11 +378,11 @@ def check_memory(plan: SweepPlan, cfg: TrialConfig, spec_file: str, batcher: Any
                                       trials_per_device)
 
     resources, space = plan.spec.resources, plan.resolved.space
-    memory, where = device_memory(resources.memory_gb, resources.gpu)
-    if not plan.local_ray and resources.memory_gb is None:  # planned before Ray is joined: no worker seen
+    memory, where = device or device_memory(resources.memory_gb, resources.gpu)
+    if device is None and not plan.local_ray and resources.memory_gb is None:  # no worker was seen
         where += (" of this driver machine, not a worker's: on a cluster give resources.memory_gb, one "
                   "worker's GPU memory (or RAM for CPU trials)")
-    cpus, limit = local_cpu_count(), plan.spec.search.max_concurrent
+    cpus, limit = node_cpus or local_cpu_count(), plan.spec.search.max_concurrent
     workers = resources.workers
     sharing = trials_per_device(max_concurrent=limit, trials=plan.resolved.trial_count, cpu=resources.cpu,
                                 gpu=resources.gpu, cpus=cpus, workers=workers)

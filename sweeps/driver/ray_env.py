@@ -75,6 +75,65 @@ def check_cluster_resources(plan: SweepPlan) -> None:
                     f"has that many{waited} (largest: {best[key]:g}); no trial could ever start")
 
 
+PROBE_TIMEOUT_S = 120.0  # a worker's memory probe: placing it, its runtime environment, importing torch
+
+
+def _device_memory_here(gpu: float) -> tuple[int, str, str]:
+    """On a Ray worker: (bytes, where, node id) of the memory a trial worker there has
+    (`sweeps.trial.memory.device_memory`: a GPU's free memory, else available RAM)."""
+    import ray.util
+
+    from sweeps.trial.memory import device_memory
+
+    free, where = device_memory(None, gpu)
+    where = where.replace("the local GPU", "its GPU")  # "free memory of its GPU" / "available RAM"
+    return free, f"{where} on Ray node {ray.util.get_node_ip_address()}", ray.get_runtime_context().get_node_id()
+
+
+def probe_worker_device(plan: SweepPlan, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, str, float] | None:
+    """After joining a cluster: the memory of the device one trial worker gets, measured there.
+
+    A Ray task with one worker's `resources.cpu` / `resources.gpu` (so Ray places it where such a
+    worker can run) reads its GPU's free memory (`torch.cuda.mem_get_info`), or the node's available
+    RAM for CPU trials.
+
+    Returns:
+        (bytes, where the number came from, CPUs of that node), or None when no worker could run the
+        probe within `timeout_s` (a cluster busy with other jobs).
+    """
+    res = plan.spec.resources
+    ref = ray.remote(_device_memory_here).options(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=0).remote(res.gpu)
+    try:
+        free, where, node_id = ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        return None
+    cpus = next((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("NodeID") == node_id), 0.0)
+    return int(free), f"{where} (probed with one trial worker's resources)", cpus or None
+
+
+def plan_memory_on_worker(plan: SweepPlan, quiet: bool = False) -> str | None:
+    """Joining a cluster without `resources.memory_gb`: join it, wait for a node that can hold a
+    trial (`check_cluster_resources`), and plan the trial's memory (`preflight.check_memory`) against
+    what a probe on a worker measured (`probe_worker_device`), before anything is written. Returns
+    the plan's line, or None when the plan was made before Ray (a local Ray, or memory_gb given).
+
+    Raises:
+        SpecError: as `check_memory` (the trial cannot fit a worker's device) or
+            `check_cluster_resources`.
+    """
+    if plan.memory_check is None:
+        return None
+    init_ray(plan, quiet=quiet)
+    check_cluster_resources(plan)
+    probed = probe_worker_device(plan)
+    check, plan.memory_check = plan.memory_check, None
+    if probed is None:  # planned on this machine, and the line says so
+        return check() + f" (no worker ran the memory probe within {PROBE_TIMEOUT_S:g} s)"
+    free, where, cpus = probed
+    return check(device=(free, where), node_cpus=cpus)
+
+
 SHIP_CODE_ENV = "SLSWEEP_SHIP_CODE"
 TRAIN_WORKER_HOOK = "sweeps.trial.train_job.train_worker_setup"
 

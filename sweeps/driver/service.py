@@ -52,6 +52,19 @@ def ensure_tiny_model(cfg: TrialConfig) -> None:
             tiny_model_path(TINY_ALIASES[cfg.model.path])
 
 
+def _plan_memory_on_worker(plan: SweepPlan, verbose: int) -> None:
+    """Joining a cluster without `resources.memory_gb`: the memory plan against a worker's device,
+    printed like the preflight's lines (`sweeps.driver.ray_env.plan_memory_on_worker`)."""
+    if plan.memory_check is None:
+        return
+    from sweeps.driver.progress import quiet_output
+    from sweeps.driver.ray_env import plan_memory_on_worker
+
+    with quiet_output(verbose == 0):
+        line = plan_memory_on_worker(plan, quiet=verbose == 0)
+    print(f"data {line}", file=sys.stderr)
+
+
 def _record_path(plan: SweepPlan) -> Path:
     return plan.runs_dir / PLANS / f"{plan.sweep_id}.json"
 
@@ -450,6 +463,7 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
         print(f"data {line}", file=sys.stderr)
     with quiet_output(verbose == 0):
         ensure_tiny_model(plan.resolved.base_trial_config())
+    _plan_memory_on_worker(plan, verbose)
     lock = sweep_lock(plan)
     try:
         _record_plan(plan, spec_path)
@@ -507,7 +521,7 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     plan = plan_sweep(spec, address=address or record["address"],
                       tracking_uri=tracking_uri or record["tracking_uri"],
                       runs_dir=folder, experiment=record["experiment"],
-                      overrides=record.get("overrides") or ())
+                      overrides=[*(record.get("overrides") or ()), *memory_pins(record, spec)])
     plan.sweep_id = record["sweep_id"]
     # Resume runs what was recorded: an edited spec would train one configuration while MLflow
     # records another.
@@ -522,6 +536,7 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     from sweeps.driver.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
     from sweeps.driver.tuner import resume as resume_plan
 
+    _plan_memory_on_worker(plan, verbose)
     lock = sweep_lock(plan)
     try:
         try:
@@ -533,6 +548,21 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
         return _summarise(outcome)
     finally:
         lock.release()
+
+
+def memory_pins(record: dict[str, Any], spec: str | Path | None) -> list[str]:
+    """The memory plan's choices a sweep started with, as overrides for its resume: `train.batch_size:
+    auto` as resolved (with its grad_accum), and evaluation chunks the plan lowered. Planned again
+    against the memory free now they could come out different, and the resume would be refused as
+    an edited spec (or train other micro-batches than the record says). Values the spec itself
+    gives are not pinned: an edit of them is still refused."""
+    from sweeps.config.spec import load_spec
+
+    params = record.get("spec_params") or {}
+    given = load_spec(spec, record.get("overrides") or ()).spec.train
+    keys = (["train.batch_size", "train.grad_accum"] if given.batch_size == "auto" else []) + \
+           (["train.eval_batch"] if given.eval_batch != params.get("train.eval_batch") else [])
+    return [f"{key}={params[key]}" for key in keys if isinstance(params.get(key), int)]
 
 
 def _refuse_finished_locally(folder: Path, record: dict[str, Any], tracking_uri: str | None) -> None:
