@@ -232,12 +232,29 @@ def trial(
 ) -> None:
     """Run one trial without Ray or MLflow, with a progress bar (for debugging)."""
     from sweeps.driver.service import run_single_trial
+    from sweeps.store.uri import output_file_problem
 
     _allow(allow_plugins)
+    # what the trial writes or reads, refused before it trains (not after)
+    for flag, problem in (("--output", output and output_file_problem(output)),
+                          ("--resume-from", resume_from and _checkpoint_folder_problem(resume_from))):
+        if problem:
+            raise SlsweepError(f"{flag}: {problem}")
+    if checkpoint_dir is not None:
+        _writable_folder(checkpoint_dir, "--checkpoint-dir")
     result = run_single_trial(config, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                               overrides=overrides or ())
     if output:
         output.write_text(json.dumps({"metrics": result.metrics, "history": result.history}, indent=2))
+
+
+def _checkpoint_folder_problem(folder: Path) -> str | None:
+    from sweeps.store.paths import path_problem
+
+    problem = path_problem(folder)
+    if problem is None and not Path(folder).expanduser().is_dir():
+        problem = f"{folder}: no such folder (a folder `--checkpoint-dir` wrote, e.g. DIR/step_000100)"
+    return problem
 
 
 @app.command()

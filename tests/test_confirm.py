@@ -41,7 +41,7 @@ def test_confirm_reruns_the_best_configurations_on_fresh_seeds(tmp_path, capsys)
     assert "\nsoft_label vs hard CE: best soft_label exact_match " in printed
     assert " on seed 0 (Δ " in printed and "the best of 3 full-budget configurations" in printed
     assert f"1 seed: a lead, not a test. Test it: {command}\n" in printed
-    assert "(4 full-budget trials)" in sweep_status(runs_dir=runs_dir)  # 3 searched + the hard arm
+    assert "(best of 4 full-budget trials)" in sweep_status(runs_dir=runs_dir)  # 3 searched + the hard arm
 
     # One candidate and no baseline: a grid of one point (its family), valid as a spec.
     from sweeps.config.spec import load_spec

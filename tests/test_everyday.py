@@ -150,8 +150,8 @@ def test_status_readers_agree_on_a_store_mlflow_wrote(tmp_path: Path) -> None:
     rows = {line.split()[0]: line for line in text.splitlines()[1:]}
     # a (max) and b (min) over the FINISHED full-budget trials with a finite value: 0.5 and 0.2;
     # 0.1 stopped early, NaN, 0.05 failed and 0.01 deleted never count
-    assert rows["a-1"].endswith("mae=0.5 (2 full-budget trials)") and "FINISHED" in rows["a-1"]
-    assert rows["b-1"].endswith("mae=0.2 (2 full-budget trials)") and "KILLED" in rows["b-1"]
+    assert rows["a-1"].endswith("mae=0.5 (best of 2 full-budget trials)") and "FINISHED" in rows["a-1"]
+    assert rows["b-1"].endswith("mae=0.2 (best of 2 full-budget trials)") and "KILLED" in rows["b-1"]
     assert sweep_status(runs_dir=runs) == text == sweep_status(runs_dir=runs, tracking_uri=uri)
 
 

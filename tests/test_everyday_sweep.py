@@ -154,7 +154,7 @@ def test_early_stopped_trial_is_stopped_everywhere(sweep) -> None:
 
     row = next(line for line in sweep_status(runs_dir=runs).splitlines() if sweep_id in line)
     assert row.split()[2:7] == ["FINISHED", "3", "2", "1", "0"], row
-    assert "(2 full-budget trials)" in row
+    assert "(best of 2 full-budget trials)" in row
     trials = load_trials(paths.default_tracking_uri(runs), sweep_id=sweep_id, include_unfinished=True).trials
     cut = trials[trials["run_id"] == stopped.info.run_id].iloc[0]
     assert not cut["full_budget"] and cut["at_step"] == "15 (stopped early)"

@@ -208,6 +208,25 @@ def test_report_outputs_are_checked_before_the_report_is_built(tmp_path: Path) -
         one_line_exit_2(cli(*command, "-o", str(tmp_path), cwd=tmp_path), "--output: ", "a folder, not a file")
 
 
+def test_trial_outputs_are_checked_before_the_trial_trains(tmp_path: Path) -> None:
+    """`slsweep trial -o / --checkpoint-dir / --resume-from`: refused in one line before any training
+    (they were written, or read, only after the trial had run)."""
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "file").write_text("x")
+    trial = ("trial", "counting", "train.steps=2")
+    one_line_exit_2(cli(*trial, "-o", str(tmp_path / "a"), cwd=tmp_path), "--output: ", "a symlink loop")
+    one_line_exit_2(cli(*trial, "-o", str(tmp_path), cwd=tmp_path), "--output: ", "a folder, not a file")
+    one_line_exit_2(cli(*trial, "--checkpoint-dir", str(tmp_path / "file"), cwd=tmp_path),
+                    "--checkpoint-dir: ", "not a folder (a file of that name exists)")
+    one_line_exit_2(cli(*trial, "--checkpoint-dir", str(tmp_path / "file" / "ck"), cwd=tmp_path),
+                    "--checkpoint-dir: ", "is a file, not a folder")
+    one_line_exit_2(cli(*trial, "--resume-from", str(tmp_path / "gone"), cwd=tmp_path), "--resume-from: ",
+                    "no such folder")
+    one_line_exit_2(cli(*trial, "--resume-from", str(tmp_path / "a"), cwd=tmp_path), "--resume-from: ",
+                    "a symlink loop")
+
+
 @pytest.mark.parametrize("sub", ["artifacts", "ray", "sweeps"])
 def test_a_run_folder_sub_folder_linked_outside_is_refused(setup: dict, sub: str) -> None:
     outside = setup["tmp"] / "outside"

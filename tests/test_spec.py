@@ -187,3 +187,15 @@ def test_worker_reuse_defaults_to_local_ray_only(tmp_path: Path, address: str | 
     plan = plan_sweep(_write(tmp_path, MINIMAL + "search_space: paper.yaml\n" + ray_line), address=address,
                       runs_dir=tmp_path / "runs", check=False)
     assert reuse_workers(plan) is expected
+
+
+def test_a_rule_between_fields_broken_by_an_override_names_it() -> None:
+    """`resources.workers=3` makes the file's `train.batch_size: 32` wrong: the error is the batch
+    size's, and it names the override that broke it (not only the file's line)."""
+    with pytest.raises(SpecError) as err:
+        load_spec(None, ["resources.workers=3"])
+    text = str(err.value)
+    assert "(override resources.workers=3): train.batch_size: 32 is the global micro-batch" in text, text
+    with pytest.raises(SpecError) as err:  # the override of the field itself still comes first
+        load_spec(None, ["resources.workers=3", "train.batch_size=10"])
+    assert "(override train.batch_size=10): train.batch_size: 10 " in str(err.value), str(err.value)

@@ -10,6 +10,7 @@ override instead of a line of the file.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -189,14 +190,18 @@ def overridden_lines(line_of: Callable[[Loc], int | None], overrides: Sequence[O
 
 
 def blame_override(err: SpecError, overrides: Sequence[Override]) -> SpecError:
-    """`err` re-attributed to the override that set its field, if one did (else `err`)."""
-    for ov in reversed(overrides):
-        if _covers(ov.key, err.field):
-            message = err.message
-            if err.line is not None:  # the file's line holds the value the override replaced
-                message = message.removesuffix(f" (line {err.line})")
-            return SpecError(f"{err.file} (override {ov.text})", err.field, message)
-    return err
+    """`err` re-attributed to the override that set its field, if one did; else to an override whose
+    field the message names (a rule between fields: `resources.workers=3` makes the file's
+    `train.batch_size: 8` wrong, and the error is the batch size's, "must divide evenly among
+    resources.workers (3)"); else `err`."""
+    said = [ov for ov in reversed(overrides) if _covers(ov.key, err.field)]
+    said = said or [ov for ov in reversed(overrides) if re.search(rf"(?<![\w.]){re.escape(ov.key)}(?![\w])", err.message)]
+    if not said:
+        return err
+    message = err.message
+    if err.line is not None and _covers(said[0].key, err.field):  # the file's line holds the value replaced
+        message = message.removesuffix(f" (line {err.line})")
+    return SpecError(f"{err.file} (override {said[0].text})", err.field, message)
 
 
 def check_against_schema(overrides: Sequence[Override], model: type, *, source: str) -> None:

@@ -393,7 +393,6 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
     """
     from sweeps.store import paths
     from sweeps.report.runs import load_sweep
-    from sweeps.report.tables import ablation_table, render
     from sweeps.driver.service import run_sweep
     from sweeps.config.overrides import check_against_schema, parse_overrides
     from sweeps.config.spec import SweepSpec
@@ -418,6 +417,8 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
     client.set_tag(runs.sweep.run_id, CONFIRMED_BY_TAG, ",".join(filter(None, [earlier, new_id])))
     if summary.interrupted or summary.failed_all:  # the CLI says why and exits non-zero
         return "", summary
+    from sweeps.report.tables import ablation_table, render  # scipy: only once there is a table to make
+
     confirmed = load_sweep(sweep_id=new_id, tracking_uri=outcome.plan.tracking_uri)
     confirmed.trials["tags.candidate"] = label_candidates(confirmed, plan)
     has_base = any(c.label == "baseline" for c in plan.candidates)

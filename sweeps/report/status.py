@@ -84,7 +84,7 @@ def best_full_budget(parents: Sequence[RunRecord], trials: Iterable[RunRecord]) 
     never count.
 
     Returns:
-        sweep id -> text such as ``exact_match=0.462 (8 full-budget trials)``; "—" when none.
+        sweep id -> text such as ``exact_match=0.462 (best of 8 full-budget trials)``; "—" when none.
     """
     by_sweep: dict[str, list[RunRecord]] = {}
     for run in trials:
@@ -107,7 +107,8 @@ def best_full_budget(parents: Sequence[RunRecord], trials: Iterable[RunRecord]) 
             out[sweep_id] = "—"
             continue
         best = max(values) if mode == "max" else min(values)
-        out[sweep_id] = f"{metric}={best:.4g} ({len(values)} full-budget trial{'s' if len(values) > 1 else ''})"
+        of = f"best of {len(values)} full-budget trials" if len(values) > 1 else "1 full-budget trial"
+        out[sweep_id] = f"{metric}={best:.4g} ({of})"
     return out
 
 
