@@ -307,3 +307,25 @@ def test_no_other_module_uses_ray_or_optuna_private_names():
             if PRIVATE.search(code):
                 hits.append(f"{path.relative_to(ROOT)}:{no}: {code}")
     assert not hits, "Ray/Optuna private names outside sweeps.driver.tune_internals:\n" + "\n".join(hits)
+
+
+def test_stop_local_ray():
+    """The private node `ray.shutdown` kills its processes through, with the same parameters."""
+    import ray._private.worker as worker
+    from ray._private.node import Node
+
+    require(hasattr(worker, "_global_node"), "stop_local_ray", "ray._private.worker._global_node")
+    require(takes(Node.kill_all_processes, "check_alive", "allow_graceful", "wait") and hasattr(Node, "is_head")
+            and hasattr(Node, "destroy_external_storage"), "stop_local_ray",
+            "Node.kill_all_processes(check_alive, allow_graceful, wait), Node.is_head, Node.destroy_external_storage")
+    shutdown = inspect.getsource(inspect.unwrap(ray.shutdown))
+    require("if _global_node is not None:" in shutdown, "stop_local_ray",
+            "ray.shutdown killing the node's processes only when _global_node is set")
+    ti.stop_local_ray()  # without a Ray: nothing to stop, no error
+    assert not ray.is_initialized()
+    source = inspect.getsource(Node)
+    require("self.all_processes" in source and "PROCESS_TYPE_RAYLET" in source, "stop_local_ray",
+            "Node.all_processes keyed by process type ('raylet')")
+    from ray._private import ray_constants
+
+    require(ray_constants.PROCESS_TYPE_RAYLET == "raylet", "stop_local_ray", "PROCESS_TYPE_RAYLET 'raylet'")

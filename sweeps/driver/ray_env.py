@@ -4,6 +4,7 @@ and the resources check against the nodes Ray reports.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -257,7 +258,19 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
                 signal.pthread_sigmask(signal.SIG_SETMASK, saved)
         if local:
             lower_service_priority()
+            _stop_at_exit()
     return time.perf_counter() - t0
+
+
+_STOP_REGISTERED: list[bool] = []
+
+
+def _stop_at_exit() -> None:
+    """At interpreter exit, stop the local Ray at once (`tune_internals.stop_local_ray`; registered
+    after Ray's own exit hook, so it runs first and Ray's finds nothing left to wait for)."""
+    if not _STOP_REGISTERED:
+        atexit.register(tune_internals.stop_local_ray)
+        _STOP_REGISTERED.append(True)
 
 
 LOOPBACK = "127.0.0.1"

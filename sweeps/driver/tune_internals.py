@@ -25,7 +25,7 @@ __all__ = [
     "group_trial_ids", "lazy_rdb_storage", "local_cpu_count", "local_ray_init_options", "optuna_search_completed",
     "optuna_search_study", "optuna_search_trials", "ray_cluster_mode", "rdb_storage_of",
     "repeater_group", "repoint_rdb_storage", "resolve_auto_address", "scheduler_controller",
-    "set_ray_cluster_mode", "study_trial_count", "study_up_to", "tuner_run_config",
+    "set_ray_cluster_mode", "stop_local_ray", "study_trial_count", "study_up_to", "tuner_run_config",
     "tuner_search_alg", "tuner_time_budget_s",
 ]
 
@@ -96,6 +96,52 @@ def local_ray_init_options(*, system_config: dict[str, Any], temp_dir: str | Non
     if temp_dir:
         out["_temp_dir"] = temp_dir
     return out
+
+
+def stop_local_ray() -> None:
+    """`ray.shutdown()` of the private local Ray this process started, without Ray's graceful wait.
+
+    Ray's shutdown sends each of its processes (raylet, GCS, log monitor, dashboard, ...) SIGTERM and
+    waits up to 1 s for it to exit. A sweep's local Ray runs with SIGTERM blocked
+    (`sweeps.driver.ray_env.init_ray`: a SIGTERM sent to the process group must not kill Ray under
+    the driver's graceful stop), so every one of those waits ran out: about 5 s at the exit of every
+    `slsweep run` (the raylet and GCS were then SIGKILLed anyway). Here `ray.shutdown()` disconnects
+    the driver first with the node hidden from it, then the node's processes are killed (SIGKILL) and
+    reaped at once, as Ray does after its wait, and with the raylet the processes it started (its
+    dashboard and runtime-env agents, idle workers), which otherwise outlive a GCS killed at the same
+    moment by a minute or more. (Killing them before the driver disconnects makes the disconnect
+    wait ~15 s on a raylet that is gone.) A Ray this process joined is only disconnected.
+
+    Ray 2.60: `ray._private.worker._global_node` (a `Node`; `ray.shutdown` kills its processes only
+    when it is set), `Node.all_processes["raylet"]` (`ProcessInfo.process`, a Popen),
+    `Node.kill_all_processes(check_alive, allow_graceful, wait)`, `Node.destroy_external_storage()`,
+    `Node.is_head()`, as `ray.shutdown` itself uses them.
+    """
+    import psutil
+    import ray
+    import ray._private.worker as worker
+
+    node = getattr(worker, "_global_node", None)
+    if node is None or not node.is_head():
+        ray.shutdown()
+        return
+    worker._global_node = None
+    try:
+        ray.shutdown()
+    finally:
+        started = []
+        for info in node.all_processes.get("raylet", []):
+            try:
+                started += psutil.Process(info.process.pid).children(recursive=True)
+            except psutil.Error:  # already gone
+                pass
+        node.destroy_external_storage()
+        node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+        for proc in started:  # SIGKILL cannot be refused; not waited for (init reaps them)
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
 
 
 # ------------------------------------------------------------------------------------- Ray Tune
