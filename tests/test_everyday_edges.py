@@ -142,20 +142,26 @@ def test_an_unknown_model_preset_answers_before_torch(tmp_path: Path) -> None:
 
 
 def test_confirm_refuses_a_bad_override_before_reading_the_store(report_store, tmp_path: Path) -> None:  # noqa: ANN001, F811
-    """What the spec schema alone can judge (syntax, unknown keys, a field's type and bounds) is
-    refused before MLflow is imported (was ~3 s); the rest after the sweep is read, blaming the
-    confirm spec, never a temporary file."""
+    """What needs no store (syntax, unknown keys, a field's type and bounds, a loss parameter no
+    loss family accepts, --top/--seeds) is refused before MLflow is imported (was ~2-3 s); the rest
+    after the sweep is read, blaming the confirm spec, never a temporary file."""
     from helpers import imported_after
 
-    for word, needle in (("train.stpes=5", "train.stpes: unknown key; did you mean 'steps'?"),
-                         ("train.steps=-3", "train.steps: Input should be greater than 0 (got -3)"),
-                         ("scheduler.type=ashaa", "scheduler.type: Input should be 'asha' or 'fifo'"),
-                         ("train.steps", "expected KEY=VALUE")):
-        rc, heavy, _, err = imported_after(["confirm", report_store.sweep_id, word, "--tracking-uri",
+    for words, needle in ((["train.stpes=5"], "train.stpes: unknown key; did you mean 'steps'?"),
+                          (["train.steps=-3"], "train.steps: Input should be greater than 0 (got -3)"),
+                          (["scheduler.type=ashaa"], "scheduler.type: Input should be 'asha' or 'fifo'"),
+                          (["train.steps"], "expected KEY=VALUE"),
+                          (["loss.eta=7"], "confirm spec (override loss.eta=7): loss.eta: must be in [0, 1], got 7"),
+                          (["loss.sigma=-2"], "(override loss.sigma=-2): loss.sigma: must be >= 0"),
+                          (["--top", "0"], "--top 0: confirm at least 1 configuration"),
+                          (["--seeds", "1"], "--seeds 1: give at least 2 seeds")):
+        rc, heavy, _, err = imported_after(["confirm", report_store.sweep_id, *words, "--tracking-uri",
                                             report_store.uri], ["mlflow", "ray", "torch"], cwd=tmp_path)
-        assert rc == 2 and heavy == [] and needle in err, (word, rc, heavy, err)
-    proc = cli("confirm", report_store.sweep_id, "loss.eta=7", "--tracking-uri", report_store.uri, cwd=tmp_path)
-    err = one_line_exit_2(proc, f"confirm spec of {report_store.sweep_id} (override loss.eta=7): loss.eta: must be in [0, 1]")
+        assert rc == 2 and heavy == [] and needle in err, (words, rc, heavy, err)
+    # a value one family takes: judged on the confirm spec built from the sweep
+    proc = cli("confirm", report_store.sweep_id, "loss.psi=gausian", "--tracking-uri", report_store.uri, cwd=tmp_path)
+    err = one_line_exit_2(proc, f"confirm spec of {report_store.sweep_id} (override loss.psi=gausian): loss.psi: ",
+                          "did you mean 'gaussian'?")
     assert "/tmp" not in err and "-confirm.yaml" not in err
 
 

@@ -204,6 +204,25 @@ def _loss_param_specs() -> dict[str, ParamSpec]:
 _LOSS_PARAMS = _loss_param_specs()
 
 
+def loss_param_problem(name: str, value: Any) -> str | None:
+    """Why `value` is refused as numeric loss parameter `name` by every built-in family that takes it
+    (so a spec refuses it whatever its family: `eta: 7`), as the spec's error says it; None when one
+    of them accepts it, or `name` is no built-in numeric loss parameter (a choice such as psi may
+    name a plug-in)."""
+    problems = []
+    for family in LOSS_FAMILIES:
+        spec = LOSS_FAMILY_SPECS[family].param_map.get(name)
+        if spec is None or spec.kind == "choice":
+            continue
+        try:
+            spec.check(value, family)
+        except (TypeError, ValueError) as exc:
+            problems.append(str(exc).removeprefix(f"{name}: ").removeprefix(f"{name} "))
+        else:
+            return None
+    return problems[0] if problems else None
+
+
 class _LossBase(_Section):
     """The loss family and its parameters; `loss_kwargs()` picks the family's own, defaults filled in.
 

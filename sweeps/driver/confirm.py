@@ -183,10 +183,7 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
     Raises:
         ConfirmError: bad `top`/`seeds`, no spec artifact, no full-budget runs.
     """
-    if top < 1:
-        raise ConfirmError(f"--top {top}: confirm at least 1 configuration")
-    if seeds < 2:
-        raise ConfirmError(f"--seeds {seeds}: give at least 2 seeds (one seed has no spread to test)")
+    check_counts(top, seeds)
     metric = metric or runs.default_metric()
     text = spec_text if spec_text is not None else runs.parent_artifact_text("spec.yaml")
     if not text:
@@ -267,6 +264,33 @@ def plan_confirm(runs: SweepRuns, *, top: int = 3, seeds: int = 5, baseline: str
             spec[section][key] = value
     return ConfirmPlan(spec=spec, candidates=candidates, first_seed=start, seeds=seeds,
                        source_sweep=source, baseline=baseline, fresh_seeds=start >= used, notes=notes)
+
+
+def check_counts(top: int, seeds: int) -> None:
+    """ConfirmError for a `--top` below 1 or `--seeds` below 2."""
+    if top < 1:
+        raise ConfirmError(f"--top {top}: confirm at least 1 configuration")
+    if seeds < 2:
+        raise ConfirmError(f"--seeds {seeds}: give at least 2 seeds (one seed has no spread to test)")
+
+
+def check_overrides_early(overrides: Sequence[str]) -> None:
+    """What can be judged of the confirm spec's overrides before the store is read (MLflow takes
+    seconds): keys and plain values against the spec's schema (`check_against_schema`), and a loss
+    parameter's value that no built-in loss family accepts (`loss.eta=7`: refused whatever family the
+    searched sweep used). Raises SpecError naming the override and the field."""
+    from sweeps.config.overrides import check_against_schema, parse_overrides
+    from sweeps.config.spec import SweepSpec
+    from sweeps.config.trial_config import loss_param_problem
+    from sweeps.errors import SpecError
+
+    parsed = parse_overrides(overrides)
+    check_against_schema(parsed, SweepSpec, source="confirm spec")
+    for ov in parsed:
+        if len(ov.parts) == 2 and ov.parts[0] == "loss":
+            problem = loss_param_problem(ov.parts[1], ov.value)
+            if problem:
+                raise SpecError(f"confirm spec (override {ov.text})", ov.key, problem)
 
 
 def _spec_set(spec: dict[str, Any], key: str, value: Any) -> None:
@@ -394,11 +418,10 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
     from sweeps.store import paths
     from sweeps.report.runs import load_sweep
     from sweeps.driver.service import run_sweep
-    from sweeps.config.overrides import check_against_schema, parse_overrides
-    from sweeps.config.spec import SweepSpec
 
-    # what the schema alone can judge is refused before the store is read (MLflow takes seconds)
-    check_against_schema(parse_overrides(overrides), SweepSpec, source="confirm spec")
+    # what needs no store is refused before it is read (MLflow takes seconds)
+    check_counts(top, seeds)
+    check_overrides_early(overrides)
     runs = load_sweep(experiment, tracking_uri=tracking_uri, runs_dir=runs_dir)
     plan = plan_confirm(runs, top=top, seeds=seeds, baseline=baseline, metric=metric,
                         first_seed=first_seed)
