@@ -245,16 +245,27 @@ def trial(
     result = run_single_trial(config, checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                               overrides=overrides or ())
     if output:
+        output.parent.mkdir(parents=True, exist_ok=True)  # checked creatable above, as `report -o` does
         output.write_text(json.dumps({"metrics": result.metrics, "history": result.history}, indent=2))
 
 
 def _checkpoint_folder_problem(folder: Path) -> str | None:
+    """Why `folder` is not a trial checkpoint `slsweep trial --checkpoint-dir` wrote, or None."""
     from sweeps.store.paths import path_problem
+    from sweeps.trial import STATE_FILE
 
     problem = path_problem(folder)
-    if problem is None and not Path(folder).expanduser().is_dir():
-        problem = f"{folder}: no such folder (a folder `--checkpoint-dir` wrote, e.g. DIR/step_000100)"
-    return problem
+    if problem is not None:
+        return problem
+    folder = Path(folder).expanduser()
+    hint = "a folder `--checkpoint-dir` wrote, e.g. DIR/step_000100"
+    if not folder.exists():
+        return f"{folder}: no such folder ({hint})"
+    if not folder.is_dir():
+        return f"{folder}: not a folder ({hint})"
+    if not (folder / STATE_FILE).is_file():
+        return f"{folder}: not a trial checkpoint (no {STATE_FILE}; {hint})"
+    return None
 
 
 @app.command()

@@ -153,16 +153,21 @@ def test_confirm_refuses_a_bad_override_before_reading_the_store(report_store, t
                           (["train.steps"], "expected KEY=VALUE"),
                           (["loss.eta=7"], "confirm spec (override loss.eta=7): loss.eta: must be in [0, 1], got 7"),
                           (["loss.sigma=-2"], "(override loss.sigma=-2): loss.sigma: must be >= 0"),
+                          (["loss.psi=gausian"], "(override loss.psi=gausian): loss.psi: unknown 'gausian'"),
+                          (["--baseline", "loss=hardd"], "--baseline 'loss=hardd': loss: unknown 'hardd'; did you mean 'hard'?"),
                           (["--top", "0"], "--top 0: confirm at least 1 configuration"),
                           (["--seeds", "1"], "--seeds 1: give at least 2 seeds")):
         rc, heavy, _, err = imported_after(["confirm", report_store.sweep_id, *words, "--tracking-uri",
                                             report_store.uri], ["mlflow", "ray", "torch"], cwd=tmp_path)
         assert rc == 2 and heavy == [] and needle in err, (words, rc, heavy, err)
-    # a value one family takes: judged on the confirm spec built from the sweep
-    proc = cli("confirm", report_store.sweep_id, "loss.psi=gausian", "--tracking-uri", report_store.uri, cwd=tmp_path)
-    err = one_line_exit_2(proc, f"confirm spec of {report_store.sweep_id} (override loss.psi=gausian): loss.psi: ",
-                          "did you mean 'gaussian'?")
-    assert "/tmp" not in err and "-confirm.yaml" not in err
+    # judged on the confirm spec built from the sweep: by the spec's rules, then by the preflight
+    # (task data, model, memory); neither leaves a confirm spec behind, and neither names one
+    for word, needle in (("scheduler.grace_period=3", "scheduler.grace_period: applies to scheduler type asha only"),
+                         ("task.params.max_count=-1", "task.params.max_count: parameter 'max_count' must be >= 0")):
+        proc = cli("confirm", report_store.sweep_id, word, "--tracking-uri", report_store.uri, "--runs-dir",
+                   str(tmp_path / "runs"), cwd=tmp_path)
+        err = one_line_exit_2(proc, f"confirm spec of {report_store.sweep_id} (override {word}): {needle}")
+        assert "/tmp" not in err and "-confirm.yaml" not in err and not (tmp_path / "runs" / "confirm").exists()
 
 
 @pytest.mark.parametrize("args, needle", [

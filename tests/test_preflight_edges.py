@@ -54,6 +54,8 @@ def _refused(setup: dict, *args: str, env: dict[str, str] | None = None, needles
     ("task.image_size=4", "task.image_size"),
     ("task.image_size=5000", "task.image_size: Input should be less than or equal to 4096"),
     ("task.image_size=100000", "task.image_size: Input should be less than or equal to 4096"),
+    # checked after the spec is read (against this machine): the error still names the override
+    ("resources.cpu=64", "(override resources.cpu=64): resources.cpu: 64 CPUs per trial"),
 ])
 def test_spec_values_ray_or_peft_would_reject(setup: dict, override: str, field: str) -> None:
     _refused(setup, override, needles=(field,))
@@ -225,6 +227,11 @@ def test_trial_outputs_are_checked_before_the_trial_trains(tmp_path: Path) -> No
                     "no such folder")
     one_line_exit_2(cli(*trial, "--resume-from", str(tmp_path / "a"), cwd=tmp_path), "--resume-from: ",
                     "a symlink loop")
+    one_line_exit_2(cli(*trial, "--resume-from", str(tmp_path / "file"), cwd=tmp_path), "--resume-from: ",
+                    "not a folder")
+    (tmp_path / "empty").mkdir()
+    one_line_exit_2(cli(*trial, "--resume-from", str(tmp_path / "empty"), cwd=tmp_path), "--resume-from: ",
+                    "not a trial checkpoint (no trial_state.pt")
 
 
 @pytest.mark.parametrize("sub", ["artifacts", "ray", "sweeps"])

@@ -189,13 +189,13 @@ def overridden_lines(line_of: Callable[[Loc], int | None], overrides: Sequence[O
     return lookup
 
 
-def blame_override(err: SpecError, overrides: Sequence[Override]) -> SpecError:
-    """`err` re-attributed to the override that set its field, if one did; else to an override whose
-    field the message names (a rule between fields: `resources.workers=3` makes the file's
-    `train.batch_size: 8` wrong, and the error is the batch size's, "must divide evenly among
-    resources.workers (3)"); else `err`."""
+def blame_override(err: SpecError, overrides: Sequence[Override], *, mentioned: bool = True) -> SpecError:
+    """`err` re-attributed to the override that set its field, if one did; else (`mentioned`) to an
+    override whose field the message names (a rule between fields of the spec: `resources.workers=3`
+    makes the file's `train.batch_size: 8` wrong, and the error is the batch size's, "must divide
+    evenly among resources.workers (3)"); else `err`."""
     said = [ov for ov in reversed(overrides) if _covers(ov.key, err.field)]
-    said = said or [ov for ov in reversed(overrides) if re.search(rf"(?<![\w.]){re.escape(ov.key)}(?![\w])", err.message)]
+    said = said or [ov for ov in reversed(overrides) if mentioned and re.search(rf"(?<![\w.]){re.escape(ov.key)}(?![\w])", err.message)]
     if not said:
         return err
     message = err.message

@@ -204,15 +204,29 @@ def _loss_param_specs() -> dict[str, ParamSpec]:
 _LOSS_PARAMS = _loss_param_specs()
 
 
+def loss_family_problem(family: str) -> str | None:
+    """Why `family` names no loss family (neither registered nor a plug-in's dotted path), or None."""
+    from sweeps.plugins import is_dotted
+
+    if family in LOSS_FAMILY_SPECS or is_dotted(family):
+        return None
+    return (f"unknown {family!r}{did_you_mean(family, LOSS_FAMILIES)} (choose one of {', '.join(LOSS_FAMILIES)} "
+            "or a plug-in 'package.module:builder')")
+
+
 def loss_param_problem(name: str, value: Any) -> str | None:
-    """Why `value` is refused as numeric loss parameter `name` by every built-in family that takes it
-    (so a spec refuses it whatever its family: `eta: 7`), as the spec's error says it; None when one
-    of them accepts it, or `name` is no built-in numeric loss parameter (a choice such as psi may
-    name a plug-in)."""
+    """Why `value` is refused as loss parameter `name` by every built-in family that takes it (so a
+    spec refuses it whatever its family: `eta: 7`, `psi: gausian`), as the spec's error says it;
+    None when one of them accepts it, `name` is no built-in loss parameter, or the value is a
+    plug-in's dotted path."""
+    from sweeps.plugins import is_dotted
+
+    if is_dotted(value):
+        return None
     problems = []
     for family in LOSS_FAMILIES:
         spec = LOSS_FAMILY_SPECS[family].param_map.get(name)
-        if spec is None or spec.kind == "choice":
+        if spec is None:
             continue
         try:
             spec.check(value, family)
@@ -312,10 +326,9 @@ def _resolve_plugins(loss: Any) -> None:
     from sweeps.plugins import is_dotted, load_object
 
     if loss.family not in LOSS_FAMILY_SPECS:
-        if not is_dotted(loss.family):
-            raise FieldValueError("family", f"unknown {loss.family!r}{did_you_mean(loss.family, LOSS_FAMILIES)} "
-                                  f"(choose one of {', '.join(LOSS_FAMILIES)} "
-                                  "or a plug-in 'package.module:builder')")
+        problem = loss_family_problem(loss.family)
+        if problem:
+            raise FieldValueError("family", problem)
         try:
             builder = load_object(loss.family, what="loss family")  # refuses before torch is imported
             from sl_core.families import register_loss_family

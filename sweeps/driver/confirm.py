@@ -12,6 +12,7 @@ adjusted ablation table of the new sweep.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -274,6 +275,22 @@ def check_counts(top: int, seeds: int) -> None:
         raise ConfirmError(f"--seeds {seeds}: give at least 2 seeds (one seed has no spread to test)")
 
 
+def check_baseline_early(baseline: str | None) -> None:
+    """A `--baseline` that is no selector, or names a loss family no registry knows (`loss=hardd`):
+    ConfirmError before the store is read."""
+    if not baseline:
+        return
+    from sweeps.config.trial_config import loss_family_problem
+
+    try:
+        items = selector_items(baseline)
+    except SlsweepError as exc:
+        raise ConfirmError(str(exc)) from None
+    for name, value in items:
+        if SELECTOR_ALIASES.get(name, name) == schema.FAMILY_PARAM and (problem := loss_family_problem(value)):
+            raise ConfirmError(f"--baseline '{baseline}': {name}: {problem}")
+
+
 def check_overrides_early(overrides: Sequence[str]) -> None:
     """What can be judged of the confirm spec's overrides before the store is read (MLflow takes
     seconds): keys and plain values against the spec's schema (`check_against_schema`), and a loss
@@ -375,9 +392,9 @@ def check_overrides(plan: ConfirmPlan, overrides: Sequence[str]) -> None:
     """Validate `key=value` overrides on the confirm spec exactly as `slsweep run` does (before
     anything is written), and say in the spec's description what budget the trials get when an
     override changes `train.steps` ("at 30 steps (override)", not "at full budget").
-    Raises SpecError naming the override and the field."""
-    if not overrides:
-        return
+    Without overrides the confirm spec is validated too, before it is written into the run folder
+    (a `--baseline` value the sweep cannot run is blamed on `--baseline`).
+    Raises SpecError naming the override and the field, or ConfirmError naming `--baseline`."""
     import tempfile
 
     from sweeps.config.spec import load_spec
@@ -387,10 +404,13 @@ def check_overrides(plan: ConfirmPlan, overrides: Sequence[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{plan.source_sweep}-confirm.yaml"
         path.write_text(dump_yaml(plan.spec), encoding="utf-8")
-        before = load_spec(path).base_trial_config().train.steps
         try:
-            after = load_spec(path, overrides).base_trial_config().train.steps
+            before = load_spec(path).base_trial_config().train.steps
+            after = load_spec(path, overrides).base_trial_config().train.steps if overrides else before
         except SpecError as err:  # blame the confirm spec, not a temporary file that is gone
+            if plan.baseline and "(override " not in err.file:
+                raise ConfirmError(f"--baseline '{plan.baseline}': the confirm spec cannot run it "
+                                   f"({err.field}: {err.message})") from None
             raise SpecError(err.file.replace(str(path), f"confirm spec of {plan.source_sweep}"), err.field,
                             err.message) from None
     if after != before:
@@ -418,9 +438,11 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
     from sweeps.store import paths
     from sweeps.report.runs import load_sweep
     from sweeps.driver.service import run_sweep
+    from sweeps.errors import SpecError
 
     # what needs no store is refused before it is read (MLflow takes seconds)
     check_counts(top, seeds)
+    check_baseline_early(baseline)
     check_overrides_early(overrides)
     runs = load_sweep(experiment, tracking_uri=tracking_uri, runs_dir=runs_dir)
     plan = plan_confirm(runs, top=top, seeds=seeds, baseline=baseline, metric=metric,
@@ -429,8 +451,15 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
     check_overrides(plan, overrides)
     folder = paths.run_folder(runs_dir)
     spec_path = write_confirm_spec(plan, folder)
-    summary = run_sweep(spec_path, tracking_uri=tracking_uri, runs_dir=folder, verbose=verbose,
-                        print_summary=False, overrides=overrides)
+    try:
+        summary = run_sweep(spec_path, tracking_uri=tracking_uri, runs_dir=folder, verbose=verbose,
+                            print_summary=False, overrides=overrides)
+    except SpecError as err:  # refused before anything ran (task data, model, memory): leave nothing
+        spec_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            spec_path.parent.rmdir()  # the confirm/ folder, if this left it empty
+        raise SpecError(err.file.replace(str(spec_path), f"confirm spec of {plan.source_sweep}"), err.field,
+                        err.message) from None
     outcome = summary.outcome
     new_id = outcome.plan.sweep_id
     client = runs.client

@@ -103,31 +103,45 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
                      address=address or spec.ray.address, sweep_id=new_sweep_id(spec.name),
                      fresh_search_seed=fresh)
     if check:
-        spec_file = str(resolved.path)
-        # Each problem names where the value came from: a command-line flag, the spec's field,
-        # or $SLSWEEP_RUNS_DIR.
-        _blame(runs_dir_problem(folder), spec_file, where_folder)
-        if plan.local_store:  # artifacts go to <folder>/artifacts/<safe name>, never elsewhere
-            _blame(names.artifacts_dir_problem(folder, plan.experiment), spec_file,
-                   "--experiment" if experiment else "tracking.experiment" if spec.tracking.experiment else "name")
-        where_address = "--address" if address else "ray.address"
-        _blame(ray_client_problem(plan), spec_file, where_address)  # no I/O: before the server is asked
-        _blame(tracking_uri_problem(plan.tracking_uri), spec_file,
-               "--tracking-uri" if tracking_uri else "tracking.uri" if spec.tracking.uri else where_folder)
-        _blame(ray_address_problem(plan.address), spec_file, where_address)
-        field, problem = runtime_env_problem(spec.ray.runtime_env)
-        _blame(problem, spec_file, field)
-        if plan.local_ray:
-            field, problem = local_resources_problem(spec.resources.cpu, spec.resources.gpu, spec.resources.workers)
-            _blame(problem, spec_file, field)
-            if spec.resources.workers > 1:
-                _blame(dashboard_problem(), spec_file, "resources.workers")
-            variable, problem = ray_temp_problem()
-            _blame(problem, spec_file, variable)
-        if spec.model.path.startswith("tiny"):  # the tiny model is built into the cache folder
-            _blame(folder_problem(paths.cache_dir()), spec_file, paths.CACHE_DIR_ENV)
-        preflight(plan)
+        try:
+            _check_plan(plan, tracking_uri=tracking_uri, address=address, experiment=experiment,
+                        where_folder=where_folder)
+        except SpecError as err:  # a value an override set: the error names the override
+            from sweeps.config.overrides import blame_override, parse_overrides
+
+            # (only the override of the error's own field: a memory plan names its inputs in passing)
+            raise blame_override(err, parse_overrides(resolved.overrides), mentioned=False) from None
     return plan
+
+
+def _check_plan(plan: SweepPlan, *, tracking_uri: str | None, address: str | None, experiment: str | None,
+                where_folder: str) -> None:
+    """`plan_sweep`'s checks of what the spec points to (SpecError naming where the value came from)."""
+    resolved, spec, folder = plan.resolved, plan.spec, plan.runs_dir
+    spec_file = str(resolved.path)
+    # Each problem names where the value came from: a command-line flag, the spec's field,
+    # or $SLSWEEP_RUNS_DIR.
+    _blame(runs_dir_problem(folder), spec_file, where_folder)
+    if plan.local_store:  # artifacts go to <folder>/artifacts/<safe name>, never elsewhere
+        _blame(names.artifacts_dir_problem(folder, plan.experiment), spec_file,
+               "--experiment" if experiment else "tracking.experiment" if spec.tracking.experiment else "name")
+    where_address = "--address" if address else "ray.address"
+    _blame(ray_client_problem(plan), spec_file, where_address)  # no I/O: before the server is asked
+    _blame(tracking_uri_problem(plan.tracking_uri), spec_file,
+           "--tracking-uri" if tracking_uri else "tracking.uri" if spec.tracking.uri else where_folder)
+    _blame(ray_address_problem(plan.address), spec_file, where_address)
+    field, problem = runtime_env_problem(spec.ray.runtime_env)
+    _blame(problem, spec_file, field)
+    if plan.local_ray:
+        field, problem = local_resources_problem(spec.resources.cpu, spec.resources.gpu, spec.resources.workers)
+        _blame(problem, spec_file, field)
+        if spec.resources.workers > 1:
+            _blame(dashboard_problem(), spec_file, "resources.workers")
+        variable, problem = ray_temp_problem()
+        _blame(problem, spec_file, variable)
+    if spec.model.path.startswith("tiny"):  # the tiny model is built into the cache folder
+        _blame(folder_problem(paths.cache_dir()), spec_file, paths.CACHE_DIR_ENV)
+    preflight(plan)
 
 
 def runs_dir_problem(folder: Path) -> str | None:

@@ -1,3 +1,5 @@
 """One trial, as a Ray worker runs it: task data (`data`), batches (`batches`), the training loop and
 evaluation (`run`), checkpoints (`checkpoint`), soft-target coverage (`coverage`), the memory planner
 (`memory`), data figures (`figures`) and the Tune function trainable (`trainable`)."""
+
+STATE_FILE = "trial_state.pt"  # what a trial checkpoint folder holds (`checkpoint`); torch-free for the CLI's checks

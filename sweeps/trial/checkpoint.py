@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 
+from sweeps.trial import STATE_FILE
 from sweeps.trial.distributed import Shard, full_trainable_state, load_trainable_state, unwrap
-
-STATE_FILE = "trial_state.pt"
 
 
 @dataclass
