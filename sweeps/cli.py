@@ -406,6 +406,10 @@ def confirm(
     """
     _allow(allow_plugins)
     _check_store(tracking_uri, runs_dir, local=True)
+    if sweep is not None and "=" not in sweep and tracking_uri is None:  # a misspelt sweep: before MLflow
+        from sweeps.report.commands import precheck_experiment
+
+        precheck_experiment(sweep, runs_dir)
     from sweeps.driver.confirm import run_confirm
     from sweeps.driver.service import split_spec_args
 

@@ -304,3 +304,19 @@ def test_the_contact_sheet_gets_an_ordinary_file_mode(tmp_path: Path) -> None:
         os.umask(old)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "s.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_confirm_refuses_an_unknown_sweep_before_mlflow(tmp_path: Path) -> None:
+    """A misspelt sweep or experiment in the run folder's own store: read with sqlite3, one line
+    with the store's experiments, before MLflow is imported (was 2-3 s)."""
+    from mlflow import MlflowClient
+
+    from helpers import imported_after
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    MlflowClient(f"sqlite:///{runs / 'mlflow.db'}").create_experiment("counting-eta")
+    rc, heavy, _, err = imported_after(["confirm", "counting-etaa", "--runs-dir", str(runs)],
+                                       ["mlflow", "ray", "torch"], cwd=tmp_path)
+    assert rc == 2 and heavy == [], (rc, heavy, err)
+    assert "no experiment or sweep named 'counting-etaa'" in err and "counting-eta" in err, err

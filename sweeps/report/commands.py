@@ -114,7 +114,9 @@ def _by(by: str | None) -> list[str] | None:
     return split_names([by]) if by else None
 
 
-def _precheck_experiment(experiment: str, runs_dir: Path | None) -> None:
+def precheck_experiment(experiment: str, runs_dir: Path | None) -> None:
+    """SlsweepError (with the store's experiment names) when `experiment` names no experiment or
+    sweep of the run folder's own SQLite store, read with sqlite3 before MLflow is imported."""
     from sweeps.report.runs import no_sweep_named
     from sweeps.report.status import unknown_experiment
     from sweeps.store import paths
@@ -156,7 +158,7 @@ def _precheck(experiment: str | None, by: str | None, tracking_uri: str | None, 
         if experiment and tracking_uri.startswith(("http://", "https://")):
             _guard(lambda: _precheck_server_experiment(experiment, tracking_uri))
     elif experiment:
-        _guard(lambda: _precheck_experiment(experiment, runs_dir))
+        _guard(lambda: precheck_experiment(experiment, runs_dir))
     if (by or metric) and tracking_uri is None and not all_runs:
         from sweeps.report.runs import precheck_columns
 
