@@ -204,6 +204,11 @@ def _loss_param_specs() -> dict[str, ParamSpec]:
 _LOSS_PARAMS = _loss_param_specs()
 
 
+def _without_name(exc: Exception, name: str) -> str:
+    """A parameter check's message without the leading parameter name (the error names the field)."""
+    return str(exc).removeprefix(f"{name}: ").removeprefix(f"{name} ")
+
+
 def loss_family_problem(family: str) -> str | None:
     """Why `family` names no loss family (neither registered nor a plug-in's dotted path), or None."""
     from sweeps.plugins import is_dotted
@@ -231,7 +236,7 @@ def loss_param_problem(name: str, value: Any) -> str | None:
         try:
             spec.check(value, family)
         except (TypeError, ValueError) as exc:
-            problems.append(str(exc).removeprefix(f"{name}: ").removeprefix(f"{name} "))
+            problems.append(_without_name(exc, name))
         else:
             return None
     return problems[0] if problems else None
@@ -280,7 +285,7 @@ class _LossBase(_Section):
             try:
                 (owner or spec).check(value, self.family)
             except ValueError as exc:
-                raise FieldValueError(name, str(exc).removeprefix(f"{name}: ").removeprefix(f"{name} ")) from None
+                raise FieldValueError(name, _without_name(exc, name)) from None
         if family.name == "soft_label" and self.psi_param is not None and self.psi is not None:
             from sl_core.psi import psi_takes_param  # torch-free
 

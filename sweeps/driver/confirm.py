@@ -388,6 +388,14 @@ def legend(plan: ConfirmPlan) -> list[str]:
     return lines
 
 
+def _as_confirm_spec(err: Any, path: Path, plan: ConfirmPlan) -> Any:
+    """SpecError `err` blaming "confirm spec of <sweep>" instead of the file at `path` (a temporary
+    one, or one removed after the refusal)."""
+    from sweeps.errors import SpecError
+
+    return SpecError(err.file.replace(str(path), f"confirm spec of {plan.source_sweep}"), err.field, err.message)
+
+
 def check_overrides(plan: ConfirmPlan, overrides: Sequence[str]) -> None:
     """Validate `key=value` overrides on the confirm spec exactly as `slsweep run` does (before
     anything is written), and say in the spec's description what budget the trials get when an
@@ -411,8 +419,7 @@ def check_overrides(plan: ConfirmPlan, overrides: Sequence[str]) -> None:
             if plan.baseline and "(override " not in err.file:
                 raise ConfirmError(f"--baseline '{plan.baseline}': the confirm spec cannot run it "
                                    f"({err.field}: {err.message})") from None
-            raise SpecError(err.file.replace(str(path), f"confirm spec of {plan.source_sweep}"), err.field,
-                            err.message) from None
+            raise _as_confirm_spec(err, path, plan) from None
     if after != before:
         text = plan.spec["description"].replace(FULL_BUDGET, f"at {after} steps (override)")
         plan.spec["description"] = plan.spec["search_space"]["description"] = text
@@ -458,8 +465,7 @@ def run_confirm(experiment: str | None = None, *, top: int = 3, seeds: int = 5,
         spec_path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             spec_path.parent.rmdir()  # the confirm/ folder, if this left it empty
-        raise SpecError(err.file.replace(str(spec_path), f"confirm spec of {plan.source_sweep}"), err.field,
-                        err.message) from None
+        raise _as_confirm_spec(err, spec_path, plan) from None
     outcome = summary.outcome
     new_id = outcome.plan.sweep_id
     client = runs.client

@@ -113,18 +113,17 @@ def probe_worker_device(plan: SweepPlan, timeout_s: float = PROBE_TIMEOUT_S) -> 
     return int(free), f"{where} (probed with one trial worker's resources)", cpus or None
 
 
-def plan_memory_on_worker(plan: SweepPlan, quiet: bool = False) -> str | None:
-    """Joining a cluster without `resources.memory_gb`: join it, wait for a node that can hold a
-    trial (`check_cluster_resources`), and plan the trial's memory (`preflight.check_memory`) against
-    what a probe on a worker measured (`probe_worker_device`), before anything is written. Returns
-    the plan's line, or None when the plan was made before Ray (a local Ray, or memory_gb given).
+def plan_memory_on_worker(plan: SweepPlan, quiet: bool = False) -> str:
+    """Joining a cluster without `resources.memory_gb` (the preflight left `plan.memory_check`):
+    join it, wait for a node that can hold a trial (`check_cluster_resources`), and plan the trial's
+    memory (`preflight.check_memory`) against what a probe on a worker measured
+    (`probe_worker_device`), before anything is written. Returns the plan's line.
 
     Raises:
         SpecError: as `check_memory` (the trial cannot fit a worker's device) or
             `check_cluster_resources`.
     """
-    if plan.memory_check is None:
-        return None
+    assert plan.memory_check is not None, "the preflight planned memory already"
     init_ray(plan, quiet=quiet)
     check_cluster_resources(plan)
     probed = probe_worker_device(plan)

@@ -55,7 +55,7 @@ def ensure_tiny_model(cfg: TrialConfig) -> None:
 def _plan_memory_on_worker(plan: SweepPlan, verbose: int) -> None:
     """Joining a cluster without `resources.memory_gb`: the memory plan against a worker's device,
     printed like the preflight's lines (`sweeps.driver.ray_env.plan_memory_on_worker`)."""
-    if plan.memory_check is None:
+    if plan.memory_check is None:  # planned before Ray (a local Ray, or resources.memory_gb given)
         return
     from sweeps.driver.progress import quiet_output
     from sweeps.driver.ray_env import plan_memory_on_worker
