@@ -109,6 +109,75 @@ def test_local_ray_init_options():
     require(not missing, "local_ray_init_options", f"ray.init's private parameters {missing}")
 
 
+
+def test_silence_ray_init_thread_warning():
+    """`ray.init` outside the main thread logs the warning on its module's logger."""
+    import logging
+
+    import ray._private.worker as worker
+
+    source = inspect.getsource(inspect.unwrap(worker.init))
+    head, tail = ti.RAY_INIT_THREAD_WARNING.split(" is not the main")  # two string literals in Ray's source
+    require(f'"{head} "' in source and '"is not the main thread."' in source and "logger.warning(" in source, "silence_ray_init_thread_warning",
+            "ray._private.worker.init warning that the SIGTERM handler is not set outside the main thread")
+    require(worker.logger.name == "ray._private.worker", "silence_ray_init_thread_warning", "its logger's name")
+    ti.silence_ray_init_thread_warning()
+    ti.silence_ray_init_thread_warning()  # idempotent
+    record = logging.LogRecord(worker.logger.name, logging.WARNING, "", 0, ti.RAY_INIT_THREAD_WARNING + ".", (), None)
+    assert not worker.logger.filter(record)
+    assert len([f for f in worker.logger.filters if type(f).__name__ == "_DropInitThreadWarning"]) == 1
+
+def test_raylet_start_options():
+    """The raylet's command carries Ray's prestart count, and is started through the module-level
+    `start_ray_process` with `env_updates`; the patch is undone after the block."""
+    import ray._private.services as services
+    from ray._private import ray_constants
+
+    require(takes(services.start_ray_process, "command", "process_type", "env_updates"), "raylet_start_options",
+            "ray._private.services.start_ray_process(command, process_type, ..., env_updates)")
+    source = inspect.getsource(services.start_raylet)
+    require(ti.PRESTART_FLAG in source and "start_ray_process(" in source and "env_updates=env_updates" in source
+            and "PROCESS_TYPE_RAYLET" in source, "raylet_start_options",
+            f"start_raylet building '{ti.PRESTART_FLAG}N' and starting the raylet through start_ray_process")
+    require(ray_constants.PROCESS_TYPE_RAYLET == "raylet", "raylet_start_options", "PROCESS_TYPE_RAYLET 'raylet'")
+    seen = []
+    original = services.start_ray_process
+    services.start_ray_process = lambda command, process_type, *a, **kw: seen.append((command, process_type, kw))
+    try:
+        with ti.raylet_start_options(prestart_workers=2, env={"A": "1"}):
+            services.start_ray_process([f"{ti.PRESTART_FLAG}16", "--x"], "raylet", False, env_updates={"B": "2"})
+            services.start_ray_process([f"{ti.PRESTART_FLAG}16"], "gcs_server", False)
+    finally:
+        services.start_ray_process = original
+    assert seen[0] == ([f"{ti.PRESTART_FLAG}2", "--x"], "raylet", {"env_updates": {"B": "2", "A": "1"}})
+    assert seen[1] == ([f"{ti.PRESTART_FLAG}16"], "gcs_server", {})  # other processes untouched
+    assert services.start_ray_process is original
+
+
+def test_trainables_in_job_env():
+    """Tune's actor-class cache wraps trainables with a runtime environment of environment variables
+    only (the defaults `tune_trainable_env_defaults` hands the raylet); inside the block without."""
+    from ray.tune.execution import class_cache
+
+    source = inspect.getsource(class_cache._ActorClassCache.get)
+    require("self._cache" in source and 'runtime_env = {"env_vars": env_vars}' in source
+            and "DEFAULT_ENV_VARS" in source, "trainables_in_job_env",
+            "_ActorClassCache.get wrapping trainables with runtime_env={'env_vars': ...} into self._cache")
+    require(isinstance(class_cache.DEFAULT_ENV_VARS, dict), "tune_trainable_env_defaults",
+            "ray.tune.execution.class_cache.DEFAULT_ENV_VARS")
+    assert ti.tune_trainable_env_defaults() == class_cache.DEFAULT_ENV_VARS
+
+    class Trainable:
+        pass
+
+    original = class_cache._ActorClassCache.get
+    with ti.trainables_in_job_env():
+        wrapped = class_cache._ActorClassCache().get(Trainable)
+    assert class_cache._ActorClassCache.get is original
+    assert not (getattr(wrapped, "_default_options", {}) or {}).get("runtime_env")
+    assert original(class_cache._ActorClassCache(), Trainable)._default_options["runtime_env"]  # Tune's own: one
+
+
 # ------------------------------------------------------------------------------------- Ray Tune
 
 @pytest.fixture(scope="module")

@@ -52,6 +52,11 @@ class SweepPlan:
     # Joining a cluster without `resources.memory_gb`: the memory plan waits for a worker's device
     # (`sweeps.driver.ray_env.plan_memory_on_worker` calls it with what a probe on a worker saw)
     memory_check: Callable[..., str] | None = None
+    # `slsweep run`/`resume`: called once the task's data files are read, to start the local Ray in
+    # the background while the model is checked (`sweeps.driver.early_ray.EarlyRay.start`), which
+    # then sets `ray_start` (`sweeps.driver.ray_env.init_ray` waits for it)
+    start_ray: Callable[[SweepPlan], None] | None = None
+    ray_start: Any = None
 
     @property
     def spec(self):  # noqa: ANN201 - the pydantic SweepSpec
@@ -75,11 +80,13 @@ class SweepPlan:
 def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = None,
                tracking_uri: str | None = None, runs_dir: str | Path | None = None,
                experiment: str | None = None, check: bool = True, overrides: Sequence[str] = (),
-               search_seed: int | None = None) -> SweepPlan:
+               search_seed: int | None = None,
+               start_ray: Callable[[SweepPlan], None] | None = None) -> SweepPlan:
     """Validate a spec and the places it points to; creates nothing.
 
     `overrides` (`train.steps=50`) are applied to the spec before validation; `search_seed`
-    (`--search-seed`) is the override `search.seed=N`. A spec without a sampler seed gets a fresh
+    (`--search-seed`) is the override `search.seed=N`. `start_ray` (`SweepPlan.start_ray`) is called
+    by the preflight once the task's data files are read. A spec without a sampler seed gets a fresh
     one, recorded as the override `search.seed=N`: the sweep's spec artifact, params and resume
     record then hold the seed that ran, and two sweeps of one spec explore different configurations.
     """
@@ -101,7 +108,7 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
     plan = SweepPlan(resolved=resolved, runs_dir=folder, tracking_uri=uri,
                      experiment=experiment or spec.tracking.experiment or spec.name,
                      address=address or spec.ray.address, sweep_id=new_sweep_id(spec.name),
-                     fresh_search_seed=fresh)
+                     fresh_search_seed=fresh, start_ray=start_ray)
     if check:
         try:
             _check_plan(plan, tracking_uri=tracking_uri, address=address, experiment=experiment,
@@ -354,6 +361,8 @@ def preflight(plan: SweepPlan) -> None:
     _blame(problem, spec_file, field)
     samples = check_data(cfg, spec_file)
     check_rows(cfg, spec_file)
+    if plan.start_ray is not None:  # the data is there: Ray starts while the model is checked
+        plan.start_ray(plan)
     batcher, tokens = _check_loss_tokens(plan, cfg, spec_file, [e.answer for _, ex in samples for e in ex])
     from sweeps.trial.figures import preflight_lines
 

@@ -212,9 +212,60 @@ def quiet_workers(env: dict[str, Any] | None) -> dict[str, Any]:
     return env
 
 
+# The module a trial worker imports first (torch, transformers and the trial code come with it).
+TRIAL_MODULE = "sweeps.trial.trainable"
+
+
+def warm_trial_workers(plan: SweepPlan) -> int:
+    """How many trial workers a local Ray starts at once, warm (`TRIAL_MODULE` imported: ~4-5 s of
+    torch, transformers and the trial code), while the driver is still planning: the trials that
+    run at once (`sweeps.trial.memory.trials_per_device` on this machine's CPUs). Tune's trial
+    actors then take these workers instead of starting cold ones (with `reuse_workers`, every
+    trial runs in them).
+
+    0 when the sweep joins a Ray cluster (its nodes start their own workers), runs multi-worker
+    trials (their processes are Ray Train's workers, started per trial), or needs a runtime
+    environment (the spec's `ray.runtime_env`, plug-ins): Ray lends prestarted workers only to jobs
+    without one.
+    """
+    if not plan.local_ray or plan.spec.resources.workers > 1 or runtime_env(plan) is not None:
+        return 0
+    from sweeps.trial.memory import trials_per_device
+
+    res = plan.spec.resources
+    return trials_per_device(max_concurrent=plan.spec.search.max_concurrent, trials=plan.resolved.trial_count,
+                             cpu=res.cpu, gpu=0.0, cpus=tune_internals.local_cpu_count())
+
+
+def warm_worker_env(quiet: bool) -> dict[str, str]:
+    """The variables of a local Ray's warm trial workers (through the raylet's environment): those
+    Tune gives its trainables (`tune_internals.trainables_in_job_env`), the folder holding `sweeps`
+    first on PYTHONPATH (a worker imports `TRIAL_MODULE` before it knows
+    the driver's job, whose sys.path Ray would lend it), and `QUIET_WORKER_ENV` when `quiet`."""
+    import sweeps
+
+    root = str(Path(sweeps.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {**tune_internals.tune_trainable_env_defaults(), "PYTHONPATH": path,
+            **(QUIET_WORKER_ENV if quiet else {})}
+
+
 def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
+    """Start or join Ray (`start_ray`), or wait for the start the preflight began in the background
+    (`plan.ray_start`, a `sweeps.driver.early_ray.EarlyRay`); returns the seconds."""
+    if plan.ray_start is not None:
+        return plan.ray_start.wait()
+    return start_ray(plan, quiet)
+
+
+def start_ray(plan: SweepPlan, quiet: bool = False) -> float:
     """Start or join Ray (`quiet`: its messages at ERROR only, on the driver and in the trial
-    workers, for `run` and `resume` alike); returns the seconds."""
+    workers, for `run` and `resume` alike); returns the seconds. A local Ray starts its trial
+    workers warm (`warm_trial_workers`).
+
+    Raises:
+        SlsweepError: naming --address, when Ray cannot be started or joined.
+    """
     t0 = time.perf_counter()
     if not ray.is_initialized():
         env = runtime_env(plan)
@@ -222,6 +273,7 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
         # the dashboard) whether a trial's Train controller is alive, and frees its workers' CPUs
         # and GPUs when a stopped trial's controller is gone (`dashboard_problem` checks the packages).
         dashboard = needs_dashboard(plan)
+        raylet: Any = contextlib.nullcontext()  # a local Ray's raylet: its prestarted trial workers
         kwargs: dict[str, Any] = {"include_dashboard": dashboard, "dashboard_host": LOOPBACK, "log_to_driver": True,
                                   "runtime_env": quiet_workers(env) if quiet else env,
                                   "logging_level": logging.ERROR if quiet else logging.INFO}
@@ -231,16 +283,21 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
             # Always a private local instance: never join a `ray start` cluster by accident
             # (`--address auto` does that on purpose).
             kwargs["address"] = "local"
-            # Ray starts a pool of idle workers when the first driver connects; trial workers are
-            # started for the trials anyway, and the idle ones only take CPU from them.
+            # Ray starts one idle worker per CPU when the first driver connects: here only the
+            # trial workers the sweep runs at once, importing the trial code while the driver plans.
             # Ray runs its workers at nice 15 so that they never starve Ray's own processes; on
             # a machine whose cores the trials fill, that stalls every trial whenever the driver or
             # a Ray process wakes up. Here the trial workers keep the default priority and Ray's
             # helper processes get the lowest one instead (`lower_service_priority`).
             # Nothing of a private Ray is reachable from the network (`loopback_node`).
+            warm = warm_trial_workers(plan)
+            system: dict[str, Any] = {"prestart_worker_first_driver": warm > 0, "worker_niceness": 0}
+            if warm:  # the workers' variables then travel in the raylet's environment (no runtime env)
+                system["preload_python_modules"] = [TRIAL_MODULE]
+                raylet = tune_internals.raylet_start_options(prestart_workers=warm, env=warm_worker_env(quiet))
+                kwargs["runtime_env"] = None
             kwargs.update(tune_internals.local_ray_init_options(
-                system_config={"prestart_worker_first_driver": False, "worker_niceness": 0},
-                temp_dir=os.environ.get("SLSWEEP_RAY_TMP"), node_ip_address=LOOPBACK))
+                system_config=system, temp_dir=os.environ.get("SLSWEEP_RAY_TMP"), node_ip_address=LOOPBACK))
         # Ray starts its own processes (GCS, raylet, and through the raylet the trial workers)
         # with SIGINT blocked, so that a terminal's Ctrl-C reaches the driver only; SIGTERM sent to
         # the process group (`kill -TERM -PGID`, a scheduler's stop) would still kill them under
@@ -248,7 +305,7 @@ def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
         local = kwargs["address"] == "local"
         saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if local else None
         try:
-            with loopback_node() if local else contextlib.nullcontext():
+            with loopback_node() if local else contextlib.nullcontext(), raylet:
                 ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SlsweepError(f"--address: {plan.address or 'local'}: could not start or join Ray ({exc})") from None

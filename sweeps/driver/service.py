@@ -451,20 +451,27 @@ def run_sweep(spec_path: str | Path | None = None, *, address: str | None = None
         overrides: `key=value` spec overrides (`train.steps=50`), validated like the file.
         search_seed: the sampler's seed (default: the spec's `search.seed`, else a fresh one).
     """
+    from sweeps.driver.early_ray import EarlyRay
     from sweeps.driver.preflight import plan_sweep
 
     spec_path, overrides = split_spec_args(spec_path, overrides)
-    plan = plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
-                      experiment=experiment, overrides=overrides, search_seed=search_seed)
-    from sweeps.driver.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
-    from sweeps.driver.tuner import execute
+    early = EarlyRay(quiet=verbose == 0)  # a local Ray starts while the preflight checks the model
+    try:
+        plan = plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
+                          experiment=experiment, overrides=overrides, search_seed=search_seed,
+                          start_ray=early.start)
+        from sweeps.driver.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
+        from sweeps.driver.tuner import execute
 
-    for line in plan.data_lines:  # per task split: rows, answer range, coverage (as `slsweep data`)
-        print(f"data {line}", file=sys.stderr)
-    with quiet_output(verbose == 0):
-        ensure_tiny_model(plan.resolved.base_trial_config())
-    _plan_memory_on_worker(plan, verbose)
-    lock = sweep_lock(plan)
+        for line in plan.data_lines:  # per task split: rows, answer range, coverage (as `slsweep data`)
+            print(f"data {line}", file=sys.stderr)
+        with quiet_output(verbose == 0):
+            ensure_tiny_model(plan.resolved.base_trial_config())
+        _plan_memory_on_worker(plan, verbose)
+        lock = sweep_lock(plan)
+    except BaseException:  # refused before the sweep took Ray over: no Ray left behind
+        early.cancel()
+        raise
     try:
         _record_plan(plan, spec_path)
         try:
@@ -518,26 +525,34 @@ def resume_sweep(sweep_id: str | None = None, *, runs_dir: str | Path | None = N
     if from_copy:  # the spec file was moved or deleted: the run folder's own copy
         print(f"{spec}: gone; resuming from the run folder's copy of the resolved spec, {copy}", file=sys.stderr)
         spec = copy
-    plan = plan_sweep(spec, address=address or record["address"],
-                      tracking_uri=tracking_uri or record["tracking_uri"],
-                      runs_dir=folder, experiment=record["experiment"],
-                      overrides=[*(record.get("overrides") or ()), *memory_pins(record, spec)])
-    plan.sweep_id = record["sweep_id"]
-    # Resume runs what was recorded: an edited spec would train one configuration while MLflow
-    # records another.
-    # (the copy holds the search space itself, not its file's name; its content hash is compared)
-    changes = spec_changes(record, plan, ignore=("search_space",) if from_copy else ())
-    if changes:
-        raise SlsweepError(
-            f"{plan.resolved.path}: spec changed since sweep {plan.sweep_id} started ("
-            + "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
-            + "): restore it to resume, or start a new sweep with `slsweep run`")
-    _refuse_finished(plan)
-    from sweeps.driver.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
-    from sweeps.driver.tuner import resume as resume_plan
+    from sweeps.driver.early_ray import EarlyRay
 
-    _plan_memory_on_worker(plan, verbose)
-    lock = sweep_lock(plan)
+    early = EarlyRay(quiet=verbose == 0)  # a local Ray starts while the preflight checks the model
+    try:
+        plan = plan_sweep(spec, address=address or record["address"],
+                          tracking_uri=tracking_uri or record["tracking_uri"],
+                          runs_dir=folder, experiment=record["experiment"],
+                          overrides=[*(record.get("overrides") or ()), *memory_pins(record, spec)],
+                          start_ray=early.start)
+        plan.sweep_id = record["sweep_id"]
+        # Resume runs what was recorded: an edited spec would train one configuration while MLflow
+        # records another.
+        # (the copy holds the search space itself, not its file's name; its content hash is compared)
+        changes = spec_changes(record, plan, ignore=("search_space",) if from_copy else ())
+        if changes:
+            raise SlsweepError(
+                f"{plan.resolved.path}: spec changed since sweep {plan.sweep_id} started ("
+                + "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+                + "): restore it to resume, or start a new sweep with `slsweep run`")
+        _refuse_finished(plan)
+        from sweeps.driver.progress import quiet_output  # Ray Tune, MLflow, torch: only once the input is good
+        from sweeps.driver.tuner import resume as resume_plan
+
+        _plan_memory_on_worker(plan, verbose)
+        lock = sweep_lock(plan)
+    except BaseException:  # refused before the sweep took Ray over: no Ray left behind
+        early.cancel()
+        raise
     try:
         try:
             with quiet_output(verbose == 0):

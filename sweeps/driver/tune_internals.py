@@ -16,17 +16,19 @@ is needed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Container
+import logging
+from collections.abc import Container, Iterator
 from typing import Any
 
 __all__ = [
     "OPTUNA_VERSION", "RAY_VERSION", "asha_forget_trial", "default_ray_temp_dir", "fail_trial",
     "group_trial_ids", "lazy_rdb_storage", "local_cpu_count", "local_ray_init_options", "optuna_search_completed",
-    "optuna_search_study", "optuna_search_trials", "ray_cluster_mode", "rdb_storage_of",
+    "optuna_search_study", "optuna_search_trials", "ray_cluster_mode", "raylet_start_options", "rdb_storage_of",
     "repeater_group", "repoint_rdb_storage", "resolve_auto_address", "scheduler_controller",
-    "set_ray_cluster_mode", "stop_local_ray", "study_trial_count", "study_up_to", "tuner_run_config",
-    "tuner_search_alg", "tuner_time_budget_s",
+    "set_ray_cluster_mode", "silence_ray_init_thread_warning", "stop_local_ray", "study_trial_count", "study_up_to", "trainables_in_job_env",
+    "tune_trainable_env_defaults", "tuner_run_config", "tuner_search_alg", "tuner_time_budget_s",
 ]
 
 RAY_VERSION = "2.60.0"     # every Ray function below was written for (and checked on) this version
@@ -144,7 +146,108 @@ def stop_local_ray() -> None:
                 pass
 
 
+
+RAY_INIT_THREAD_WARNING = "SIGTERM handler is not set because current thread is not the main thread"
+
+
+class _DropInitThreadWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(RAY_INIT_THREAD_WARNING)
+
+
+def silence_ray_init_thread_warning() -> None:
+    """Drop the warning `ray.init` logs when it runs outside the main thread (a local Ray started
+    in the background, `sweeps.driver.early_ray`, whose `wait` installs the same SIGTERM handler
+    from the main thread). Idempotent.
+
+    Ray 2.60: `ray._private.worker.init` logs `RAY_INIT_THREAD_WARNING` on its module logger
+    (`logging.getLogger("ray._private.worker")`) instead of calling `set_sigterm_handler`.
+    """
+    logger = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _DropInitThreadWarning) for f in logger.filters):
+        logger.addFilter(_DropInitThreadWarning())
+
+PRESTART_FLAG = "--num_prestart_python_workers="
+
+
+@contextlib.contextmanager
+def raylet_start_options(*, prestart_workers: int, env: dict[str, str]) -> Iterator[None]:
+    """Inside the block, a local Ray's raylet is started with `prestart_workers` idle Python workers
+    (instead of one per CPU of the node) and with `env` added to its environment (its workers
+    inherit it).
+
+    With the system config `prestart_worker_first_driver` (Ray starts idle workers when the first
+    driver connects) and `preload_python_modules` (each worker imports those modules when it
+    starts), this lets a sweep's trial workers import torch and the trial code while the driver
+    still plans: Tune's trial actor then takes a worker that is already warm. Ray prestarts one
+    worker per CPU; on a many-core machine most would import torch for nothing, so the count is
+    set here. Prestarted workers serve only jobs without a runtime environment (their runtime-env
+    hash is empty), which is why the workers' variables travel in the raylet's environment.
+
+    Ray 2.60: `ray._private.services.start_raylet` builds the raylet's command with
+    `--num_prestart_python_workers=<node CPUs>` and starts it through the module-level
+    `ray._private.services.start_ray_process(command, process_type, fate_share, env_updates=...)`
+    with `process_type == ray_constants.PROCESS_TYPE_RAYLET` ("raylet").
+    """
+    import ray._private.services as services
+
+    original = services.start_ray_process
+
+    def start(command: list[str], process_type: str, *args: Any, **kwargs: Any) -> Any:
+        if process_type == "raylet":
+            command = [f"{PRESTART_FLAG}{prestart_workers}" if c.startswith(PRESTART_FLAG) else c for c in command]
+            kwargs["env_updates"] = {**(kwargs.get("env_updates") or {}), **env}
+        return original(command, process_type, *args, **kwargs)
+
+    services.start_ray_process = start
+    try:
+        yield
+    finally:
+        services.start_ray_process = original
+
+
 # ------------------------------------------------------------------------------------- Ray Tune
+
+@contextlib.contextmanager
+def trainables_in_job_env() -> Iterator[None]:
+    """Inside the block, Tune creates its trainable actors without a runtime environment of their
+    own: they run in the job's (a warm local sweep's: none), so they can take the workers a local
+    Ray prestarted (`raylet_start_options`; Ray lends a prestarted worker only to a task or actor
+    whose runtime environment is the one it was started with, and prestarted workers have none).
+
+    Tune's own runtime environment for trainables holds only environment variables: `PL_DISABLE_FORK=1`
+    and the driver's values of a few variables (AWS credentials, Ray Train's), which a local Ray's
+    workers inherit anyway from the raylet, started from the driver's environment
+    (`sweeps.driver.ray_env.warm_worker_env` adds `PL_DISABLE_FORK`).
+
+    Ray 2.60: `ray.tune.execution.class_cache._ActorClassCache.get(self, trainable_cls)` wraps a
+    trainable class with `ray.remote(runtime_env={"env_vars": ...})` and caches it in `self._cache`
+    (a dict keyed by the class); `DEFAULT_ENV_VARS` holds `PL_DISABLE_FORK`.
+    """
+    import ray
+    from ray.tune.execution import class_cache
+
+    original = class_cache._ActorClassCache.get
+
+    def get(self: Any, trainable_cls: type) -> Any:
+        if trainable_cls not in self._cache:
+            self._cache[trainable_cls] = ray.remote(trainable_cls)
+        return self._cache[trainable_cls]
+
+    class_cache._ActorClassCache.get = get
+    try:
+        yield
+    finally:
+        class_cache._ActorClassCache.get = original
+
+
+def tune_trainable_env_defaults() -> dict[str, str]:
+    """The environment variables Tune sets on every trainable actor (Ray 2.60:
+    `ray.tune.execution.class_cache.DEFAULT_ENV_VARS`)."""
+    from ray.tune.execution import class_cache
+
+    return dict(class_cache.DEFAULT_ENV_VARS)
+
 
 def _local_tuner(tuner: Any) -> Any:
     # Ray 2.60: `Tuner._local_tuner` is the `TunerInternal` (None only in Ray Client mode, which

@@ -8,6 +8,7 @@ run or folder behind), the Ray environment in `sweeps.driver.ray_env`; this modu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import logging
@@ -38,7 +39,8 @@ from sweeps.driver import tune_internals as internals
 from sweeps.driver.ordered_history import OrderedTPESampler, history_ready
 from sweeps.driver.preflight import SweepPlan
 from sweeps.errors import one_line
-from sweeps.driver.ray_env import check_cluster_resources, init_ray, placeable_trials, reuse_workers
+from sweeps.driver.ray_env import (check_cluster_resources, init_ray, placeable_trials, reuse_workers,
+                                   warm_trial_workers)
 from sweeps.driver.signals import StopSignals, SweepInterrupted
 from sweeps.driver.progress import SweepProgress, quiet_output
 from sweeps.config.space import SearchSpace
@@ -410,8 +412,9 @@ def failure_line(exc: BaseException) -> str:
             "fix the cause, then `slsweep resume` continues the sweep from its last saved state")
 
 
-def _fit(tuner: Any, tracker: SweepTracker, runs_dir: Path) -> tuple[Any, int | None]:
-    """`tuner.fit()` with the sweep's signal handling; returns (results, signal or None).
+def _fit(tuner: Any, tracker: SweepTracker, runs_dir: Path, warm: bool = False) -> tuple[Any, int | None]:
+    """`tuner.fit()` with the sweep's signal handling; returns (results, signal or None). `warm`:
+    the trial actors take the local Ray's warm workers (`sweeps.driver.ray_env.warm_trial_workers`).
 
     First SIGINT/SIGTERM: Tune stops gracefully (state saved, trials stopped, resumable) and the
     tracker closes the sweep as interrupted. Second one (or one before Tune started): the runs
@@ -422,7 +425,8 @@ def _fit(tuner: Any, tracker: SweepTracker, runs_dir: Path) -> tuple[Any, int | 
         try:
             with stop.tuning():
                 tracker.stop_reason = None
-                results = _fit_marking(tuner, tracker, stop)
+                with internals.trainables_in_job_env() if warm else contextlib.nullcontext():
+                    results = _fit_marking(tuner, tracker, stop)
         except KeyboardInterrupt:
             tracker.abort("interrupted")
             raise SweepInterrupted(stop.signum or signal.SIGINT, forced=True) from None
@@ -527,7 +531,7 @@ def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
     run_config.callbacks.append(progress)
     try:
         with quiet_output(verbose == 0):
-            results, signum = _fit(tuner, tracker, plan.runs_dir)
+            results, signum = _fit(tuner, tracker, plan.runs_dir, warm=warm_trial_workers(plan) > 0)
     finally:
         run_config.callbacks.remove(progress)
         progress.on_experiment_end([])
