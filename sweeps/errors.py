@@ -148,6 +148,20 @@ def _model_at(model: type[BaseModel] | None, loc: Sequence[str | int]) -> type[B
     return None
 
 
+def _input_names(model: type[BaseModel]) -> set[str]:
+    """The keys `model` accepts: its fields' names, or each spelling of a field with alias choices."""
+    from pydantic import AliasChoices
+
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(c for c in alias.choices if isinstance(c, str))
+        else:
+            names.add(alias if isinstance(alias, str) else name)
+    return names
+
+
 def spec_error_from_validation(
     exc: ValidationError,
     *,
@@ -185,7 +199,7 @@ def spec_error_from_validation(
         if hint:
             message += f"; {hint}"
         elif allowed is not None:
-            names = sorted(allowed.model_fields)
+            names = sorted(_input_names(allowed))
             message += did_you_mean(key, names)
             message += f" (allowed: {', '.join(names)})"
     elif kind == "missing":

@@ -36,9 +36,14 @@ def test_a_short_steps_override_brings_eval_warmup_and_the_scheduler_along(capsy
     assert (spec.train.eval_every, spec.scheduler.max_t) == (25, 50)
     with pytest.raises(Exception, match="train.eval_every: must be <= train.steps"):
         load_spec("default", ["train.steps=50", "train.eval_every=80"])
-    # a longer run leaves everything as the file says
+    # a longer run leaves everything as the file says, but ASHA's max_t that was the file's whole
+    # budget: left at 300, every trial would be stopped at step 300 of 900
     spec = load_spec("default", ["train.steps=900"]).spec
-    assert (spec.train.eval_every, spec.train.warmup_steps, spec.scheduler.max_t) == (100, 30, 300)
+    assert (spec.train.eval_every, spec.train.warmup_steps, spec.scheduler.max_t) == (100, 30, 900)
+    assert "note: train.steps=900 brings along scheduler.max_t 300 -> 900" in capsys.readouterr().err
+    # a max_t below the steps is refused, naming it, whoever set it
+    with pytest.raises(Exception, match=r"scheduler.max_t: 300 is below train.steps \(900\): ASHA would stop"):
+        load_spec("default", ["train.steps=900", "scheduler.max_t=300"])
 
 
 @pytest.mark.parametrize("args, needle", [

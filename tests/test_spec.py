@@ -199,3 +199,18 @@ def test_a_rule_between_fields_broken_by_an_override_names_it() -> None:
     with pytest.raises(SpecError) as err:  # the override of the field itself still comes first
         load_spec(None, ["resources.workers=3", "train.batch_size=10"])
     assert "(override train.batch_size=10): train.batch_size: 10 " in str(err.value), str(err.value)
+
+
+def test_cpus_per_worker_is_cpu_spelled_out(tmp_path: Path) -> None:
+    """One field, two spellings: an override of either replaces the file's other one; both in one
+    file is one error; an error names the spelling used; the unknown-key hint lists both."""
+    spec = _write(tmp_path, MINIMAL + "search_space: paper.yaml\nresources: {workers: 2, cpus_per_worker: 2}\n")
+    assert load_spec(spec, ["resources.cpu=1"]).spec.resources.cpu == 1
+    assert load_spec(spec).spec.resources.cpu == 2
+    both = _write(tmp_path, MINIMAL + "search_space: paper.yaml\nresources: {cpu: 1, cpus_per_worker: 2}\n")
+    with pytest.raises(SpecError, match="resources.cpus_per_worker: cpu and cpus_per_worker are the same field"):
+        load_spec(both)
+    with pytest.raises(SpecError, match=r"\(override resources.cpus_per_worker=0\): resources.cpus_per_worker: "):
+        load_spec(None, ["resources.cpus_per_worker=0"])
+    with pytest.raises(SpecError, match=r"allowed: cpu, cpus_per_worker, gpu, gpus_per_worker, memory_gb"):
+        load_spec(None, ["resources.worker=2"])

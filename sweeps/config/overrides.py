@@ -9,9 +9,10 @@ override instead of a line of the file.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,8 @@ from sweeps.errors import SpecError
 from sweeps.config.yamlio import parse_yaml
 
 __all__ = ["FOLLOW_STEPS", "Override", "apply_overrides", "blame_override", "check_against_schema", "follow_steps",
-           "follow_scheduler_type", "looks_like_override", "overridden_lines", "parse_overrides", "say_followed"]
+           "follow_scheduler_type", "looks_like_override", "notes_when_valid", "overridden_lines", "parse_overrides",
+           "say_followed"]
 
 Loc = tuple[str | int, ...]
 
@@ -118,13 +120,17 @@ def follow_scheduler_type(data: dict[str, Any], overrides: Sequence[Override]) -
 # evaluation and the scheduler's budget are cut to the steps, the warmup keeps its share of them.
 FOLLOW_STEPS = (("train.eval_every", "cut"), ("train.warmup_steps", "share"),
                 ("scheduler.max_t", "cut"), ("scheduler.grace_period", "cut"))
+# A longer `train.steps` override also raises this one when the file set it to its whole budget
+# (train.steps): ASHA stops every trial at max_t, so 300 of 900 steps would cut every trial short.
+UP_WITH_STEPS = "scheduler.max_t"
 _SAID: set[str] = set()
+_PENDING: list[list[str]] = []  # notes held by the open `notes_when_valid` blocks, innermost last
 
 
 def follow_steps(original: dict[str, Any], data: dict[str, Any], overrides: Sequence[Override]) -> list[str]:
     """Bring the fields of `FOLLOW_STEPS` along when an override sets `train.steps` below them
     (`slsweep trial counting train.steps=50` on a file with eval_every 100 would be refused
-    otherwise); edits `data` in place and returns one `field old -> new` per change. Values not
+    otherwise), and `UP_WITH_STEPS` up when it was the file's `train.steps`; edits `data` in place and returns one `field old -> new` per change. Values not
     given in the file are the config's defaults (`TrainConfig`); an unset scheduler field
     follows the steps by itself."""
     if not any(ov.key == "train.steps" for ov in overrides):
@@ -147,7 +153,13 @@ def follow_steps(original: dict[str, Any], data: dict[str, Any], overrides: Sequ
             continue
         default = TrainConfig.model_fields[name].default if section == "train" else None
         value = (node or {}).get(name, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= steps:
+        if not isinstance(value, int) or isinstance(value, bool):
+            continue
+        if field == UP_WITH_STEPS and value == old_steps and steps > value:  # the file's whole budget
+            data.setdefault(section, {})[name] = steps
+            changes.append(f"{field} {value} -> {steps}")
+            continue
+        if value <= steps:
             continue
         new = steps if how == "cut" or not isinstance(old_steps, int) or old_steps <= 0 else \
             min(steps, value * steps // old_steps)
@@ -163,11 +175,37 @@ def say_followed(changes: list[str], steps_override: str) -> None:
 
 
 def _say_once(line: str) -> None:
-    import sys
-
     if line not in _SAID:
         _SAID.add(line)
-        print(line, file=sys.stderr)
+        if _PENDING:
+            _PENDING[-1].append(line)
+        else:
+            _print(line)
+
+
+def _print(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def notes_when_valid() -> Iterator[None]:
+    """The notes overrides say inside the block (`say_followed`, a dropped scheduler field) are
+    printed when the block ends without an error, and dropped when it raises: a refused input gets
+    one line, its error. Blocks nest (the outermost one prints)."""
+    _PENDING.append([])
+    try:
+        yield
+    except BaseException:
+        _SAID.difference_update(_PENDING.pop())  # not said: a later valid load says them
+        raise
+    lines = _PENDING.pop()
+    if _PENDING:
+        _PENDING[-1].extend(lines)
+    else:
+        for line in lines:
+            _print(line)
 
 
 def _covers(key: str, field: str) -> bool:

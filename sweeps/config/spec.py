@@ -27,14 +27,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweeps.config.trial_config import MAX_SEED, LossConfig, ModelConfig, TaskConfig, TrainConfig, TrialConfig
 from sweeps.errors import FieldValueError, SpecError, did_you_mean, spec_error_from_validation
 from sweeps.store.names import experiment_name_problem, spec_name_problem
-from sweeps.config.overrides import Override, apply_overrides, blame_override, overridden_lines, parse_overrides
+from sweeps.config.overrides import (Override, apply_overrides, blame_override, notes_when_valid, overridden_lines,
+                                     parse_overrides)
 from sweeps.plugins import add_search_dir
 from sweeps.config.search import (DEFAULT_ALGORITHM, STRATEGIES, SamplerSettings, SearchStrategy, algorithm_names,
                                   strategy)
@@ -113,22 +114,31 @@ class ResourcesConfig(_Section):
     stays the global batch: each worker trains on its 1/N share of every micro-batch.
     """
 
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    # Each spelled-out name is the same field: an error names the spelling the spec used.
+    SPELLED_OUT: ClassVar[dict[str, str]] = {"cpu": "cpus_per_worker", "gpu": "gpus_per_worker"}
+    cpu: float = Field(1.0, gt=0, validation_alias=AliasChoices("cpu", "cpus_per_worker"))
+    gpu: float = Field(0.0, ge=0, validation_alias=AliasChoices("gpu", "gpus_per_worker"))
     workers: int = Field(1, ge=1, le=4096)
     strategy: Literal["ddp", "fsdp"] = "ddp"
 
     @model_validator(mode="before")
     @classmethod
-    def _per_worker_names(cls, data: Any) -> Any:
-        # `cpus_per_worker` / `gpus_per_worker` are `cpu` / `gpu` spelled out; given beside them (an
-        # override on a spec that sets `cpu`, as the built-in specs do), the spelled-out name wins.
+    def _one_spelling(cls, data: Any) -> Any:
+        # (an override of either spelling replaces the file's other one: `drop_other_spelling`)
         if isinstance(data, dict):
-            data = dict(data)
-            for short, long in (("cpu", "cpus_per_worker"), ("gpu", "gpus_per_worker")):
-                if long in data:
-                    data[short] = data.pop(long)
+            for short, long in cls.SPELLED_OUT.items():
+                if short in data and long in data:
+                    raise FieldValueError(long, f"{short} and {long} are the same field (per trial worker); "
+                                                "give one")
         return data
+
+    @classmethod
+    def drop_other_spelling(cls, resources: dict[str, Any], key: str) -> None:
+        """An override set `resources.<key>`: remove the same field's other spelling from
+        `resources` (the file's), so that the override wins as it does for any other field."""
+        for short, long in cls.SPELLED_OUT.items():
+            if key in (short, long):
+                resources.pop(long if key == short else short, None)
     # memory of the device one trial runs on, in GB (1e9 bytes), for the memory planner
     # (sweeps.trial.memory); unset: the local GPU's free memory when trials get a GPU, else available RAM
     memory_gb: float | None = Field(None, gt=0)
@@ -265,6 +275,11 @@ class SweepSpec(_Section):
                 raise FieldValueError(
                     "scheduler.grace_period", f"must be <= scheduler.max_t ({sched.max_t}), got {sched.grace_period}"
                 )
+            if sched.max_t < self.train.steps:  # ASHA stops every trial at max_t
+                raise FieldValueError(
+                    "scheduler.max_t", f"{sched.max_t} is below train.steps ({self.train.steps}): ASHA would stop "
+                    f"every trial at step {sched.max_t}, before its budget, and none would reach full budget; "
+                    "set it to train.steps or leave it out (it defaults to train.steps)")
         workers, batch = self.resources.workers, self.train.batch_size
         if workers > 1 and batch != "auto" and batch % workers:
             raise FieldValueError(
@@ -488,7 +503,8 @@ def load_spec(path: str | Path | None = None, overrides: Sequence[str] = ()) -> 
     """
     parsed = parse_overrides(overrides)
     try:
-        return _load_spec(find_spec(path), parsed)
+        with notes_when_valid():  # a refused spec gets one line: its error
+            return _load_spec(find_spec(path), parsed)
     except SpecError as err:
         raise blame_override(err, parsed) from None
 
@@ -498,6 +514,9 @@ def _load_spec(spec_path: Path, overrides: list[Override]) -> ResolvedSpec:
     file = doc.source
     add_search_dir(spec_path.expanduser().resolve().parent)  # plug-in packages beside the spec
     data = apply_overrides(require_mapping(doc, "sweep spec"), overrides, source=file)
+    for ov in overrides:
+        if ov.parts[0] == "resources" and len(ov.parts) == 2 and isinstance(data.get("resources"), dict):
+            ResourcesConfig.drop_other_spelling(data["resources"], ov.parts[1])
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:

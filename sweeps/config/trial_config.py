@@ -383,21 +383,23 @@ class TrialConfig(_Section):
         """Load and validate a trial config file, with `key=value` overrides applied before
         validation (`train.steps=20`; see `sweeps.config.overrides`); SpecError naming the file (or the
         override) and the field."""
-        from sweeps.config.overrides import apply_overrides, blame_override, overridden_lines, parse_overrides
+        from sweeps.config.overrides import (apply_overrides, blame_override, notes_when_valid, overridden_lines,
+                                             parse_overrides)
 
         parsed = parse_overrides(overrides)
         doc = load_yaml(path, what="trial config")
-        data = apply_overrides(require_mapping(doc, "trial config"), parsed, source=doc.source)
-        if "search_space" in data and "search_space" not in cls.model_fields:  # a sweep spec, not one trial
-            raise SpecError(doc.source, "search_space", "this is a sweep spec: `slsweep trial` runs one trial "
-                            "config (sweeps/specs/trials/, `slsweep list`); run a sweep spec with `slsweep run`",
-                            line=doc.line_of(("search_space",)))
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise blame_override(spec_error_from_validation(
-                exc, file=doc.source, model=cls, line_of=overridden_lines(doc.line_of, parsed)
-            ), parsed) from None
+        with notes_when_valid():  # a refused config gets one line: its error
+            data = apply_overrides(require_mapping(doc, "trial config"), parsed, source=doc.source)
+            if "search_space" in data and "search_space" not in cls.model_fields:  # a sweep spec, not one trial
+                raise SpecError(doc.source, "search_space", "this is a sweep spec: `slsweep trial` runs one trial "
+                                "config (sweeps/specs/trials/, `slsweep list`); run a sweep spec with `slsweep run`",
+                                line=doc.line_of(("search_space",)))
+            try:
+                return cls.model_validate(data)
+            except ValidationError as exc:
+                raise blame_override(spec_error_from_validation(
+                    exc, file=doc.source, model=cls, line_of=overridden_lines(doc.line_of, parsed)
+                ), parsed) from None
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], *, source: str) -> TrialConfig:

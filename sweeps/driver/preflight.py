@@ -90,6 +90,17 @@ def plan_sweep(spec_path: str | Path | None = None, *, address: str | None = Non
     one, recorded as the override `search.seed=N`: the sweep's spec artifact, params and resume
     record then hold the seed that ran, and two sweeps of one spec explore different configurations.
     """
+    from sweeps.config.overrides import notes_when_valid
+
+    with notes_when_valid():  # a refused sweep gets one line: its error
+        return _plan_sweep(spec_path, address=address, tracking_uri=tracking_uri, runs_dir=runs_dir,
+                           experiment=experiment, check=check, overrides=overrides, search_seed=search_seed,
+                           start_ray=start_ray)
+
+
+def _plan_sweep(spec_path: str | Path | None, *, address: str | None, tracking_uri: str | None,
+                runs_dir: str | Path | None, experiment: str | None, check: bool, overrides: Sequence[str],
+                search_seed: int | None, start_ray: Callable[[SweepPlan], None] | None) -> SweepPlan:
     overrides = [*overrides, *([f"search.seed={search_seed}"] if search_seed is not None else [])]
     if experiment is not None:  # flags: checked before the spec is read
         _blame(names.experiment_name_problem(experiment), "", "--experiment")
