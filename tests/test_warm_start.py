@@ -73,12 +73,16 @@ def test_many_trials_at_once_warm_as_many_workers_as_the_cpus_hold(tmp_path: Pat
     assert ray_env.warm_trial_workers(plan) == max(1, min(64, int(tune_internals.local_cpu_count())))
 
 
-def test_warm_workers_find_the_trial_code_and_stay_quiet() -> None:
-    env = ray_env.warm_worker_env(quiet=True)
-    root = env["PYTHONPATH"].split(os.pathsep)[0]
-    assert (Path(root) / "sweeps" / "trial" / "trainable.py").is_file()
-    assert env.items() >= ray_env.QUIET_WORKER_ENV.items()
-    assert not ray_env.QUIET_WORKER_ENV.keys() & ray_env.warm_worker_env(quiet=False).keys()
+def test_local_workers_run_the_drivers_code_and_warm_ones_stay_quiet() -> None:
+    import sweeps
+
+    for warm in (True, False):
+        env = ray_env.local_worker_env(quiet=True, warm=warm)
+        root = env["PYTHONPATH"].split(os.pathsep)[0]  # this checkout first, not another installed copy
+        assert Path(root) / "sweeps" == Path(sweeps.__file__).resolve().parent
+    assert ray_env.local_worker_env(quiet=True, warm=True).items() >= ray_env.QUIET_WORKER_ENV.items()
+    assert not ray_env.QUIET_WORKER_ENV.keys() & ray_env.local_worker_env(quiet=False, warm=True).keys()
+    assert set(ray_env.local_worker_env(quiet=True, warm=False)) == {"PYTHONPATH"}  # the runtime env has the rest
 
 
 @pytest.mark.slow

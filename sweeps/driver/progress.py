@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from ray.tune import Callback
 
+from sweeps.trial import REPLAYED
+
 __all__ = ["SweepProgress", "TrialProgress", "quiet_output"]
 
 _QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air", "optuna", "mlflow", "alembic",
@@ -115,6 +117,9 @@ class SweepProgress(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         step = int(result.get("step") or 0)
         self._advance(trial, step)
+        if result.get(REPLAYED):  # a restarted multi-worker trial's checkpoint evaluation, shown before
+            self._say(f"{self.name(trial)}: resumed from its checkpoint at step {step}")
+            return
         shown = "  ".join(f"{k}={_short(result[k])}" for k in dict.fromkeys((self.metric, "train_loss"))
                            if k in result)  # (once when the sweep's metric is train_loss)
         self._say(f"{self.name(trial)}: step {step}/{self.max_steps}  {shown}")

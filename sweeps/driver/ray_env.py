@@ -237,17 +237,23 @@ def warm_trial_workers(plan: SweepPlan) -> int:
                              cpu=res.cpu, gpu=0.0, cpus=tune_internals.local_cpu_count())
 
 
-def warm_worker_env(quiet: bool) -> dict[str, str]:
-    """The variables of a local Ray's warm trial workers (through the raylet's environment): those
-    Tune gives its trainables (`tune_internals.trainables_in_job_env`), the folder holding `sweeps`
-    first on PYTHONPATH (a worker imports `TRIAL_MODULE` before it knows
-    the driver's job, whose sys.path Ray would lend it), and `QUIET_WORKER_ENV` when `quiet`."""
+def local_worker_env(quiet: bool, warm: bool) -> dict[str, str]:
+    """The variables a local Ray's workers get through the raylet's environment.
+
+    Always the folder holding the driver's `sweeps` first on PYTHONPATH: the trial workers run the
+    driver's code, not another copy installed in the environment (a second checkout), and a warm
+    worker imports `TRIAL_MODULE` before it knows the driver's job, whose sys.path Ray lends it.
+    `warm` (`warm_trial_workers`; the workers then have no runtime environment): also the variables
+    Tune gives its trainables (`tune_internals.trainables_in_job_env`) and, when `quiet`,
+    `QUIET_WORKER_ENV` (otherwise they travel in the runtime environment, `quiet_workers`).
+    """
     import sweeps
 
     root = str(Path(sweeps.__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    return {**tune_internals.tune_trainable_env_defaults(), "PYTHONPATH": path,
-            **(QUIET_WORKER_ENV if quiet else {})}
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    if warm:
+        env = {**tune_internals.tune_trainable_env_defaults(), **env, **(QUIET_WORKER_ENV if quiet else {})}
+    return env
 
 
 def init_ray(plan: SweepPlan, quiet: bool = False) -> float:
@@ -273,7 +279,7 @@ def start_ray(plan: SweepPlan, quiet: bool = False) -> float:
         # the dashboard) whether a trial's Train controller is alive, and frees its workers' CPUs
         # and GPUs when a stopped trial's controller is gone (`dashboard_problem` checks the packages).
         dashboard = needs_dashboard(plan)
-        raylet: Any = contextlib.nullcontext()  # a local Ray's raylet: its prestarted trial workers
+        raylet: Any = contextlib.nullcontext()  # a local Ray's raylet: its workers' variables, prestarted ones
         kwargs: dict[str, Any] = {"include_dashboard": dashboard, "dashboard_host": LOOPBACK, "log_to_driver": True,
                                   "runtime_env": quiet_workers(env) if quiet else env,
                                   "logging_level": logging.ERROR if quiet else logging.INFO}
@@ -294,8 +300,8 @@ def start_ray(plan: SweepPlan, quiet: bool = False) -> float:
             system: dict[str, Any] = {"prestart_worker_first_driver": warm > 0, "worker_niceness": 0}
             if warm:  # the workers' variables then travel in the raylet's environment (no runtime env)
                 system["preload_python_modules"] = [TRIAL_MODULE]
-                raylet = tune_internals.raylet_start_options(prestart_workers=warm, env=warm_worker_env(quiet))
                 kwargs["runtime_env"] = None
+            raylet = tune_internals.raylet_start_options(prestart_workers=warm, env=local_worker_env(quiet, warm))
             kwargs.update(tune_internals.local_ray_init_options(
                 system_config=system, temp_dir=os.environ.get("SLSWEEP_RAY_TMP"), node_ip_address=LOOPBACK))
         # Ray starts its own processes (GCS, raylet, and through the raylet the trial workers)

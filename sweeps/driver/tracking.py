@@ -23,6 +23,7 @@ from ray.tune import Callback
 
 from sweeps.config.trial_config import TrialConfig
 from sweeps.store import schema
+from sweeps.trial import REPLAYED
 from sweeps.store.schema import (  # noqa: F401 - EXPERIMENT_KIND*, ARM_TAG, STOP_REASON_TAG: names readers import from here
     ARM_TAG,
     ERROR_TAG,
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 _NON_METRIC = {"predictions", "node", "hostname", "pid", "done", "trial_id", "date", "timestamp",
                "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
                "training_iteration", "checkpoint_dir_name", "should_checkpoint", "experiment_tag",
-               "config", "step", "train_loss_curve", "worker_pids", "worker_nodes",
+               "config", "step", "train_loss_curve", "worker_pids", "worker_nodes", REPLAYED,
                "checkpoint_path"}
 OPTUNA_TRIAL_KEY = "__optuna_trial__"  # a Tune config's Optuna trial number (set by the searcher)
 LOSS_CURVE = "train_loss_curve"  # a result's [[step, mean train loss], ...] since the last result
@@ -391,6 +392,11 @@ class SweepTracker(Callback):
         if "predictions" in result:
             self._predictions[trial.trial_id] = result["predictions"]
         step = int(result.get("step") or result.get("training_iteration") or 0)
+        if result.get(REPLAYED) and self._has_step(run_id, step):
+            # a restarted multi-worker trial's checkpoint evaluation, recorded before: only its restart
+            self.client.log_batch(run_id, metrics=[Metric(schema.RESTARTS_TAG, float(result.get("restarts") or 0),
+                                                          int(time.time() * 1000), step)])
+            return
         now = int(time.time() * 1000)
         values = numeric_metrics(result)
         curve = result.get(LOSS_CURVE) or []  # the loss every few steps, batched into this one call
@@ -403,6 +409,10 @@ class SweepTracker(Callback):
             tags.append(RunTag(schema.WORKER_NODES_TAG, ",".join(map(str, result["worker_nodes"]))))
         for i in range(0, len(metrics), 1000):  # MLflow's log_batch takes at most 1000 metrics
             self.client.log_batch(run_id, metrics=metrics[i:i + 1000], tags=tags if i == 0 else [])
+
+    def _has_step(self, run_id: str, step: int) -> bool:
+        """Whether the run's record holds an evaluation at `step` (the sweep's metric at that step)."""
+        return any(m.step == step for m in self.client.get_metric_history(run_id, self.info.metric))
 
     @_timed
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

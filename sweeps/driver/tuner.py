@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -105,7 +106,14 @@ def _search_alg(plan: SweepPlan, space: SearchSpace):
     following a moved run folder."""
     limit = plan.spec.search.max_concurrent
     if plan.spec.resources.workers > 1:  # whole worker groups only: no trial waits half-placed
-        limit = min(limit, placeable_trials(plan))
+        placeable = placeable_trials(plan)
+        if placeable < limit:
+            res = plan.spec.resources
+            print(f"note: search.max_concurrent {limit} -> {placeable}: the Ray cluster holds {placeable} "
+                  f"trial{'s' if placeable > 1 else ''} of {res.workers} workers x {res.cpu:g} CPU"
+                  f"{f' + {res.gpu:g} GPU' if res.gpu else ''} at once (no trial waits half-placed)",
+                  file=sys.stderr)
+        limit = min(limit, placeable)
     searcher = _searcher(plan, space)
     if searcher is None:
         return _Grid(max_concurrent=limit)
@@ -449,7 +457,11 @@ def _fit_marking(tuner: Any, tracker: SweepTracker, stop: StopSignals) -> Any:
     callbacks = internals.tuner_run_config(tuner).callbacks  # same list Tune will use
     callbacks.insert(0, marker)  # before the tracker: its on_experiment_end closes the sweep
     try:
-        return tuner.fit()
+        with warnings.catch_warnings():
+            # A restarted multi-worker trial reports its checkpoint's evaluation again
+            # (`sweeps.trial.REPLAYED`); Optuna keeps the first report of a step, and says so.
+            warnings.filterwarnings("ignore", message="The reported value is ignored because this step")
+            return tuner.fit()
     finally:
         callbacks.remove(marker)
 

@@ -20,6 +20,7 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 import sl_core
+from sweeps.trial import REPLAYED
 from sweeps.trial.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from sweeps.config.trial_config import TrialConfig
 from sweeps.trial.coverage import COVERAGE_METRIC, coverage_warning, loss_tokens, measure_coverage
@@ -325,11 +326,11 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     if shard is not None and report is not None and s.state.restarts and s.state.history:
         # A multi-worker trial's checkpoints are written by its workers, not through the driver,
         # which may have been lost between a checkpoint and recording its evaluation: report the
-        # checkpoint's evaluation again so the record misses none (if it had been recorded, this
-        # is the same values at the same step), with this restart counted: a trial killed after its
+        # checkpoint's evaluation again, marked REPLAYED, so the record misses none (the driver
+        # skips it when it has that step already), with this restart counted: a trial killed after its
         # last checkpoint resumes with nothing left to train, and this is its final record.
         # Every worker calls it: Train's report is collective.
-        report({**s.state.history[-1], "restarts": s.state.restarts}, None)
+        report({**s.state.history[-1], "restarts": s.state.restarts, REPLAYED: True}, None)
     setup_s = time.perf_counter() - t0
     losses: list[float] = []
     curve: list[list[float]] = []    # [step, mean loss over the window] since the last report
