@@ -218,7 +218,7 @@ def trainables_in_job_env() -> Iterator[None]:
     Tune's own runtime environment for trainables holds only environment variables: `PL_DISABLE_FORK=1`
     and the driver's values of a few variables (AWS credentials, Ray Train's), which a local Ray's
     workers inherit anyway from the raylet, started from the driver's environment
-    (`sweeps.driver.ray_env.warm_worker_env` adds `PL_DISABLE_FORK`).
+    (`sweeps.driver.ray_env.local_worker_env` adds `PL_DISABLE_FORK`).
 
     Ray 2.60: `ray.tune.execution.class_cache._ActorClassCache.get(self, trainable_cls)` wraps a
     trainable class with `ray.remote(runtime_env={"env_vars": ...})` and caches it in `self._cache`
