@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -286,7 +287,7 @@ def processes_main(args: argparse.Namespace, root: Path, spec_path: Path, config
     spread = {k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in runs[0]}
     print(json.dumps({"mode": "long" if args.long else "processes", "trials": len(configs), "steps": args.steps,
                       "eval_size": args.eval_size, "cpus_per_trial": args.cpus, "runs": runs,
-                      "median": median, "spread": spread, "work": str(root)}))
+                      "median": median, "spread": spread, "work": str(root) if args.keep else None}))
 
 
 def main() -> None:
@@ -297,6 +298,8 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2, help="threads per trial, both ways")
     ap.add_argument("--runs", type=int, default=1, help="repeat both contenders this many times")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", action="store_true",
+                    help="--processes/--long: keep the work folder (run folders, logs; ~1 GB a round)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--processes", action="store_true",
                       help="each contender its own process: slsweep run vs benchmarks/plain_trials.py (JSON out)")
@@ -325,7 +328,11 @@ def main() -> None:
                for p in resolved.space.grid() for i in range(seeds)]
     ensure_tiny_model(base)
     if args.processes or args.long:
-        processes_main(args, root, spec_path, configs)
+        try:
+            processes_main(args, root, spec_path, configs)
+        finally:
+            if not args.keep:  # each round's run folders hold every trial's checkpoints (~1 GB a round)
+                shutil.rmtree(root, ignore_errors=True)
         return
     torch.set_num_threads(args.cpus)
 
