@@ -117,7 +117,7 @@ def test_silence_ray_init_thread_warning():
     import ray._private.worker as worker
 
     source = inspect.getsource(inspect.unwrap(worker.init))
-    head, tail = ti.RAY_INIT_THREAD_WARNING.split(" is not the main")  # two string literals in Ray's source
+    head = ti.RAY_INIT_THREAD_WARNING.split(" is not the main")[0]  # two string literals in Ray's source
     require(f'"{head} "' in source and '"is not the main thread."' in source and "logger.warning(" in source, "silence_ray_init_thread_warning",
             "ray._private.worker.init warning that the SIGTERM handler is not set outside the main thread")
     require(worker.logger.name == "ray._private.worker", "silence_ray_init_thread_warning", "its logger's name")

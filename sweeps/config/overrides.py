@@ -130,9 +130,9 @@ _PENDING: list[list[str]] = []  # notes held by the open `notes_when_valid` bloc
 def follow_steps(original: dict[str, Any], data: dict[str, Any], overrides: Sequence[Override]) -> list[str]:
     """Bring the fields of `FOLLOW_STEPS` along when an override sets `train.steps` below them
     (`slsweep trial counting train.steps=50` on a file with eval_every 100 would be refused
-    otherwise), and `UP_WITH_STEPS` up when it was the file's `train.steps`; edits `data` in place and returns one `field old -> new` per change. Values not
-    given in the file are the config's defaults (`TrainConfig`); an unset scheduler field
-    follows the steps by itself."""
+    otherwise), and `UP_WITH_STEPS` up when it was the file's `train.steps`; edits `data` in place
+    and returns one `field old -> new` per change. Values not given in the file are the config's
+    defaults (`TrainConfig`); an unset scheduler field follows the steps by itself."""
     if not any(ov.key == "train.steps" for ov in overrides):
         return []
     train = data.get("train")

@@ -32,6 +32,7 @@ __all__ = ["EarlyRay"]
 
 PARK_POLL_S = 2.0  # how often the thread that started Ray checks whether that Ray was stopped
 
+
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
     sys.exit(signum)  # what `ray.init` installs when it runs in the main thread
 
