@@ -85,7 +85,11 @@ def model_path(name: str, cache: Path) -> str:
 
 
 def step_flops(cfg: Any, device: Any) -> int:
-    """FLOPs of one optimizer step's forward + backward (all micro-batches), counted on a real batch."""
+    """FLOPs of one optimizer step's forward + backward (all micro-batches), counted on a real batch.
+
+    Counted with eager attention (the same matmuls as SDPA): torch 2.11's flop counter rejects the
+    grouped-query shapes transformers passes to SDPA (`enable_gqa`: fewer key/value heads than query
+    heads) with "sdpa_flop_count: query/key/value shapes are incompatible"."""
     import sl_core
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -97,6 +101,7 @@ def step_flops(cfg: Any, device: Any) -> int:
     from sweeps.trial.run import _autocast, _load_dtype, answer_loss
 
     model, processor = load_model_and_processor(cfg.model.path, device=device, dtype=_load_dtype(cfg))
+    model.set_attn_implementation("eager")
     batcher = Batcher(processor, max_new_tokens=cfg.train.max_new_tokens)
     loss_fn = sl_core.build_loss(cfg.loss.family, sl_core.digit_token_ids(processor.tokenizer),
                                  backend=cfg.loss.backend, **cfg.loss.loss_kwargs())
