@@ -25,6 +25,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 from ray import tune
+from ray.tune.experiment import Trial
 from typer.testing import CliRunner
 
 from helpers import store_has_runs
@@ -35,7 +36,8 @@ from sweeps.trial.checkpoint import STATE_FILE, load_checkpoint
 from sweeps.cli import app
 from sweeps.errors import SpecError
 from sweeps.config.spec import load_spec
-from sweeps.driver.tracking import SweepTracker
+from sweeps.driver.tracking import OPTUNA_TRIAL_KEY, SweepTracker
+from sweeps.trial.trainable import Resolver, sampled_params
 from sweeps.driver.preflight import plan_sweep
 from sweeps.driver.tuner import close_orphan_study_trials, sweep_info
 
@@ -56,9 +58,9 @@ search: {algorithm: grid, seeds: 1, max_concurrent: 2}
 failure: {max_failures: 1}
 """
 # R2: three TPE trials one at a time, each long enough (8 evaluations) to be caught mid-way.
-R2_EVALS = list(range(3, 25, 3))
+R2_EVALS = list(range(6, 49, 6))
 RESUME_SPEC = "name: resume3" + TINY + """
-train: {steps: 24, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, eval_every: 3, max_new_tokens: 4}
+train: {steps: 48, batch_size: 8, lr: 1.0e-3, warmup_steps: 1, eval_every: 6, max_new_tokens: 4}
 search_space: {name: eta-only, params: {eta: {type: float, low: 0.0, high: 0.3}}}
 search: {algorithm: tpe, num_samples: 3, seeds: 1, max_concurrent: 1, seed: 11}
 """
@@ -194,7 +196,7 @@ def test_r2_killed_driver_then_resume(tmp_path: Path) -> None:
             # Its second evaluation logged means Tune had already saved its experiment state with
             # the first checkpoint (a checkpoint forces that save before the trial is asked for more).
             live = [r for r in children if r.info.status == "RUNNING"
-                    and int(r.data.tags.get("last_step") or r.data.metrics.get("step") or 0) >= 6]
+                    and int(r.data.tags.get("last_step") or r.data.metrics.get("step") or 0) >= 12]
             return (done, live) if done and live else None
 
         done, live = wait_until(second_trial_checkpointed, 480, "one finished trial and one checkpointed",
@@ -286,6 +288,42 @@ def test_r2_orphans_of_a_dead_driver_are_closed(tmp_path: Path) -> None:
     states = [t.state for t in optuna.load_study(study_name=plan.sweep_id,
                                                  storage=paths.optuna_storage_uri(plan.runs_dir)).trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+
+
+def test_r2_a_trial_id_handed_to_another_configuration_gets_its_own_run(tmp_path: Path) -> None:
+    """Tune numbers trials by a counter saved with its experiment state: a driver killed after it
+    created a trial and its MLflow run, but before it saved that state, hands the same trial id to a
+    different configuration of the resumed sweep. That configuration gets a run of its own; the lost
+    one keeps its own params and is closed as lost (it was written into, params and all)."""
+    spec = tmp_path / "resume3.yaml"
+    spec.write_text(RESUME_SPEC)
+    plan = plan_sweep(spec, runs_dir=tmp_path / "runs", check=False)
+    resolver = Resolver(plan.resolved.base_trial_config(), plan.resolved.space, plan.resolved.arm_overrides())
+    killed = SweepTracker(plan.tracking_uri, sweep_info(plan), resolver, sampled_params, resolver.space_values)
+    killed.setup()
+    saved = pickle.dumps(killed)  # Tune saves its callbacks with the experiment state
+    tune.register_trainable("slsweep_r2_probe", lambda config: None)
+
+    def trial(eta: float, number: int | None) -> Trial:
+        config = {"eta": eta} if number is None else {"eta": eta, OPTUNA_TRIAL_KEY: number}
+        return Trial("slsweep_r2_probe", config=config, trial_id="r2probe_00003", experiment_tag=f"3_eta={eta}")
+
+    lost = killed._child_run(trial(0.17, 2))  # then the driver died, before saving the state
+    resumed = pickle.loads(saved)
+    new = resumed._child_run(trial(0.2957, 3))  # Optuna's next proposal, under the same Tune id
+    client = MlflowClient(plan.tracking_uri)
+    assert new != lost
+    assert client.get_run(lost).data.params["space.eta"] == "0.17"
+    assert client.get_run(new).data.params["space.eta"] == "0.2957"
+    # A later resume finds each trial's own run again: by Optuna trial, or (grid, random) by values.
+    assert pickle.loads(saved)._child_run(trial(0.2957, 3)) == new
+    assert pickle.loads(saved)._child_run(trial(0.17, 2)) == lost
+    grid = pickle.loads(saved)._child_run(trial(0.05, None))
+    assert pickle.loads(saved)._child_run(trial(0.05, None)) == grid
+    assert pickle.loads(saved)._child_run(trial(0.1, None)) not in (grid, lost, new)
+    resumed.finish([])
+    run = client.get_run(lost)
+    assert run.info.status == "KILLED" and run.data.tags["slsweep.stop_reason"] == "driver_lost"
 
 
 # --------------------------------------------------------------------------- R4

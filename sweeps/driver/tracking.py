@@ -288,9 +288,9 @@ class SweepTracker(Callback):
     def _child_run(self, trial: Any) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
-        existing = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=run_filter(KIND_TRIAL, self.info.sweep_id, trial_id=trial.trial_id), max_results=1)
+        existing = [run for run in self.client.search_runs(
+            [self.experiment_id], filter_string=run_filter(KIND_TRIAL, self.info.sweep_id, trial_id=trial.trial_id))
+            if self._same_trial(run, trial)]
         if existing:  # a restored driver finds the run it created before it died
             self.runs[trial.trial_id] = existing[0].info.run_id
             self.run_names.setdefault(trial.trial_id, existing[0].info.run_name)
@@ -323,6 +323,21 @@ class SweepTracker(Callback):
         self.client.log_text(run_id, cfg.to_yaml(), "config.yaml")
         self.runs[trial.trial_id] = run_id
         return run_id
+
+    def _same_trial(self, run: Any, trial: Any) -> bool:
+        """Whether the stored `run` (found by `trial`'s Tune trial id) was created for this trial.
+
+        Tune numbers trials by a counter saved with its experiment state: a driver killed after it
+        created a trial (and its run) but before it saved that state hands the same id to a different
+        trial of the resumed sweep. That run is another configuration's (the resumed sweep closes it as
+        lost): same Optuna trial, or else the same searched values (`space.*` params), or it is not this
+        trial's. A run created without its params (the driver died in between) is not reused either.
+        """
+        number, tag = trial.config.get(OPTUNA_TRIAL_KEY), run.data.tags.get(schema.OPTUNA_TRIAL_TAG)
+        if number is not None or tag is not None:
+            return str(number) == tag
+        ran = (self.__dict__.get("ran") or self.sampled)(trial.config)  # (absent on trackers pickled before)
+        return all(run.data.params.get(f"space.{k}") == _param_value(v) for k, v in ran.items())
 
     def trial_number(self, trial: Any) -> int | None:
         """The trial's 1-based number in the sweep (tag `trial_number`, the run name's `tNN`)."""
