@@ -31,7 +31,7 @@ from sweeps.driver.service import ensure_tiny_model
 from sweeps.store import paths
 from sweeps.trial.checkpoint import STATE_FILE
 from sweeps.trial.run import run_trial
-from sweeps.trial.train_job import WorkerPlan, train_job
+from sweeps.trial.train_job import WorkerPlan, train_job, train_run_name
 from trial_helpers import tiny_trial_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -229,13 +229,23 @@ def train_checkpointed(runs: Path, trial_id: str) -> bool:
     """Whether Ray Train has recorded a checkpoint of Tune trial `trial_id`: its checkpoint manager
     writes its snapshot after the report reached Tune (and MLflow), so a kill in between leaves a
     trial that rightly restarts from step 0."""
-    for snap in runs.glob(f"ray/*/train/{trial_id}/checkpoint_manager_snapshot.json"):
+    for snap in runs.glob(f"ray/*/train/{trial_id}-*/checkpoint_manager_snapshot.json"):
         try:
             if json.loads(snap.read_text()).get("latest_checkpoint_result"):
                 return True
         except ValueError:  # being written
             pass
     return False
+
+
+def test_a_train_run_is_named_by_its_trial_and_configuration() -> None:
+    """A restarted trial finds its own Train run; a trial id that a resumed sweep gives to another
+    configuration (the driver died before Tune saved the trial it had created) does not continue
+    the lost configuration's checkpoints."""
+    lost, again = {"eta": 0.17, "__optuna_trial__": 2}, {"__optuna_trial__": 2, "eta": 0.17}
+    assert train_run_name("abc_00003", lost) == train_run_name("abc_00003", again)
+    assert train_run_name("abc_00003", lost) != train_run_name("abc_00003", {"eta": 0.2957, "__optuna_trial__": 3})
+    assert train_run_name("abc_00003", lost).startswith("abc_00003-")
 
 
 @pytest.mark.slow

@@ -8,9 +8,11 @@ Each worker runs `run_trial` with its `Shard` (`sweeps.trial.distributed`). Ray'
 and MLflow see one trial with one set of metrics per evaluation, as for a single-process trial.
 
 Checkpoints are Ray Train's: rank 0 writes the training state at each evaluation into the run's
-folder on the sweep's storage (`<storage>/<sweep id>/train/<trial id>`, `num_to_keep=1`). The run
-name is the Tune trial id, so a trial that Tune restarts (driver killed then `slsweep resume`, a
-failed trial retried) finds its run's last checkpoint there and continues from it; a killed
+folder on the sweep's storage (`<storage>/<sweep id>/train/<trial id>-<config hash>`, `num_to_keep=1`).
+The run name is the Tune trial id and its configuration (`train_run_name`), so a trial that Tune
+restarts (driver killed then `slsweep resume`, a failed trial retried) finds its run's last
+checkpoint there and continues from it, and a trial id that a resumed sweep hands to another
+configuration (a driver killed before Tune saved the trial it had just created) starts afresh; a killed
 worker is replaced by Train itself (`FailureConfig(max_failures)`), which restarts the worker
 group from the same checkpoint. Stopping the Tune trial (ASHA, the sweep's time limit, Ctrl-C)
 ends the Train controller and its workers with it: they are owned by the trial's process.
@@ -18,6 +20,8 @@ ends the Train controller and its workers with it: they are owned by the trial's
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import warnings
@@ -32,6 +36,18 @@ from ray import tune
 from sweeps.trial.distributed import Shard, Strategy, all_gather
 
 TRAIN_DIR = "train"  # under <storage>/<sweep id>: one Ray Train run folder per multi-worker trial
+
+
+def train_run_name(trial_id: str, config: dict[str, Any]) -> str:
+    """The Ray Train run name of Tune trial `trial_id` with Tune config `config`:
+    `<trial id>-<first 10 hex digits of the SHA-1 of the config as sorted JSON>`.
+
+    The same trial restarted keeps its name (and finds its checkpoints). Tune numbers trials by a
+    counter saved with its experiment state, so after a driver was killed between creating a trial
+    and saving that state, the resumed sweep gives the same id to a different configuration (Optuna's
+    next proposal): the config part keeps it from continuing the lost configuration's checkpoint."""
+    text = json.dumps(config, sort_keys=True, default=repr)
+    return f"{trial_id}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)
@@ -103,7 +119,7 @@ def train_job(config: dict[str, Any], resolver: Any, plan: WorkerPlan, name: str
 
 def run_train_job(config: dict[str, Any], resolver: Any, plan: WorkerPlan) -> None:
     """The Tune trial of a multi-worker sweep: run `config` as a Train job named after the Tune
-    trial and wait for it; `TuneReportCallback` hands rank 0's reports to Tune.
+    trial (`train_run_name`) and wait for it; `TuneReportCallback` hands rank 0's reports to Tune.
 
     Raises:
         the first failing worker's own exception (by rank), once Train has used up
@@ -112,7 +128,7 @@ def run_train_job(config: dict[str, Any], resolver: Any, plan: WorkerPlan) -> No
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trainer = train_job(config, resolver, plan, name=tune.get_context().get_trial_id(),
+    trainer = train_job(config, resolver, plan, name=train_run_name(tune.get_context().get_trial_id(), config),
                         callbacks=[TuneReportCallback()])
     try:
         trainer.fit()
