@@ -8,7 +8,8 @@ transformers, the trial code), so its wall time compares with a whole `slsweep r
 
     python benchmarks/plain_trials.py CONFIGS.json --cpus 2
 
-Prints one JSON line: trials, each trial's seconds, the mean exact match (to check both contenders
+Prints one JSON line: trials, each trial's seconds, their phases summed (`TrialResult`'s setup_s,
+train_s, eval_s, report_s), the mean exact match (to check both contenders
 did the same work) and the process's wall time from its start (as `time.perf_counter` sees it,
 imports included).
 """
@@ -40,7 +41,8 @@ def main() -> None:
     configs = [TrialConfig.model_validate(c) for c in json.loads(args.configs.read_text())]
     results = [run_trial(cfg) for cfg in configs]
     em = [r.metrics["exact_match"] for r in results if "exact_match" in r.metrics]
-    print(json.dumps({"trials": len(results), "trial_s": [round(r.seconds, 3) for r in results],
+    phases = {k: sum(getattr(r, k) for r in results) for k in ("setup_s", "train_s", "eval_s", "report_s")}
+    print(json.dumps({"trials": len(results), "trial_s": [round(r.seconds, 3) for r in results], "phases": phases,
                       "mean_exact_match": sum(em) / len(em) if em else None,
                       "process_s": time.perf_counter() - STARTED}))
 

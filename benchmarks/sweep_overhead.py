@@ -230,21 +230,29 @@ def _slsweep() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from sweeps.cli import main; main()"]
 
 
-def _timed(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[float, str]:
+def _timed(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[float, str, float]:
     """Run `cmd` as its own process (stdout and stderr to `log`); its wall time from start to exit
-    in seconds and its stdout's last line.
+    in seconds, its stdout's last line and its start in epoch seconds (as the trial times file
+    records trials).
 
     Raises:
         RuntimeError: the process failed (naming the log).
     """
     t0 = time.perf_counter()
+    started = time.time()
     with log.open("w") as fh:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=fh, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - t0
     log.write_text(log.read_text() + proc.stdout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: see {log}")
-    return wall, (proc.stdout.strip().splitlines() or [""])[-1]
+    return wall, (proc.stdout.strip().splitlines() or [""])[-1], started
+
+
+def _gaps(trials: list[dict[str, Any]]) -> float:
+    """Seconds between one trial's end and the next one's start, summed (trials in start order)."""
+    ordered = sorted(trials, key=lambda t: t["start"])
+    return sum(max(0.0, b["start"] - a["end"]) for a, b in zip(ordered, ordered[1:]))
 
 
 def process_run(spec_path: Path, configs_path: Path, n_trials: int, cpus: int, work: Path) -> dict[str, Any]:
@@ -254,11 +262,11 @@ def process_run(spec_path: Path, configs_path: Path, n_trials: int, cpus: int, w
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop(TRIAL_TIMES_ENV, None)
-    plain_s, last = _timed([sys.executable, str(ROOT / "benchmarks" / "plain_trials.py"), str(configs_path),
+    plain_s, last, _ = _timed([sys.executable, str(ROOT / "benchmarks" / "plain_trials.py"), str(configs_path),
                             "--cpus", str(cpus)], work / "plain.log", env)
     plain = json.loads(last)
     times = work / "trial_times.jsonl"
-    service_s, _ = _timed([*_slsweep(), "run", str(spec_path), "-q", "--runs-dir", str(work / "runs")],
+    service_s, _, started = _timed([*_slsweep(), "run", str(spec_path), "-q", "--runs-dir", str(work / "runs")],
                           work / "service.log", {**env, TRIAL_TIMES_ENV: str(times)})
     trials = [json.loads(line) for line in times.read_text().splitlines()]
     runs = load_sweep(runs_dir=work / "runs")
@@ -268,6 +276,14 @@ def process_run(spec_path: Path, configs_path: Path, n_trials: int, cpus: int, w
     return {"plain_s": plain_s, "service_s": service_s, "service_vs_plain": service_s / plain_s,
             "service_s_per_trial": (service_s - plain_s) / n_trials,
             "plain_trials_s": sum(plain["trial_s"]), "service_trials_s": sum(t["end"] - t["start"] for t in trials),
+            # where the difference goes: the trials' phases summed both ways (TrialResult), the
+            # service's time before its first trial and after its last, and between its trials
+            "plain_phases_s": plain.get("phases"),
+            "service_phases_s": {k: sum(t[k] for t in trials) for k in ("setup_s", "train_s", "eval_s", "report_s")},
+            "plain_outside_trials_s": plain_s - sum(plain["trial_s"]),
+            "service_before_first_trial_s": min(t["start"] for t in trials) - started,
+            "service_after_last_trial_s": started + service_s - max(t["end"] for t in trials),
+            "service_between_trials_s": _gaps(trials),
             "worker_pids": len({t["pid"] for t in trials}),
             "plain_mean_exact_match": plain["mean_exact_match"],
             "service_mean_exact_match": float(runs.trials["metrics.exact_match"].mean())}
@@ -283,8 +299,9 @@ def processes_main(args: argparse.Namespace, root: Path, spec_path: Path, config
         work.mkdir()
         runs.append(process_run(spec_path, configs_path, len(configs), args.cpus, work))
         print(json.dumps({"run": i + 1, **runs[-1]}), file=sys.stderr, flush=True)
-    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    spread = {k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in runs[0]}
+    numbers = [k for k in runs[0] if isinstance(runs[0][k], (int, float))]
+    median = {k: statistics.median(r[k] for r in runs) for k in numbers}
+    spread = {k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in numbers}
     print(json.dumps({"mode": "long" if args.long else "processes", "trials": len(configs), "steps": args.steps,
                       "eval_size": args.eval_size, "cpus_per_trial": args.cpus, "runs": runs,
                       "median": median, "spread": spread, "work": str(root) if args.keep else None}))

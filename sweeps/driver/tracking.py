@@ -198,6 +198,10 @@ class SweepTracker(Callback):
         self._predictions: dict[str, list[dict[str, Any]]] = {}
         self._client: MlflowClient | None = None
         self._study_storage: Any = None  # optuna RDBStorage of info.optuna_storage, opened on use
+        # setup() created this sweep's parent run, in this process: no trial run of the sweep exists
+        # but those in `runs` (a restored or re-created tracker looks runs up in the store)
+        self._new_sweep = False
+        self._created: str | None = None  # the run _child_run has just created (on_trial_start)
         self.logging_seconds = 0.0  # time spent writing to MLflow (the overhead benchmark reads it)
         # Why the sweep is ending early (`interrupted`, `sweep_time_limit`), set by the driver
         # before Tune calls on_experiment_end; None = a normal end.
@@ -209,6 +213,8 @@ class SweepTracker(Callback):
         state["_client"] = None
         state["_study_storage"] = None
         state["_predictions"] = {}
+        state["_new_sweep"] = False  # whoever unpickles this continues a sweep begun before
+        state["_created"] = None
         return state
 
     def get_state(self) -> dict[str, Any]:
@@ -246,6 +252,7 @@ class SweepTracker(Callback):
     def setup(self, **_: Any) -> None:
         self.experiment_id = prepare_experiment(self.client, self.info.experiment,
                                                 self.info.artifact_location)
+        first_start = self.parent_run_id is None
         if self.parent_run_id is not None and not self._run_exists(self.parent_run_id):
             # The store lost the sweep (a tracking server restarted on an empty database, a
             # deleted mlflow.db): start its record again rather than fail on the missing run.
@@ -268,6 +275,7 @@ class SweepTracker(Callback):
                 schema.SPACE_HASH_TAG: self.info.space_hash, **self.info.tags}
         run = self.client.create_run(self.experiment_id, run_name=self.info.sweep_id, tags=tags)
         self.parent_run_id = run.info.run_id
+        self._new_sweep = first_start
         params = [Param(k, _param_value(v)) for k, v in self.info.spec_params.items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(self.parent_run_id, params=params[i:i + 100])
@@ -288,8 +296,9 @@ class SweepTracker(Callback):
     def _child_run(self, trial: Any) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
-        existing = [run for run in self.client.search_runs(
-            [self.experiment_id], filter_string=run_filter(KIND_TRIAL, self.info.sweep_id, trial_id=trial.trial_id))
+        existing = [] if self.__dict__.get("_new_sweep") else [
+            run for run in self.client.search_runs(
+                [self.experiment_id], filter_string=run_filter(KIND_TRIAL, self.info.sweep_id, trial_id=trial.trial_id))
             if self._same_trial(run, trial)]
         if existing:  # a restored driver finds the run it created before it died
             self.runs[trial.trial_id] = existing[0].info.run_id
@@ -322,6 +331,7 @@ class SweepTracker(Callback):
             self.client.log_batch(run_id, params=params[i:i + 100])
         self.client.log_text(run_id, cfg.to_yaml(), "config.yaml")
         self.runs[trial.trial_id] = run_id
+        self._created = run_id
         return run_id
 
     def _same_trial(self, run: Any, trial: Any) -> bool:
@@ -399,7 +409,10 @@ class SweepTracker(Callback):
 
     @_timed
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._reopen(self._child_run(trial))
+        self._created = None
+        run_id = self._child_run(trial)
+        if run_id != self.__dict__.get("_created"):  # a run created just now is RUNNING with nothing stale
+            self._reopen(run_id)
 
     @_timed
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
