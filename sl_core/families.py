@@ -3,9 +3,9 @@
 A LossFn is `fn(logits [..., V], labels [...], *, num_items_in_batch=None) -> scalar`, with labels
 already shifted (position i of labels is the target of position i of logits) and -100 ignored.
 
-Each family is declared once, in `sl_core.registry` (its parameters, defaults, bounds, token
-requirement and the path of its builder, through `loss_family` as plug-ins are); the built-in
-builders below are imported from there on a family's first build.
+Each family is declared once, by `sl_core.registry.loss_family` on its builder (its parameters,
+defaults, bounds and token requirement): the built-ins in `sl_core.builtin_families`, plug-ins in
+their own modules. `build_loss` validates the parameters against that declaration and calls the builder.
 
 A parameter given as None means "the default". Digit families take the ten digit ids or [G, 10]
 digit groups, `value_aware` a `NumericTokens` (or digit ids): `family_tokens(family, tokenizer)`
@@ -14,30 +14,22 @@ returns the right one. See `sl_core.peers` for the definitions and citations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
 
 from sl_core import _validate as V
 from sl_core.backend import check_backend
+from sl_core.builtin_families import IGNORE_INDEX  # noqa: F401  (the label ignored: -100, as in Hugging Face)
 from sl_core.digits import NumericTokens, digit_token_groups, numeric_token_values
-from sl_core.loss import soft_label_cross_entropy
-from sl_core.numeric_peers import del_term, dist2_cross_entropy, dist2_psi_matrix, smmd_kernel, smmd_term
-from sl_core.peers import (
-    gaussian_soft_cross_entropy, hard_cross_entropy, label_smoothing_cross_entropy, ntil_emd, ntl_mse, ntl_was,
-)
-from sl_core.psi import psi_matrix
 # register_loss_family: re-exported (sl_core.families' public name); _BUILDERS: the registry's builders
 from sl_core.registry import (  # noqa: F401
     _BUILDERS, LOSS_FAMILY_SPECS, check_family_params, family_builder, family_spec, register_loss_family,
 )
-from sl_core.value_aware import value_aware_soft_label_cross_entropy, value_psi_matrix
 
 __all__ = ["LossFn", "LOSS_FAMILIES", "FAMILY_PARAMS", "FAMILY_DEFAULTS", "build_loss", "family_tokens",
            "register_loss_family", "soft_columns"]
-
-IGNORE_INDEX = -100
 
 Tokens = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | NumericTokens | None
 """What a family's loss needs from the tokenizer: digit ids / groups, NumericTokens, or None."""
@@ -192,110 +184,3 @@ def build_loss(family: str, digit_ids: Tokens = None, *, backend: str = "auto", 
         raise ValueError(f"loss family {family!r} takes digit ids, not NumericTokens "
                          "(those are for value_aware, dist2 and smmd)")
     return builder(V.check_digit_groups(digit_ids), **p)
-
-
-# The built-in families' builders, declared (with their parameters) in sl_core.registry._BUILTINS:
-# builder(digit_ids, **params) -> LossFn, params validated with defaults filled in.
-def _hard(digit_ids: None) -> LossFn:
-    def hard(logits, labels, *, num_items_in_batch=None):
-        return hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
-    return hard
-
-
-def _label_smoothing(digit_ids: None, *, smoothing: float) -> LossFn:
-    def label_smoothing(logits, labels, *, num_items_in_batch=None):
-        return label_smoothing_cross_entropy(logits, labels, smoothing=smoothing, ignore_index=IGNORE_INDEX,
-                                             num_items_in_batch=num_items_in_batch)
-    return label_smoothing
-
-
-def _gaussian(digit_ids: list[list[int]], *, sigma: float) -> LossFn:
-    def gaussian(logits, labels, *, num_items_in_batch=None):
-        return gaussian_soft_cross_entropy(logits, labels, digit_ids, sigma=sigma, ignore_index=IGNORE_INDEX,
-                                           num_items_in_batch=num_items_in_batch)
-    return gaussian
-
-
-def _ntl(term: Callable[..., torch.Tensor]) -> Callable[..., LossFn]:
-    def builder(digit_ids: list[list[int]], *, ntl_weight: float) -> LossFn:
-        def ntl(logits, labels, *, num_items_in_batch=None):
-            ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
-            if ntl_weight == 0:
-                return ce
-            return ce + ntl_weight * term(logits, labels, digit_ids, ignore_index=IGNORE_INDEX,
-                                          num_items_in_batch=num_items_in_batch)
-        ntl.__name__ = term.__name__
-        return ntl
-    return builder
-
-
-_ntl_was = _ntl(ntl_was)
-_ntl_mse = _ntl(ntl_mse)
-
-
-def _ntil(digit_ids: list[list[int]], *, ntil_weight: float, digit_exp: float) -> LossFn:
-    def ntil(logits, labels, *, num_items_in_batch=None):
-        ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
-        if ntil_weight == 0:
-            return ce
-        emd = ntil_emd(logits, labels, digit_ids, digit_exp=digit_exp, ignore_index=IGNORE_INDEX,
-                       num_items_in_batch=num_items_in_batch)
-        # NTIL rescales the EMD term to the magnitude of CE (stop-gradient ratio), then weights it
-        return ce + ntil_weight * (ce / (emd + 1e-10)).detach() * emd
-    return ntil
-
-
-def _dist2(digit_ids: NumericTokens, *, dist2_temperature: float, dist2_distance: str, backend: str) -> LossFn:
-    tau, distance = dist2_temperature, dist2_distance
-    dist2_psi_matrix(digit_ids, tau, distance)  # builds (and caches) the targets now
-
-    def dist2(logits, labels, *, num_items_in_batch=None):
-        return dist2_cross_entropy(logits, labels, digit_ids, temperature=tau, distance=distance,
-                                   ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch, backend=backend)
-    return dist2
-
-
-def _smmd(digit_ids: NumericTokens, *, smmd_weight: float, smmd_sigma: float, smmd_alpha: float | None) -> LossFn:
-    w, sigma, alpha = smmd_weight, smmd_sigma, smmd_alpha
-    smmd_kernel(digit_ids, sigma)  # builds (and caches) the kernel now
-
-    def smmd(logits, labels, *, num_items_in_batch=None):
-        ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
-        if w == 0:
-            return ce
-        return ce + w * smmd_term(logits, labels, digit_ids, sigma=sigma, alpha=alpha, ignore_index=IGNORE_INDEX,
-                                  num_items_in_batch=num_items_in_batch)
-    return smmd
-
-
-def _del(digit_ids: list[list[int]], *, del_weight: float) -> LossFn:
-    def del_loss(logits, labels, *, num_items_in_batch=None):
-        ce = hard_cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch)
-        if del_weight == 0:
-            return ce
-        return ce + del_weight * del_term(logits, labels, digit_ids, ignore_index=IGNORE_INDEX,
-                                          num_items_in_batch=num_items_in_batch)
-    return del_loss
-
-
-def _soft_label(digit_ids: list[list[int]], *, eta: float, lam: float, psi: str, psi_param: float | None,
-                place_exponent: float | None, backend: str) -> LossFn:
-    psi_matrix(psi, psi_param)  # validates psi_param against the shape now
-
-    def soft_label(logits, labels, *, num_items_in_batch=None):
-        return soft_label_cross_entropy(logits, labels, digit_ids, eta=eta, lam=lam, psi=psi, psi_param=psi_param,
-                                        ignore_index=IGNORE_INDEX, num_items_in_batch=num_items_in_batch,
-                                        place_exponent=place_exponent, backend=backend)
-    return soft_label
-
-
-def _value_aware(digit_ids: NumericTokens, *, eta: float, lam: float, psi: str, scale: float | None,
-                 place_exponent: float | None, backend: str) -> LossFn:
-    value_psi_matrix(digit_ids, psi, scale)  # validates scale against the kernel now
-
-    def value_aware(logits, labels, *, num_items_in_batch=None):
-        return value_aware_soft_label_cross_entropy(logits, labels, digit_ids, eta=eta, lam=lam, psi=psi,
-                                                    scale=scale, ignore_index=IGNORE_INDEX,
-                                                    num_items_in_batch=num_items_in_batch,
-                                                    place_exponent=place_exponent, backend=backend)
-    return value_aware

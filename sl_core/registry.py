@@ -1,9 +1,9 @@
 """The loss families of sl_core as data: names, parameters, defaults, bounds and the tokens each needs.
 
-This module is the one place a loss family is declared: each built-in is one entry of `_BUILTINS`,
-made with the decorator plug-ins use (`loss_family`) applied to the "module:function" path of its
-builder, which is imported on the family's first build. `register_loss_family` adds a family (built-in
-or plug-in) to the one registry: its spec to `LOSS_FAMILY_SPECS`, its builder to `family_builder`.
+A loss family is declared by the decorator `loss_family` on its builder; `register_loss_family` adds it
+(built-in or plug-in) to the one registry: its spec to `LOSS_FAMILY_SPECS`, its builder to
+`family_builder`. The built-ins are declared that way in `sl_core.builtin_families`, one decorated
+builder each, imported at the end of this module.
 `sl_core.families.build_loss` validates the parameters here and calls the builder; `sweeps` derives its
 config validation, search-space checks and preflight from it. It imports no torch, so a CLI or a spec
 validator can read it cheaply.
@@ -46,18 +46,6 @@ REQUIRED: Any = _Required()
 
 DIST2_DISTANCES: tuple[str, ...] = ("squared", "absolute")
 """Distances d(v, t) between numeric values of DIST2Loss (`sl_core.numeric_peers.dist2_cross_entropy`)."""
-
-
-def _digit_shapes() -> tuple[str, ...]:
-    from sl_core.psi import available_psi  # torch-free module; user shapes register there
-
-    return available_psi()
-
-
-def _value_kernels() -> tuple[str, ...]:
-    from sl_core.psi import value_kernels  # the psi shapes declared by a kernel of the distance
-
-    return value_kernels()
 
 
 def __getattr__(name: str) -> Any:
@@ -166,30 +154,6 @@ class LossFamilySpec:
         return {p.name: p.default for p in self.params}
 
 
-def _eta() -> ParamSpec:
-    return ParamSpec("eta", REQUIRED, low=0.0, high=1.0, doc="soft mass of the numeric targets")
-
-
-def _lam() -> ParamSpec:
-    return ParamSpec("lam", 1.0, low=0.0, doc="weight of the numeric tokens' loss")
-
-
-def _place() -> ParamSpec:
-    return ParamSpec("place_exponent", None, low=0.0,
-                     doc="place-aware eta: less soft mass on less significant digits (None: off)")
-
-
-def _soft_params(psi: str, choices: Callable[[], tuple[str, ...]], psi_doc: str, shape_param: str,
-                 shape_doc: str) -> tuple[ParamSpec, ...]:
-    """The paper's knobs: eta, lam, a psi choice, that shape's parameter and the place exponent."""
-    return (_eta(), _lam(), ParamSpec("psi", psi, kind="choice", choices=choices, doc=psi_doc),
-            ParamSpec(shape_param, None, low=0.0, low_open=True, doc=shape_doc), _place())
-
-
-def _weight(name: str) -> ParamSpec:
-    return ParamSpec(name, 0.3, low=0.0, doc="weight of the auxiliary term added to CE")
-
-
 LOSS_FAMILY_SPECS: dict[str, LossFamilySpec] = {}
 """Every loss family by name, in the order tables list them (built-ins first; filled by `register_loss_family`)."""
 
@@ -264,7 +228,7 @@ def loss_family(*, params: tuple[ParamSpec, ...] | dict[str, Any] = (), tokens: 
     `register_loss_family(builder)` (or a sweep's `loss.family: pkg.mod:builder`) adds it to
     LOSS_FAMILY_SPECS. Instead of a function, the decorator also takes its "module:function" path
     (`loss_family(...)("pkg.mod:builder")`): the module is imported on the first build, so the
-    declaration stays import-free (how the built-in families are declared).
+    declaration stays import-free (a plug-in module that imports torch, named in a spec).
 
     Args:
         params: ParamSpecs, or a mapping name -> default (an unbounded real parameter each).
@@ -377,45 +341,6 @@ def family_builder(family: str) -> Callable[..., Any]:
     return _BUILDERS[family_spec(family).name]
 
 
-# The built-in loss families: one declaration each (spec and builder), in the order tables list them.
-# Their builders live in sl_core.families (torch), imported on the first build.
-_F = "sl_core.families:"
-_BUILTINS: tuple[Callable[..., Any], ...] = (
-    loss_family(name="hard", tokens="none", doc="cross-entropy with one-hot targets")(_F + "_hard"),
-    loss_family(name="label_smoothing", tokens="none", doc="CE with uniform label smoothing over the vocabulary",
-                params=(ParamSpec("smoothing", 0.1, low=0.0, high=1.0, high_open=True,
-                                  doc="uniform mass over the vocabulary"),))(_F + "_label_smoothing"),
-    loss_family(name="gaussian", doc="Gaussian soft CE on digit tokens (Zausinger et al., ICML 2025)",
-                params=(ParamSpec("sigma", 1.0, low=0.0, doc="width in digit units (0: hard CE)"),))(_F + "_gaussian"),
-    loss_family(name="ntl_was", doc="CE + w * NTL-WAS (Number Token Loss)",
-                params=(_weight("ntl_weight"),))(_F + "_ntl_was"),
-    loss_family(name="ntl_mse", doc="CE + w * NTL-MSE (Number Token Loss)",
-                params=(_weight("ntl_weight"),))(_F + "_ntl_mse"),
-    loss_family(name="ntil", doc="CE + w * NTIL place-weighted EMD (ACL 2025)",
-                params=(_weight("ntil_weight"),
-                        ParamSpec("digit_exp", 1.2, low=0.0, low_open=True, doc="place weight base")))(_F + "_ntil"),
-    loss_family(name="dist2", tokens="numeric", takes_backend=True,
-                doc="DIST2Loss: CE to a target exp(-d(v, t) / tau) over the numeric tokens (ICLR 2026)",
-                params=(ParamSpec("dist2_temperature", 1.0, low=0.0, low_open=True,
-                                  doc="temperature tau of the target exp(-d / tau)"),
-                        ParamSpec("dist2_distance", "squared", kind="choice", choices=lambda: DIST2_DISTANCES,
-                                  doc="d(v, t): squared or absolute value difference")))(_F + "_dist2"),
-    loss_family(name="smmd", tokens="numeric", doc="CE + w * Smooth MMD over the numeric tokens (ICML 2026)",
-                params=(ParamSpec("smmd_weight", 1.0, low=0.0, doc="weight of the SMMD term added to CE"),
-                        ParamSpec("smmd_sigma", 2.0, low=0.0, low_open=True,
-                                  doc="Gaussian kernel bandwidth over (squashed) value distance"),
-                        ParamSpec("smmd_alpha", None, low=0.0,
-                                  doc="weight of the smoothness term (None: 1 / (2 mean kernel degree))")))(_F + "_smmd"),
-    loss_family(name="del", doc="CE + w * Digit Entropy Loss (arXiv 2605.20369)",
-                params=(ParamSpec("del_weight", 0.01, low=0.0, doc="weight of the DEL term added to CE"),))(_F + "_del"),
-    loss_family(name="soft_label", takes_backend=True, doc="soft-label CE on digit tokens (Wang et al., ICCV 2025)",
-                params=_soft_params("triangular", _digit_shapes, "psi shape over the digits", "psi_param",
-                                    "the shape's parameter (None: the shape's default)"))(_F + "_soft_label"),
-    loss_family(name="value_aware", tokens="numeric", takes_backend=True,
-                doc="value-aware soft-label CE for merged-digit tokenizers",
-                params=_soft_params("laplace", _value_kernels, "value kernel over the numeric tokens", "scale",
-                                    "kernel scale in value units (None: the kernel's default)"))(_F + "_value_aware"),
-)
-for _builder in _BUILTINS:
-    register_loss_family(_builder, _builtin=True)
-del _builder
+# The built-in families: each declared once, with its builder, in sl_core.builtin_families (no torch
+# there either), registered as that module is imported, here.
+from sl_core import builtin_families  # noqa: E402,F401

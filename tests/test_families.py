@@ -136,15 +136,16 @@ def test_bad_digit_ids() -> None:
 
 
 def test_each_builtin_family_is_one_declaration_with_a_lazy_builder() -> None:
-    # spec and builder come from one registration (the decorator plug-ins use); reading the registry
-    # imports neither torch nor the builders' module
+    # spec and builder come from one registration (the decorator plug-ins use, on the builder in
+    # sl_core.builtin_families); reading the registry imports neither torch nor the losses' modules
     import subprocess
     import sys
 
     code = ("import sys, sl_core.registry as R\n"
             "assert all(R.family_builder(f).family_spec is s for f, s in R.LOSS_FAMILY_SPECS.items())\n"
-            "assert R.family_builder('gaussian').path == 'sl_core.families:_gaussian'\n"
-            "assert 'sl_core.families' not in sys.modules and 'torch' not in sys.modules\n")
+            "from sl_core import builtin_families as B\n"
+            "assert R.family_builder('gaussian') is B.gaussian and B.BUILTINS == [R.family_builder(f) for f in R.LOSS_FAMILY_SPECS]\n"
+            "assert not {'sl_core.families', 'sl_core.peers', 'torch'} & set(sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]
     from sl_core import registry
@@ -152,7 +153,7 @@ def test_each_builtin_family_is_one_declaration_with_a_lazy_builder() -> None:
     assert [f for f, s in registry.LOSS_FAMILY_SPECS.items() if s.takes_backend] == \
         ["dist2", "soft_label", "value_aware"]
     with pytest.raises(ValueError, match="loss family 'gaussian' is built in"):
-        registry.register_loss_family(registry.loss_family(name="gaussian")("sl_core.families:_gaussian"))
+        registry.register_loss_family(registry.loss_family(name="gaussian")("sl_core.builtin_families:gaussian"))
     with pytest.raises(ValueError, match="must be 'module:function'"):
         registry.loss_family(name="x")("sl_core.families")
 
@@ -160,15 +161,15 @@ def test_each_builtin_family_is_one_declaration_with_a_lazy_builder() -> None:
 def test_a_plugin_declared_by_path_is_imported_on_its_first_build() -> None:
     from sl_core import registry
 
-    # the declaration form of the built-ins works for a plug-in: hard CE through the NTL builder at weight 0
-    builder = registry.loss_family(name="test_lazy_ntl", params={"ntl_weight": 0.0})("sl_core.families:_ntl_was")
+    # a builder named by its path, imported on the first build: hard CE through the NTL builder at weight 0
+    builder = registry.loss_family(name="test_lazy_ntl", params={"ntl_weight": 0.0})("sl_core.builtin_families:ntl_was")
     try:
         assert registry.register_loss_family(builder) == "test_lazy_ntl"
         assert registry.register_loss_family(builder) == "test_lazy_ntl"  # the same declaration again: fine
         logits, labels = _batch(3)
         torch.testing.assert_close(build_loss("test_lazy_ntl", DIGITS)(logits, labels),
                                    hard_cross_entropy(logits, labels))
-        other = registry.loss_family(name="test_lazy_ntl", params={"w": 1.0})("sl_core.families:_ntl_was")
+        other = registry.loss_family(name="test_lazy_ntl", params={"w": 1.0})("sl_core.builtin_families:ntl_was")
         with pytest.raises(ValueError, match="already registered with other parameters"):
             registry.register_loss_family(other)
     finally:
