@@ -56,7 +56,7 @@ def local_ray():
 
 def _config(**overrides: Any):
     cfg = tiny_trial_config(steps=STEPS, eval_every=1, eval_size=8, batch_size=GLOBAL_BATCH,
-                            overrides={"train.data_workers": 0, **overrides})
+                            overrides={"train.data_workers": 0, "train.keep_final_weights": True, **overrides})
     ensure_tiny_model(cfg)
     return cfg
 

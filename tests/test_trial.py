@@ -10,6 +10,7 @@ import pytest
 
 import torch
 
+from sweeps.trial import STATE_FILE
 from sweeps.trial.batches import StepBatches
 from sweeps.trial.run import (
     NonFiniteLossError, evaluation_metrics, report_evaluation, run_trial, setup_trial, train_step,
@@ -66,6 +67,34 @@ def test_same_seed_same_metrics_and_restore_continues(tmp_path: Path) -> None:
     # The restart sees the same batches and optimizer state: same end point as no restart.
     assert resumed.metrics["train_loss"] == pytest.approx(full.metrics["train_loss"], rel=1e-5)
     assert resumed.metrics["exact_match"] == full.metrics["exact_match"]
+
+
+def test_the_last_checkpoint_is_the_record_only_unless_asked(tmp_path: Path) -> None:
+    """The last step's checkpoint holds step, history and restarts, not weights (a finished trial
+    continues nothing); restoring it ends the trial with its record; continuing it to more steps is
+    refused; train.keep_final_weights keeps the weights."""
+    cfg = tiny_trial_config(steps=4, eval_every=2, eval_size=8)
+    saved: dict[int, Path] = {}
+
+    def keep(metrics: dict, ckpt: Path | None) -> None:
+        saved[int(metrics["step"])] = shutil.copytree(ckpt, tmp_path / f"step{int(metrics['step'])}")
+
+    full = run_trial(cfg, report=keep)
+    middle, last = (torch.load(saved[k] / STATE_FILE, weights_only=True) for k in (2, 4))
+    assert {"model", "optimizer", "scheduler", "torch_rng"} <= set(middle)
+    assert set(last) == {"strategy", "step", "history", "restarts"} and last["step"] == 4
+    assert last["history"] == full.history
+    assert (saved[4] / STATE_FILE).stat().st_size < 0.01 * (saved[2] / STATE_FILE).stat().st_size
+
+    reports: list[dict] = []
+    ended = run_trial(cfg, report=lambda m, c: reports.append(m), resume_from=saved[4])
+    assert reports == [] and ended.steps == 4 and ended.restarts == 1 and ended.metrics == full.metrics
+    with pytest.raises(ValueError, match=r"ended at step 4 holds no weights .* train.steps=6"):
+        run_trial(tiny_trial_config(steps=6, eval_every=2, eval_size=8), resume_from=saved[4])
+
+    kept = tiny_trial_config(steps=4, eval_every=2, eval_size=8, overrides={"train.keep_final_weights": True})
+    run_trial(kept, report=lambda m, c: shutil.copytree(c, tmp_path / "kept", dirs_exist_ok=True))
+    assert "model" in torch.load(tmp_path / "kept" / STATE_FILE, weights_only=True)
 
 
 def test_divergence_is_reported_not_hidden() -> None:

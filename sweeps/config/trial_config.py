@@ -169,6 +169,9 @@ class TrainConfig(_Section):
     # examples generated at once in evaluation (None: 64); the memory planner lowers it when 64 does not fit
     eval_batch: int | None = Field(None, gt=0)
     checkpoint_every: int | None = Field(None, gt=0)
+    # The last step's checkpoint holds the weights and optimizer too (false: only the step and the
+    # evaluation history; a finished trial has nothing left to train, so a sweep keeps no weights per trial)
+    keep_final_weights: bool = False
     # DataLoader worker processes that build training batches ahead of the step (0 = inline)
     data_workers: int = Field(1, ge=0, le=64)
 

@@ -738,7 +738,7 @@ def run_single_trial(config_path: str | Path, *, checkpoint_dir: Path | None = N
 
     try:
         result = run_trial(cfg, report=report, resume_from=resume_from, log=progress.write,
-                           checkpoint=checkpoint_dir is not None, on_step=progress.step)
+                           checkpoint=checkpoint_dir is not None, final_weights=True, on_step=progress.step)
     finally:
         progress.close()
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()}))

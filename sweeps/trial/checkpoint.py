@@ -1,7 +1,8 @@
 """Save and restore a trial's training state (trainable weights, optimizer, schedule, step).
 
 Only trainable parameters are stored: frozen ones (a frozen vision tower, a LoRA base model) are
-unchanged since loading. Files load with `torch.load(weights_only=True)`, so a checkpoint cannot
+unchanged since loading. A trial's last checkpoint may hold its record only (`weights=False`: step
+and evaluation history, no weights or optimizer): restoring it continues nothing, it ends the trial. Files load with `torch.load(weights_only=True)`, so a checkpoint cannot
 run code.
 """
 
@@ -24,29 +25,32 @@ class TrainState:
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     restarts: int = 0
+    # False when restored from a record-only checkpoint: the model was not restored, nothing may train
+    weights: bool = True
 
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: TrainState, shard: Shard | None = None) -> Path | None:
+                    scheduler: Any, state: TrainState, shard: Shard | None = None, *,
+                    weights: bool = True) -> Path | None:
     """Write the training state into `directory` (created if needed); returns the file.
 
-    In a multi-worker trial every worker must call it (FSDP gathers the shards collectively);
-    rank 0 writes, the others return None.
+    With `weights=False` only the record is written (step, evaluation history, restarts): for the
+    last step of a trial, which nothing continues (~1 KB instead of the weights and the optimizer's
+    moments, three times the trainable parameters).
+
+    In a multi-worker trial every worker must call it with the same `weights` (FSDP gathers the
+    shards collectively); rank 0 writes, the others return None.
     """
-    trainable, optim_state = full_trainable_state(model, optimizer, shard)
+    strategy = shard.strategy if shard is not None else "single"
+    record = {"strategy": strategy, "step": state.step, "history": state.history, "restarts": state.restarts}
+    if weights:
+        trainable, optim_state = full_trainable_state(model, optimizer, shard)
+        record.update(model=trainable, optimizer=optim_state, scheduler=scheduler.state_dict(),
+                      torch_rng=torch.get_rng_state())
     if shard is not None and not shard.is_main:
         return None
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "model": trainable,
-        "optimizer": optim_state,
-        "strategy": shard.strategy if shard is not None else "single",
-        "scheduler": scheduler.state_dict(),
-        "step": state.step,
-        "history": state.history,
-        "restarts": state.restarts,
-        "torch_rng": torch.get_rng_state(),
-    }
+    payload = record
     path = directory / STATE_FILE
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -56,7 +60,8 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
 
 def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, shard: Shard | None = None) -> TrainState:
-    """Restore what `save_checkpoint` wrote; returns the state to continue from.
+    """Restore what `save_checkpoint` wrote; returns the state to continue from (`weights` False
+    for a record-only checkpoint: the model, optimizer and schedule are left as they are).
 
     Raises:
         ValueError: the checkpoint holds parameters the model lacks, or was written by another
@@ -64,6 +69,9 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
             process by position: they do not load into each other).
     """
     payload = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+    if "model" not in payload:
+        return TrainState(step=int(payload["step"]), history=list(payload["history"]),
+                          restarts=int(payload["restarts"]), weights=False)
     missing = set(payload["model"]) - {n for n, _ in unwrap(model).named_parameters()}
     if missing:
         raise ValueError(f"{directory}: checkpoint has parameters the model lacks: {sorted(missing)[:5]}")

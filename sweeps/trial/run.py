@@ -224,6 +224,10 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
     state = TrainState()
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer, scheduler, shard)
+        if not state.weights and state.step < cfg.train.steps:
+            raise ValueError(f"{resume_from}: the checkpoint of a trial that ended at step {state.step} holds no "
+                             f"weights (train.keep_final_weights: false); it cannot continue to "
+                             f"train.steps={cfg.train.steps}")
         state.restarts += 1
         say(f"resumed from step {state.step} (restart {state.restarts})")
     model.train()
@@ -280,21 +284,27 @@ def evaluation_metrics(s: TrialSetup, train_losses: list[float], t0: float) -> t
     return metrics, predictions
 
 
-def report_evaluation(s: TrialSetup, report: Reporter, payload: dict[str, Any], *, checkpoint: bool) -> None:
+def report_evaluation(s: TrialSetup, report: Reporter, payload: dict[str, Any], *, checkpoint: bool,
+                      final_weights: bool = False) -> None:
     """Hand `payload` to `report`, with a checkpoint folder when one is due (every
-    `train.checkpoint_every` steps, default `eval_every`, and at the last step)."""
+    `train.checkpoint_every` steps, default `eval_every`, and at the last step). The last step's
+    checkpoint holds the trial's record only, unless `final_weights` or `train.keep_final_weights`:
+    a driver lost before it recorded the end finds the trial over on resume, and a sweep does
+    not keep every trial's weights (nor pay for writing and copying them)."""
     every = s.cfg.train.checkpoint_every or s.cfg.train.eval_every
     step = s.state.step
-    if checkpoint and (step % every == 0 or step == s.cfg.train.steps):
+    last = step == s.cfg.train.steps
+    if checkpoint and (step % every == 0 or last):
+        weights = not last or final_weights or s.cfg.train.keep_final_weights
         with tempfile.TemporaryDirectory(prefix="slsweep-ckpt-") as tmp:
-            written = save_checkpoint(Path(tmp), s.model, s.optimizer, s.scheduler, s.state, s.shard)
+            written = save_checkpoint(Path(tmp), s.model, s.optimizer, s.scheduler, s.state, s.shard, weights=weights)
             report(payload, Path(tmp) if written is not None else None)  # multi-worker: rank 0 writes
     else:
         report(payload, None)
 
 
 def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: Path | None = None,
-              checkpoint: bool = True, log: Callable[[str], None] | None = None,
+              checkpoint: bool = True, final_weights: bool = False, log: Callable[[str], None] | None = None,
               device: torch.device | None = None,
               on_step: Callable[[int, float], None] | None = None, shard: Shard | None = None) -> TrialResult:
     """Fine-tune and evaluate one configuration: `setup_trial`, then `train_step` per optimizer step,
@@ -303,7 +313,9 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
     Args:
         cfg: the resolved trial config.
         report: called after each evaluation with the metrics (plus `predictions`: sample rows)
-            and, when `checkpoint`, a folder holding the training state (deleted after the call).
+            and, when `checkpoint`, a folder holding the training state (deleted after the call);
+            at the last step the trial's record only, unless `final_weights` (or the config's
+            `train.keep_final_weights`).
         resume_from: a folder written by an earlier report to continue from.
         log: progress lines (None = quiet).
         device: where to train (default: CUDA if visible, else CPU).
@@ -362,7 +374,7 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
                 t_report = time.perf_counter()
                 payload = {**metrics, "train_loss_curve": list(curve),
                            "predictions": _prediction_rows(s.data.held_out, predictions, s.task)}
-                report_evaluation(s, report, payload, checkpoint=checkpoint)
+                report_evaluation(s, report, payload, checkpoint=checkpoint, final_weights=final_weights)
                 report_s += time.perf_counter() - t_report
             curve.clear()
 
