@@ -325,6 +325,8 @@ def register_loss_family(builder: Callable[..., Any], *, _builtin: bool = False)
     if not isinstance(spec, LossFamilySpec) or not callable(builder):
         raise ValueError("a loss family plug-in must be a builder decorated with @sl_core.registry.loss_family(...)")
     if spec.name in _BUILTIN_NAMES:
+        if _builtin:
+            raise ValueError(f"two built-in loss families are named {spec.name!r} (sl_core/builtin_families.py)")
         raise ValueError(f"loss family {spec.name!r} is built in")
     old = LOSS_FAMILY_SPECS.get(spec.name)
     if old is not None and old != spec:

@@ -225,7 +225,7 @@ def list_builtin() -> None:
 def trial(
     config: str = typer.Argument(..., metavar="CONFIG", autocompletion=lambda incomplete: _builtin("trials", incomplete), help="Trial config: a YAML file (task, model, train, loss, seed) or a built-in trial's name (`slsweep list`)."),
     overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Config fields to override, e.g. train.steps=20 loss.eta=0.2."),
-    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Save the state here at each evaluation."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Save the state here at each evaluation (weights included, also at the last step)."),
     resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A checkpoint folder to continue from."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write final metrics and history as JSON."),
     allow_plugins: bool = AllowPlugins,

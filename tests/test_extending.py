@@ -226,6 +226,10 @@ def test_the_tokenizer_doc_tables_name_the_registry_families() -> None:
     declared: dict[str, set[str]] = {}
     for name, spec in builtins.items():
         declared.setdefault(spec.tokens, set()).add(name)
-    assert documented == declared
+    assert documented == declared, (
+        "docs/tokenizers.md: the table of the tokens each loss family needs must name every built-in of "
+        f"sl_core/builtin_families.py under its tokens: documented {documented}, declared {declared}")
     header = next(line for line in text.splitlines() if line.startswith("| tokenizer | style |"))
-    assert re.findall(r"`([^`]+)`", header) == list(builtins)
+    assert re.findall(r"`([^`]+)`", header) == list(builtins), (
+        "docs/tokenizers.md: the measured matrix must have a column per built-in loss family, in "
+        "declaration order: rerun `python benchmarks/tokenizer_matrix.py` and paste its table")

@@ -152,6 +152,9 @@ def test_each_builtin_family_is_one_declaration_with_a_lazy_builder() -> None:
 
     assert [f for f, s in registry.LOSS_FAMILY_SPECS.items() if s.takes_backend] == \
         ["dist2", "soft_label", "value_aware"]
+    with pytest.raises(ValueError, match="two built-in loss families are named 'hard'"):
+        registry.register_loss_family(registry.loss_family(name="hard")("sl_core.builtin_families:hard"),
+                                      _builtin=True)
     with pytest.raises(ValueError, match="loss family 'gaussian' is built in"):
         registry.register_loss_family(registry.loss_family(name="gaussian")("sl_core.builtin_families:gaussian"))
     with pytest.raises(ValueError, match="must be 'module:function'"):

@@ -232,6 +232,17 @@ def test_trial_outputs_are_checked_before_the_trial_trains(tmp_path: Path) -> No
     (tmp_path / "empty").mkdir()
     one_line_exit_2(cli(*trial, "--resume-from", str(tmp_path / "empty"), cwd=tmp_path), "--resume-from: ",
                     "not a trial checkpoint (no trial_state.pt")
+    # a trial's record-only last checkpoint (no weights): not continued to more steps, nor past its own
+    from sweeps.trial.checkpoint import TrainState, save_checkpoint
+
+    save_checkpoint(tmp_path / "ended1", None, None, None, TrainState(step=1), weights=False)
+    save_checkpoint(tmp_path / "ended4", None, None, None, TrainState(step=4), weights=False)
+    trial = (*trial, "train.eval_every=2", "train.warmup_steps=0")  # no note on what train.steps brings along
+    one_line_exit_2(cli(*trial, "--resume-from", str(tmp_path / "ended1"), cwd=tmp_path), "--resume-from: ",
+                    "ended at step 1 holds no weights (train.keep_final_weights: false); it cannot continue "
+                    "to train.steps=2")
+    one_line_exit_2(cli(*trial, "--resume-from", str(tmp_path / "ended4"), cwd=tmp_path), "--resume-from: ",
+                    "at step 4, past train.steps=2")
 
 
 @pytest.mark.parametrize("sub", ["artifacts", "ray", "sweeps"])

@@ -726,6 +726,12 @@ def run_single_trial(config_path: str | Path, *, checkpoint_dir: Path | None = N
     from sweeps.driver.progress import TrialProgress  # Ray Tune, torch: only once the input is good
     from sweeps.trial.run import run_trial
 
+    if resume_from is not None:  # refused before the model loads, in one line
+        from sweeps.trial.checkpoint import read_state, resume_problem
+
+        problem = resume_problem(resume_from, read_state(resume_from), cfg.train.steps)
+        if problem:
+            raise SlsweepError(f"--resume-from: {problem}")
     ensure_tiny_model(cfg)
     progress = TrialProgress(cfg.train.steps)
 

@@ -70,8 +70,7 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     """
     payload = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
     if "model" not in payload:
-        return TrainState(step=int(payload["step"]), history=list(payload["history"]),
-                          restarts=int(payload["restarts"]), weights=False)
+        return _record(payload)
     missing = set(payload["model"]) - {n for n, _ in unwrap(model).named_parameters()}
     if missing:
         raise ValueError(f"{directory}: checkpoint has parameters the model lacks: {sorted(missing)[:5]}")
@@ -85,3 +84,26 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     torch.set_rng_state(payload["torch_rng"])
     return TrainState(step=int(payload["step"]), history=list(payload["history"]),
                       restarts=int(payload["restarts"]))
+
+
+def _record(payload: dict[str, Any]) -> TrainState:
+    return TrainState(step=int(payload["step"]), history=list(payload["history"]),
+                      restarts=int(payload["restarts"]), weights="model" in payload)
+
+
+def read_state(directory: Path) -> TrainState:
+    """The record of the checkpoint in `directory` (step, history, restarts, whether it holds the
+    weights), without restoring anything."""
+    return _record(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True))
+
+
+def resume_problem(directory: Path, state: TrainState, steps: int) -> str | None:
+    """Why a trial of `steps` steps cannot continue from `state` (read from `directory`), or None:
+    the checkpoint is past the last step, or it is a record-only last checkpoint and more steps are asked."""
+    if state.step > steps:
+        return (f"{directory}: the checkpoint is at step {state.step}, past train.steps={steps} "
+                "(a checkpoint of a longer trial)")
+    if not state.weights and state.step < steps:
+        return (f"{directory}: the checkpoint of a trial that ended at step {state.step} holds no weights "
+                f"(train.keep_final_weights: false); it cannot continue to train.steps={steps}")
+    return None

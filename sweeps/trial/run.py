@@ -21,7 +21,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 import sl_core
 from sweeps.trial import REPLAYED
-from sweeps.trial.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from sweeps.trial.checkpoint import TrainState, load_checkpoint, resume_problem, save_checkpoint
 from sweeps.config.trial_config import TrialConfig
 from sweeps.trial.coverage import COVERAGE_METRIC, coverage_warning, loss_tokens, measure_coverage
 from sweeps.trial.data import TaskData
@@ -224,10 +224,9 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
     state = TrainState()
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer, scheduler, shard)
-        if not state.weights and state.step < cfg.train.steps:
-            raise ValueError(f"{resume_from}: the checkpoint of a trial that ended at step {state.step} holds no "
-                             f"weights (train.keep_final_weights: false); it cannot continue to "
-                             f"train.steps={cfg.train.steps}")
+        problem = resume_problem(resume_from, state, cfg.train.steps)
+        if problem:
+            raise ValueError(problem)
         state.restarts += 1
         say(f"resumed from step {state.step} (restart {state.restarts})")
     model.train()
