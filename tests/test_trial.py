@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,30 @@ def test_the_trial_pieces_each_alone(tmp_path: Path) -> None:
     report_evaluation(s, report, {"step": 2}, checkpoint=True)   # step 2 = eval_every: a checkpoint is due
     report_evaluation(s, report, {"step": 2}, checkpoint=False)
     assert seen == [({"step": 2}, True), ({"step": 2}, False)]
+
+
+def test_staging_folders_of_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
+    """A worker killed while it reports leaves its checkpoint's staging folder: the next checkpoint
+    removes it once it has not changed for STALE_AFTER_S, never one of a live process or a fresh one."""
+    import os
+    import subprocess
+    import sys
+
+    from sweeps.trial.checkpoint import STAGING_PREFIX, STALE_AFTER_S, _remove_stale
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    old = time.time() - STALE_AFTER_S - 60
+    folders = {}
+    for name, pid, when in (("dead_old", gone, old), ("dead_fresh", gone, time.time()),
+                            ("live_old", str(os.getpid()), old)):
+        folder = folders[name] = tmp_path / f"{STAGING_PREFIX}{pid}-{name}"
+        folder.mkdir()
+        (folder / "trial_state.pt").write_bytes(b"x" * 10)
+        for path in (folder / "trial_state.pt", folder):
+            os.utime(path, (when, when))
+    other = tmp_path / "unrelated"
+    other.mkdir()
+    assert _remove_stale(tmp_path) == [folders["dead_old"]]
+    assert not folders["dead_old"].exists()
+    assert folders["dead_fresh"].exists() and folders["live_old"].exists() and other.exists()

@@ -8,6 +8,12 @@ run code.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,3 +113,51 @@ def resume_problem(directory: Path, state: TrainState, steps: int) -> str | None
         return (f"{directory}: the checkpoint of a trial that ended at step {state.step} holds no weights "
                 f"(train.keep_final_weights: false); it cannot continue to train.steps={steps}")
     return None
+
+
+STAGING_PREFIX = "slsweep-ckpt-"
+STALE_AFTER_S = 600.0
+"""A staging folder left by a process that is gone is removed once nothing in it changed for this long."""
+
+
+@contextlib.contextmanager
+def staging_folder() -> Iterator[Path]:
+    """A temporary folder (in the system's temp dir) for one checkpoint on its way to Tune, removed
+    after use; named `slsweep-ckpt-<pid>-...` by this process.
+
+    A trial worker SIGKILLed, or ended by Tune, while it reports leaves its folder behind (the
+    weights and optimizer, GBs for a large model). Each new one first removes those whose process
+    is gone and in which nothing changed for `STALE_AFTER_S` (a live writer in another PID
+    namespace sharing the temp dir is left alone).
+    """
+    _remove_stale(Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
+def _remove_stale(base: Path, now: float | None = None) -> list[Path]:
+    """Remove the staging folders under `base` of processes that are gone (see `staging_folder`)."""
+    now = time.time() if now is None else now
+    removed = []
+    for folder in base.glob(f"{STAGING_PREFIX}*-*"):
+        pid = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            changed = max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
+        except OSError:  # removed meanwhile, or not ours to read
+            continue
+        if now - changed >= STALE_AFTER_S:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

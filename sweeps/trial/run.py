@@ -8,7 +8,6 @@ directly, and the overhead benchmark calls it in a loop. After each evaluation i
 from __future__ import annotations
 
 import random
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 import sl_core
 from sweeps.trial import REPLAYED
-from sweeps.trial.checkpoint import TrainState, load_checkpoint, resume_problem, save_checkpoint
+from sweeps.trial.checkpoint import TrainState, load_checkpoint, resume_problem, save_checkpoint, staging_folder
 from sweeps.config.trial_config import TrialConfig
 from sweeps.trial.coverage import COVERAGE_METRIC, coverage_warning, loss_tokens, measure_coverage
 from sweeps.trial.data import TaskData
@@ -295,9 +294,9 @@ def report_evaluation(s: TrialSetup, report: Reporter, payload: dict[str, Any], 
     last = step == s.cfg.train.steps
     if checkpoint and (step % every == 0 or last):
         weights = not last or final_weights or s.cfg.train.keep_final_weights
-        with tempfile.TemporaryDirectory(prefix="slsweep-ckpt-") as tmp:
-            written = save_checkpoint(Path(tmp), s.model, s.optimizer, s.scheduler, s.state, s.shard, weights=weights)
-            report(payload, Path(tmp) if written is not None else None)  # multi-worker: rank 0 writes
+        with staging_folder() as tmp:
+            written = save_checkpoint(tmp, s.model, s.optimizer, s.scheduler, s.state, s.shard, weights=weights)
+            report(payload, tmp if written is not None else None)  # multi-worker: rank 0 writes
     else:
         report(payload, None)
 
