@@ -2,8 +2,8 @@
 
 Only trainable parameters are stored: frozen ones (a frozen vision tower, a LoRA base model) are
 unchanged since loading. A trial's last checkpoint may hold its record only (`weights=False`: step
-and evaluation history, no weights or optimizer): restoring it continues nothing, it ends the trial. Files load with `torch.load(weights_only=True)`, so a checkpoint cannot
-run code.
+and evaluation history, no weights or optimizer): restoring it continues nothing, it ends the trial.
+Files load with `torch.load(weights_only=True)`, so a checkpoint cannot run code.
 """
 
 from __future__ import annotations
@@ -48,15 +48,14 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     shards collectively); rank 0 writes, the others return None.
     """
     strategy = shard.strategy if shard is not None else "single"
-    record = {"strategy": strategy, "step": state.step, "history": state.history, "restarts": state.restarts}
+    payload = {"strategy": strategy, "step": state.step, "history": state.history, "restarts": state.restarts}
     if weights:
         trainable, optim_state = full_trainable_state(model, optimizer, shard)
-        record.update(model=trainable, optimizer=optim_state, scheduler=scheduler.state_dict(),
-                      torch_rng=torch.get_rng_state())
+        payload.update(model=trainable, optimizer=optim_state, scheduler=scheduler.state_dict(),
+                       torch_rng=torch.get_rng_state())
     if shard is not None and not shard.is_main:
         return None
     directory.mkdir(parents=True, exist_ok=True)
-    payload = record
     path = directory / STATE_FILE
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
