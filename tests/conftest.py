@@ -20,8 +20,18 @@ import tempfile  # noqa: E402
 import pytest  # noqa: E402
 
 # Local Ray sessions of this test run keep their files in a private, short folder (socket paths
-# must stay under 107 characters).
-os.environ.setdefault("SLSWEEP_RAY_TMP", tempfile.mkdtemp(prefix="slr-", dir="/tmp"))
+# must stay under 107 characters), removed when the run ends (`pytest_sessionfinish`).
+_RAY_TMP: str | None = None
+if "SLSWEEP_RAY_TMP" not in os.environ:
+    _RAY_TMP = os.environ["SLSWEEP_RAY_TMP"] = tempfile.mkdtemp(prefix="slr-", dir="/tmp")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this run's Ray folder (every Ray session of the tests has stopped by now)."""
+    if _RAY_TMP is not None:
+        import shutil
+
+        shutil.rmtree(_RAY_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
