@@ -7,8 +7,11 @@ update RAY_VERSION / OPTUNA_VERSION.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
+import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -166,6 +169,12 @@ def test_trainables_in_job_env():
     require(isinstance(class_cache.DEFAULT_ENV_VARS, dict), "tune_trainable_env_defaults",
             "ray.tune.execution.class_cache.DEFAULT_ENV_VARS")
     assert ti.tune_trainable_env_defaults() == class_cache.DEFAULT_ENV_VARS
+    # before Tune is imported (a local Ray's start), the same values, read from the module's source
+    probe = ("import sys; from sweeps.driver import tune_internals as ti; d = ti.tune_trainable_env_defaults(); "
+             "assert 'ray.tune' not in sys.modules, 'ray.tune imported'; print(repr(d))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    require(out.returncode == 0, "tune_trainable_env_defaults", f"a literal DEFAULT_ENV_VARS ({out.stderr[-300:]})")
+    assert ast.literal_eval(out.stdout.strip()) == class_cache.DEFAULT_ENV_VARS
 
     class Trainable:
         pass

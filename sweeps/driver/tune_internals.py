@@ -243,10 +243,33 @@ def trainables_in_job_env() -> Iterator[None]:
 
 def tune_trainable_env_defaults() -> dict[str, str]:
     """The environment variables Tune sets on every trainable actor (Ray 2.60:
-    `ray.tune.execution.class_cache.DEFAULT_ENV_VARS`)."""
-    from ray.tune.execution import class_cache
+    `ray.tune.execution.class_cache.DEFAULT_ENV_VARS`, a dict literal at the module's top level).
 
-    return dict(class_cache.DEFAULT_ENV_VARS)
+    Read from that module's source unless Tune is already imported: the local Ray's start needs
+    them (`sweeps.driver.ray_env.local_worker_env`) and importing `ray.tune` for one constant took
+    ~1-1.5 s of that start, in the thread that races the preflight's imports for the GIL.
+
+    Raises:
+        RuntimeError: the module no longer assigns a literal `DEFAULT_ENV_VARS`.
+    """
+    import sys
+
+    loaded = sys.modules.get("ray.tune.execution.class_cache")
+    if loaded is not None:
+        return dict(loaded.DEFAULT_ENV_VARS)
+    import ast
+    from pathlib import Path
+
+    import ray
+
+    source = Path(ray.__file__).parent / "tune" / "execution" / "class_cache.py"
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "DEFAULT_ENV_VARS" for t in node.targets):
+            try:
+                return dict(ast.literal_eval(node.value))
+            except ValueError:
+                break
+    raise RuntimeError(f"{source}: no literal DEFAULT_ENV_VARS (written for Ray {RAY_VERSION})")
 
 
 def _local_tuner(tuner: Any) -> Any:
