@@ -376,8 +376,10 @@ def run_trial(cfg: TrialConfig, *, report: Reporter | None = None, resume_from: 
                 report_s += time.perf_counter() - t_report
             curve.clear()
 
-    final = s.state.history[-1] if s.state.history else {}
-    return TrialResult(metrics=dict(final), history=s.state.history,
+    final = dict(s.state.history[-1]) if s.state.history else {}
+    if "restarts" in final:  # a trial resumed from its last checkpoint's record: this run's count
+        final["restarts"] = s.state.restarts
+    return TrialResult(metrics=final, history=s.state.history,
                        predictions=_prediction_rows(s.data.held_out, predictions, s.task),
                        steps=s.state.step, seconds=time.perf_counter() - t0, restarts=s.state.restarts,
                        train_s=time.perf_counter() - t_loop - eval_s - report_s, data_wait_s=batches.wait_s,
