@@ -473,19 +473,21 @@ def main() -> None:
 def exit_now(status: int) -> None:
     """End the process with `status` as a normal exit would, minus the interpreter's teardown.
 
-    What a normal exit does first still happens, in its order: other non-daemon threads are joined,
-    the `atexit` hooks run (our local Ray's stop, logging's flush, MLflow's and Ray's own), and
-    stdout/stderr are flushed; then `os._exit`. Skipped: destroying every module and object,
-    which after a sweep (torch, transformers, Ray, pandas loaded) takes 1-1.5 s and writes nothing.
+    What a normal exit does first still happens, in its order: threading's own exit step (the
+    callbacks registered with it run, e.g. `concurrent.futures` ending its idle pool threads, such
+    as MLflow's artifact uploads leave; then the other non-daemon threads are joined), the `atexit`
+    hooks run (our local Ray's stop, logging's flush, MLflow's and Ray's own), and stdout/stderr
+    are flushed; then `os._exit`. Skipped: destroying every module and object, which after a sweep
+    (torch, transformers, Ray, pandas loaded) takes 1-1.5 s and writes nothing.
     """
     import atexit
     import os
     import sys
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # CPython 3.11's finalization calls exactly these two first (Py_FinalizeEx: threading._shutdown,
+    # then the atexit callbacks); joining the threads without the first hung on idle pool workers.
+    threading._shutdown()  # noqa: SLF001 - the interpreter's own exit sequence
     atexit._run_exitfuncs()  # noqa: SLF001 - the interpreter's own exit sequence, public in effect
     for stream in (sys.stdout, sys.stderr):
         try:

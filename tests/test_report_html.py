@@ -4,8 +4,10 @@ in headless Chromium."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,25 @@ def test_report_renders_in_headless_chromium(cli_report: tuple, tmp_path: Path) 
         assert img.size == (1200, 2400)
         lo, hi = img.convert("L").getextrema()
         assert hi - lo > 100  # text and figures, not a blank page
+
+
+def test_report_command_exits_as_a_process(report_store: Store, tmp_path: Path) -> None:
+    """`slsweep report` as its own process ends once the page is written and logged: MLflow's
+    artifact upload leaves an idle thread-pool worker, which the fast exit (`sweeps.cli.exit_now`)
+    waited for forever when it joined threads before `concurrent.futures` could stop them."""
+    out = tmp_path / "page.html"
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "report", "--runs-dir", str(report_store.runs_dir),
+                           "-o", str(out)], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.stat().st_size > 10_000
+
+
+def test_the_fast_exit_ends_idle_pool_threads_as_a_normal_exit_does() -> None:
+    """`exit_now` runs threading's exit step first (concurrent.futures stops its idle workers
+    there), then the atexit hooks, then exits with the status."""
+    code = ("import atexit; from concurrent.futures import ThreadPoolExecutor; "
+            "pool = ThreadPoolExecutor(2); pool.submit(int).result(); "
+            "atexit.register(print, 'atexit ran'); from sweeps.cli import exit_now; exit_now(3)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout.strip()) == (3, "atexit ran"), proc.stderr[-2000:]
