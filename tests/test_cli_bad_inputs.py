@@ -45,6 +45,14 @@ def test_bad_trial_config_exits_2(name: str) -> None:
     assert res.exit_code == 2 and EXPECTED[name]["field"] in res.output, res.output
 
 
+def test_a_trial_whose_family_lacks_a_required_parameter_exits_2_before_the_model() -> None:
+    """`slsweep trial counting loss.family=soft_label`: the built-in trial is hard CE, soft_label
+    needs eta; one line naming the file and loss.eta (was a traceback from inside the trial)."""
+    res = _invoke(["trial", "counting", "loss.family=soft_label"])
+    assert res.exit_code == 2 and "counting.yaml: loss.eta: " in res.output and "Traceback" not in res.output, \
+        res.output
+
+
 def test_unreachable_tracking_uri_and_ray_address(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     res = _invoke(["run", "--runs-dir", str(runs), "--tracking-uri", "http://127.0.0.1:9", "-q"])

@@ -722,7 +722,12 @@ def run_single_trial(config_path: str | Path, *, checkpoint_dir: Path | None = N
     """
     from sweeps.config.spec import find_trial_config
 
-    cfg = TrialConfig.from_yaml(find_trial_config(config_path), overrides=overrides)
+    path = find_trial_config(config_path)
+    cfg = TrialConfig.from_yaml(path, overrides=overrides)
+    missing = cfg.loss.missing_required()  # a sweep's search space may supply them; one trial cannot
+    if missing:
+        raise SpecError(str(path), f"loss.{missing[0]}", f"loss family {cfg.loss.family!r} needs {missing[0]}: set "
+                        f"loss.{missing[0]} in the file or as an override (loss.{missing[0]}=...)")
     from sweeps.driver.progress import TrialProgress  # Ray Tune, torch: only once the input is good
     from sweeps.trial.run import run_trial
 
