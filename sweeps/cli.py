@@ -54,6 +54,8 @@ def user_errors(fn: F) -> F:
         except Exception as exc:  # Ray, MLflow, peft, the OS at run time: one line, exit 1
             from sweeps.errors import runtime_failure
 
+            if isinstance(exc, BrokenPipeError) and _stdout_reader_left():
+                raise typer.Exit(128 + signal.SIGPIPE) from None  # `slsweep ... | head`: quiet, as Unix tools
             line = runtime_failure(exc)
             if line is None:
                 raise  # a bug: its traceback is the report
@@ -64,6 +66,27 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _stdout_reader_left() -> bool:
+    """Whether stdout is a pipe whose reader has gone (`slsweep table | head -3`); if so, stdout is
+    pointed at /dev/null so that nothing later (the exit's flush) fails on it again."""
+    import os
+    import select
+    import sys
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(events & select.POLLERR for _, events in poller.poll(0)):  # a pipe without readers
+            return False
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+        return True
+    except (OSError, ValueError):  # stdout is not a file (captured output)
+        return False
 
 
 def _resume_advice(exc: BaseException) -> str:

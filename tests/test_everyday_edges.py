@@ -5,6 +5,7 @@ shell completion and today's license field."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -325,3 +326,13 @@ def test_confirm_refuses_an_unknown_sweep_before_mlflow(tmp_path: Path) -> None:
                                        ["mlflow", "ray", "torch"], cwd=tmp_path)
     assert rc == 2 and heavy == [], (rc, heavy, err)
     assert "no experiment or sweep named 'counting-etaa'" in err and "counting-eta" in err, err
+
+
+def test_a_pipe_whose_reader_left_ends_quietly(tmp_path: Path) -> None:
+    """`slsweep list | true` (or `| head` after the reader is done): no "error: the OS failed"
+    line, exit 141 (128 + SIGPIPE) as Unix tools end."""
+    script = (f"{shlex.quote(sys.executable)} -m sweeps.cli list 2>{shlex.quote(str(tmp_path / 'err'))} | true; "
+              "echo ${PIPESTATUS[0]}")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.stdout.strip() == "141" and (tmp_path / "err").read_text() == "", (proc.stdout, proc.stderr)
