@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-import ray
 from ray import tune
 from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -549,8 +548,9 @@ def _run_tuner(plan: SweepPlan, tuner: Any, tracker: SweepTracker, t0: float,
         progress.on_experiment_end([])
     if signum is not None and plan.local_ray:
         # Stop this driver's local Ray now: a trial worker still finishing a step must not write
-        # into the run folder after the driver has said the sweep stopped.
-        ray.shutdown()
+        # into the run folder after the driver has said the sweep stopped. With the processes its
+        # raylet started (Ray's own shutdown leaves the dashboard and runtime-env agents running).
+        internals.stop_local_ray()
         _end_trial_workers(results)
     # Optuna trials of an interrupted sweep stay open: `slsweep resume` finishes them.
     close_orphan_study_trials(plan, all_trials_ended=signum is None and _all_ended(results))
