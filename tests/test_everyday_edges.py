@@ -16,7 +16,7 @@ import pytest
 
 from helpers import cli, imported_after, one_line_exit_2
 from report_fixtures import Store, report_runs, report_store  # noqa: F401  (fixtures)
-from sweeps.config.trial_config import TrialConfig
+from sweeps.config.trial_config import TrainConfig, TrialConfig
 from sweeps.report import UnknownColumnError, UnknownMetricError
 from sweeps.config.spec import find_trial_config, load_spec
 
@@ -45,6 +45,21 @@ def test_a_short_steps_override_brings_eval_warmup_and_the_scheduler_along(capsy
     # a max_t below the steps is refused, naming it, whoever set it
     with pytest.raises(Exception, match=r"scheduler.max_t: 300 is below train.steps \(900\): ASHA would stop"):
         load_spec("default", ["train.steps=900", "scheduler.max_t=300"])
+
+
+def test_a_short_run_in_a_file_evaluates_at_its_end_unless_eval_every_is_set(tmp_path: Path) -> None:
+    """A file's `train: {steps: 20}` leaving eval_every unset: its default (100) is not a choice, the
+    run is evaluated at step 20 (was refused: "eval_every: must be <= train.steps (20), got 100", a
+    field the file never set); a file that sets it too high is still refused, naming it."""
+    spec = tmp_path / "short.yaml"
+    body = ("name: short\ntask: {name: counting}\nloss: {family: hard}\n"
+            "search_space: {name: lr, params: {lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true, target: train.lr}}}\n")
+    spec.write_text(body + "train: {steps: 20}\n")
+    assert load_spec(spec).spec.train.eval_every == 20
+    assert TrainConfig(steps=20).eval_every == 20 and TrainConfig(steps=500).eval_every == 100
+    spec.write_text(body + "train: {steps: 20, eval_every: 50}\n")
+    with pytest.raises(Exception, match="train.eval_every: must be <= train.steps"):
+        load_spec(spec)
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -160,6 +160,8 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
+    # steps between evaluations; left unset in a run of fewer steps, it is that run's steps (an
+    # evaluation at the end)
     eval_every: int = Field(100, gt=0)
     # bf16 autocast: "auto" = on CUDA, and on CPU when model.dtype is bfloat16
     mixed_precision: Literal["auto", "no", "bf16"] = "auto"
@@ -188,6 +190,8 @@ class TrainConfig(_Section):
             raise FieldValueError(
                 "warmup_steps", f"must be <= train.steps ({self.steps}), got {self.warmup_steps}"
             )
+        if self.eval_every > self.steps and "eval_every" not in self.model_fields_set:
+            self.eval_every = self.steps  # the default, not a choice: evaluate at the end
         if self.eval_every > self.steps:  # the trial would never be evaluated
             raise FieldValueError(
                 "eval_every", f"must be <= train.steps ({self.steps}), got {self.eval_every}"
