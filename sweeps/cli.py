@@ -249,7 +249,7 @@ def trial(
     config: str = typer.Argument(..., metavar="CONFIG", autocompletion=lambda incomplete: _builtin("trials", incomplete), help="Trial config: a YAML file (task, model, train, loss, seed) or a built-in trial's name (`slsweep list`)."),
     overrides: Optional[list[str]] = typer.Argument(None, metavar="KEY=VALUE", help="Config fields to override, e.g. train.steps=20 loss.eta=0.2."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Save the state here at each evaluation (weights included, also at the last step)."),
-    resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A checkpoint folder to continue from."),
+    resume_from: Optional[Path] = typer.Option(None, "--resume-from", help="A checkpoint folder to continue from: one step's (DIR/step_000100) or the --checkpoint-dir DIR itself (its newest step)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write final metrics and history as JSON."),
     allow_plugins: bool = AllowPlugins,
 ) -> None:
@@ -258,6 +258,7 @@ def trial(
     from sweeps.store.uri import output_file_problem
 
     _allow(allow_plugins)
+    resume_from = resume_from and _newest_step(resume_from)
     # what the trial writes or reads, refused before it trains (not after)
     for flag, problem in (("--output", output and output_file_problem(output)),
                           ("--resume-from", resume_from and _checkpoint_folder_problem(resume_from))):
@@ -270,6 +271,23 @@ def trial(
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)  # checked creatable above, as `report -o` does
         output.write_text(json.dumps({"metrics": result.metrics, "history": result.history}, indent=2))
+
+
+def _newest_step(folder: Path) -> Path:
+    """`folder`, or, when it is a `--checkpoint-dir` folder (no checkpoint itself, `step_NNNNNN`
+    checkpoints inside), its newest step, said on stderr."""
+    from sweeps.trial import STATE_FILE
+
+    try:
+        if not folder.is_dir() or (folder / STATE_FILE).is_file():
+            return folder
+        steps = sorted(p for p in folder.glob("step_*") if (p / STATE_FILE).is_file())
+    except OSError:  # a symlink loop, no permission: `_checkpoint_folder_problem` says which
+        return folder
+    if steps:
+        typer.echo(f"note: --resume-from {folder}: its newest checkpoint, {steps[-1].name}", err=True)
+        return steps[-1]
+    return folder
 
 
 def _checkpoint_folder_problem(folder: Path) -> str | None:

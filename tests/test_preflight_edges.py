@@ -243,6 +243,13 @@ def test_trial_outputs_are_checked_before_the_trial_trains(tmp_path: Path) -> No
                     "to train.steps=2")
     one_line_exit_2(cli(*trial, "--resume-from", str(tmp_path / "ended4"), cwd=tmp_path), "--resume-from: ",
                     "at step 4, past train.steps=2")
+    # the --checkpoint-dir folder itself: its newest step is the checkpoint, said in a note
+    for step in (1, 4):
+        save_checkpoint(tmp_path / "ck" / f"step_{step:06d}", None, None, None, TrainState(step=step), weights=False)
+    proc = cli(*trial, "--resume-from", str(tmp_path / "ck"), cwd=tmp_path)
+    note, error = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and note == f"note: --resume-from {tmp_path / 'ck'}: its newest checkpoint, step_000004"
+    assert error.startswith(f"error: --resume-from: {tmp_path / 'ck' / 'step_000004'}: the checkpoint is at step 4")
 
 
 @pytest.mark.parametrize("sub", ["artifacts", "ray", "sweeps"])
