@@ -168,6 +168,27 @@ def session_pids(sid: int) -> list[int]:
     return found
 
 
+def describe(pids: list[int]) -> str:
+    """One line a process (pid, parent, state, command line): what a failed wait names."""
+    lines = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        lines.append(f"{pid} (parent {stat[1]}, state {stat[0]}): {cmd.strip()[:200]}")
+    return "\n".join(lines) or "(gone)"
+
+
+def wait_session_ends(sid: int, timeout: float) -> None:
+    """Wait until no live process of session `sid` is left; TimeoutError naming those that are."""
+    try:
+        wait_until(lambda: not session_pids(sid), timeout, f"every process of session {sid} to exit")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; left:\n{describe(session_pids(sid))}") from None
+
+
 def stop_session(sid: int, grace: float = 15.0) -> None:
     """End every process of session `sid` (one we started): SIGTERM, then SIGKILL after `grace` s."""
     _terminate(lambda: session_pids(sid), term_wait=grace, kill_wait=5.0)

@@ -27,8 +27,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from helpers import store_has_runs
-from cluster_utils import (TINY, kill_leftovers, pids_mentioning, private_local_ray, session_pids, short_tmp,
-                           stop_session, wait_until)
+from cluster_utils import (TINY, kill_leftovers, pids_mentioning, private_local_ray, short_tmp,
+                           stop_session, wait_session_ends, wait_until)
 from sweeps.store import paths
 from sweeps.driver.service import ensure_tiny_model
 from sweeps.driver.preflight import plan_sweep
@@ -149,7 +149,7 @@ def test_r6_signal_then_resume_finishes_every_configuration_once(signum: int, fo
         ray_gone_s = time.perf_counter() - t0
         # nor any process its raylet started (Ray's dashboard and runtime-env agents, renamed
         # `ray::...`, outlived a stopped sweep by minutes)
-        wait_until(lambda: not session_pids(driver.proc.pid), 15, "every process of the driver's session to exit")
+        wait_session_ends(driver.proc.pid, 15)
         assert "interrupted" in out and "slsweep resume" in out and "Traceback" not in out, out[-3000:]
 
         client = _client(runs)

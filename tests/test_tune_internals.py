@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import tokenize
 from pathlib import Path
 
@@ -407,3 +410,28 @@ def test_stop_local_ray():
     from ray._private import ray_constants
 
     require(ray_constants.PROCESS_TYPE_RAYLET == "raylet", "stop_local_ray", "PROCESS_TYPE_RAYLET 'raylet'")
+
+
+def test_a_signal_during_stop_local_ray_is_handled_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real SIGINT sent to this process while `stop_local_ray` runs reaches the handler only
+    once the stop is done (raised halfway, it left the raylet's agents running)."""
+    events: list[str] = []
+
+    def shutdown() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.3)  # the handler would run here, at the next bytecode
+        events.append("stopped")
+
+    def handler(_signum: int, _frame: object) -> None:
+        events.append("handled")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "shutdown", shutdown)
+    saved = signal.signal(signal.SIGINT, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ti.stop_local_ray()
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    assert events == ["stopped", "handled"]
+    assert signal.getsignal(signal.SIGINT) is saved

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -132,3 +134,51 @@ def test_a_refusal_after_ray_started_leaves_no_ray_and_no_run_folder(tmp_path: P
         time.sleep(0.2)
     assert not {p.pid for p in _ray_processes()} - before
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_slow_disconnect_still_stops_every_process_of_the_early_ray(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread that started the local Ray outlives `stop_local_ray` even when the disconnect
+    takes longer than the thread's poll (as on a loaded machine after a forced Ctrl-C). Had it
+    ended mid-stop, its parent-death signal would kill the raylet and orphan the raylet's agents
+    (`ray::DashboardAgent`, `ray::RuntimeEnvAgent`), which then lived on for minutes."""
+    from sweeps.driver.early_ray import PARK_POLL_S, EarlyRay
+
+    ray.shutdown()
+    before = {p.pid for p in _ray_processes()}
+    early = EarlyRay(quiet=True)
+    plan_sweep(_spec(tmp_path), runs_dir=tmp_path / "runs", start_ray=early.start)
+    early.wait()
+    started = {p.pid for p in _ray_processes()} - before
+    assert any(psutil.Process(p).name() == "raylet" for p in started)
+    starter = next(t for t in threading.enumerate() if t.name == "slsweep-ray-start")
+    shutdown = ray.shutdown
+
+    def slow_shutdown(*args: Any, **kwargs: Any) -> None:
+        shutdown(*args, **kwargs)
+        time.sleep(2.5 * PARK_POLL_S)  # Ray reads as stopped well before the stop is done
+
+    monkeypatch.setattr(ray, "shutdown", slow_shutdown)
+    try:
+        tune_internals.stop_local_ray()
+        assert starter.is_alive()  # it waited for the stop instead of ending in its middle
+    finally:
+        early.cancel()
+    assert not starter.is_alive()
+
+    def left() -> list[str]:  # by pid: an orphan is no child of ours any more
+        out = []
+        for pid in started:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    out.append(f"{pid} {proc.name()}")
+            except psutil.Error:
+                continue
+        return out
+
+    deadline = time.time() + 10
+    while left() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not left()

@@ -70,8 +70,6 @@ class EarlyRay:
     def _run(self, plan: SweepPlan) -> None:
         t0 = time.perf_counter()
         try:
-            import ray
-
             from sweeps.driver.ray_env import start_ray
 
             start_ray(plan, quiet=self.quiet)
@@ -83,8 +81,9 @@ class EarlyRay:
             self._started.set()
         # Ray starts its processes (GCS, raylet, ...) with a parent-death signal, which Linux sends
         # when the *thread* that started them ends (prctl PR_SET_PDEATHSIG): this thread stays
-        # until that Ray is stopped (at exit, `tune_internals.stop_local_ray`), as a daemon.
-        while ray.is_initialized() and not self._stop.wait(PARK_POLL_S):
+        # until that Ray is stopped (at exit, `tune_internals.stop_local_ray`; never while that
+        # runs), as a daemon.
+        while not self._stop.wait(PARK_POLL_S) and not tune_internals.local_ray_stopped():
             pass
 
     def wait(self) -> float:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Callable, Iterator
 
-__all__ = ["SweepInterrupted", "StopSignals", "exit_code"]
+__all__ = ["SweepInterrupted", "StopSignals", "exit_code", "signals_held"]
 
 TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -49,6 +50,30 @@ class SignalStop(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = int(signum)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM arriving in the block are handled once it is done, by the handlers it
+    replaced (the first such signal; more of them in the block add nothing).
+
+    For work a stop must not cut halfway: stopping the local Ray (cut, it left Ray's agents
+    running), closing the MLflow runs as interrupted (cut, runs stayed RUNNING). Blocking the
+    signals in the main thread would not do: Ray's threads would take them. Outside the main
+    thread (where Python runs no signal handler) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    saved = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in _HANDLED}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _stop_with(first: int) -> Callable[[int, FrameType | None], None]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Container, Iterator
 from typing import Any
 
@@ -27,7 +28,7 @@ __all__ = [
     "group_trial_ids", "lazy_rdb_storage", "local_cpu_count", "local_ray_init_options", "optuna_search_completed",
     "optuna_search_study", "optuna_search_trials", "ray_cluster_mode", "raylet_start_options", "rdb_storage_of",
     "repeater_group", "repoint_rdb_storage", "resolve_auto_address", "scheduler_controller",
-    "set_ray_cluster_mode", "silence_ray_init_thread_warning", "stop_local_ray", "study_trial_count", "study_up_to", "trainables_in_job_env",
+    "set_ray_cluster_mode", "silence_ray_init_thread_warning", "local_ray_stopped", "stop_local_ray", "study_trial_count", "study_up_to", "trainables_in_job_env",
     "tune_trainable_env_defaults", "tuner_run_config", "tuner_search_alg", "tuner_time_budget_s",
 ]
 
@@ -100,6 +101,25 @@ def local_ray_init_options(*, system_config: dict[str, Any], temp_dir: str | Non
     return out
 
 
+_STOPPING = threading.Lock()  # held while `stop_local_ray` runs
+
+
+def local_ray_stopped() -> bool:
+    """Whether this process is connected to no Ray and no `stop_local_ray` is under way (waits for
+    one to finish). The thread that started a local Ray waits for this before it ends: its end
+    kills the Ray processes it started (their parent-death signal), which must not happen in the
+    middle of `stop_local_ray`'s disconnect.
+
+    Ray 2.60: a local Ray's processes are started with `PR_SET_PDEATHSIG` = SIGKILL
+    (`ray._private.utils.set_kill_on_parent_death_linux`, called by `services.start_ray_process`),
+    which Linux sends when the starting thread ends; no private name is used here.
+    """
+    import ray
+
+    with _STOPPING:
+        return not ray.is_initialized()
+
+
 def stop_local_ray() -> None:
     """`ray.shutdown()` of the private local Ray this process started, without Ray's graceful wait.
 
@@ -123,20 +143,37 @@ def stop_local_ray() -> None:
     import ray
     import ray._private.worker as worker
 
+    from sweeps.driver.signals import signals_held
+
+    # A stop signal during the stop (the second of SIGTERM-then-Ctrl-C) raised out of it halfway,
+    # the node already forgotten and the raylet's agents not yet killed: they lived on.
+    with signals_held(), _STOPPING:
+        _stop_local_ray(ray, worker, psutil)
+
+
+def _stop_local_ray(ray: Any, worker: Any, psutil: Any) -> None:
     node = getattr(worker, "_global_node", None)
     if node is None or not node.is_head():
         ray.shutdown()
         return
+
+    def raylet_children() -> list[psutil.Process]:
+        found = []
+        for info in node.all_processes.get("raylet", []):
+            try:
+                found += psutil.Process(info.process.pid).children(recursive=True)
+            except psutil.Error:  # already gone
+                pass
+        return found
+
+    # Looked up before the disconnect too: should the raylet die during it (a Ray started by a
+    # thread that ended: its parent-death signal), its agents would be orphans nobody finds.
+    started = raylet_children()
     worker._global_node = None
     try:
         ray.shutdown()
     finally:
-        started = []
-        for info in node.all_processes.get("raylet", []):
-            try:
-                started += psutil.Process(info.process.pid).children(recursive=True)
-            except psutil.Error:  # already gone
-                pass
+        started += [p for p in raylet_children() if p not in started]
         node.destroy_external_storage()
         node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
         for proc in started:  # SIGKILL cannot be refused; not waited for (init reaps them)

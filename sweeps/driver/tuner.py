@@ -41,7 +41,7 @@ from sweeps.driver.preflight import SweepPlan
 from sweeps.errors import one_line
 from sweeps.driver.ray_env import (check_cluster_resources, init_ray, placeable_trials, reuse_workers,
                                    warm_trial_workers)
-from sweeps.driver.signals import StopSignals, SweepInterrupted
+from sweeps.driver.signals import StopSignals, SweepInterrupted, signals_held
 from sweeps.driver.progress import SweepProgress, quiet_output
 from sweeps.config.space import SearchSpace
 from sweeps.driver.tracking import OPTUNA_TRIAL_KEY, SweepInfo, SweepTracker
@@ -435,14 +435,16 @@ def _fit(tuner: Any, tracker: SweepTracker, runs_dir: Path, warm: bool = False) 
                 with internals.trainables_in_job_env() if warm else contextlib.nullcontext():
                     results = _fit_marking(tuner, tracker, stop)
         except KeyboardInterrupt:
-            tracker.abort("interrupted")
+            with signals_held():  # a further signal must not leave runs RUNNING
+                tracker.abort("interrupted")
             raise SweepInterrupted(stop.signum or signal.SIGINT, forced=True) from None
         except Exception as exc:  # noqa: BLE001 - every crash ends as one line and a true record
             line = failure_line(exc)
             log.debug("sweep failed", exc_info=True)
             if line.startswith(("disk full", "database or disk is full")):
                 paths.free_reserve(runs_dir)  # room to close the runs
-            problems = tracker.abort("driver_error", line)
+            with signals_held():
+                problems = tracker.abort("driver_error", line)
             if problems:
                 line += f" (could not close {len(problems)} MLflow run(s): {problems[0]})"
             raise SweepFailed(line) from exc

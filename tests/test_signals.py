@@ -1,0 +1,52 @@
+"""`sweeps.driver.signals.signals_held`: real signals sent to this process during work a stop must
+not cut halfway (stopping the local Ray, closing the MLflow runs) reach their handler after it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from sweeps.driver.signals import signals_held
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_the_block_is_handled_after_it_by_the_same_handler(signum: int) -> None:
+    events: list[str] = []
+
+    def handler(got: int, _frame: object) -> None:
+        events.append(f"handled {signal.Signals(got).name}")
+        raise KeyboardInterrupt
+
+    saved = signal.signal(signum, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_held():
+                os.kill(os.getpid(), signum)
+                os.kill(os.getpid(), signum)  # a third Ctrl-C adds nothing
+                time.sleep(0.2)  # the handler would run here, at the next bytecode
+                events.append("done")
+        assert events == ["done", f"handled {signal.Signals(signum).name}"]
+        assert signal.getsignal(signum) is handler
+    finally:
+        signal.signal(signum, saved)
+
+
+def test_no_signal_no_call_and_outside_the_main_thread_a_plain_block() -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with signals_held():
+        pass
+    assert {s: signal.getsignal(s) for s in before} == before
+    ran: list[bool] = []
+
+    def work() -> None:
+        with signals_held():  # signal.signal would raise ValueError in this thread
+            ran.append(True)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert ran == [True]
