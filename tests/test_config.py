@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -196,3 +197,29 @@ def test_registries_import_without_torch() -> None:
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+def test_a_checkpoint_keeps_the_training_settings_a_resume_must_ask(tmp_path: Path) -> None:
+    """What a checkpoint stores of its run (`TrialConfig.training_settings`) and what a resumed run
+    is held to: the fields that decide training, not evaluation; a checkpoint written before
+    settings were kept passes."""
+    from sweeps.trial.checkpoint import TrainState, read_state, save_checkpoint, settings_problem
+    from tests.trial_helpers import tiny_trial_config
+
+    cfg = tiny_trial_config(steps=6, eval_every=3)
+    settings = cfg.training_settings()
+    assert {"train.lr", "train.steps", "loss.eta", "seed", "task.train_size"} <= set(settings)
+    assert not {"name", "train.eval_every", "train.max_new_tokens"} & set(settings)
+    save_checkpoint(tmp_path / "ck", None, None, None, TrainState(step=3, settings=settings), weights=False)
+    state = read_state(tmp_path / "ck")
+    assert state.settings == json.loads(json.dumps(settings))
+    same = cfg.with_overrides({"train.eval_every": 2, "name": "other"})
+    assert settings_problem(tmp_path / "ck", state, same.training_settings()) is None
+    problem = settings_problem(tmp_path / "ck", state, cfg.with_overrides({"seed": 4, "loss.eta": 0.2}).training_settings())
+    assert problem is not None and "loss.eta=0.1 (this run: 0.2)" in problem and "seed=0 (this run: 4)" in problem
+    assert "train.effective_batch_size" not in settings  # a fixed micro-batch: not used
+    auto = cfg.with_overrides({"train.batch_size": "auto", "train.effective_batch_size": 8}).training_settings()
+    assert auto["train.batch_size"] == "auto" and auto["train.effective_batch_size"] == 8
+    problem = settings_problem(tmp_path / "ck", state, auto)
+    assert "train.batch_size=8 (this run: 'auto')" in problem and "train.effective_batch_size=None (this run: 8)" in problem
+    assert settings_problem(tmp_path / "ck", TrainState(step=3), cfg.with_overrides({"seed": 4}).training_settings()) is None

@@ -4,6 +4,8 @@ and before Ray starts. The CLI cases run the real entry point in a subprocess.""
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import socket
 import tempfile
@@ -250,6 +252,26 @@ def test_trial_outputs_are_checked_before_the_trial_trains(tmp_path: Path) -> No
     note, error = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and note == f"note: --resume-from {tmp_path / 'ck'}: its newest checkpoint, step_000004"
     assert error.startswith(f"error: --resume-from: {tmp_path / 'ck' / 'step_000004'}: the checkpoint is at step 4")
+
+
+@pytest.mark.slow
+def test_a_resumed_trial_must_ask_the_training_its_checkpoint_had(tmp_path: Path) -> None:
+    """`slsweep trial --resume-from` with another learning rate (or any setting that decides what
+    is trained) is refused in one line naming each field with both values, before the model loads;
+    it used to continue silently with the checkpoint's optimizer and the new schedule. Settings of
+    evaluation only (`train.eval_every`) may change."""
+    trial = ("trial", "counting", "train.steps=4", "train.eval_every=2", "train.warmup_steps=0",
+             "train.batch_size=4", "task.eval_size=4", "task.train_size=16")
+    first = cli(*trial, "--checkpoint-dir", str(tmp_path / "ck"), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    step2 = tmp_path / "ck" / "step_000002"
+    one_line_exit_2(cli(*trial, "train.lr=0.01", "--resume-from", str(step2), cwd=tmp_path), "--resume-from: ",
+                    "trained with train.lr=0.001 (this run: 0.01)", "(override: train.lr=0.001)")
+    one_line_exit_2(cli(*trial, "loss.family=soft_label", "loss.eta=0.2", "--resume-from", str(step2), cwd=tmp_path),
+                    "loss.family='hard' (this run: 'soft_label')", "loss.eta=None (this run: 0.2)")
+    again = cli(*trial, "train.eval_every=1", "--resume-from", str(step2), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["restarts"] == 1
 
 
 @pytest.mark.parametrize("sub", ["artifacts", "ray", "sweeps"])

@@ -23,6 +23,7 @@ __all__ = [
     "LOSS_FAMILIES",
     "LossConfig",
     "ModelConfig",
+    "RESUME_MAY_CHANGE",
     "TaskConfig",
     "TrainConfig",
     "TrialConfig",
@@ -462,12 +463,27 @@ class TrialConfig(_Section):
         walk("", data)
         return out
 
+    def training_settings(self) -> dict[str, Any]:
+        """What decides a run's training trajectory, as dotted keys (`flatten()` without the
+        settings of evaluation, checkpointing and naming, `RESUME_MAY_CHANGE`, and without
+        `train.effective_batch_size` unless `train.batch_size` is auto): a checkpoint stores them,
+        and a run resumed from it must ask the same."""
+        drop = RESUME_MAY_CHANGE | ({"train.effective_batch_size"} if self.train.batch_size != "auto" else set())
+        return {k: v for k, v in self.flatten().items() if k not in drop}
+
     def to_yaml(self) -> str:
         """The resolved config as YAML (logged with every trial)."""
         from sweeps.config.yamlio import dump_yaml
 
         return dump_yaml(self.model_dump(mode="json"))
 
+
+# Settings a run resumed from a checkpoint may change: they decide how it is evaluated, checkpointed
+# or loaded, not what it trains (`TrialConfig.training_settings`, `sweeps.trial.checkpoint`).
+RESUME_MAY_CHANGE: frozenset[str] = frozenset({
+    "name", "train.eval_every", "train.max_new_tokens", "train.eval_batch", "train.checkpoint_every",
+    "train.keep_final_weights", "train.data_workers", "train.compile",
+})
 
 # The free-form mappings of a trial config: keys below them are the task's, the loader's, peft's or
 # a plug-in loss family's own, so new ones may be set (`with_overrides`) and searched

@@ -732,9 +732,11 @@ def run_single_trial(config_path: str | Path, *, checkpoint_dir: Path | None = N
     from sweeps.trial.run import run_trial
 
     if resume_from is not None:  # refused before the model loads, in one line
-        from sweeps.trial.checkpoint import read_state, resume_problem
+        from sweeps.trial.checkpoint import read_state, resume_problem, settings_problem
 
-        problem = resume_problem(resume_from, read_state(resume_from), cfg.train.steps)
+        state = read_state(resume_from)
+        problem = (resume_problem(resume_from, state, cfg.train.steps)
+                   or settings_problem(resume_from, state, cfg.training_settings()))
         if problem:
             raise SlsweepError(f"--resume-from: {problem}")
     ensure_tiny_model(cfg)

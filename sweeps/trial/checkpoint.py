@@ -9,6 +9,7 @@ Files load with `torch.load(weights_only=True)`, so a checkpoint cannot run code
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -33,6 +34,8 @@ class TrainState:
     restarts: int = 0
     # False when restored from a record-only checkpoint: the model was not restored, nothing may train
     weights: bool = True
+    # the run's `TrialConfig.training_settings()` (dotted keys); {} in a checkpoint written before they were kept
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -48,7 +51,8 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     shards collectively); rank 0 writes, the others return None.
     """
     strategy = shard.strategy if shard is not None else "single"
-    payload = {"strategy": strategy, "step": state.step, "history": state.history, "restarts": state.restarts}
+    payload = {"strategy": strategy, "step": state.step, "history": state.history, "restarts": state.restarts,
+               "settings": json.dumps(state.settings, sort_keys=True, default=str)}
     if weights:
         trainable, optim_state = full_trainable_state(model, optimizer, shard)
         payload.update(model=trainable, optimizer=optim_state, scheduler=scheduler.state_dict(),
@@ -87,13 +91,13 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     load_trainable_state(model, optimizer, payload["model"], payload["optimizer"], shard)
     scheduler.load_state_dict(payload["scheduler"])
     torch.set_rng_state(payload["torch_rng"])
-    return TrainState(step=int(payload["step"]), history=list(payload["history"]),
-                      restarts=int(payload["restarts"]))
+    return _record(payload)
 
 
 def _record(payload: dict[str, Any]) -> TrainState:
     return TrainState(step=int(payload["step"]), history=list(payload["history"]),
-                      restarts=int(payload["restarts"]), weights="model" in payload)
+                      restarts=int(payload["restarts"]), weights="model" in payload,
+                      settings=json.loads(payload.get("settings", "{}")))
 
 
 def read_state(directory: Path) -> TrainState:
@@ -112,6 +116,26 @@ def resume_problem(directory: Path, state: TrainState, steps: int) -> str | None
         return (f"{directory}: the checkpoint of a trial that ended at step {state.step} holds no weights "
                 f"(train.keep_final_weights: false); it cannot continue to train.steps={steps}")
     return None
+
+
+def settings_problem(directory: Path, state: TrainState, settings: dict[str, Any]) -> str | None:
+    """Why a run asking `settings` (`TrialConfig.training_settings()`) cannot continue the checkpoint
+    in `directory` (read as `state`), or None: it would train on something else than the run that
+    wrote it (another learning rate, eta, batch size, step count, data...), each field named with
+    both values (a `train.batch_size: auto` run as asked, before its micro-batch was planned). A
+    checkpoint that kept no settings passes."""
+    stored = state.settings
+    if not stored:
+        return None
+    keys = sorted(set(stored) | set(settings))
+    changed = [k for k in keys if json.dumps(stored.get(k), default=str) != json.dumps(settings.get(k), default=str)]
+    if not changed:
+        return None
+    shown = ", ".join(f"{k}={stored.get(k)!r} (this run: {settings.get(k)!r})" for k in changed[:4])
+    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    again = " ".join(f"{k}={json.dumps(stored[k], default=str)}" for k in changed if k in stored)
+    return (f"{directory}: the checkpoint was trained with {shown}{more}; a resumed run continues that "
+            f"training, so it must ask the same" + (f" (override: {again})" if again else ""))
 
 
 STAGING_PREFIX = "slsweep-ckpt-"

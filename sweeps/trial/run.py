@@ -185,6 +185,7 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
     seed_everything(cfg.seed)
     task = get_task(cfg.task.name)
     meter = PeakMeter(device)  # the resident set before the model is loaded (CPU)
+    settings = cfg.training_settings()  # as asked (batch_size auto before its plan): kept in checkpoints
     if cfg.train.batch_size == "auto":  # a config the driver did not plan (slsweep trial): plan here
         cfg = plan_on_device(cfg, device).cfg
         say(f"train.batch_size auto: micro-batch {cfg.train.batch_size} x grad_accum {cfg.train.grad_accum}")
@@ -220,12 +221,13 @@ def setup_trial(cfg: TrialConfig, *, device: torch.device, resume_from: Path | N
     shape = batch_shape(batcher, data.batch(0, 0, cfg.train.batch_size)[:8] + data.held_out[:8], config)
     memory = MemoryRecord(meter, trial_estimate(cfg, config, counts, shape, device_type=device.type,
                                                 workers=shard.world if shard else 1).gb)  # max(train, eval)
-    state = TrainState()
+    state = TrainState(settings=settings)
     if resume_from is not None:
         state = load_checkpoint(resume_from, model, optimizer, scheduler, shard)
         problem = resume_problem(resume_from, state, cfg.train.steps)
         if problem:
             raise ValueError(problem)
+        state.settings = settings
         state.restarts += 1
         say(f"resumed from step {state.step} (restart {state.restarts})")
     model.train()
