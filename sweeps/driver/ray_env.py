@@ -331,8 +331,15 @@ def _stop_at_exit() -> None:
     """At interpreter exit, stop the local Ray at once (`tune_internals.stop_local_ray`; registered
     after Ray's own exit hook, so it runs first and Ray's finds nothing left to wait for)."""
     if not _STOP_REGISTERED:
-        atexit.register(tune_internals.stop_local_ray)
+        atexit.register(_stop_ray_at_exit)
         _STOP_REGISTERED.append(True)
+
+
+def _stop_ray_at_exit() -> None:
+    try:
+        tune_internals.stop_local_ray()
+    except KeyboardInterrupt:  # a stop signal during it, handled after it: the process is ending anyway
+        pass
 
 
 LOOPBACK = "127.0.0.1"
