@@ -208,12 +208,12 @@ def test_a_checkpoint_keeps_the_training_settings_a_resume_must_ask(tmp_path: Pa
 
     cfg = tiny_trial_config(steps=6, eval_every=3)
     settings = cfg.training_settings()
-    assert {"train.lr", "train.steps", "loss.eta", "seed", "task.train_size"} <= set(settings)
-    assert not {"name", "train.eval_every", "train.max_new_tokens"} & set(settings)
+    assert {"train.lr", "loss.eta", "seed", "task.train_size"} <= set(settings)
+    assert not {"name", "train.steps", "train.eval_every", "train.max_new_tokens"} & set(settings)
     save_checkpoint(tmp_path / "ck", None, None, None, TrainState(step=3, settings=settings), weights=False)
     state = read_state(tmp_path / "ck")
     assert state.settings == json.loads(json.dumps(settings))
-    same = cfg.with_overrides({"train.eval_every": 2, "name": "other"})
+    same = cfg.with_overrides({"train.eval_every": 2, "name": "other", "train.steps": 12})  # continued further
     assert settings_problem(tmp_path / "ck", state, same.training_settings()) is None
     problem = settings_problem(tmp_path / "ck", state, cfg.with_overrides({"seed": 4, "loss.eta": 0.2}).training_settings())
     assert problem is not None and "loss.eta=0.1 (this run: 0.2)" in problem and "seed=0 (this run: 4)" in problem
@@ -223,3 +223,8 @@ def test_a_checkpoint_keeps_the_training_settings_a_resume_must_ask(tmp_path: Pa
     problem = settings_problem(tmp_path / "ck", state, auto)
     assert "train.batch_size=8 (this run: 'auto')" in problem and "train.effective_batch_size=None (this run: 8)" in problem
     assert settings_problem(tmp_path / "ck", TrainState(step=3), cfg.with_overrides({"seed": 4}).training_settings()) is None
+    # free-form values compare as numbers (an int searched, a float written); LoRA with defaults is a setting
+    five = TrainState(step=3, settings=cfg.with_overrides({"task.params.max_count": 5}).training_settings())
+    assert settings_problem(tmp_path, five, cfg.with_overrides({"task.params.max_count": 5.0}).training_settings()) is None
+    assert "model.lora=None (this run: {})" in settings_problem(
+        tmp_path, state, cfg.with_overrides({"model.lora": {}}).training_settings())

@@ -26,10 +26,34 @@ def test_a_signal_in_the_block_is_handled_after_it_by_the_same_handler(signum: i
         with pytest.raises(KeyboardInterrupt):
             with signals_held():
                 os.kill(os.getpid(), signum)
-                os.kill(os.getpid(), signum)  # a third Ctrl-C adds nothing
                 time.sleep(0.2)  # the handler would run here, at the next bytecode
                 events.append("done")
         assert events == ["done", f"handled {signal.Signals(signum).name}"]
+        assert signal.getsignal(signum) is handler
+    finally:
+        signal.signal(signum, saved)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_in_the_block_is_handled_at_once(signum: int) -> None:
+    """The way out of a block that hangs: signalled again, it stops at once."""
+    events: list[str] = []
+
+    def handler(_got: int, _frame: object) -> None:
+        events.append("handled")
+        raise KeyboardInterrupt
+
+    saved = signal.signal(signum, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_held():
+                os.kill(os.getpid(), signum)
+                time.sleep(0.1)
+                events.append("held")
+                os.kill(os.getpid(), signum)
+                time.sleep(5)  # a hung block
+                events.append("never")
+        assert events == ["held", "handled"]
         assert signal.getsignal(signum) is handler
     finally:
         signal.signal(signum, saved)

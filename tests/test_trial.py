@@ -83,7 +83,8 @@ def test_the_last_checkpoint_is_the_record_only_unless_asked(tmp_path: Path) -> 
     full = run_trial(cfg, report=keep)
     middle, last = (torch.load(saved[k] / STATE_FILE, weights_only=True) for k in (2, 4))
     assert {"model", "optimizer", "scheduler", "torch_rng"} <= set(middle)
-    assert set(last) == {"strategy", "step", "history", "restarts"} and last["step"] == 4
+    assert set(last) == {"strategy", "step", "history", "restarts", "settings"} and last["step"] == 4
+    assert json.loads(last["settings"]) == json.loads(json.dumps(cfg.training_settings()))
     assert last["history"] == full.history
     assert (saved[4] / STATE_FILE).stat().st_size < 0.01 * (saved[2] / STATE_FILE).stat().st_size
 

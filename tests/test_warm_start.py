@@ -154,15 +154,17 @@ def test_a_slow_disconnect_still_stops_every_process_of_the_early_ray(tmp_path: 
     assert any(psutil.Process(p).name() == "raylet" for p in started)
     starter = next(t for t in threading.enumerate() if t.name == "slsweep-ray-start")
     shutdown = ray.shutdown
+    alive_mid_stop: list[bool] = []
 
     def slow_shutdown(*args: Any, **kwargs: Any) -> None:
         shutdown(*args, **kwargs)
         time.sleep(2.5 * PARK_POLL_S)  # Ray reads as stopped well before the stop is done
+        alive_mid_stop.append(starter.is_alive())
 
     monkeypatch.setattr(ray, "shutdown", slow_shutdown)
     try:
         tune_internals.stop_local_ray()
-        assert starter.is_alive()  # it waited for the stop instead of ending in its middle
+        assert alive_mid_stop == [True]  # it waited for the stop instead of ending in its middle
     finally:
         early.cancel()
     assert not starter.is_alive()

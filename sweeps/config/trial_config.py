@@ -469,7 +469,10 @@ class TrialConfig(_Section):
         `train.effective_batch_size` unless `train.batch_size` is auto): a checkpoint stores them,
         and a run resumed from it must ask the same."""
         drop = RESUME_MAY_CHANGE | ({"train.effective_batch_size"} if self.train.batch_size != "auto" else set())
-        return {k: v for k, v in self.flatten().items() if k not in drop}
+        out = {k: v for k, v in self.flatten().items() if k not in drop}
+        if self.model.lora == {}:  # LoRA with peft's defaults: flatten() has no key for an empty mapping
+            out["model.lora"] = {}
+        return out
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (logged with every trial)."""
@@ -478,11 +481,13 @@ class TrialConfig(_Section):
         return dump_yaml(self.model_dump(mode="json"))
 
 
-# Settings a run resumed from a checkpoint may change: they decide how it is evaluated, checkpointed
-# or loaded, not what it trains (`TrialConfig.training_settings`, `sweeps.trial.checkpoint`).
+# Settings a run resumed from a checkpoint may change (`TrialConfig.training_settings`,
+# `sweeps.trial.checkpoint`): how it is evaluated, checkpointed, named, or fitted into memory, not
+# what it trains; and `train.steps`, to continue a run further (the schedule then follows the new count).
 RESUME_MAY_CHANGE: frozenset[str] = frozenset({
-    "name", "train.eval_every", "train.max_new_tokens", "train.eval_batch", "train.checkpoint_every",
-    "train.keep_final_weights", "train.data_workers", "train.compile",
+    "name", "train.steps", "train.eval_every", "train.max_new_tokens", "train.eval_batch",
+    "train.checkpoint_every", "train.keep_final_weights", "train.data_workers", "train.compile",
+    "model.gradient_checkpointing",
 })
 
 # The free-form mappings of a trial config: keys below them are the task's, the loader's, peft's or

@@ -338,7 +338,7 @@ def _stop_at_exit() -> None:
 def _stop_ray_at_exit() -> None:
     try:
         tune_internals.stop_local_ray()
-    except KeyboardInterrupt:  # a stop signal during it, handled after it: the process is ending anyway
+    except (KeyboardInterrupt, SystemExit):  # a stop signal during it, handled after it: the process is ending anyway
         pass
 
 

@@ -54,8 +54,9 @@ class SignalStop(KeyboardInterrupt):
 
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM arriving in the block are handled once it is done, by the handlers it
-    replaced (the first such signal; more of them in the block add nothing).
+    """The first SIGINT or SIGTERM arriving in the block is handled once the block is done, by the
+    handler the block replaced; a second one in the block is handled at once (the way out of a
+    block that hangs, e.g. on an MLflow server that stopped answering).
 
     For work a stop must not cut halfway: stopping the local Ray (cut, it left Ray's agents
     running), closing the MLflow runs as interrupted (cut, runs stayed RUNNING). Blocking the
@@ -66,13 +67,33 @@ def signals_held() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    saved = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in _HANDLED}
+    saved: dict[int, Any] = {}
+
+    def restore() -> None:
+        for s, handler in saved.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+        if len(caught) > 1:  # again: no more waiting
+            restore()
+            handler = saved.get(signum)
+            if callable(handler):
+                handler(signum, frame)
+            else:
+                signal.raise_signal(signum)
+
+    try:
+        for s in _HANDLED:  # should the replaced handler raise between the two, both are put back
+            saved[s] = signal.signal(s, hold)
+    except BaseException:
+        restore()
+        raise
     try:
         yield
     finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        if caught:
+        restore()
+        if len(caught) == 1:
             signal.raise_signal(caught[0])
 
 

@@ -121,14 +121,14 @@ def resume_problem(directory: Path, state: TrainState, steps: int) -> str | None
 def settings_problem(directory: Path, state: TrainState, settings: dict[str, Any]) -> str | None:
     """Why a run asking `settings` (`TrialConfig.training_settings()`) cannot continue the checkpoint
     in `directory` (read as `state`), or None: it would train on something else than the run that
-    wrote it (another learning rate, eta, batch size, step count, data...), each field named with
+    wrote it (another learning rate, eta, batch size, seed, data...), each field named with
     both values (a `train.batch_size: auto` run as asked, before its micro-batch was planned). A
     checkpoint that kept no settings passes."""
     stored = state.settings
     if not stored:
         return None
     keys = sorted(set(stored) | set(settings))
-    changed = [k for k in keys if json.dumps(stored.get(k), default=str) != json.dumps(settings.get(k), default=str)]
+    changed = [k for k in keys if _comparable(stored.get(k)) != _comparable(settings.get(k))]
     if not changed:
         return None
     shown = ", ".join(f"{k}={stored.get(k)!r} (this run: {settings.get(k)!r})" for k in changed[:4])
@@ -136,6 +136,19 @@ def settings_problem(directory: Path, state: TrainState, settings: dict[str, Any
     again = " ".join(f"{k}={json.dumps(stored[k], default=str)}" for k in changed if k in stored)
     return (f"{directory}: the checkpoint was trained with {shown}{more}; a resumed run continues that "
             f"training, so it must ask the same" + (f" (override: {again})" if again else ""))
+
+
+def _comparable(value: Any) -> Any:
+    """`value` as stored (through JSON), numbers as floats: a free-form 5 and 5.0 are the same setting."""
+    def numbers(v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, list):
+            return [numbers(x) for x in v]
+        if isinstance(v, dict):
+            return {k: numbers(x) for k, x in v.items()}
+        return v
+    return numbers(json.loads(json.dumps(value, default=str)))
 
 
 STAGING_PREFIX = "slsweep-ckpt-"
