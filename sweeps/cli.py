@@ -43,7 +43,8 @@ def user_errors(fn: F) -> F:
             typer.echo(f"error: {text}", err=True)
             raise typer.Exit(1) from None
         except SweepInterrupted as exc:
-            typer.echo(f"interrupted ({exc}): {_resume_advice(exc)}", err=True)
+            typer.echo(f"interrupted ({signal.Signals(exc.signum).name}{', forced' if exc.forced else ''}): "
+                       f"{_resume_advice(exc)}", err=True)
             raise typer.Exit(exit_code(exc.signum)) from None
         except SignalStop as exc:  # a late second signal while a stopped sweep was closing
             typer.echo(f"interrupted ({signal.Signals(exc.signum).name}, forced): {_resume_advice(exc)}", err=True)

@@ -221,10 +221,10 @@ def test_a_checkpoint_keeps_the_training_settings_a_resume_must_ask(tmp_path: Pa
     auto = cfg.with_overrides({"train.batch_size": "auto", "train.effective_batch_size": 8}).training_settings()
     assert auto["train.batch_size"] == "auto" and auto["train.effective_batch_size"] == 8
     problem = settings_problem(tmp_path / "ck", state, auto)
-    assert "train.batch_size=8 (this run: 'auto')" in problem and "train.effective_batch_size=None (this run: 8)" in problem
+    assert "train.batch_size=8 (this run: 'auto')" in problem and "train.effective_batch_size unset (this run: 8)" in problem
     assert settings_problem(tmp_path / "ck", TrainState(step=3), cfg.with_overrides({"seed": 4}).training_settings()) is None
     # free-form values compare as numbers (an int searched, a float written); LoRA with defaults is a setting
     five = TrainState(step=3, settings=cfg.with_overrides({"task.params.max_count": 5}).training_settings())
     assert settings_problem(tmp_path, five, cfg.with_overrides({"task.params.max_count": 5.0}).training_settings()) is None
-    assert "model.lora=None (this run: {})" in settings_problem(
+    assert "model.lora unset (this run: {})" in settings_problem(
         tmp_path, state, cfg.with_overrides({"model.lora": {}}).training_settings())

@@ -165,6 +165,8 @@ def test_r6_signal_then_resume_finishes_every_configuration_once(signum: int, fo
         assert optuna.trial.TrialState.RUNNING in states       # the cut trial stays resumable
         if not forced:
             assert "again to stop at once" in out
+        else:  # the first signal named (the exit status is its), and that a second one forced the stop
+            assert "interrupted (SIGTERM, forced): " in out, out[-3000:]
 
         target = runs
         if signum == signal.SIGINT:

@@ -268,7 +268,7 @@ def test_a_resumed_trial_must_ask_the_training_its_checkpoint_had(tmp_path: Path
     one_line_exit_2(cli(*trial, "train.lr=0.01", "--resume-from", str(step2), cwd=tmp_path), "--resume-from: ",
                     "trained with train.lr=0.001 (this run: 0.01)", "(override: train.lr=0.001)")
     one_line_exit_2(cli(*trial, "loss.family=soft_label", "loss.eta=0.2", "--resume-from", str(step2), cwd=tmp_path),
-                    "loss.family='hard' (this run: 'soft_label')", "loss.eta=None (this run: 0.2)")
+                    "loss.family='hard' (this run: 'soft_label')", "loss.eta unset (this run: 0.2)")
     again = cli(*trial, "train.eval_every=1", "--resume-from", str(step2), cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout.strip().splitlines()[-1])["restarts"] == 1

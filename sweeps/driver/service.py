@@ -306,7 +306,8 @@ def _print_summary(outcome: SweepOutcome, table: pd.DataFrame) -> None:
         stopped = len(table) - len(full)
         if stopped:
             print(f"({stopped} trial(s) stopped before step {budget}: their {spec.metric.name} is "
-                  "from the step shown and is not compared with full-budget trials)")
+                  "from the step their status names (none before a first evaluation) and is not "
+                  "compared with full-budget trials)")
         searched = full[full["arm"] == "search"] if "arm" in full else full  # not a baseline arm
         best = searched.iloc[0] if len(searched) else None
         if best is not None and not (isinstance(best[spec.metric.name], float)

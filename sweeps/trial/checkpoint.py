@@ -131,7 +131,13 @@ def settings_problem(directory: Path, state: TrainState, settings: dict[str, Any
     changed = [k for k in keys if _comparable(stored.get(k)) != _comparable(settings.get(k))]
     if not changed:
         return None
-    shown = ", ".join(f"{k}={stored.get(k)!r} (this run: {settings.get(k)!r})" for k in changed[:4])
+    def was(k: str) -> str:
+        return f"{k}={stored[k]!r}" if k in stored else f"{k} unset"
+
+    def now(k: str) -> str:
+        return repr(settings[k]) if k in settings else "unset"
+
+    shown = ", ".join(f"{was(k)} (this run: {now(k)})" for k in changed[:4])
     more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
     again = " ".join(f"{k}={json.dumps(stored[k], default=str)}" for k in changed if k in stored)
     return (f"{directory}: the checkpoint was trained with {shown}{more}; a resumed run continues that "
