@@ -42,12 +42,10 @@ def user_errors(fn: F) -> F:
             text = str(exc).replace("`slsweep resume`", f"`{command}`") if command else str(exc)
             typer.echo(f"error: {text}", err=True)
             raise typer.Exit(1) from None
-        except SweepInterrupted as exc:
-            typer.echo(f"interrupted ({signal.Signals(exc.signum).name}{', forced' if exc.forced else ''}): "
+        except (SweepInterrupted, SignalStop) as exc:  # SignalStop: a late second signal while a stopped sweep closed
+            forced = getattr(exc, "forced", True)
+            typer.echo(f"interrupted ({signal.Signals(exc.signum).name}{', forced' if forced else ''}): "
                        f"{_resume_advice(exc)}", err=True)
-            raise typer.Exit(exit_code(exc.signum)) from None
-        except SignalStop as exc:  # a late second signal while a stopped sweep was closing
-            typer.echo(f"interrupted ({signal.Signals(exc.signum).name}, forced): {_resume_advice(exc)}", err=True)
             raise typer.Exit(exit_code(exc.signum)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

@@ -139,19 +139,19 @@ def stop_local_ray() -> None:
     `Node.kill_all_processes(check_alive, allow_graceful, wait)`, `Node.destroy_external_storage()`,
     `Node.is_head()`, as `ray.shutdown` itself uses them.
     """
-    import psutil
-    import ray
-    import ray._private.worker as worker
-
     from sweeps.driver.signals import signals_held
 
     # A stop signal during the stop (the second of SIGTERM-then-Ctrl-C) raised out of it halfway,
     # the node already forgotten and the raylet's agents not yet killed: they lived on.
     with signals_held(), _STOPPING:
-        _stop_local_ray(ray, worker, psutil)
+        _stop_local_ray()
 
 
-def _stop_local_ray(ray: Any, worker: Any, psutil: Any) -> None:
+def _stop_local_ray() -> None:
+    import psutil
+    import ray
+    import ray._private.worker as worker
+
     node = getattr(worker, "_global_node", None)
     if node is None or not node.is_head():
         ray.shutdown()

@@ -131,6 +131,7 @@ def settings_problem(directory: Path, state: TrainState, settings: dict[str, Any
     changed = [k for k in keys if _comparable(stored.get(k)) != _comparable(settings.get(k))]
     if not changed:
         return None
+
     def was(k: str) -> str:
         return f"{k}={stored[k]!r}" if k in stored else f"{k} unset"
 
